@@ -1,0 +1,22 @@
+import { createHash } from 'node:crypto';
+import type { DesiredPod } from '../../shared/protocol/messages.js';
+import type { Container } from '../../shared/resources/pod.js';
+
+function digest(value: unknown): string {
+  return createHash('sha256').update(JSON.stringify(value)).digest('hex').slice(0, 16);
+}
+
+/** What the infra container is made from: a change means a new network namespace for the whole pod. */
+export function infraSpecHash(pod: DesiredPod, pauseImage: string, podNetwork: string): string {
+  const ports = pod.spec.containers.flatMap((c) => (c.ports ?? []).filter((p) => p.hostPort !== undefined));
+  return digest({ pauseImage, hostNetwork: pod.spec.hostNetwork ?? false, podNetwork, ports });
+}
+
+/**
+ * The hash of one app container's spec (DESIGN.md section 4: a change of hash means replace).
+ * It includes the infra hash, because a container joined to a replaced infra container has
+ * lost its network namespace and must be made again.
+ */
+export function containerSpecHash(pod: DesiredPod, container: Container, infraHash: string): string {
+  return digest({ container, infraHash, restartPolicy: pod.spec.restartPolicy ?? 'Always' });
+}

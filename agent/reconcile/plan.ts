@@ -1,0 +1,153 @@
+import type { DesiredPod } from '../../shared/protocol/messages.js';
+import type { Container } from '../../shared/resources/pod.js';
+import {
+  INFRA_CONTAINER,
+  LABEL_CONTAINER,
+  LABEL_POD_UID,
+  LABEL_RESTART_COUNT,
+  LABEL_SPEC_HASH,
+  type RuntimeContainer,
+} from '../runtime/runtime.js';
+import { containerSpecHash, infraSpecHash } from './hash.js';
+
+/** What the agent sees: its own containers (by node label) and the images present. */
+export interface ActualState {
+  containers: RuntimeContainer[];
+  images: ReadonlySet<string>;
+}
+
+export interface PlanContext {
+  pauseImage: string;
+  podNetwork: string;
+  now: number;
+  /** Containers in back-off after a crash, by `podUid/container`: not restarted before `until`. */
+  backoff: ReadonlyMap<string, { until: number }>;
+  /** Images whose pull failed, not retried before `until` (ImagePullBackOff). */
+  pullBackoff: ReadonlyMap<string, { until: number; message: string }>;
+  /** Images pulled during the current reconcile pass: pullPolicy Always is satisfied by them. */
+  pulledThisPass: ReadonlySet<string>;
+}
+
+export type Step =
+  | { action: 'remove'; container: RuntimeContainer; reason: string }
+  | { action: 'pull'; image: string; pod: DesiredPod }
+  | { action: 'createInfra'; pod: DesiredPod; hash: string }
+  | { action: 'createContainer'; pod: DesiredPod; container: Container; infraId: string; hash: string; restartCount: number }
+  | { action: 'start'; container: RuntimeContainer; pod: DesiredPod };
+
+export type StepAction = Step['action'];
+
+const RUNNING: ReadonlySet<string> = new Set(['running', 'restarting', 'paused']);
+
+export function backoffKey(podUid: string, container: string): string {
+  return `${podUid}/${container}`;
+}
+
+/** Kubernetes' default pull policy: Always for `:latest` or an untagged image, else IfNotPresent. */
+export function pullPolicy(c: Container): 'Always' | 'IfNotPresent' | 'Never' {
+  if (c.imagePullPolicy) return c.imagePullPolicy;
+  const lastSegment = c.image.split('/').pop() ?? c.image;
+  const tagged = lastSegment.includes(':') || c.image.includes('@');
+  return !tagged || c.image.endsWith(':latest') ? 'Always' : 'IfNotPresent';
+}
+
+/**
+ * The steps that move `actual` toward `desired`, computed without any I/O (balena's
+ * nextStepsForAppUpdate). The executor runs them and the agent plans again until nothing is
+ * left, so each plan only needs to make progress, not reach the goal in one go:
+ *  - containers of pods no longer desired, duplicates, and containers whose spec hash changed are removed;
+ *  - a pod's infra container is made first; its app containers join its network namespace;
+ *  - an exited container is restarted as the pod's restartPolicy says, after its back-off.
+ */
+export function planSteps(actual: ActualState, desired: readonly DesiredPod[], ctx: PlanContext): Step[] {
+  const steps: Step[] = [];
+  const desiredByUid = new Map(desired.map((p) => [p.uid, p]));
+  const byPod = new Map<string, RuntimeContainer[]>();
+  for (const c of actual.containers) {
+    const uid = c.labels[LABEL_POD_UID] ?? '';
+    if (!desiredByUid.has(uid)) {
+      steps.push({ action: 'remove', container: c, reason: 'pod is no longer desired on this node' });
+      continue;
+    }
+    byPod.set(uid, [...(byPod.get(uid) ?? []), c]);
+  }
+  const pulls = new Set<string>();
+  /** Whether `image` can be used now; if not, a pull is planned (once per image). */
+  const needImage = (image: string, pod: DesiredPod, policy: 'Always' | 'IfNotPresent' | 'Never', creating: boolean): boolean => {
+    const present = actual.images.has(image);
+    if (policy === 'Never') return present;
+    if (present && (policy === 'IfNotPresent' || !creating || ctx.pulledThisPass.has(image))) return true;
+    if ((ctx.pullBackoff.get(image)?.until ?? 0) > ctx.now) return false;
+    if (!pulls.has(image)) {
+      pulls.add(image);
+      steps.push({ action: 'pull', image, pod });
+    }
+    return false;
+  };
+
+  for (const pod of desired) {
+    const containers = byPod.get(pod.uid) ?? [];
+    const infraHash = infraSpecHash(pod, ctx.pauseImage, ctx.podNetwork);
+    const infras = newestFirst(containers.filter((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER));
+    const [infra, ...extraInfras] = infras;
+    for (const extra of extraInfras) steps.push({ action: 'remove', container: extra, reason: 'duplicate infra container' });
+    const apps = containers.filter((c) => c.labels[LABEL_CONTAINER] !== INFRA_CONTAINER);
+
+    // The infra container is missing, stale or dead: the pod's network namespace is gone, so
+    // every app container goes with it and the pod starts over (Kubernetes' sandbox recreation).
+    if (!infra || infra.labels[LABEL_SPEC_HASH] !== infraHash || !RUNNING.has(infra.state)) {
+      if (infra && infra.state === 'created' && infra.labels[LABEL_SPEC_HASH] === infraHash) {
+        steps.push({ action: 'start', container: infra, pod });
+        continue;
+      }
+      if (infra) steps.push({ action: 'remove', container: infra, reason: infra.labels[LABEL_SPEC_HASH] !== infraHash ? 'pod sandbox changed' : 'pod sandbox is not running' });
+      for (const app of apps) steps.push({ action: 'remove', container: app, reason: 'pod sandbox is being recreated' });
+      if (needImage(ctx.pauseImage, pod, 'IfNotPresent', true)) steps.push({ action: 'createInfra', pod, hash: infraHash });
+      continue;
+    }
+
+    const wanted = new Set(pod.spec.containers.map((c) => c.name));
+    for (const app of apps) {
+      if (!wanted.has(app.labels[LABEL_CONTAINER] ?? '')) steps.push({ action: 'remove', container: app, reason: 'container removed from the pod spec' });
+    }
+    for (const spec of pod.spec.containers) {
+      const hash = containerSpecHash(pod, spec, infraHash);
+      const mine = newestFirst(apps.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
+      const [current, ...older] = mine;
+      for (const old of older) steps.push({ action: 'remove', container: old, reason: 'older instance of the container' });
+      const restartCount = Number(current?.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
+      if (!current) {
+        if (needImage(spec.image, pod, pullPolicy(spec), true)) steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
+        continue;
+      }
+      if (current.labels[LABEL_SPEC_HASH] !== hash) {
+        // Download-then-kill: the old container is only removed once the new image is here, so a
+        // failed pull leaves it running.
+        if (needImage(spec.image, pod, pullPolicy(spec), true)) {
+          steps.push({ action: 'remove', container: current, reason: 'container spec changed' });
+          steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
+        }
+        continue;
+      }
+      if (current.state === 'created') {
+        steps.push({ action: 'start', container: current, pod });
+        continue;
+      }
+      if (current.state === 'exited' || current.state === 'dead') {
+        const policy = pod.spec.restartPolicy ?? 'Always';
+        const restart = policy === 'Always' || (policy === 'OnFailure' && current.exitCode !== 0);
+        if (!restart) continue;
+        if ((ctx.backoff.get(backoffKey(pod.uid, spec.name))?.until ?? 0) > ctx.now) continue;
+        if (needImage(spec.image, pod, pullPolicy(spec), false)) {
+          steps.push({ action: 'remove', container: current, reason: `restarting (restartPolicy ${policy})` });
+          steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: restartCount + 1 });
+        }
+      }
+    }
+  }
+  return steps;
+}
+
+function newestFirst(containers: RuntimeContainer[]): RuntimeContainer[] {
+  return [...containers].sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''));
+}

@@ -1,0 +1,164 @@
+import Docker from 'dockerode';
+import type { ContainerCreateSpec, ContainerRunState, ContainerRuntime, EngineInfo, RuntimeContainer } from './runtime.js';
+
+/** Parses `unix:///path`, `tcp://host:port` or `http://host:port` into dockerode's options. */
+export function dockerOptions(dockerHost: string | undefined): Docker.DockerOptions {
+  const host = dockerHost ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
+  if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) };
+  const url = new URL(host.replace(/^tcp:/, 'http:'));
+  return { host: url.hostname, port: Number(url.port || 2375), protocol: 'http' };
+}
+
+/** The Docker engine (or any engine that speaks its API) behind the ContainerRuntime interface. */
+export class DockerRuntime implements ContainerRuntime {
+  private readonly docker: Docker;
+
+  constructor(dockerHost?: string) {
+    this.docker = new Docker(dockerOptions(dockerHost));
+  }
+
+  async ping(): Promise<EngineInfo> {
+    const v = await this.docker.version();
+    return { name: 'docker', version: v.Version, os: v.Os, arch: v.Arch };
+  }
+
+  async listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
+    // The list lacks exit codes and times; inspect each (a device runs a handful of containers).
+    const out: RuntimeContainer[] = [];
+    for (const c of list) {
+      try {
+        out.push(fromInspect(await this.docker.getContainer(c.Id).inspect()));
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+      }
+    }
+    return out;
+  }
+
+  async hasImage(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw err;
+    }
+  }
+
+  async pullImage(ref: string, onProgress?: (message: string) => void): Promise<void> {
+    const stream = await this.docker.pull(ref);
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null) => (err ? reject(err) : resolve()),
+        (event: { status?: string; progress?: string; id?: string; error?: string }) => {
+          if (event.error) reject(new Error(event.error));
+          else if (onProgress && event.status) onProgress([event.id, event.status, event.progress].filter(Boolean).join(' '));
+        },
+      );
+    });
+  }
+
+  async importImage(tar: Buffer, repo: string, tag: string): Promise<void> {
+    const { Readable } = await import('node:stream');
+    const stream = await this.docker.importImage(Readable.from([tar]) as unknown as NodeJS.ReadableStream, { repo, tag });
+    await new Promise<void>((resolve, reject) => this.docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
+  }
+
+  async ensureNetwork(name: string, subnet: string | undefined): Promise<void> {
+    const existing = await this.docker.listNetworks({ filters: { name: [name] } });
+    if (existing.some((n) => n.Name === name)) return;
+    try {
+      await this.docker.createNetwork({
+        Name: name,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: { 'flotilla.network': 'pods' },
+        ...(subnet ? { IPAM: { Driver: 'default', Config: [{ Subnet: subnet }] } } : {}),
+      });
+    } catch (err) {
+      // Two agents sharing one engine may race to create it; the loser finds it made.
+      if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+    }
+  }
+
+  async createContainer(spec: ContainerCreateSpec): Promise<string> {
+    const ports = spec.portBindings ?? [];
+    const c = await this.docker.createContainer({
+      name: spec.name,
+      Image: spec.image,
+      Labels: spec.labels,
+      ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
+      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.env ? { Env: spec.env } : {}),
+      ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+      ...(spec.stopTimeout !== undefined ? { StopTimeout: spec.stopTimeout } : {}),
+      ...(ports.length ? { ExposedPorts: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, {}])) } : {}),
+      HostConfig: {
+        NetworkMode: spec.networkMode,
+        ...(ports.length ? { PortBindings: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, [{ HostPort: String(p.hostPort) }]])) } : {}),
+        ...(spec.memoryBytes ? { Memory: spec.memoryBytes } : {}),
+        ...(spec.nanoCpus ? { NanoCpus: spec.nanoCpus } : {}),
+        // The agent restarts containers itself, by the pod's restartPolicy and with back-off.
+        RestartPolicy: { Name: 'no' },
+      },
+    });
+    return c.id;
+  }
+
+  async startContainer(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).start();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 304) throw err; // already started
+    }
+  }
+
+  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.docker.getContainer(id).stop({ t: timeoutSeconds });
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode;
+      if (code !== 304 && code !== 404) throw err; // already stopped, or gone
+    }
+  }
+
+  async removeContainer(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true, v: true });
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode;
+      if (code !== 404 && code !== 409) throw err; // gone, or removal already in progress
+    }
+  }
+
+  async watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void> {
+    const stream = (await this.docker.getEvents({ filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } })) as NodeJS.ReadableStream & { destroy?: () => void };
+    stream.on('data', () => onChange());
+    stream.on('error', (err: Error) => onError(err));
+    stream.on('end', () => onError(new Error('engine event stream ended')));
+    return () => stream.destroy?.();
+  }
+}
+
+function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {
+  const s = info.State;
+  const zero = (t: string | undefined) => (t && !t.startsWith('0001-') ? t : undefined);
+  const startedAt = zero(s.StartedAt);
+  const finishedAt = zero(s.FinishedAt);
+  return {
+    id: info.Id,
+    name: info.Name.replace(/^\//, ''),
+    image: info.Config.Image,
+    imageId: info.Image,
+    labels: info.Config.Labels ?? {},
+    state: s.Status as ContainerRunState,
+    exitCode: s.ExitCode,
+    oomKilled: s.OOMKilled,
+    ...(s.Error ? { error: s.Error } : {}),
+    createdAt: info.Created,
+    ...(startedAt ? { startedAt } : {}),
+    ...(finishedAt ? { finishedAt } : {}),
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * What the agent needs of a container engine. dockerode lives behind it in docker.ts; the
+ * hollow devices of bench/ put an in-memory engine behind the same interface.
+ */
+export type ContainerRunState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
+
+export interface RuntimeContainer {
+  id: string;
+  name: string;
+  image: string;
+  imageId?: string;
+  labels: Record<string, string>;
+  state: ContainerRunState;
+  exitCode?: number;
+  /** The engine's reason for a stop it caused, e.g. OOMKilled. */
+  oomKilled?: boolean;
+  error?: string;
+  createdAt?: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+export interface ContainerCreateSpec {
+  name: string;
+  image: string;
+  labels: Record<string, string>;
+  /** Kubernetes' command (the image's ENTRYPOINT) and args (its CMD). */
+  entrypoint?: string[];
+  cmd?: string[];
+  env?: string[];
+  workingDir?: string;
+  /** `host`, `none`, a network name, or `container:<id>` to join another container's network namespace. */
+  networkMode: string;
+  portBindings?: { containerPort: number; hostPort: number; protocol: 'tcp' | 'udp' }[];
+  memoryBytes?: number;
+  nanoCpus?: number;
+  /** Seconds the engine waits after SIGTERM before SIGKILL on stop. */
+  stopTimeout?: number;
+}
+
+export interface EngineInfo {
+  name: string;
+  version: string;
+  os?: string;
+  arch?: string;
+}
+
+export interface ContainerRuntime {
+  ping(): Promise<EngineInfo>;
+  /** Every container (running or not) carrying all of the given labels. */
+  listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]>;
+  hasImage(ref: string): Promise<boolean>;
+  pullImage(ref: string, onProgress?: (message: string) => void): Promise<void>;
+  importImage(tar: Buffer, repo: string, tag: string): Promise<void>;
+  ensureNetwork(name: string, subnet: string | undefined): Promise<void>;
+  createContainer(spec: ContainerCreateSpec): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  stopContainer(id: string, timeoutSeconds: number): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+  /** Calls back when a container of the given labels changes state; returns a stop function. */
+  watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void>;
+}
+
+/** Labels on every container the agent makes (DESIGN.md section 4). */
+export const LABEL_NODE = 'flotilla.node';
+export const LABEL_POD_UID = 'flotilla.pod-uid';
+export const LABEL_POD = 'flotilla.pod';
+export const LABEL_NAMESPACE = 'flotilla.namespace';
+export const LABEL_CONTAINER = 'flotilla.container';
+export const LABEL_SPEC_HASH = 'flotilla.spec-hash';
+export const LABEL_RESTART_COUNT = 'flotilla.restart-count';
+/** The container name of a pod's infra container, as Kubernetes names its sandbox "POD". */
+export const INFRA_CONTAINER = 'POD';

@@ -1,0 +1,53 @@
+import type { IncomingMessage } from 'node:http';
+import { ManifestSyntaxError, parseManifests, type ManifestDocument } from '../../shared/resources/manifest.js';
+import { HubError } from './errors.js';
+
+/** Kubernetes' apiserver takes up to 3 MiB per request; a fleet manifest needs far less. */
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > limit) {
+    req.resume();
+    throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      req.resume();
+      throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body is over the limit of ${limit} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parses a JSON or YAML body into manifest documents; syntax errors name line and column. */
+export function parseBody(req: IncomingMessage, body: Buffer): ManifestDocument[] {
+  const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
+  const text = body.toString('utf8');
+  if (text.trim() === '') throw new HubError('HUB_ERR_BAD_REQUEST', 'request body is empty');
+  if (type === 'application/json' || type === 'application/merge-patch+json') {
+    try {
+      const value: unknown = JSON.parse(text);
+      if (Array.isArray(value)) return value.map((v, i) => ({ source: `item ${i}`, value: v }));
+      if (value && typeof value === 'object' && Array.isArray((value as { items?: unknown }).items) && !('kind' in value && (value as { kind?: unknown }).kind !== 'List')) {
+        return ((value as { items: unknown[] }).items).map((v, i) => ({ source: `item ${i}`, value: v }));
+      }
+      return [{ source: 'body', value }];
+    } catch (err) {
+      throw new HubError('HUB_ERR_BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  if (type === 'application/yaml' || type === 'application/x-yaml' || type === 'text/yaml') {
+    try {
+      return parseManifests(text, 'body');
+    } catch (err) {
+      if (err instanceof ManifestSyntaxError) throw new HubError('HUB_ERR_BAD_REQUEST', err.message);
+      throw err;
+    }
+  }
+  throw new HubError('HUB_ERR_UNSUPPORTED_MEDIA_TYPE', `unsupported content type '${type}' (use application/json or application/yaml)`);
+}

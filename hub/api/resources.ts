@@ -1,0 +1,211 @@
+import type { Logger } from 'pino';
+import type { ManifestDocument } from '../../shared/resources/manifest.js';
+import { lookupKind, type KindInfo } from '../../shared/resources/kinds.js';
+import { DEFAULT_NAMESPACE } from '../../shared/resources/namespace.js';
+import { isPlainObject, type FieldError } from '../../shared/resources/fields.js';
+import { validateManifest, type ValidObject } from '../../shared/resources/validate.js';
+import type { Selector } from '../../shared/labels/selector.js';
+import type { ObjectStore } from '../store/objects.js';
+import type { StoredObject } from '../store/types.js';
+import { HubError } from './errors.js';
+
+export type ApplyAction = 'created' | 'configured' | 'unchanged';
+
+export interface ApplyOutcome {
+  kind: string;
+  name: string;
+  namespace?: string;
+  action: ApplyAction;
+  warnings: string[];
+  object?: StoredObject;
+}
+
+/**
+ * The API's operations on objects, between the HTTP edge and the store: validation of every
+ * document before anything is written, namespace checks, apply (create or update by name) in
+ * one transaction so that a bad document in a batch leaves the store unchanged.
+ */
+export class ResourceService {
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly log: Logger,
+  ) {}
+
+  kind(name: string): KindInfo {
+    const kind = lookupKind(name);
+    if (!kind) throw new HubError('HUB_ERR_NOT_FOUND', `the server doesn't have a resource type "${name}"`);
+    return kind;
+  }
+
+  /** Validates every document; throws one HUB_ERR_INVALID naming every bad field of every document. */
+  validateAll(docs: ManifestDocument[], defaultNamespace?: string): { object: ValidObject; kind: KindInfo; warnings: string[]; source: string }[] {
+    if (docs.length === 0) throw new HubError('HUB_ERR_BAD_REQUEST', 'no objects in the request');
+    const errors: FieldError[] = [];
+    const valid: { object: ValidObject; kind: KindInfo; warnings: string[]; source: string }[] = [];
+    for (const doc of docs) {
+      const result = validateManifest(doc.value);
+      const prefix = docs.length > 1 ? `${doc.source}: ` : '';
+      if (!result.object || !result.kind) {
+        errors.push(...result.errors.map((e) => ({ path: `${prefix}${e.path}`, message: e.message })));
+        continue;
+      }
+      if (result.kind.namespaced && !result.object.metadata.namespace) result.object.metadata.namespace = defaultNamespace ?? DEFAULT_NAMESPACE;
+      valid.push({ object: result.object, kind: result.kind, warnings: result.warnings, source: doc.source });
+    }
+    if (errors.length > 0) {
+      const first = errors[0]!;
+      const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
+      throw new HubError('HUB_ERR_INVALID', `invalid manifest: ${first.path}: ${first.message}${more}`, errors);
+    }
+    return valid;
+  }
+
+  /** kubectl apply: create each object, or update the one of the same kind, namespace and name. */
+  apply(docs: ManifestDocument[], opts: { dryRun?: boolean; namespace?: string } = {}): ApplyOutcome[] {
+    const valid = this.validateAll(docs, opts.namespace);
+    // Namespaces first, so a file may create a namespace and fill it, as kubectl orders them.
+    valid.sort((a, b) => Number(b.kind.kind === 'Namespace') - Number(a.kind.kind === 'Namespace'));
+    const outcomes: ApplyOutcome[] = [];
+    const run = () => {
+      const created = new Set<string>();
+      for (const { object, kind, warnings } of valid) {
+        const ns = kind.namespaced ? object.metadata.namespace! : '';
+        if (kind.namespaced && !created.has(ns)) this.requireNamespace(ns);
+        if (kind.kind === 'Namespace') created.add(object.metadata.name);
+        const existing = this.store.get(kind.kind, ns, object.metadata.name);
+        const base = { kind: kind.kind, name: object.metadata.name, ...(kind.namespaced ? { namespace: ns } : {}), warnings };
+        if (!existing) {
+          const stored = opts.dryRun ? undefined : this.store.create(toNewObject(object));
+          outcomes.push({ ...base, action: 'created', ...(stored ? { object: stored } : {}) });
+          continue;
+        }
+        const next = mergeIntoExisting(existing, object);
+        if (sameUserFields(existing, next)) {
+          outcomes.push({ ...base, action: 'unchanged', object: existing });
+          continue;
+        }
+        const stored = opts.dryRun ? undefined : this.store.update(next);
+        outcomes.push({ ...base, action: 'configured', ...(stored ? { object: stored } : {}) });
+      }
+    };
+    if (opts.dryRun) run();
+    else this.store.transaction(run);
+    return outcomes;
+  }
+
+  create(kindName: string, namespace: string | undefined, doc: ManifestDocument): { object: StoredObject; warnings: string[] } {
+    const [v] = this.validateAll([doc], namespace);
+    const { object, kind, warnings } = v!;
+    this.checkPathNamespace(kind, namespace, object);
+    if (kind.kind !== this.kind(kindName).kind) throw new HubError('HUB_ERR_BAD_REQUEST', `the body is a ${kind.kind}, the path is for ${this.kind(kindName).plural}`);
+    return this.store.transaction(() => {
+      if (kind.namespaced) this.requireNamespace(object.metadata.namespace!);
+      return { object: this.store.create(toNewObject(object)), warnings };
+    });
+  }
+
+  replace(kindName: string, namespace: string | undefined, name: string, doc: ManifestDocument): { object: StoredObject; warnings: string[] } {
+    const [v] = this.validateAll([doc], namespace);
+    const { object, kind, warnings } = v!;
+    this.checkPathNamespace(kind, namespace, object);
+    if (object.metadata.name !== name) throw new HubError('HUB_ERR_BAD_REQUEST', `metadata.name '${object.metadata.name}' does not match the name in the path '${name}'`);
+    return this.store.transaction(() => {
+      const existing = this.get(kindName, namespace, name);
+      return { object: this.store.update(mergeIntoExisting(existing, object)), warnings };
+    });
+  }
+
+  /** JSON merge patch (RFC 7386), the form `flotilla label` uses; the result is validated as a whole. */
+  patch(kindName: string, namespace: string | undefined, name: string, patch: unknown): { object: StoredObject; warnings: string[] } {
+    if (!isPlainObject(patch)) throw new HubError('HUB_ERR_BAD_REQUEST', 'a merge patch must be a JSON object');
+    return this.store.transaction(() => {
+      const existing = this.get(kindName, namespace, name);
+      const patched = mergePatch(existing, patch) as StoredObject;
+      const [v] = this.validateAll([{ source: 'patch', value: patched }], namespace);
+      const expected = isPlainObject(patch.metadata) && typeof patch.metadata.resourceVersion === 'string' ? patch.metadata.resourceVersion : undefined;
+      const next = mergeIntoExisting(existing, v!.object);
+      if (expected) next.metadata.resourceVersion = expected;
+      else next.metadata.resourceVersion = existing.metadata.resourceVersion;
+      return { object: this.store.update(next), warnings: v!.warnings };
+    });
+  }
+
+  get(kindName: string, namespace: string | undefined, name: string): StoredObject {
+    const kind = this.kind(kindName);
+    const ns = kind.namespaced ? (namespace ?? DEFAULT_NAMESPACE) : '';
+    const obj = this.store.get(kind.kind, ns, name);
+    if (!obj) throw new HubError('HUB_ERR_NOT_FOUND', `${kind.plural} "${name}" not found`);
+    return obj;
+  }
+
+  list(kindName: string, namespace: string | undefined, selector?: Selector): { items: StoredObject[]; resourceVersion: string } {
+    const kind = this.kind(kindName);
+    return this.store.list(kind.kind, { ...(kind.namespaced && namespace ? { namespace } : {}), ...(selector ? { selector } : {}) });
+  }
+
+  delete(kindName: string, namespace: string | undefined, name: string): StoredObject {
+    const kind = this.kind(kindName);
+    const ns = kind.namespaced ? (namespace ?? DEFAULT_NAMESPACE) : '';
+    return this.store.transaction(() => {
+      const obj = this.get(kindName, namespace, name);
+      if (kind.kind === 'Namespace') {
+        if (name === DEFAULT_NAMESPACE) throw new HubError('HUB_ERR_FORBIDDEN', 'the default namespace cannot be deleted');
+        // Deleting a namespace deletes what is in it, as Kubernetes' namespace controller does.
+        for (const other of ['DaemonSet', 'Pod', 'Event']) {
+          for (const item of this.store.list(other, { namespace: name }).items) this.store.delete(other, name, item.metadata.name);
+        }
+      }
+      this.store.delete(kind.kind, ns, name);
+      return obj;
+    });
+  }
+
+  private requireNamespace(ns: string): void {
+    if (!this.store.get('Namespace', '', ns)) throw new HubError('HUB_ERR_NOT_FOUND', `namespaces "${ns}" not found`);
+  }
+
+  private checkPathNamespace(kind: KindInfo, namespace: string | undefined, object: ValidObject): void {
+    if (kind.namespaced && namespace && object.metadata.namespace && object.metadata.namespace !== namespace) {
+      throw new HubError('HUB_ERR_BAD_REQUEST', `the namespace of the object (${object.metadata.namespace}) does not match the namespace of the request (${namespace})`);
+    }
+    if (kind.namespaced && namespace) object.metadata.namespace = namespace;
+  }
+}
+
+function toNewObject(object: ValidObject): StoredObject {
+  const { resourceVersion: _rv, ...metadata } = object.metadata;
+  return { ...object, metadata } as unknown as StoredObject;
+}
+
+/** The user's fields of `incoming` over the stored object: status and identity are kept. */
+function mergeIntoExisting(existing: StoredObject, incoming: ValidObject): StoredObject {
+  const { status: _status, ...rest } = incoming as ValidObject & { status?: unknown };
+  const metadata = { ...existing.metadata, labels: incoming.metadata.labels, annotations: incoming.metadata.annotations };
+  if (!incoming.metadata.labels) delete metadata.labels;
+  if (!incoming.metadata.annotations) delete metadata.annotations;
+  if (incoming.metadata.resourceVersion) metadata.resourceVersion = incoming.metadata.resourceVersion;
+  else delete (metadata as Partial<typeof metadata>).resourceVersion;
+  const next: StoredObject = { ...rest, metadata, ...(existing.status !== undefined ? { status: existing.status } : {}) } as StoredObject;
+  // Controller-owned metadata survives a user's apply.
+  if (existing.metadata.ownerReferences) next.metadata.ownerReferences = existing.metadata.ownerReferences;
+  return next;
+}
+
+function sameUserFields(a: StoredObject, b: StoredObject): boolean {
+  const pick = (o: StoredObject) => {
+    const { metadata, status: _s, ...rest } = o;
+    return JSON.stringify({ labels: metadata.labels ?? {}, annotations: metadata.annotations ?? {}, ...rest });
+  };
+  return pick(a) === pick(b);
+}
+
+/** RFC 7386: null deletes a key, objects merge recursively, anything else replaces. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isPlainObject(patch)) return patch;
+  const out: Record<string, unknown> = isPlainObject(target) ? { ...target } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete out[key];
+    else out[key] = mergePatch(out[key], value);
+  }
+  return out;
+}

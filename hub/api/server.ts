@@ -1,0 +1,205 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { parseSelector, SelectorError, type Selector } from '../../shared/labels/selector.js';
+import { kindByPlural } from '../../shared/resources/kinds.js';
+import { FLOTILLA_VERSION } from '../../shared/version.js';
+import type { ObjectStore } from '../store/objects.js';
+import type { WatchEvent } from '../store/types.js';
+import { DEFAULT_BODY_LIMIT, parseBody, readBody } from './body.js';
+import { HubError, toHubError } from './errors.js';
+import type { ResourceService } from './resources.js';
+import type { TokenRoutes } from './tokens.js';
+
+export interface ApiOptions {
+  host: string;
+  port: number;
+  /** Checks the bearer token of a request. */
+  authorize: (token: string) => boolean;
+  bodyLimit?: number;
+}
+
+/**
+ * The hub's HTTP API, Kubernetes-shaped paths over the store:
+ *   /api/v1/{plural}                                  list (all namespaces), create (cluster-scoped)
+ *   /api/v1/{plural}/{name}                           cluster-scoped object
+ *   /api/v1/namespaces/{ns}/{plural}[/{name}]         namespaced list / object
+ *   /api/v1/apply                                     create-or-update a batch of manifests
+ *   /api/v1/tokens[/{id}]                             join tokens and device credentials
+ * Every call but /healthz carries the admin token as `Authorization: Bearer …`.
+ */
+export class ApiServer {
+  private server?: Server;
+  private readonly watchers = new Set<ServerResponse>();
+
+  constructor(
+    private readonly opts: ApiOptions,
+    private readonly store: ObjectStore,
+    private readonly resources: ResourceService,
+    private readonly tokens: TokenRoutes,
+    private readonly log: Logger,
+  ) {}
+
+  async listen(): Promise<number> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => this.fail(res, err));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.opts.port, this.opts.host, () => resolve());
+    });
+    const address = this.server.address();
+    const port = typeof address === 'object' && address ? address.port : this.opts.port;
+    this.log.info({ host: this.opts.host, port }, 'api listening');
+    return port;
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers) w.end();
+    if (!this.server) return;
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://hub');
+    const method = req.method ?? 'GET';
+    if (url.pathname === '/healthz') return this.send(res, 200, { status: 'ok' });
+    if (!this.authorized(req)) throw new HubError('HUB_ERR_UNAUTHORIZED', 'a valid admin token is required (Authorization: Bearer TOKEN)');
+    if (url.pathname === '/version') return this.send(res, 200, { version: FLOTILLA_VERSION });
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
+    const rest = parts.slice(2);
+    const dryRun = url.searchParams.has('dryRun') && url.searchParams.get('dryRun') !== 'false';
+
+    if (rest[0] === 'apply' && rest.length === 1) {
+      if (method !== 'POST') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'apply takes POST');
+      const docs = parseBody(req, await readBody(req, this.bodyLimit));
+      const namespace = url.searchParams.get('namespace') ?? undefined;
+      const results = this.resources.apply(docs, { dryRun, ...(namespace ? { namespace } : {}) });
+      return this.send(res, 200, { kind: 'ApplyResult', dryRun, results });
+    }
+    if (rest[0] === 'tokens') return this.tokens.handle(method, rest.slice(1), req, res, (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit));
+
+    // Resolve {namespace, plural, name} from the path.
+    let namespace: string | undefined;
+    let plural: string | undefined;
+    let name: string | undefined;
+    if (rest[0] === 'namespaces' && rest.length >= 3) {
+      [, namespace, plural, name] = rest;
+      if (rest.length > 4) throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
+    } else if (rest.length === 1 || rest.length === 2) {
+      [plural, name] = rest;
+    } else throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
+    const kind = plural ? kindByPlural(plural) : undefined;
+    if (!kind) throw new HubError('HUB_ERR_NOT_FOUND', `the server doesn't have a resource type "${plural}"`);
+    if (!kind.namespaced && namespace) throw new HubError('HUB_ERR_NOT_FOUND', `${kind.plural} are not namespaced`);
+
+    if (!name) {
+      if (method === 'GET') {
+        const selector = this.selector(url);
+        if (url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') {
+          return this.watch(req, res, kind.kind, namespace, selector, url.searchParams.get('resourceVersion') ?? undefined);
+        }
+        const list = this.resources.list(kind.plural, namespace, selector);
+        return this.send(res, 200, { kind: `${kind.kind}List`, apiVersion: 'flotilla/v1', metadata: { resourceVersion: list.resourceVersion }, items: list.items });
+      }
+      if (method === 'POST') {
+        const docs = parseBody(req, await readBody(req, this.bodyLimit));
+        if (docs.length !== 1) throw new HubError('HUB_ERR_BAD_REQUEST', 'create takes exactly one object; use /api/v1/apply for several');
+        const { object, warnings } = this.resources.create(kind.plural, namespace, docs[0]!);
+        return this.send(res, 201, object, warnings);
+      }
+      throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on a list`);
+    }
+    switch (method) {
+      case 'GET':
+        return this.send(res, 200, this.resources.get(kind.plural, namespace, name));
+      case 'PUT': {
+        const docs = parseBody(req, await readBody(req, this.bodyLimit));
+        if (docs.length !== 1) throw new HubError('HUB_ERR_BAD_REQUEST', 'replace takes exactly one object');
+        const { object, warnings } = this.resources.replace(kind.plural, namespace, name, docs[0]!);
+        return this.send(res, 200, object, warnings);
+      }
+      case 'PATCH': {
+        const docs = parseBody(req, await readBody(req, this.bodyLimit));
+        const { object, warnings } = this.resources.patch(kind.plural, namespace, name, docs[0]?.value);
+        return this.send(res, 200, object, warnings);
+      }
+      case 'DELETE':
+        return this.send(res, 200, this.resources.delete(kind.plural, namespace, name));
+      default:
+        throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed`);
+    }
+  }
+
+  private get bodyLimit(): number {
+    return this.opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  }
+
+  private selector(url: URL): Selector | undefined {
+    const text = url.searchParams.get('labelSelector');
+    if (!text) return undefined;
+    try {
+      return parseSelector(text);
+    } catch (err) {
+      if (err instanceof SelectorError) throw new HubError('HUB_ERR_BAD_REQUEST', `labelSelector: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** A watch: newline-delimited JSON events, `{"type":"ADDED","object":{…}}`, until the client goes away. */
+  private watch(req: IncomingMessage, res: ServerResponse, kind: string, namespace: string | undefined, selector: Selector | undefined, fromResourceVersion: string | undefined): void {
+    const pending: WatchEvent[] = [];
+    let unwatch: () => void;
+    try {
+      unwatch = this.store.watch({ kind, ...(namespace ? { namespace } : {}), ...(selector ? { selector } : {}), ...(fromResourceVersion ? { fromResourceVersion } : {}) }, (e) => {
+        if (res.headersSent) res.write(`${JSON.stringify(e)}\n`);
+        else pending.push(e);
+      });
+    } catch (err) {
+      throw toHubError(err);
+    }
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+    res.flushHeaders();
+    for (const e of pending) res.write(`${JSON.stringify(e)}\n`);
+    this.watchers.add(res);
+    const done = () => {
+      unwatch();
+      this.watchers.delete(res);
+    };
+    req.on('close', done);
+    res.on('close', done);
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    return m !== null && this.opts.authorize(m[1]!.trim());
+  }
+
+  private send(res: ServerResponse, status: number, body: unknown, warnings: string[] = []): void {
+    const text = JSON.stringify(body);
+    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+    // Kubernetes returns warnings in `Warning` headers; so do we (299 = miscellaneous persistent warning).
+    if (warnings.length) headers.warning = warnings.map((w) => `299 - ${JSON.stringify(w)}`).join(', ');
+    res.writeHead(status, headers);
+    res.end(text);
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    const hubErr = toHubError(err);
+    if (hubErr.code === 'HUB_ERR_INTERNAL') this.log.error({ err }, 'request failed');
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    this.send(res, hubErr.httpStatus, hubErr.toBody());
+  }
+}
+
+export function tokenMatches(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}

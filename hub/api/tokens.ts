@@ -1,0 +1,49 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Credentials } from '../auth/credentials.js';
+import { HubError } from './errors.js';
+
+/**
+ * /api/v1/tokens: list every credential (never a secret), create a join token (the secret is
+ * shown once, in the answer), revoke one by id. Revoking a device's credentials cuts it off at
+ * once through `onRevokeDevice`.
+ */
+export class TokenRoutes {
+  constructor(
+    private readonly credentials: Credentials,
+    private readonly onRevokeDevice: (node: string) => void,
+  ) {}
+
+  async handle(method: string, rest: string[], _req: IncomingMessage, _res: ServerResponse, send: (status: number, body: unknown) => void, body: () => Promise<Buffer>): Promise<void> {
+    if (rest.length === 0 && method === 'GET') return send(200, { kind: 'TokenList', items: this.credentials.list() });
+    if (rest.length === 0 && method === 'POST') {
+      const raw = (await body()).toString('utf8');
+      let input: { description?: unknown; ttlSeconds?: unknown } = {};
+      if (raw.trim()) {
+        try {
+          input = JSON.parse(raw) as typeof input;
+        } catch {
+          throw new HubError('HUB_ERR_BAD_REQUEST', 'body is not valid JSON');
+        }
+      }
+      if (input.description !== undefined && typeof input.description !== 'string') throw new HubError('HUB_ERR_INVALID', 'description: must be a string', [{ path: 'description', message: 'must be a string' }]);
+      if (input.ttlSeconds !== undefined && (typeof input.ttlSeconds !== 'number' || !Number.isInteger(input.ttlSeconds) || input.ttlSeconds <= 0)) {
+        throw new HubError('HUB_ERR_INVALID', 'ttlSeconds: must be a positive integer', [{ path: 'ttlSeconds', message: 'must be a positive integer' }]);
+      }
+      const { token, record } = this.credentials.createToken('join', {
+        ...(typeof input.description === 'string' ? { description: input.description } : {}),
+        ...(typeof input.ttlSeconds === 'number' ? { ttlSeconds: input.ttlSeconds } : {}),
+      });
+      return send(201, { token, record });
+    }
+    if (rest.length === 1 && method === 'DELETE') {
+      const id = rest[0]!;
+      const before = this.credentials.get(id);
+      if (!before) throw new HubError('HUB_ERR_NOT_FOUND', `token "${id}" not found`);
+      if (before.kind === 'admin') throw new HubError('HUB_ERR_FORBIDDEN', 'the admin token cannot be revoked through the API (delete admin.token and restart the hub)');
+      const record = this.credentials.revoke(id)!;
+      if (record.kind === 'device' && record.node) this.onRevokeDevice(record.node);
+      return send(200, record);
+    }
+    throw new HubError('HUB_ERR_NOT_FOUND', 'no such token route');
+  }
+}

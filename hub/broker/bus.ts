@@ -1,0 +1,13 @@
+/**
+ * How the hub's parts reach MQTT, whichever broker carries it: the embedded aedes (here) or an
+ * external broker that the hub joins as a client (DESIGN.md section 3).
+ */
+export interface MessageBus {
+  publish(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void>;
+  /** Subscribes with a wildcard pattern; the handler gets every matching message. */
+  subscribe(pattern: string, handler: (topic: string, payload: Buffer) => void): Promise<void>;
+  /** Cuts off a connected device at once (revocation, deletion). */
+  disconnectNode(node: string): void;
+  connectedClients(): number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,73 @@
+import type { Logger } from 'pino';
+import { validateDns1123Subdomain, validateLabels } from '../../shared/labels/validation.js';
+import { PROTOCOL_VERSION, decodePayload, encodePayload, joinRequestSchema, type JoinResponse } from '../../shared/protocol/messages.js';
+import { deviceUsername, type Topics } from '../../shared/protocol/topics.js';
+import { formatFieldErrors } from '../../shared/resources/validate.js';
+import type { Credentials } from '../auth/credentials.js';
+import type { EventRecorder } from '../events/recorder.js';
+import type { ObjectStore } from '../store/objects.js';
+import type { MessageBus } from './bus.js';
+
+/**
+ * The join exchange (DESIGN.md section 3). A device that has only the hub's URL and a join
+ * token connects as `join`, publishes {name, labels} on its own join request topic, and reads
+ * its own credentials from the response topic. The hub creates the Node (labels from the
+ * request, as the kubelet's --node-labels at registration) and issues a password that only the
+ * device keeps in the clear. A name that has joined before is refused: the operator deletes the
+ * node first, so a leaked join token cannot take over an existing device's identity.
+ */
+export class JoinService {
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly credentials: Credentials,
+    private readonly bus: MessageBus,
+    private readonly topics: Topics,
+    private readonly events: EventRecorder,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.bus.subscribe(this.topics.allJoinRequests(), (topic, payload) => {
+      void this.onRequest(topic, payload);
+    });
+  }
+
+  private async onRequest(topic: string, payload: Buffer): Promise<void> {
+    const parsed = this.topics.parseJoinTopic(topic);
+    if (!parsed || parsed.direction !== 'req') return;
+    const response = this.handle(payload);
+    if (!response.ok) this.log.warn({ clientId: parsed.clientId, error: response.error }, 'join refused');
+    await this.bus.publish(this.topics.joinResponse(parsed.clientId), encodePayload(response), { qos: 1, retain: false });
+  }
+
+  handle(payload: Buffer): JoinResponse {
+    const decoded = decodePayload(joinRequestSchema, payload);
+    if (!decoded.ok) return { v: PROTOCOL_VERSION, ok: false, error: `malformed join request: ${formatFieldErrors(decoded.errors)}` };
+    const { name, labels } = decoded.value;
+    const nameProblems = validateDns1123Subdomain(name);
+    if (nameProblems.length > 0) return { v: PROTOCOL_VERSION, ok: false, error: `invalid node name '${name}': ${nameProblems.join('; ')}` };
+    const labelProblems = validateLabels(labels ?? {});
+    if (labelProblems.length > 0) return { v: PROTOCOL_VERSION, ok: false, error: `invalid label ${labelProblems[0]!.key}: ${labelProblems[0]!.message}` };
+    if (this.credentials.hasEverJoined(name)) {
+      return { v: PROTOCOL_VERSION, ok: false, error: `node name '${name}' is already taken; delete the node (flotilla delete node ${name}) before it joins again` };
+    }
+    let password = '';
+    try {
+      this.store.transaction(() => {
+        const existing = this.store.get('Node', '', name);
+        if (existing) {
+          // A node the operator registered ahead of the device: keep its labels, add the device's.
+          this.store.update({ ...existing, metadata: { ...existing.metadata, labels: { ...(labels ?? {}), ...(existing.metadata.labels ?? {}) } } });
+        } else {
+          this.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name, ...(labels && Object.keys(labels).length ? { labels } : {}) }, spec: {} });
+        }
+        password = this.credentials.issueDevicePassword(name);
+      });
+    } catch (err) {
+      return { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
+    }
+    this.log.info({ node: name }, 'device joined');
+    this.events.normal({ kind: 'Node', name }, 'Joined', `Node ${name} joined the fleet`, name);
+    return { v: PROTOCOL_VERSION, ok: true, node: name, username: deviceUsername(name), password };
+  }
+}

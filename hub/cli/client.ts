@@ -1,0 +1,93 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { CliError } from './errors.js';
+
+export interface ClientOptions {
+  server?: string;
+  token?: string;
+}
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+export const DEFAULT_TOKEN_FILE = './flotilla-data/admin.token';
+
+export interface ApiAnswer<T> {
+  body: T;
+  warnings: string[];
+}
+
+/** The CLI's view of the hub's HTTP API: finds the server and token as DESIGN.md section 7 says. */
+export class HubClient {
+  readonly server: string;
+  private readonly token: string;
+
+  constructor(opts: ClientOptions) {
+    this.server = (opts.server ?? process.env.FLOTILLA_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
+    const token = opts.token ?? process.env.FLOTILLA_TOKEN ?? readTokenFile();
+    if (!token) throw new CliError(`no admin token: pass --token, set FLOTILLA_TOKEN, or run from the folder that holds ${DEFAULT_TOKEN_FILE}`);
+    this.token = token;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<ApiAnswer<T>> {
+    const res = await this.fetch(method, path, body, contentType);
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw new CliError(`the hub answered ${res.status} with a body that is not JSON`);
+    }
+    if (!res.ok) throw CliError.fromApi(res.status, parsed);
+    return { body: parsed as T, warnings: parseWarnings(res.headers.get('warning')) };
+  }
+
+  /** Opens a watch stream and calls `onEvent` for each line until the stream ends. */
+  async watch(path: string, onEvent: (event: { type: string; object: Record<string, unknown> }) => void): Promise<void> {
+    const res = await this.fetch('GET', path);
+    if (!res.ok) throw CliError.fromApi(res.status, await res.json().catch(() => undefined));
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (line) onEvent(JSON.parse(line) as { type: string; object: Record<string, unknown> });
+      }
+    }
+  }
+
+  private async fetch(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Response> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
+    let payload: string | undefined;
+    if (body !== undefined) {
+      headers['content-type'] = contentType;
+      payload = typeof body === 'string' ? body : JSON.stringify(body);
+    }
+    try {
+      return await fetch(`${this.server}${path}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}) });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new CliError(`cannot reach the hub at ${this.server}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+  }
+}
+
+function readTokenFile(): string | undefined {
+  return existsSync(DEFAULT_TOKEN_FILE) ? readFileSync(DEFAULT_TOKEN_FILE, 'utf8').trim() : undefined;
+}
+
+function parseWarnings(header: string | null): string[] {
+  if (!header) return [];
+  const out: string[] = [];
+  const re = /299 - ("(?:[^"\\]|\\.)*")/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(header))) out.push(JSON.parse(m[1]!) as string);
+  return out;
+}
+
+/** API paths for a kind, as the hub serves them. */
+export function objectPath(plural: string, namespaced: boolean, namespace: string | undefined, name?: string): string {
+  const base = namespaced && namespace ? `/api/v1/namespaces/${encodeURIComponent(namespace)}/${plural}` : `/api/v1/${plural}`;
+  return name ? `${base}/${encodeURIComponent(name)}` : base;
+}

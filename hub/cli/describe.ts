@@ -1,0 +1,86 @@
+import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
+import type { NodeStatus } from '../../shared/resources/node.js';
+import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+import { age, table } from './print.js';
+
+type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; ownerReferences?: { kind: string; name: string }[] } };
+type Ev = { type: string; reason: string; message: string; count?: number; lastTimestamp?: string; firstTimestamp?: string; source?: { component?: string; host?: string }; involvedObject: { kind: string; name: string; uid?: string } };
+
+function kv(label: string, value: string | number | undefined, indent = 0): string {
+  return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
+}
+
+function mapLines(label: string, map: Record<string, string> | undefined): string[] {
+  const entries = Object.entries(map ?? {});
+  if (entries.length === 0) return [kv(label, '<none>')];
+  return entries.map(([k, v], i) => (i === 0 ? kv(label, `${k}=${v}`) : `${' '.repeat(18)}${k}=${v}`));
+}
+
+function stateText(c: ContainerStatus): string[] {
+  if (c.state.running) return [kv('State', 'Running', 4), kv('Started', c.state.running.startedAt, 6)];
+  if (c.state.waiting) return [kv('State', 'Waiting', 4), kv('Reason', c.state.waiting.reason, 6), ...(c.state.waiting.message ? [kv('Message', c.state.waiting.message, 6)] : [])];
+  if (c.state.terminated) return [kv('State', 'Terminated', 4), kv('Reason', c.state.terminated.reason, 6), kv('Exit Code', c.state.terminated.exitCode, 6)];
+  return [kv('State', 'Unknown', 4)];
+}
+
+/** `flotilla describe`: the object in words, its conditions, and the events about it (newest last). */
+export function describe(obj: Obj, events: Ev[]): string {
+  const m = obj.metadata;
+  const lines: string[] = [kv('Name', m.name)];
+  if (m.namespace) lines.push(kv('Namespace', m.namespace));
+  lines.push(...mapLines('Labels', m.labels), ...mapLines('Annotations', m.annotations), kv('Created', m.creationTimestamp), kv('UID', m.uid));
+  if (m.ownerReferences?.length) lines.push(kv('Controlled By', m.ownerReferences.map((o) => `${o.kind}/${o.name}`).join(', ')));
+  if (obj.kind === 'Pod') lines.push(...describePod(obj));
+  else if (obj.kind === 'Node') lines.push(...describeNode(obj));
+  else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
+  lines.push('Events:');
+  const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
+  mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
+  if (mine.length === 0) lines.push('  <none>');
+  else {
+    const rows = [['Type', 'Reason', 'Age', 'From', 'Message'], ...mine.map((e) => [e.type, e.reason, (e.count ?? 1) > 1 ? `${age(e.lastTimestamp)} (x${e.count} over ${age(e.firstTimestamp)})` : age(e.lastTimestamp), e.source?.host ? `${e.source.component ?? ''}, ${e.source.host}` : (e.source?.component ?? ''), e.message])];
+    lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
+  }
+  return lines.join('\n');
+}
+
+function describePod(obj: Obj): string[] {
+  const spec = obj.spec as PodSpec;
+  const status = (obj.status as PodStatus | undefined) ?? { phase: 'Pending' };
+  const lines = [kv('Node', spec.nodeName), kv('Status', status.phase), ...(status.reason ? [kv('Reason', status.reason)] : []), ...(status.message ? [kv('Message', status.message)] : []), kv('IP', status.podIP), kv('Restart Policy', spec.restartPolicy ?? 'Always')];
+  lines.push('Containers:');
+  for (const c of spec.containers) {
+    const cs = status.containerStatuses?.find((s) => s.name === c.name);
+    lines.push(`  ${c.name}:`, kv('Image', c.image, 4));
+    if (c.command) lines.push(kv('Command', c.command.join(' '), 4));
+    if (c.args) lines.push(kv('Args', c.args.join(' '), 4));
+    if (cs) lines.push(kv('Container ID', cs.containerID, 4), ...stateText(cs), kv('Ready', String(cs.ready), 4), kv('Restart Count', cs.restartCount, 4));
+  }
+  lines.push('Conditions:');
+  for (const c of status.conditions ?? []) lines.push(`  ${c.type.padEnd(18)}${c.status}${c.message ? `  ${c.message}` : ''}`);
+  lines.push(...mapLines('Node-Selectors', spec.nodeSelector));
+  return lines;
+}
+
+function describeNode(obj: Obj): string[] {
+  const status = (obj.status as NodeStatus | undefined) ?? {};
+  const lines = [kv('Unschedulable', String((obj.spec as { unschedulable?: boolean } | undefined)?.unschedulable ?? false)), 'Conditions:'];
+  const rows = [['Type', 'Status', 'LastTransitionTime', 'Reason', 'Message'], ...(status.conditions ?? []).map((c) => [c.type, c.status, c.lastTransitionTime ?? '', c.reason ?? '', c.message ?? ''])];
+  lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
+  lines.push('Addresses:', ...(status.addresses ?? []).map((a) => `  ${a.type}: ${a.address}`));
+  lines.push('Capacity:', ...Object.entries(status.capacity ?? {}).map(([k, v]) => `  ${k}: ${v}`));
+  const info = status.nodeInfo;
+  if (info) {
+    lines.push('System Info:', kv('Hostname', info.hostname, 2), kv('Operating System', info.operatingSystem, 2), kv('OS Image', info.osImage, 2), kv('Kernel Version', info.kernelVersion, 2), kv('Architecture', info.architecture, 2), kv('Container Runtime', info.containerRuntimeVersion, 2), kv('Agent Version', info.agentVersion, 2));
+  }
+  lines.push(kv('Desired Revision', status.desiredRevision), kv('Observed Revision', status.observedRevision), kv('Last Heartbeat', status.lastHeartbeatTime));
+  return lines;
+}
+
+function describeDaemonSet(obj: Obj): string[] {
+  const spec = obj.spec as DaemonSetSpec;
+  const s = obj.status as DaemonSetStatus | undefined;
+  const lines = [...mapLines('Node-Selector', spec.template.spec.nodeSelector), kv('Desired Number of Nodes Scheduled', s?.desiredNumberScheduled ?? 0), kv('Current Number of Nodes Scheduled', s?.currentNumberScheduled ?? 0), kv('Number Ready', s?.numberReady ?? 0), 'Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:'];
+  for (const c of spec.template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4));
+  return lines;
+}

@@ -1,0 +1,26 @@
+/**
+ * The one place that turns errors into the CLI's exit status (DESIGN.md section 7):
+ * 0 done, 1 refused or failed (with a message on stderr), 2 usage.
+ */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2 = 1,
+    readonly details: string[] = [],
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+
+  static usage(message: string): CliError {
+    return new CliError(message, 2);
+  }
+
+  /** An error answer of the hub's API: its message, and one line per bad field. */
+  static fromApi(status: number, body: unknown): CliError {
+    const b = (body ?? {}) as { message?: string; code?: string; details?: { fields?: { path: string; message: string }[] } };
+    const fields = b.details?.fields ?? [];
+    const message = b.message ?? `the hub answered HTTP ${status}`;
+    return new CliError(message, 1, fields.length > 1 ? fields.map((f) => `${f.path}: ${f.message}`) : []);
+  }
+}

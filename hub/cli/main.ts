@@ -1,0 +1,144 @@
+import { Command, CommanderError, Option } from 'commander';
+import { createLogger } from '../../shared/log/logger.js';
+import { FLOTILLA_VERSION } from '../../shared/version.js';
+import { loadHubConfig } from '../config.js';
+import { Hub } from '../hub.js';
+import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
+import { CliError } from './errors.js';
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+const err = (text: string) => process.stderr.write(`${text}\n`);
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw CliError.usage(`invalid port '${value}' (0-65535)`);
+  return n;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function buildProgram(): Command {
+  const program = new Command('flotilla')
+    .description('Flotilla: an edge and IoT fleet orchestrator over MQTT')
+    .version(FLOTILLA_VERSION)
+    .option('--server <url>', 'the hub API (default: $FLOTILLA_SERVER or http://127.0.0.1:8080)')
+    .option('--token <token>', 'admin token (default: $FLOTILLA_TOKEN or ./flotilla-data/admin.token)')
+    .showHelpAfterError()
+    .exitOverride();
+  const client = () => program.opts<{ server?: string; token?: string }>();
+
+  program
+    .command('hub')
+    .description('run the hub: store, MQTT broker, API and controllers')
+    .option('--data-dir <dir>', 'where the database and tokens live', './flotilla-data')
+    .option('--listen <addr>', 'address to listen on (loopback unless asked)', '127.0.0.1')
+    .option('--api-port <port>', 'HTTP API port', port, 8080)
+    .option('--mqtt-port <port>', 'MQTT port of the embedded broker', port, 1883)
+    .option('--broker <url>', 'use an external MQTT broker instead of the embedded one')
+    .option('--node-grace <duration>', 'silence before a node is marked Unknown', '40s')
+    .option('--eviction-timeout <duration>', 'how long before pods of an unreachable node are replaced', '5m')
+    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string }) => {
+      if (o.broker) throw new CliError('an external broker (--broker) is not supported yet; run without it to use the embedded broker');
+      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, nodeGraceSeconds: parseDuration(o.nodeGrace), evictionTimeoutSeconds: parseDuration(o.evictionTimeout) });
+      const log = createLogger({ name: 'hub' });
+      process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));
+      process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection; the hub keeps serving'));
+      const hub = await Hub.start(config, log);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await hub.stop();
+    });
+
+  program
+    .command('agent')
+    .description('run the device agent (flotilla agent --help for its options)')
+    .allowUnknownOption()
+    .helpOption(false)
+    .action(() => {
+      // The bin entry runs the agent's own bundle before this program is loaded; see bin/flotilla.js.
+      throw new CliError('the agent runs from its own bundle: use the flotilla command installed by npm');
+    });
+
+  const token = program.command('token').description('manage join tokens and device credentials');
+  token
+    .command('create')
+    .description('create a join token (printed once)')
+    .option('--description <text>', 'what the token is for')
+    .option('--ttl <duration>', 'expire after this long (e.g. 24h)')
+    .action((o: { description?: string; ttl?: string }) => tokenCommand('create', undefined, { ...client(), ...o }, out));
+  token
+    .command('list')
+    .description('list join tokens and device credentials (never their secrets)')
+    .option('-o, --output <format>', 'table or json')
+    .action((o: { output?: string }) => tokenCommand('list', undefined, { ...client(), ...o }, out));
+  token
+    .command('revoke <id>')
+    .description('revoke a join token or a device credential (the device is cut off at once)')
+    .action((id: string) => tokenCommand('revoke', id, client(), out));
+
+  program
+    .command('apply')
+    .description('create or update objects from manifests')
+    .requiredOption('-f, --filename <path>', 'file, folder or - for stdin (repeatable)', collect)
+    .option('--dry-run', 'validate and show what would change, write nothing')
+    .option('-n, --namespace <ns>', 'namespace for objects that name none')
+    .action((o: { filename: string[]; dryRun?: boolean; namespace?: string }) => applyCommand({ ...client(), ...o }, out, err));
+
+  program
+    .command('get <kind> [name]')
+    .description('list objects of a kind, or show one')
+    .option('-l, --selector <selector>', 'label selector, e.g. app=web,tier!=db')
+    .option('-n, --namespace <ns>', 'namespace', undefined)
+    .option('-A, --all-namespaces', 'every namespace')
+    .addOption(new Option('-o, --output <format>', 'table, wide, json, yaml or name'))
+    .option('-w, --watch', 'keep watching for changes')
+    .action((kind: string, name: string | undefined, o: { selector?: string; namespace?: string; allNamespaces?: boolean; output?: string; watch?: boolean }) => getCommand(kind, name, { ...client(), ...o }, out));
+
+  program
+    .command('describe <kind> <name>')
+    .description('show an object in detail, with its events')
+    .option('-n, --namespace <ns>', 'namespace')
+    .action((kind: string, name: string, o: { namespace?: string }) => describeCommand(kind, name, { ...client(), ...o }, out));
+
+  program
+    .command('delete [kind] [names...]')
+    .description('delete objects by kind and name, or those in manifests')
+    .option('-f, --filename <path>', 'file, folder or - for stdin (repeatable)', collect)
+    .option('-n, --namespace <ns>', 'namespace')
+    .action((kind: string | undefined, names: string[], o: { filename?: string[]; namespace?: string }) => deleteCommand(kind, names, { ...client(), ...o }, out));
+
+  program
+    .command('label <kind> <name> <changes...>')
+    .description('set (k=v) or remove (k-) labels, e.g. flotilla label node pi-1 fleet=sensors')
+    .option('--overwrite', 'allow changing an existing value')
+    .option('-n, --namespace <ns>', 'namespace')
+    .action((kind: string, name: string, changes: string[], o: { overwrite?: boolean; namespace?: string }) => labelCommand(kind, name, changes, { ...client(), ...o }, out));
+
+  return program;
+}
+
+/** Runs the CLI and returns its exit status: 0 done, 1 refused or failed, 2 usage. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (e instanceof CliError) {
+      err(`error: ${e.message}`);
+      for (const d of e.details) err(`  ${d}`);
+      return e.exitCode;
+    }
+    err(`error: ${(e as Error).message ?? String(e)}`);
+    return 1;
+  }
+}

@@ -1,0 +1,127 @@
+import { stringify } from 'yaml';
+import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
+import type { NodeStatus } from '../../shared/resources/node.js';
+import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+
+export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
+type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; creationTimestamp?: string } };
+
+/** kubectl's age column: 5s, 3m, 2h, 4d. */
+export function age(iso: string | undefined, now = Date.now()): string {
+  if (!iso) return '<unknown>';
+  const s = Math.max(0, Math.floor((now - Date.parse(iso)) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m`;
+  if (s < 172800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n');
+}
+
+function podReady(status: PodStatus | undefined, spec: PodSpec): string {
+  const statuses = status?.containerStatuses ?? [];
+  return `${statuses.filter((c) => c.ready).length}/${spec.containers.length}`;
+}
+
+/** kubectl's STATUS column: the waiting or terminated reason of a container when there is one, else the phase. */
+function podStatusText(obj: Obj): string {
+  const status = obj.status as PodStatus | undefined;
+  if ((obj.metadata as { deletionTimestamp?: string })?.deletionTimestamp) return 'Terminating';
+  for (const c of status?.containerStatuses ?? []) {
+    if (c.state.waiting?.reason) return c.state.waiting.reason;
+    if (c.state.terminated?.reason && status?.phase !== 'Succeeded') return c.state.terminated.reason;
+  }
+  return status?.reason ?? status?.phase ?? 'Pending';
+}
+
+function restarts(statuses: ContainerStatus[] | undefined): string {
+  return String((statuses ?? []).reduce((n, c) => n + c.restartCount, 0));
+}
+
+function nodeStatusText(obj: Obj): string {
+  const status = obj.status as NodeStatus | undefined;
+  const ready = status?.conditions?.find((c) => c.type === 'Ready');
+  let text = ready?.status === 'True' ? 'Ready' : ready?.status === 'False' ? 'NotReady' : 'Unknown';
+  if ((obj.spec as { unschedulable?: boolean } | undefined)?.unschedulable) text += ',SchedulingDisabled';
+  return text;
+}
+
+function labelsText(labels: Record<string, string> | undefined): string {
+  const entries = Object.entries(labels ?? {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
+}
+
+interface Columns {
+  headers: string[];
+  wide?: string[];
+  row: (o: Obj) => string[];
+  wideRow?: (o: Obj) => string[];
+}
+
+const COLUMNS: Record<string, Columns> = {
+  Pod: {
+    headers: ['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE'],
+    wide: ['IP', 'NODE'],
+    row: (o) => {
+      const status = o.status as PodStatus | undefined;
+      return [o.metadata!.name!, podReady(status, o.spec as PodSpec), podStatusText(o), restarts(status?.containerStatuses), age(o.metadata?.creationTimestamp)];
+    },
+    wideRow: (o) => [(o.status as PodStatus | undefined)?.podIP ?? '<none>', (o.spec as PodSpec).nodeName ?? '<none>'],
+  },
+  Node: {
+    headers: ['NAME', 'STATUS', 'AGE', 'VERSION'],
+    wide: ['INTERNAL-IP', 'OS-IMAGE', 'KERNEL-VERSION', 'ARCH', 'CONTAINER-RUNTIME', 'LABELS'],
+    row: (o) => [o.metadata!.name!, nodeStatusText(o), age(o.metadata?.creationTimestamp), (o.status as NodeStatus | undefined)?.nodeInfo?.agentVersion ?? '<unknown>'],
+    wideRow: (o) => {
+      const s = o.status as NodeStatus | undefined;
+      return [
+        s?.addresses?.find((a) => a.type === 'InternalIP')?.address ?? '<none>',
+        s?.nodeInfo?.osImage ?? '<unknown>',
+        s?.nodeInfo?.kernelVersion ?? '<unknown>',
+        s?.nodeInfo?.architecture ?? '<unknown>',
+        s?.nodeInfo?.containerRuntimeVersion ?? '<unknown>',
+        labelsText(o.metadata?.labels),
+      ];
+    },
+  },
+  DaemonSet: {
+    headers: ['NAME', 'DESIRED', 'CURRENT', 'READY', 'UP-TO-DATE', 'NODE SELECTOR', 'AGE'],
+    wide: ['CONTAINERS', 'IMAGES'],
+    row: (o) => {
+      const s = o.status as DaemonSetStatus | undefined;
+      const sel = (o.spec as DaemonSetSpec).template.spec.nodeSelector;
+      return [o.metadata!.name!, String(s?.desiredNumberScheduled ?? 0), String(s?.currentNumberScheduled ?? 0), String(s?.numberReady ?? 0), String(s?.updatedNumberScheduled ?? 0), sel && Object.keys(sel).length ? labelsText(sel) : '<none>', age(o.metadata?.creationTimestamp)];
+    },
+    wideRow: (o) => {
+      const containers = (o.spec as DaemonSetSpec).template.spec.containers;
+      return [containers.map((c) => c.name).join(','), containers.map((c) => c.image).join(',')];
+    },
+  },
+  Namespace: {
+    headers: ['NAME', 'STATUS', 'AGE'],
+    row: (o) => [o.metadata!.name!, 'Active', age(o.metadata?.creationTimestamp)],
+  },
+  Event: {
+    headers: ['LAST SEEN', 'TYPE', 'REASON', 'OBJECT', 'MESSAGE'],
+    row: (o) => {
+      const inv = o.involvedObject as { kind: string; name: string };
+      return [age(o.lastTimestamp as string | undefined), String(o.type), String(o.reason), `${inv.kind.toLowerCase()}/${inv.name}`, String(o.message)];
+    },
+  },
+};
+
+export function formatObjects(kind: string, items: Obj[], format: OutputFormat, opts: { allNamespaces?: boolean; headers?: boolean; list?: boolean } = {}): string {
+  if (format === 'json') return JSON.stringify(opts.list === false && items.length === 1 ? items[0] : { items }, null, 2);
+  if (format === 'yaml') return stringify(opts.list === false && items.length === 1 ? items[0] : { items }).trimEnd();
+  if (format === 'name') return items.map((o) => `${kind.toLowerCase()}/${o.metadata?.name}`).join('\n');
+  const cols = COLUMNS[kind] ?? { headers: ['NAME', 'AGE'], row: (o: Obj) => [o.metadata!.name!, age(o.metadata?.creationTimestamp)] };
+  const wide = format === 'wide' && cols.wide && cols.wideRow;
+  const rows: string[][] = [];
+  if (opts.headers !== false) rows.push([...(opts.allNamespaces ? ['NAMESPACE'] : []), ...cols.headers, ...(wide ? cols.wide! : [])]);
+  for (const o of items) rows.push([...(opts.allNamespaces ? [o.metadata?.namespace ?? ''] : []), ...cols.row(o), ...(wide ? cols.wideRow!(o) : [])]);
+  return table(rows);
+}

@@ -1,0 +1,118 @@
+import type { Logger } from 'pino';
+
+/** What a reconcile asks for next: nothing, or another look after a delay (controller-runtime's RequeueAfter). */
+export interface ReconcileResult {
+  requeueAfterMs?: number;
+}
+
+export type Reconciler = (key: string) => ReconcileResult | void | Promise<ReconcileResult | void>;
+
+const BASE_BACKOFF_MS = 5;
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * A work queue in the shape of client-go's: triggers only mark a key dirty; one worker
+ * reconciles each key from current state. Duplicate adds merge, a key is never worked twice at
+ * once (a key marked dirty while in flight is worked again afterwards), and a failing key is
+ * retried with exponential back-off (5 ms doubling to 30 s, as ItemExponentialFailureRateLimiter).
+ */
+export class WorkQueue {
+  private readonly dirty = new Set<string>();
+  private readonly inFlight = new Set<string>();
+  private readonly order: string[] = [];
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private scheduled = false;
+  private stopped = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly reconcile: Reconciler,
+    private readonly log: Logger,
+  ) {}
+
+  add(key: string): void {
+    if (this.stopped || this.dirty.has(key)) return;
+    this.dirty.add(key);
+    if (!this.inFlight.has(key)) this.order.push(key);
+    this.schedule();
+  }
+
+  addAfter(key: string, delayMs: number): void {
+    if (this.stopped) return;
+    const existing = this.timers.get(key);
+    if (existing) clearTimeout(existing);
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      this.add(key);
+    }, delayMs);
+    timer.unref();
+    this.timers.set(key, timer);
+  }
+
+  get length(): number {
+    return this.dirty.size;
+  }
+
+  /** Resolves when nothing is queued or in flight (for tests and orderly shutdown). */
+  idle(): Promise<void> {
+    if (this.dirty.size === 0 && this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    // Work a batch, then yield to I/O so that MQTT and HTTP are served between batches.
+    const batch = this.order.splice(0, 256);
+    for (const key of batch) {
+      if (this.stopped) return;
+      if (!this.dirty.has(key) || this.inFlight.has(key)) continue;
+      this.dirty.delete(key);
+      this.inFlight.add(key);
+      try {
+        const result = await this.reconcile(key);
+        this.failures.delete(key);
+        if (result && result.requeueAfterMs !== undefined) this.addAfter(key, result.requeueAfterMs);
+      } catch (err) {
+        const n = (this.failures.get(key) ?? 0) + 1;
+        this.failures.set(key, n);
+        const delay = Math.min(BASE_BACKOFF_MS * 2 ** (n - 1), MAX_BACKOFF_MS);
+        this.log.warn({ err, key, queue: this.name, retryInMs: delay }, 'reconcile failed; will retry');
+        this.addAfter(key, delay);
+      } finally {
+        this.inFlight.delete(key);
+        if (this.dirty.has(key)) this.order.push(key);
+      }
+    }
+    if (this.order.length > 0) this.schedule();
+    else if (this.dirty.size === 0 && this.inFlight.size === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}
+
+export function objectKey(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}/${name}` : name;
+}
+
+export function splitKey(key: string): { namespace: string; name: string } {
+  const slash = key.indexOf('/');
+  return slash < 0 ? { namespace: '', name: key } : { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+}

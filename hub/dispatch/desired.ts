@@ -1,0 +1,110 @@
+import { createHash } from 'node:crypto';
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, encodePayload, type DesiredPod, type DesiredState } from '../../shared/protocol/messages.js';
+import type { Topics } from '../../shared/protocol/topics.js';
+import type { PodSpec } from '../../shared/resources/pod.js';
+import type { MessageBus } from '../broker/bus.js';
+import { WorkQueue } from '../controllers/queue.js';
+import type { ObjectStore } from '../store/objects.js';
+import type { StoredObject } from '../store/types.js';
+
+export const DISPATCH_MIGRATION = `
+CREATE TABLE dispatch (
+  node TEXT PRIMARY KEY,
+  rev INTEGER NOT NULL,
+  hash TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+`;
+
+/**
+ * Publishes each node's whole desired set, retained, with a revision that grows whenever the
+ * set changes (DESIGN.md section 3; level-triggered: an agent that missed any number of
+ * messages converges from the last one). The revision and a hash of the set are kept in SQLite,
+ * so a restarted hub republishes the same revision for an unchanged set.
+ */
+export class Dispatcher {
+  readonly queue: WorkQueue;
+  private readonly published = new Set<string>();
+  private unwatch: (() => void)[] = [];
+  private readonly getRow;
+  private readonly putRow;
+  private readonly deleteRow;
+
+  constructor(
+    db: Database,
+    private readonly store: ObjectStore,
+    private readonly bus: MessageBus,
+    private readonly topics: Topics,
+    private readonly log: Logger,
+  ) {
+    this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
+    this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
+    this.deleteRow = db.prepare('DELETE FROM dispatch WHERE node = ?');
+    this.queue = new WorkQueue('dispatch', (node) => this.sync(node), log);
+  }
+
+  start(): void {
+    this.unwatch.push(
+      this.store.watch({ kind: 'Pod' }, (e) => {
+        const node = (e.object.spec as PodSpec | undefined)?.nodeName;
+        if (node) this.queue.add(node);
+      }),
+      this.store.watch({ kind: 'Node' }, (e) => {
+        if (e.type !== 'MODIFIED') this.queue.add(e.object.metadata.name);
+      }),
+    );
+    for (const node of this.store.list('Node').items) this.queue.add(node.metadata.name);
+  }
+
+  stop(): void {
+    for (const u of this.unwatch) u();
+    this.queue.stop();
+  }
+
+  /** The desired set a node should run now, from the store. */
+  desiredPods(node: string): DesiredPod[] {
+    return this.store
+      .list('Pod', { filter: (p) => (p.spec as PodSpec).nodeName === node && !p.metadata.deletionTimestamp })
+      .items.map((p: StoredObject) => ({
+        uid: p.metadata.uid,
+        name: p.metadata.name,
+        namespace: p.metadata.namespace ?? 'default',
+        ...(p.metadata.labels ? { labels: p.metadata.labels } : {}),
+        spec: p.spec as PodSpec,
+      }));
+  }
+
+  revision(node: string): number | undefined {
+    return this.getRow.get(node)?.rev;
+  }
+
+  async sync(node: string): Promise<void> {
+    const topic = this.topics.desired(node);
+    if (!this.store.get('Node', '', node)) {
+      if (this.getRow.get(node)) {
+        this.deleteRow.run(node);
+        // An empty retained message clears the retained desired set [MQTT-3.3.1-10].
+        await this.bus.publish(topic, Buffer.alloc(0), { qos: 1, retain: true });
+        this.published.delete(node);
+      }
+      return;
+    }
+    const pods = this.desiredPods(node);
+    const hash = createHash('sha256').update(JSON.stringify(pods)).digest('hex');
+    const row = this.getRow.get(node);
+    let rev = row?.rev ?? 0;
+    if (!row || row.hash !== hash) {
+      rev += 1;
+      this.putRow.run(node, rev, hash, new Date().toISOString());
+      this.published.delete(node);
+      this.store.mutate('Node', '', node, (cur) => ({ ...cur, status: { ...((cur.status as object | undefined) ?? {}), desiredRevision: rev } }));
+    }
+    if (this.published.has(node)) return;
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs: [], secrets: [] };
+    await this.bus.publish(topic, encodePayload(message), { qos: 1, retain: true });
+    this.published.add(node);
+    this.log.debug({ node, rev, pods: pods.length }, 'desired set published');
+  }
+}

@@ -1,0 +1,173 @@
+import type { Logger } from 'pino';
+import {
+  decodePayload,
+  presenceSchema,
+  statusReportSchema,
+  type PodStatusReport,
+  type Presence,
+  type StatusReport,
+} from '../../shared/protocol/messages.js';
+import type { Topics } from '../../shared/protocol/topics.js';
+import { formatFieldErrors } from '../../shared/resources/validate.js';
+import type { NodeCondition, NodeStatus } from '../../shared/resources/node.js';
+import type { PodCondition, PodSpec, PodStatus } from '../../shared/resources/pod.js';
+import type { MessageBus } from '../broker/bus.js';
+import type { EventRecorder } from '../events/recorder.js';
+import type { ObjectStore } from '../store/objects.js';
+
+interface Liveness {
+  online: boolean;
+  presenceTs: number;
+  engineReady: boolean;
+  engineMessage?: string;
+}
+
+/**
+ * Takes in what devices say (status reports and presence) and writes it to Node and Pod
+ * status. Every payload is validated first; a malformed one is dropped and logged, and the hub
+ * keeps serving. A device can only ever write the status of pods bound to itself: the topic
+ * it may publish on names its node, and the broker lets it publish only there.
+ */
+export class StatusIngest {
+  private readonly liveness = new Map<string, Liveness>();
+  dropped = 0;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly bus: MessageBus,
+    private readonly topics: Topics,
+    private readonly events: EventRecorder,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    // Until its agent says otherwise, nothing is known of a node after a hub restart.
+    this.store.transaction(() => {
+      for (const node of this.store.list('Node').items) {
+        this.setReady(node.metadata.name, { status: 'Unknown', reason: 'NodeStatusUnknown', message: 'Hub restarted; waiting for the agent to reconnect.' });
+      }
+    });
+    await this.bus.subscribe(this.topics.allNodes('status'), (topic, payload) => this.onStatus(topic, payload));
+    await this.bus.subscribe(this.topics.allNodes('presence'), (topic, payload) => this.onPresence(topic, payload));
+  }
+
+  private drop(node: string, channel: string, reason: string): void {
+    this.dropped++;
+    this.log.warn({ node, channel, reason }, 'malformed payload dropped');
+  }
+
+  onPresence(topic: string, payload: Buffer): void {
+    const parsed = this.topics.parseNodeTopic(topic);
+    if (!parsed || payload.length === 0) return;
+    const decoded = decodePayload(presenceSchema, payload);
+    if (!decoded.ok) return this.drop(parsed.node, 'presence', formatFieldErrors(decoded.errors));
+    const presence: Presence = decoded.value;
+    const ts = Date.parse(presence.ts);
+    const live = this.liveness.get(parsed.node) ?? { online: false, presenceTs: 0, engineReady: true };
+    // A will published late, after the device already came back, must not mark it offline.
+    if (Number.isFinite(ts) && ts < live.presenceTs) return;
+    live.online = presence.state === 'online';
+    live.presenceTs = Number.isFinite(ts) ? ts : Date.now();
+    this.liveness.set(parsed.node, live);
+    if (!this.store.get('Node', '', parsed.node)) return;
+    this.applyReadiness(parsed.node, live);
+  }
+
+  onStatus(topic: string, payload: Buffer): void {
+    const parsed = this.topics.parseNodeTopic(topic);
+    if (!parsed) return;
+    const decoded = decodePayload(statusReportSchema, payload);
+    if (!decoded.ok) return this.drop(parsed.node, 'status', formatFieldErrors(decoded.errors));
+    const report: StatusReport = decoded.value;
+    const nodeName = parsed.node;
+    if (!this.store.get('Node', '', nodeName)) return;
+    const live = this.liveness.get(nodeName) ?? { online: true, presenceTs: 0, engineReady: true };
+    // A status report is proof of life even when the presence message was lost.
+    live.online = true;
+    const engineChanged = live.engineReady !== report.node.engineReady;
+    live.engineReady = report.node.engineReady;
+    live.engineMessage = report.node.engineMessage;
+    this.liveness.set(nodeName, live);
+    const now = new Date().toISOString();
+    this.store.transaction(() => {
+      this.store.mutate('Node', '', nodeName, (cur) => {
+        const status = { ...((cur.status as NodeStatus | undefined) ?? {}) };
+        status.nodeInfo = report.node.info;
+        status.capacity = report.node.capacity;
+        status.allocatable = report.node.capacity;
+        if (report.node.addresses) status.addresses = report.node.addresses;
+        if (report.observedRev !== null) status.observedRevision = report.observedRev;
+        status.lastHeartbeatTime = now;
+        return { ...cur, status };
+      });
+      this.applyReadiness(nodeName, live);
+      for (const podReport of report.pods) this.applyPodStatus(nodeName, podReport, report.observedRev);
+    });
+    if (engineChanged && !report.node.engineReady) {
+      this.events.warning({ kind: 'Node', name: nodeName }, 'ContainerRuntimeUnhealthy', report.node.engineMessage ?? 'container engine unavailable', nodeName);
+    }
+  }
+
+  private applyReadiness(node: string, live: Liveness): void {
+    if (!live.online) {
+      this.setReady(node, { status: 'Unknown', reason: 'NodeStatusUnknown', message: 'Agent disconnected.' });
+    } else if (!live.engineReady) {
+      this.setReady(node, { status: 'False', reason: 'ContainerRuntimeUnavailable', message: live.engineMessage ?? 'container engine unavailable' });
+    } else {
+      this.setReady(node, { status: 'True', reason: 'AgentReady', message: 'Agent is connected and its container engine answers.' });
+    }
+  }
+
+  private setReady(node: string, ready: Pick<NodeCondition, 'status' | 'reason' | 'message'>): void {
+    const wasReady = this.store.get('Node', '', node);
+    const before = (wasReady?.status as NodeStatus | undefined)?.conditions?.find((c) => c.type === 'Ready');
+    this.store.mutate('Node', '', node, (cur) => {
+      const status = { ...((cur.status as NodeStatus | undefined) ?? {}) };
+      const others = (status.conditions ?? []).filter((c) => c.type !== 'Ready');
+      const prev = status.conditions?.find((c) => c.type === 'Ready');
+      const changed = prev?.status !== ready.status;
+      const condition: NodeCondition = {
+        type: 'Ready',
+        ...ready,
+        lastTransitionTime: changed || !prev?.lastTransitionTime ? new Date().toISOString() : prev.lastTransitionTime,
+      };
+      status.conditions = [condition, ...others];
+      return { ...cur, status };
+    });
+    if (wasReady && before?.status !== ready.status) {
+      if (ready.status === 'True') this.events.normal({ kind: 'Node', name: node }, 'NodeReady', `Node ${node} status is now: NodeReady`, node);
+      else if (before?.status === 'True') this.events.warning({ kind: 'Node', name: node }, 'NodeNotReady', `Node ${node} status is now: ${ready.reason ?? 'NodeNotReady'}`, node);
+    }
+  }
+
+  private applyPodStatus(node: string, report: PodStatusReport, observedRev: number | null): void {
+    const pod = this.store.get('Pod', report.namespace, report.name);
+    // Only a pod that is bound to this node and is the same incarnation (uid) may be written.
+    if (!pod || pod.metadata.uid !== report.uid || (pod.spec as PodSpec).nodeName !== node) return;
+    this.store.mutate('Pod', report.namespace, report.name, (cur) => {
+      const prev = (cur.status as PodStatus | undefined) ?? { phase: 'Pending' };
+      const allReady = report.containerStatuses.length > 0 && report.containerStatuses.every((c) => c.ready);
+      const conditions: PodCondition[] = [
+        { type: 'PodScheduled', status: 'True' },
+        condition(prev, 'Ready', allReady ? 'True' : 'False'),
+        condition(prev, 'ContainersReady', allReady ? 'True' : 'False'),
+      ];
+      const status: PodStatus = {
+        phase: report.phase,
+        ...(report.reason ? { reason: report.reason } : {}),
+        ...(report.message ? { message: report.message } : {}),
+        ...(report.podIP ? { podIP: report.podIP } : {}),
+        ...(report.startTime ? { startTime: report.startTime } : {}),
+        conditions,
+        containerStatuses: report.containerStatuses,
+        ...(observedRev !== null ? { observedRevision: observedRev } : {}),
+      };
+      return { ...cur, status };
+    });
+  }
+}
+
+function condition(prev: PodStatus, type: string, status: 'True' | 'False'): PodCondition {
+  const before = prev.conditions?.find((c) => c.type === type);
+  return { type, status, lastTransitionTime: before && before.status === status && before.lastTransitionTime ? before.lastTransitionTime : new Date().toISOString() };
+}

@@ -1,0 +1,113 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { Topics } from '../shared/protocol/topics.js';
+import { DEFAULT_NAMESPACE } from '../shared/resources/namespace.js';
+import { ApiServer } from './api/server.js';
+import { ResourceService } from './api/resources.js';
+import { TokenRoutes } from './api/tokens.js';
+import { Credentials } from './auth/credentials.js';
+import { BrokerAuth } from './broker/auth.js';
+import { EmbeddedBroker } from './broker/embedded.js';
+import { JoinService } from './broker/join.js';
+import type { HubConfig } from './config.js';
+import { DaemonSetController } from './controllers/daemonset.js';
+import { PodBinder } from './controllers/binder.js';
+import { Dispatcher } from './dispatch/desired.js';
+import { StatusIngest } from './dispatch/status.js';
+import { EventRecorder } from './events/recorder.js';
+import { openHubDatabase } from './store/schema.js';
+import { ObjectStore } from './store/objects.js';
+
+export const ADMIN_TOKEN_FILE = 'admin.token';
+export const JOIN_TOKEN_FILE = 'join.token';
+
+/** A running hub: every part, assembled in one place, and an orderly stop. */
+export class Hub {
+  private constructor(
+    readonly config: HubConfig,
+    readonly db: Database,
+    readonly store: ObjectStore,
+    readonly broker: EmbeddedBroker,
+    readonly api: ApiServer,
+    readonly apiPort: number,
+    private readonly stoppers: (() => void | Promise<void>)[],
+    private readonly log: Logger,
+  ) {}
+
+  static async start(config: HubConfig, log: Logger): Promise<Hub> {
+    const dataDir = resolve(config.dataDir);
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const db = openHubDatabase(join(dataDir, 'flotilla.db'));
+    const store = new ObjectStore(db);
+    if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
+      store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
+    }
+    const credentials = new Credentials(db);
+    const adminToken = ensureTokenFile(credentials, join(dataDir, ADMIN_TOKEN_FILE), 'admin', log);
+    ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
+
+    const topics = new Topics(config.topicPrefix);
+    const auth = new BrokerAuth(credentials, topics, log.child({ part: 'broker' }));
+    const broker = await EmbeddedBroker.start({ host: config.listen, port: config.mqttPort, auth, log: log.child({ part: 'broker' }) });
+    const events = new EventRecorder(store, 'flotilla-hub', log);
+
+    const ingest = new StatusIngest(store, broker, topics, events, log.child({ part: 'status' }));
+    await ingest.start();
+    const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }));
+    await join_.start();
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
+    dispatcher.start();
+    const daemonSets = new DaemonSetController(store, events, log.child({ part: 'daemonset' }));
+    daemonSets.start();
+    const binder = new PodBinder(store, events, log.child({ part: 'binder' }));
+    binder.start();
+    // A deleted node loses its credentials and its connection; the name may join again.
+    const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
+      if (e.type !== 'DELETED') return;
+      credentials.forgetNode(e.object.metadata.name);
+      broker.disconnectNode(e.object.metadata.name);
+    });
+
+    const resources = new ResourceService(store, log.child({ part: 'api' }));
+    const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node));
+    const api = new ApiServer(
+      { host: config.listen, port: config.apiPort, bodyLimit: config.bodyLimitBytes, authorize: (token) => credentials.verifyToken('admin', token) !== undefined || false },
+      store,
+      resources,
+      tokens,
+      log.child({ part: 'api' }),
+    );
+    const apiPort = await api.listen();
+    void adminToken;
+    log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: `mqtt://${config.listen}:${broker.port}` }, 'hub started');
+    return new Hub(config, db, store, broker, api, apiPort, [() => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), unwatchNodes], log);
+  }
+
+  async stop(): Promise<void> {
+    await this.api.close();
+    for (const stop of this.stoppers) await stop();
+    await this.broker.close();
+    this.db.close();
+    this.log.info('hub stopped');
+  }
+}
+
+/** Reads a token file, or on first start issues the token and writes it (mode 0600). */
+function ensureTokenFile(credentials: Credentials, file: string, kind: 'admin' | 'join', log: Logger): string {
+  if (existsSync(file)) {
+    const token = readFileSync(file, 'utf8').trim();
+    if (credentials.verifyToken(kind, token)) return token;
+    // A revoked join token stays revoked; only a lost admin token is re-issued (the recovery path).
+    if (kind === 'join') {
+      log.warn({ file }, 'join token file holds no valid token (revoked?); create one with `flotilla token create`');
+      return token;
+    }
+    log.warn({ file }, 'admin token file does not match a valid token; issuing a new one');
+  }
+  const { token } = credentials.createToken(kind, { description: kind === 'admin' ? 'admin token (CLI and API)' : 'default join token' });
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  log.info({ file }, `${kind} token written`);
+  return token;
+}

@@ -1,0 +1,419 @@
+/**
+ * The hub's object store: Kubernetes-style objects in SQLite, with the semantics of the Kubernetes
+ * API server's storage layer — one global resourceVersion, optimistic concurrency, generation,
+ * the spec/status split, label-selected lists, and watches that resume from a resourceVersion.
+ *
+ * One ObjectStore per database: watch events come from this instance's own writes, and the
+ * committed resourceVersion is tracked in memory. Everything is synchronous (better-sqlite3), so
+ * no other store call can interleave with a running one.
+ */
+
+import { randomUUID } from 'node:crypto';
+import { equalityRequirements, matches, type Selector } from '../../shared/labels/selector.js';
+import type { Database } from './db.js';
+import { alreadyExists, conflict, invalid, notFound, tooOldResourceVersion, StoreError } from './errors.js';
+import { canonicalJson, checkObject, composeMeta, composeObject, sameLabels, serialize, type Labels } from './shape.js';
+import { Statements } from './statements.js';
+import type { NewObject, StoredObject, WatchEvent } from './types.js';
+import { WatchHub, type Change, type WatchOptions } from './watch.js';
+
+export type { WatchOptions } from './watch.js';
+
+export interface ObjectStoreOptions {
+  /**
+   * How many recent changes to keep for watches resuming from a resourceVersion (default 10,000),
+   * like the capacity of Kubernetes' watch cache. A watch from an older version fails with Gone.
+   */
+  changeRetention?: number;
+  /**
+   * Receives exceptions thrown by watch handlers. Default: rethrow on the next tick, which
+   * crashes the process as an unhandled error does, the way Kubernetes' HandleCrash re-panics:
+   * a broken handler should not go unnoticed.
+   */
+  onWatchError?: (err: unknown) => void;
+}
+
+export interface ListOptions {
+  /** Only this namespace ('' for cluster-scoped kinds); all namespaces when absent. */
+  namespace?: string;
+  selector?: Selector;
+  /** Applied after the selector, for conditions labels cannot express (field selectors). */
+  filter?: (o: StoredObject) => boolean;
+}
+
+export interface ListResult {
+  /** Sorted by namespace, then name. */
+  items: StoredObject[];
+  /** The store's version when the list was read: pass it to watch() to continue from there. */
+  resourceVersion: string;
+}
+
+interface Loaded {
+  id: number;
+  json: string;
+  obj: StoredObject;
+}
+
+export class ObjectStore {
+  private readonly sql: Statements;
+  private readonly hub: WatchHub;
+  private readonly retention: number;
+  private readonly pruneEvery: number;
+  private writesSincePrune = 0;
+  private readonly runInTransaction: (fn: () => unknown) => unknown;
+  /** store.transaction nesting depth; events are released when it returns to 0. */
+  private depth = 0;
+  /** Changes written by the open transaction, delivered once it commits. */
+  private pending: Change[] = [];
+  /** The newest resourceVersion known to be committed: the upper bound of what a watch may replay. */
+  private committedRv: number;
+
+  constructor(
+    private readonly db: Database,
+    options: ObjectStoreOptions = {},
+  ) {
+    const retention = options.changeRetention ?? 10_000;
+    if (!Number.isInteger(retention) || retention < 1) throw new RangeError(`changeRetention must be a positive integer, got ${retention}`);
+    this.retention = retention;
+    // Prune a tenth of the retention at a time (at most 1,000 rows): a DELETE per write would
+    // double the cost of every status update.
+    this.pruneEvery = Math.max(1, Math.min(1_000, Math.floor(retention / 10)));
+    this.sql = new Statements(db);
+    this.hub = new WatchHub(options.onWatchError ?? ((err) => process.nextTick(() => { throw err; })));
+    this.runInTransaction = db.transaction((fn: () => unknown) => fn());
+    this.committedRv = this.counter('resourceVersion');
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Reads
+
+  get(kind: string, namespace: string | undefined, name: string): StoredObject | undefined {
+    return this.load(kind, namespace ?? '', name)?.obj;
+  }
+
+  /**
+   * Objects of a kind. Requirements of the selector that pin a label to one value are answered
+   * from the label index in SQL; the rest of the selector, then `filter`, run on the candidates.
+   */
+  list(kind: string, opts: ListOptions = {}): ListResult {
+    const resourceVersion = this.currentResourceVersion();
+    const { selector, filter } = opts;
+    if (selector?.matchesNothing) return { items: [], resourceVersion };
+    const equalities = selector ? equalityRequirements(selector) : [];
+    const params: string[] = [kind];
+    if (opts.namespace !== undefined) params.push(opts.namespace);
+    for (const [key, value] of equalities) params.push(kind, key, value);
+    const rows = this.sql.list(opts.namespace !== undefined, equalities.length).all(...params);
+    const items: StoredObject[] = [];
+    for (const json of rows) {
+      const obj = JSON.parse(json) as StoredObject;
+      if (selector && !matches(selector, obj.metadata.labels)) continue;
+      if (filter && !filter(obj)) continue;
+      items.push(obj);
+    }
+    return { items, resourceVersion };
+  }
+
+  /** The version of the newest write, as a decimal string ("0" for an empty store). */
+  currentResourceVersion(): string {
+    return String(this.counter('resourceVersion'));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Writes. Each takes the next resourceVersion and records a change, except writes that would
+  // change nothing: like Kubernetes' storage layer (GuaranteedUpdate skips writing identical
+  // bytes), those return the stored object untouched, so a device repeating the same status
+  // causes no resourceVersion churn and no watch events.
+
+  /**
+   * Stores a new object. The store assigns uid, resourceVersion, generation 1 and
+   * creationTimestamp; those fields, and deletionTimestamp, are ignored in the input.
+   * `status` is stored as given (clearing it on user creates is the API layer's job).
+   * @throws StoreError AlreadyExists, Invalid
+   */
+  create(input: NewObject): StoredObject {
+    checkObject(input);
+    const { kind } = input;
+    const { name } = input.metadata;
+    const namespace = input.metadata.namespace ?? '';
+    return this.transaction(() => {
+      if (this.sql.getObject.get(kind, namespace, name)) throw alreadyExists(kind, name);
+      const rv = this.nextResourceVersion();
+      const meta = composeMeta({
+        name,
+        namespace,
+        uid: randomUUID(),
+        resourceVersion: String(rv),
+        generation: 1,
+        creationTimestamp: new Date().toISOString(),
+        labels: input.metadata.labels,
+        annotations: input.metadata.annotations,
+        ownerReferences: input.metadata.ownerReferences,
+      });
+      const json = serialize(composeObject(input, kind, meta, input.status));
+      const id = Number(this.sql.insertObject.run(kind, namespace, name, meta.uid, json).lastInsertRowid);
+      this.writeLabels(id, kind, meta.labels);
+      this.record({ rv, type: 'ADDED', kind, namespace, json, labels: meta.labels, prevLabels: null }, name);
+      return JSON.parse(json) as StoredObject;
+    });
+  }
+
+  /**
+   * Replaces an object's spec, labels, annotations, ownerReferences and other top-level fields,
+   * keeping uid, creationTimestamp and status: as in Kubernetes, an update never changes status
+   * and updateStatus never changes anything else. generation increases when spec changes.
+   * deletionTimestamp may be set but, once set, not cleared (Kubernetes ignores attempts to).
+   * @throws StoreError NotFound; Conflict if metadata.resourceVersion (or uid) is given and is
+   *   not the stored one (optimistic concurrency); Invalid
+   */
+  update(input: StoredObject | NewObject): StoredObject {
+    checkObject(input);
+    const { kind } = input;
+    const { name } = input.metadata;
+    const namespace = input.metadata.namespace ?? '';
+    return this.transaction(() => {
+      const cur = this.mustLoad(kind, namespace, name);
+      checkPreconditions(cur.obj, input.metadata.resourceVersion, input.metadata.uid);
+      return this.replace(cur, composeObject(input, kind, this.nextMeta(cur.obj, input), cur.obj.status));
+    });
+  }
+
+  /**
+   * Replaces an object's status (undefined removes it), leaving everything else alone.
+   * @throws StoreError NotFound; Conflict if expectedResourceVersion is given and stale
+   */
+  updateStatus(kind: string, namespace: string | undefined, name: string, status: unknown, expectedResourceVersion?: string): StoredObject {
+    return this.transaction(() => {
+      const cur = this.mustLoad(kind, namespace ?? '', name);
+      checkPreconditions(cur.obj, expectedResourceVersion, undefined);
+      const next = JSON.parse(cur.json) as StoredObject;
+      delete next.status;
+      if (status !== undefined) next.status = status;
+      return this.replace(cur, next);
+    });
+  }
+
+  /**
+   * Read-modify-write in one transaction, for controllers: `fn` receives a copy of the current
+   * object (it may modify and return that copy) and returns the new object, or undefined for no
+   * change. Anything may change — spec, status, labels — except kind, namespace, name, uid and
+   * creationTimestamp; generation and resourceVersion are computed as for update().
+   * Returns the object as stored afterwards (unchanged when fn returned undefined or an identical
+   * object: nothing is written then), or undefined when no such object exists (fn is not called).
+   * `fn` must be synchronous; an exception from it rolls the transaction back and propagates.
+   * @throws StoreError Invalid if fn changed the object's identity
+   */
+  mutate(
+    kind: string,
+    namespace: string | undefined,
+    name: string,
+    fn: (current: StoredObject) => StoredObject | undefined,
+  ): StoredObject | undefined {
+    const ns = namespace ?? '';
+    return this.transaction(() => {
+      const cur = this.load(kind, ns, name);
+      if (!cur) return undefined;
+      const result = fn(JSON.parse(cur.json) as StoredObject);
+      if (result === undefined) return cur.obj;
+      checkObject(result);
+      if (result.kind !== kind || result.metadata.name !== name || (result.metadata.namespace ?? '') !== ns) {
+        throw invalid(`${kind} "${name}": mutate cannot change an object's kind, namespace or name`);
+      }
+      return this.replace(cur, composeObject(result, kind, this.nextMeta(cur.obj, result), result.status));
+    });
+  }
+
+  /**
+   * Removes an object. Returns its last state, carrying the deletion's resourceVersion (as the
+   * DELETED watch event does in Kubernetes).
+   * @throws StoreError NotFound; Conflict if expectedResourceVersion is given and stale
+   */
+  delete(kind: string, namespace: string | undefined, name: string, expectedResourceVersion?: string): StoredObject {
+    const ns = namespace ?? '';
+    return this.transaction(() => {
+      const cur = this.mustLoad(kind, ns, name);
+      checkPreconditions(cur.obj, expectedResourceVersion, undefined);
+      const rv = this.nextResourceVersion();
+      const obj = cur.obj;
+      obj.metadata.resourceVersion = String(rv);
+      const json = serialize(obj);
+      this.sql.deleteObject.run(cur.id); // labels go with it (ON DELETE CASCADE)
+      const labels = obj.metadata.labels;
+      this.record({ rv, type: 'DELETED', kind, namespace: ns, json, labels, prevLabels: labels ?? {} }, name);
+      return JSON.parse(json) as StoredObject;
+    });
+  }
+
+  /**
+   * Runs `fn` in one SQLite transaction: all of its writes commit together or not at all. Nested
+   * calls join the outer transaction (as savepoints: an inner failure that the outer fn catches
+   * undoes only the inner writes). Watch events are delivered after the outermost commit, in
+   * resourceVersion order, and never for rolled-back writes. `fn` must be synchronous. Other hub
+   * tables may be written inside it too; use this rather than db.transaction around store writes,
+   * or events would be released before the real commit.
+   */
+  transaction<T>(fn: () => T): T {
+    const mark = this.pending.length;
+    this.depth++;
+    let result: T;
+    try {
+      result = this.runInTransaction(fn) as T;
+    } catch (err) {
+      this.pending.length = mark;
+      throw err;
+    } finally {
+      this.depth--;
+    }
+    if (this.depth === 0) this.release();
+    return result;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Watch
+
+  /**
+   * Calls onEvent for every change to matching objects, until the returned function is called.
+   *
+   * Without fromResourceVersion, only changes committed after this call are delivered (there
+   * are no synthetic ADDED events for existing objects: list() first, then watch from the
+   * list's resourceVersion). With it, the retained changes after that version are replayed
+   * synchronously, before watch() returns, then live events follow with no gap and no
+   * duplicates. Live events are delivered synchronously right after the writing transaction
+   * commits, before the write call returns. "0" is not special: it asks for every change.
+   *
+   * @throws StoreError Gone if changes after fromResourceVersion have already been pruned (as
+   *   Kubernetes' 410 "too old resource version"), or if it is newer than the store's version
+   *   (the store was replaced): either way the caller must list again. Invalid if it is not a
+   *   decimal integer.
+   */
+  watch(opts: WatchOptions, onEvent: (e: WatchEvent) => void): () => void {
+    let start = this.committedRv;
+    let backlog: Change[] = [];
+    if (opts.fromResourceVersion !== undefined) {
+      const from = parseResourceVersion(opts.fromResourceVersion);
+      const current = this.counter('resourceVersion');
+      if (from > current) {
+        throw new StoreError('Gone', `too large resource version: ${from}, current: ${current}`);
+      }
+      const prunedThrough = this.counter('prunedThrough');
+      if (from < prunedThrough) throw tooOldResourceVersion(from, prunedThrough);
+      backlog = this.sql.replayChanges
+        .all({ from, to: this.committedRv, kind: opts.kind ?? null, namespace: opts.namespace ?? null })
+        .map((row) => {
+          const labels = (JSON.parse(row.object) as StoredObject).metadata.labels;
+          const prevLabels = row.prev_labels === null ? null : (JSON.parse(row.prev_labels) as Labels);
+          return { rv: row.rv, type: row.type, kind: row.kind, namespace: row.namespace, json: row.object, labels, prevLabels };
+        });
+      // The backlog covers everything committed; inside an uncommitted transaction `from` may
+      // already be ahead of that.
+      start = Math.max(from, this.committedRv);
+    }
+    return this.hub.add({ ...opts }, start, backlog, onEvent);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Internals
+
+  private load(kind: string, namespace: string, name: string): Loaded | undefined {
+    const row = this.sql.getObject.get(kind, namespace, name);
+    return row && { id: row.id, json: row.object, obj: JSON.parse(row.object) as StoredObject };
+  }
+
+  private mustLoad(kind: string, namespace: string, name: string): Loaded {
+    const cur = this.load(kind, namespace, name);
+    if (!cur) throw notFound(kind, name);
+    return cur;
+  }
+
+  private counter(name: 'resourceVersion' | 'prunedThrough'): number {
+    return this.sql.readCounter.get(name) ?? 0;
+  }
+
+  private nextResourceVersion(): number {
+    const rv = this.sql.nextResourceVersion.get();
+    if (rv === undefined) throw new Error('the counters table has no resourceVersion row');
+    return rv;
+  }
+
+  /** Metadata for a replacement of `cur` by `input`: identity kept, user fields from input; version fields are set by replace(). */
+  private nextMeta(cur: StoredObject, input: NewObject | StoredObject) {
+    const m = cur.metadata;
+    return composeMeta({
+      name: m.name,
+      namespace: m.namespace ?? '',
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      generation: m.generation,
+      creationTimestamp: m.creationTimestamp,
+      deletionTimestamp: m.deletionTimestamp ?? input.metadata.deletionTimestamp,
+      labels: input.metadata.labels,
+      annotations: input.metadata.annotations,
+      ownerReferences: input.metadata.ownerReferences,
+    });
+  }
+
+  /** Writes `next` over `cur` unless nothing but version fields would change. */
+  private replace(cur: Loaded, next: StoredObject): StoredObject {
+    const prev = cur.obj;
+    const specChanged = canonicalJson(prev.spec) !== canonicalJson(next.spec);
+    next.metadata.generation = prev.metadata.generation + (specChanged ? 1 : 0);
+    next.metadata.resourceVersion = prev.metadata.resourceVersion;
+    if (canonicalJson(next) === canonicalJson(prev)) return prev;
+
+    const rv = this.nextResourceVersion();
+    next.metadata.resourceVersion = String(rv);
+    const json = serialize(next);
+    const { kind } = prev;
+    const namespace = prev.metadata.namespace ?? '';
+    this.sql.updateObject.run(json, cur.id);
+    const labels = next.metadata.labels;
+    if (!sameLabels(prev.metadata.labels, labels)) {
+      this.sql.deleteLabels.run(cur.id);
+      this.writeLabels(cur.id, kind, labels);
+    }
+    this.record({ rv, type: 'MODIFIED', kind, namespace, json, labels, prevLabels: prev.metadata.labels ?? {} }, prev.metadata.name);
+    return JSON.parse(json) as StoredObject;
+  }
+
+  private writeLabels(id: number, kind: string, labels: Labels | undefined): void {
+    if (!labels) return;
+    for (const [key, value] of Object.entries(labels)) this.sql.insertLabel.run(id, kind, key, value);
+  }
+
+  /** Appends to the change history (pruning it now and then) and queues the watch event. */
+  private record(change: Change, name: string): void {
+    const prev = change.prevLabels === null ? null : JSON.stringify(change.prevLabels);
+    this.sql.insertChange.run(change.rv, change.type, change.kind, change.namespace, name, change.json, prev);
+    this.pending.push(change);
+    if (++this.writesSincePrune >= this.pruneEvery) {
+      this.writesSincePrune = 0;
+      const cutoff = change.rv - this.retention;
+      if (cutoff > 0 && this.sql.pruneChanges.run(cutoff).changes > 0) this.sql.raisePrunedThrough.run(cutoff, cutoff);
+    }
+  }
+
+  /** After the outermost commit: the pending changes are durable, hand them to watchers. */
+  private release(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.committedRv = batch[batch.length - 1]!.rv;
+    this.hub.publish(batch);
+  }
+}
+
+function parseResourceVersion(rv: string): number {
+  if (!/^\d{1,15}$/.test(rv)) throw invalid(`invalid resource version: ${JSON.stringify(rv)}`);
+  return Number(rv);
+}
+
+function checkPreconditions(stored: StoredObject, resourceVersion: string | undefined, uid: string | undefined): void {
+  const { kind } = stored;
+  const { name } = stored.metadata;
+  if (uid !== undefined && uid !== '' && uid !== stored.metadata.uid) {
+    throw conflict(kind, name, `Precondition failed: UID in precondition: ${uid}, UID in object meta: ${stored.metadata.uid}`);
+  }
+  if (resourceVersion !== undefined && resourceVersion !== '' && resourceVersion !== stored.metadata.resourceVersion) {
+    throw conflict(kind, name);
+  }
+}

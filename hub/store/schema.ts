@@ -1,0 +1,19 @@
+import { CREDENTIALS_MIGRATION } from '../auth/credentials.js';
+import { DISPATCH_MIGRATION } from '../dispatch/desired.js';
+import { openDatabase, type Database } from './db.js';
+import { migrations as storeMigrations, type Migration } from './migrations.js';
+
+/**
+ * The hub's whole schema: the object store's migrations, then those of the parts that keep
+ * tables of their own beside it. Append only, with the next version number (store migrations
+ * included: the store's own list stops at version 1); never reorder.
+ */
+export const hubMigrations: readonly Migration[] = [
+  ...storeMigrations,
+  { version: 2, name: 'credentials', up: CREDENTIALS_MIGRATION },
+  { version: 3, name: 'dispatch revisions', up: DISPATCH_MIGRATION },
+];
+
+export function openHubDatabase(file: string): Database {
+  return openDatabase(file, hubMigrations);
+}

@@ -1,0 +1,120 @@
+/**
+ * How the store turns what callers hand it into the objects it keeps: input checks, the layout of
+ * metadata, and the JSON forms used for storage and for change detection.
+ */
+
+import { invalid } from './errors.js';
+import type { NewObject, ObjectMeta, OwnerReference, StoredObject } from './types.js';
+
+export type Labels = Record<string, string>;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkStringMap(v: unknown, field: string): void {
+  if (v === undefined) return;
+  if (!isRecord(v) || Object.values(v).some((x) => typeof x !== 'string')) throw invalid(`${field}: must be a map of strings`);
+}
+
+/**
+ * The structural checks the store needs to index and address an object. Field-level validation
+ * (name syntax, spec schemas) belongs to the API layer, as it does to Kubernetes' REST strategies.
+ */
+export function checkObject(obj: unknown): asserts obj is NewObject {
+  if (!isRecord(obj)) throw invalid('object: must be a JSON object');
+  if (typeof obj.apiVersion !== 'string' || obj.apiVersion === '') throw invalid('apiVersion: Required value');
+  if (typeof obj.kind !== 'string' || obj.kind === '') throw invalid('kind: Required value');
+  const meta = obj.metadata;
+  if (!isRecord(meta)) throw invalid(`${obj.kind}: metadata: Required value`);
+  if (typeof meta.name !== 'string' || meta.name === '') throw invalid(`${obj.kind}: metadata.name: Required value`);
+  if (meta.namespace !== undefined && typeof meta.namespace !== 'string') throw invalid(`${obj.kind} "${meta.name}": metadata.namespace: must be a string`);
+  checkStringMap(meta.labels, `${obj.kind} "${meta.name}": metadata.labels`);
+  checkStringMap(meta.annotations, `${obj.kind} "${meta.name}": metadata.annotations`);
+  if (meta.ownerReferences !== undefined && !Array.isArray(meta.ownerReferences)) {
+    throw invalid(`${obj.kind} "${meta.name}": metadata.ownerReferences: must be a list`);
+  }
+  if (meta.deletionTimestamp !== undefined && typeof meta.deletionTimestamp !== 'string') {
+    throw invalid(`${obj.kind} "${meta.name}": metadata.deletionTimestamp: must be a string`);
+  }
+  if (meta.resourceVersion !== undefined && typeof meta.resourceVersion !== 'string') {
+    throw invalid(`${obj.kind} "${meta.name}": metadata.resourceVersion: must be a string`);
+  }
+}
+
+export interface MetaFields {
+  name: string;
+  namespace: string;
+  uid: string;
+  resourceVersion: string;
+  generation: number;
+  creationTimestamp: string;
+  deletionTimestamp?: string | undefined;
+  labels?: Labels | undefined;
+  annotations?: Record<string, string> | undefined;
+  ownerReferences?: OwnerReference[] | undefined;
+}
+
+/**
+ * Metadata in a fixed field order. Empty maps and lists are left out, as Kubernetes' `omitempty`
+ * does, so that `labels: {}` and no labels are the same object and do not count as a change.
+ * Unknown metadata fields are dropped, as the API server prunes fields it does not know.
+ */
+export function composeMeta(f: MetaFields): ObjectMeta {
+  return {
+    name: f.name,
+    ...(f.namespace !== '' ? { namespace: f.namespace } : {}),
+    uid: f.uid,
+    resourceVersion: f.resourceVersion,
+    generation: f.generation,
+    creationTimestamp: f.creationTimestamp,
+    ...(f.deletionTimestamp ? { deletionTimestamp: f.deletionTimestamp } : {}),
+    ...(f.labels && Object.keys(f.labels).length > 0 ? { labels: f.labels } : {}),
+    ...(f.annotations && Object.keys(f.annotations).length > 0 ? { annotations: f.annotations } : {}),
+    ...(f.ownerReferences && f.ownerReferences.length > 0 ? { ownerReferences: f.ownerReferences } : {}),
+  };
+}
+
+/**
+ * An object from `source`'s apiVersion, kind, spec and other top-level fields, with the given
+ * metadata and status: apiVersion, kind, metadata, other fields, spec, status.
+ */
+export function composeObject(source: NewObject | StoredObject, kind: string, meta: ObjectMeta, status: unknown): StoredObject {
+  const { apiVersion, kind: _kind, metadata: _metadata, spec, status: _status, ...extra } = source;
+  const out: StoredObject = { apiVersion, kind, metadata: meta, ...extra };
+  if (spec !== undefined) out.spec = spec;
+  if (status !== undefined) out.status = status;
+  return out;
+}
+
+/** The stored JSON text of an object. */
+export function serialize(obj: StoredObject): string {
+  try {
+    return JSON.stringify(obj);
+  } catch (err) {
+    throw invalid(`${obj.kind} "${obj.metadata.name}": cannot be stored as JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+function sortKeys(_key: string, value: unknown): unknown {
+  if (!isRecord(value)) return value;
+  const sorted: Record<string, unknown> = {};
+  for (const k of Object.keys(value).sort()) sorted[k] = value[k];
+  return sorted;
+}
+
+/**
+ * JSON with object keys sorted, for deep-equality checks that must not depend on key order:
+ * `{a,b}` and `{b,a}` are the same spec. undefined (no value) gives undefined.
+ */
+export function canonicalJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value, sortKeys) as string | undefined;
+  } catch (err) {
+    throw invalid(`cannot be stored as JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+export function sameLabels(a: Labels | undefined, b: Labels | undefined): boolean {
+  return canonicalJson(a ?? {}) === canonicalJson(b ?? {});
+}

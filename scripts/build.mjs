@@ -1,0 +1,36 @@
+// Builds the two programs:
+//  dist/flotilla.js        the CLI and hub (ESM; npm dependencies stay external: better-sqlite3 is native)
+//  dist/flotilla-agent.cjs the agent as ONE file with every dependency inside and no native add-on,
+//                          so it runs with plain `node` on a device that has no node_modules.
+import { build } from 'esbuild';
+import { mkdirSync } from 'node:fs';
+
+mkdirSync('dist', { recursive: true });
+
+await build({
+  entryPoints: ['hub/cli/main.ts'],
+  outfile: 'dist/flotilla.js',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  packages: 'external',
+  sourcemap: true,
+  logLevel: 'warning',
+});
+
+await build({
+  entryPoints: ['agent/main.ts'],
+  outfile: 'dist/flotilla-agent.cjs',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  // ssh2 (under dockerode) loads optional native helpers inside try/catch; leaving them out
+  // keeps the bundle free of native add-ons, and ssh2 falls back to pure JavaScript.
+  external: ['cpu-features', '*.node'],
+  minify: true,
+  sourcemap: false,
+  legalComments: 'linked',
+  logLevel: 'warning',
+});

@@ -1,0 +1,136 @@
+import { z } from 'zod';
+import { podSpecSchema } from '../resources/pod.js';
+import { fieldErrorsFromZod, type FieldError } from '../resources/fields.js';
+
+/** Version of the payloads below; every payload carries it as `v` (DESIGN.md section 3). */
+export const PROTOCOL_VERSION = 1;
+
+const v = z.literal(PROTOCOL_VERSION, { error: `unsupported protocol version (this side speaks v${PROTOCOL_VERSION})` });
+const timestamp = z.string();
+
+export const desiredPodSchema = z.object({
+  uid: z.string().min(1),
+  name: z.string().min(1),
+  namespace: z.string().min(1),
+  labels: z.record(z.string(), z.string()).optional(),
+  spec: podSpecSchema,
+});
+
+/** hub → agent, retained: the whole desired set of one node (level-triggered). */
+export const desiredStateSchema = z.object({
+  v,
+  rev: z.number().int().min(0),
+  pods: z.array(desiredPodSchema),
+  configs: z.array(z.unknown()).default([]),
+  secrets: z.array(z.unknown()).default([]),
+});
+
+const containerStateSchema = z.object({
+  running: z.object({ startedAt: timestamp.optional() }).optional(),
+  waiting: z.object({ reason: z.string().optional(), message: z.string().optional() }).optional(),
+  terminated: z
+    .object({
+      exitCode: z.number().int(),
+      reason: z.string().optional(),
+      message: z.string().optional(),
+      startedAt: timestamp.optional(),
+      finishedAt: timestamp.optional(),
+    })
+    .optional(),
+});
+
+export const containerStatusSchema = z.object({
+  name: z.string(),
+  image: z.string(),
+  imageID: z.string().optional(),
+  containerID: z.string().optional(),
+  ready: z.boolean(),
+  restartCount: z.number().int().min(0),
+  state: containerStateSchema,
+  lastState: containerStateSchema.optional(),
+});
+
+export const podStatusReportSchema = z.object({
+  uid: z.string().min(1),
+  name: z.string(),
+  namespace: z.string(),
+  phase: z.enum(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown']),
+  reason: z.string().optional(),
+  message: z.string().optional(),
+  podIP: z.string().optional(),
+  startTime: timestamp.optional(),
+  containerStatuses: z.array(containerStatusSchema),
+});
+
+export const nodeReportSchema = z.object({
+  info: z.object({
+    hostname: z.string(),
+    operatingSystem: z.string(),
+    osImage: z.string().optional(),
+    kernelVersion: z.string().optional(),
+    architecture: z.string(),
+    containerRuntimeVersion: z.string().optional(),
+    agentVersion: z.string(),
+  }),
+  capacity: z.record(z.string(), z.string()),
+  addresses: z.array(z.object({ type: z.enum(['Hostname', 'InternalIP', 'ExternalIP']), address: z.string() })).optional(),
+  /** The container engine answers; when false the node is not ready for pods, with a reason. */
+  engineReady: z.boolean(),
+  engineMessage: z.string().optional(),
+});
+
+/** agent → hub: node status, pod statuses, and the revision of the desired set applied. */
+export const statusReportSchema = z.object({
+  v,
+  ts: timestamp,
+  observedRev: z.number().int().min(0).nullable(),
+  node: nodeReportSchema,
+  pods: z.array(podStatusReportSchema),
+});
+
+/** agent (and its last will) → hub, retained. */
+export const presenceSchema = z.object({
+  v,
+  state: z.enum(['online', 'offline']),
+  ts: timestamp,
+});
+
+export const joinRequestSchema = z.object({
+  v,
+  name: z.string().min(1),
+  labels: z.record(z.string(), z.string()).optional(),
+});
+
+export const joinResponseSchema = z.discriminatedUnion('ok', [
+  z.object({ v, ok: z.literal(true), node: z.string(), username: z.string(), password: z.string() }),
+  z.object({ v, ok: z.literal(false), error: z.string() }),
+]);
+
+export type DesiredPod = z.infer<typeof desiredPodSchema>;
+export type DesiredState = z.infer<typeof desiredStateSchema>;
+export type PodStatusReport = z.infer<typeof podStatusReportSchema>;
+export type ContainerStatusReport = z.infer<typeof containerStatusSchema>;
+export type NodeReport = z.infer<typeof nodeReportSchema>;
+export type StatusReport = z.infer<typeof statusReportSchema>;
+export type Presence = z.infer<typeof presenceSchema>;
+export type JoinRequest = z.infer<typeof joinRequestSchema>;
+export type JoinResponse = z.infer<typeof joinResponseSchema>;
+
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
+
+/** Parses an MQTT payload (JSON bytes) against a schema; never throws. */
+export function decodePayload<T>(schema: z.ZodType<T>, payload: Uint8Array | string): DecodeResult<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
+  } catch (err) {
+    return { ok: false, errors: [{ path: '(payload)', message: `not JSON: ${(err as Error).message}` }] };
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) return { ok: false, errors: fieldErrorsFromZod(parsed.error) };
+  return { ok: true, value: parsed.data };
+}
+
+export function encodePayload(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value));
+}

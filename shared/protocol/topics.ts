@@ -1,0 +1,85 @@
+/**
+ * MQTT topics of DESIGN.md section 3. Everything lives under one prefix (default
+ * `flotilla/v1`, configurable) so that a shared external broker can host several fleets.
+ */
+export const DEFAULT_TOPIC_PREFIX = 'flotilla/v1';
+
+export type NodeChannel = 'desired' | 'status' | 'presence' | 'metrics' | 'events' | 'rpc/req' | 'rpc/res';
+
+/** What a device may publish on its own node topics (everything else it may only read, or nothing). */
+export const DEVICE_PUBLISH_CHANNELS: readonly NodeChannel[] = ['status', 'presence', 'metrics', 'events', 'rpc/res'];
+/** What a device may subscribe to on its own node topics. */
+export const DEVICE_SUBSCRIBE_CHANNELS: readonly NodeChannel[] = ['desired', 'rpc/req'];
+
+export class Topics {
+  constructor(readonly prefix: string = DEFAULT_TOPIC_PREFIX) {
+    if (prefix === '' || /[#+]/.test(prefix) || prefix.endsWith('/')) throw new Error(`invalid topic prefix '${prefix}'`);
+  }
+
+  node(node: string, channel: NodeChannel): string {
+    return `${this.prefix}/nodes/${node}/${channel}`;
+  }
+  desired(node: string): string {
+    return this.node(node, 'desired');
+  }
+  status(node: string): string {
+    return this.node(node, 'status');
+  }
+  presence(node: string): string {
+    return this.node(node, 'presence');
+  }
+  /** The wildcard the hub subscribes to for one channel of every node. */
+  allNodes(channel: NodeChannel): string {
+    return `${this.prefix}/nodes/+/${channel}`;
+  }
+  peers(): string {
+    return `${this.prefix}/network/peers`;
+  }
+  /** Join: a device with only a join token publishes here and reads its answer from joinResponse. */
+  joinRequest(clientId: string): string {
+    return `${this.prefix}/join/${clientId}/req`;
+  }
+  joinResponse(clientId: string): string {
+    return `${this.prefix}/join/${clientId}/res`;
+  }
+  allJoinRequests(): string {
+    return `${this.prefix}/join/+/req`;
+  }
+
+  /** Splits a node topic into its node name and channel; undefined for any other topic. */
+  parseNodeTopic(topic: string): { node: string; channel: NodeChannel } | undefined {
+    const head = `${this.prefix}/nodes/`;
+    if (!topic.startsWith(head)) return undefined;
+    const rest = topic.slice(head.length);
+    const slash = rest.indexOf('/');
+    if (slash <= 0) return undefined;
+    const node = rest.slice(0, slash);
+    const channel = rest.slice(slash + 1) as NodeChannel;
+    if (!['desired', 'status', 'presence', 'metrics', 'events', 'rpc/req', 'rpc/res'].includes(channel)) return undefined;
+    return { node, channel };
+  }
+
+  parseJoinTopic(topic: string): { clientId: string; direction: 'req' | 'res' } | undefined {
+    const head = `${this.prefix}/join/`;
+    if (!topic.startsWith(head)) return undefined;
+    const parts = topic.slice(head.length).split('/');
+    if (parts.length !== 2 || !parts[0] || (parts[1] !== 'req' && parts[1] !== 'res')) return undefined;
+    return { clientId: parts[0], direction: parts[1] };
+  }
+}
+
+/** MQTT identities. A device's client id and user name are both derived from its node name. */
+export const JOIN_USERNAME = 'join';
+export const HUB_USERNAME = 'hub';
+export function deviceUsername(node: string): string {
+  return `node:${node}`;
+}
+export function nodeFromUsername(username: string): string | undefined {
+  return username.startsWith('node:') && username.length > 5 ? username.slice(5) : undefined;
+}
+export function deviceClientId(node: string): string {
+  return `node:${node}`;
+}
+export function joinClientId(nonce: string): string {
+  return `join-${nonce}`;
+}

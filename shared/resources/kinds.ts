@@ -1,0 +1,113 @@
+import { z } from 'zod';
+import { daemonSetSpecSchema } from './daemonset.js';
+import { eventFieldsSchema } from './event.js';
+import { namespaceSpecSchema } from './namespace.js';
+import { nodeSpecSchema } from './node.js';
+import { podSpecSchema } from './pod.js';
+import type { FieldError } from './fields.js';
+
+export const API_VERSION = 'flotilla/v1';
+
+export interface KindInfo {
+  kind: string;
+  plural: string;
+  singular: string;
+  shortNames: string[];
+  namespaced: boolean;
+  /** apiVersions accepted in manifests: ours, and the Kubernetes one of the same kind. */
+  apiVersions: string[];
+  nameRule: 'subdomain' | 'label';
+  /** Where the kind keeps its user-written fields: under `spec`, or at the top level (Event). */
+  body: { field: 'spec'; schema: z.ZodType; required: boolean } | { field: 'top'; schema: z.ZodObject };
+  /** Checks across fields that the schema cannot express. */
+  check?: (body: Record<string, unknown>) => FieldError[];
+  /** Written by the hub only: never accepted from a manifest. */
+  systemOnly?: boolean;
+}
+
+const kinds: KindInfo[] = [
+  {
+    kind: 'Namespace',
+    plural: 'namespaces',
+    singular: 'namespace',
+    shortNames: ['ns'],
+    namespaced: false,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'label',
+    body: { field: 'spec', schema: namespaceSpecSchema, required: false },
+  },
+  {
+    kind: 'Node',
+    plural: 'nodes',
+    singular: 'node',
+    shortNames: ['no'],
+    namespaced: false,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: nodeSpecSchema, required: false },
+  },
+  {
+    kind: 'Pod',
+    plural: 'pods',
+    singular: 'pod',
+    shortNames: ['po'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: podSpecSchema, required: true },
+  },
+  {
+    kind: 'DaemonSet',
+    plural: 'daemonsets',
+    singular: 'daemonset',
+    shortNames: ['ds'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'apps/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: daemonSetSpecSchema, required: true },
+    check: checkSelectorMatchesTemplate,
+  },
+  {
+    kind: 'Event',
+    plural: 'events',
+    singular: 'event',
+    shortNames: ['ev'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1', 'events.k8s.io/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'top', schema: eventFieldsSchema },
+  },
+];
+
+const byAnyName = new Map<string, KindInfo>();
+for (const k of kinds) {
+  for (const alias of [k.kind, k.plural, k.singular, ...k.shortNames]) byAnyName.set(alias.toLowerCase(), k);
+}
+
+/** The kind a CLI argument or API path names: `pods`, `pod`, `po`, `Pod`. */
+export function lookupKind(name: string): KindInfo | undefined {
+  return byAnyName.get(name.toLowerCase());
+}
+
+export function kindByPlural(plural: string): KindInfo | undefined {
+  const k = byAnyName.get(plural.toLowerCase());
+  return k && k.plural === plural.toLowerCase() ? k : undefined;
+}
+
+export function allKinds(): readonly KindInfo[] {
+  return kinds;
+}
+
+/** Kubernetes refuses a workload whose selector does not select its own template ("selector does not match template labels"). */
+function checkSelectorMatchesTemplate(body: Record<string, unknown>): FieldError[] {
+  const spec = body as { selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] }; template?: { metadata?: { labels?: Record<string, string> } } };
+  const matchLabels = spec.selector?.matchLabels ?? {};
+  const labels = spec.template?.metadata?.labels ?? {};
+  if (Object.keys(matchLabels).length === 0 && (spec.selector?.matchExpressions?.length ?? 0) === 0) {
+    return [{ path: 'spec.selector', message: 'empty selector is invalid for a workload' }];
+  }
+  for (const [k, v] of Object.entries(matchLabels)) {
+    if (labels[k] !== v) return [{ path: 'spec.template.metadata.labels', message: `selector does not match template labels (${k}=${v} is missing)` }];
+  }
+  return [];
+}

@@ -1,0 +1,55 @@
+import { LineCounter, parseAllDocuments } from 'yaml';
+
+export interface ManifestDocument {
+  /** Where the document came from, for messages: `file.yaml` or `file.yaml (document 2)`. */
+  source: string;
+  value: unknown;
+}
+
+export class ManifestSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly line?: number,
+    readonly column?: number,
+  ) {
+    super(message);
+    this.name = 'ManifestSyntaxError';
+  }
+}
+
+/**
+ * Parses YAML or JSON text (JSON is YAML) holding one or more documents separated by `---`.
+ * A `kind: List` document (`{items: [...]}`, what `get -o yaml` prints for a list) is flattened.
+ * Syntax errors name the line and column.
+ */
+export function parseManifests(text: string, source = 'input'): ManifestDocument[] {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: true });
+  const out: ManifestDocument[] = [];
+  const list = Array.isArray(docs) ? docs : [docs];
+  let index = 0;
+  for (const doc of list) {
+    index++;
+    const err = doc.errors[0];
+    if (err) {
+      const pos = err.linePos?.[0];
+      const where = pos ? `line ${pos.line}, column ${pos.col}` : 'unknown position';
+      const firstLine = err.message.split('\n')[0] ?? err.message;
+      throw new ManifestSyntaxError(`${source}: YAML syntax error at ${where}: ${firstLine}`, pos?.line, pos?.col);
+    }
+    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    if (value === null || value === undefined) continue;
+    const name = list.length > 1 ? `${source} (document ${index})` : source;
+    if (typeof value === 'object' && !Array.isArray(value) && (value as { kind?: unknown }).kind === 'List') {
+      const items = (value as { items?: unknown }).items;
+      if (Array.isArray(items)) items.forEach((item, i) => out.push({ source: `${name} item ${i}`, value: item }));
+      continue;
+    }
+    if (typeof value === 'object' && !Array.isArray(value) && Array.isArray((value as { items?: unknown }).items) && !('kind' in value)) {
+      ((value as { items: unknown[] }).items).forEach((item, i) => out.push({ source: `${name} item ${i}`, value: item }));
+      continue;
+    }
+    out.push({ source: name, value });
+  }
+  return out;
+}

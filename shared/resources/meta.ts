@@ -1,0 +1,52 @@
+import { z } from 'zod';
+import { validateDns1123Label, validateDns1123Subdomain } from '../labels/validation.js';
+import { labelMap } from './labelmap.js';
+
+function nameRule(kindRule: 'subdomain' | 'label') {
+  return z.string({ error: 'is required' }).superRefine((name, ctx) => {
+    const problems = kindRule === 'label' ? validateDns1123Label(name) : validateDns1123Subdomain(name);
+    for (const message of problems) ctx.addIssue({ code: 'custom', message: `invalid name '${name}': ${message}` });
+  });
+}
+
+/** What a manifest may say in `metadata`; the store owns uid, resourceVersion, generation and timestamps. */
+export function metadataSchema(opts: { nameRule: 'subdomain' | 'label' }) {
+  return z.object({
+    name: nameRule(opts.nameRule),
+    namespace: z
+      .string()
+      .superRefine((ns, ctx) => {
+        for (const message of validateDns1123Label(ns)) ctx.addIssue({ code: 'custom', message: `invalid namespace '${ns}': ${message}` });
+      })
+      .optional(),
+    labels: labelMap.optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+    // Accepted so that a `get -o yaml` can be applied back; the store checks or ignores them.
+    resourceVersion: z.string().optional(),
+    uid: z.string().optional(),
+    generation: z.number().optional(),
+    creationTimestamp: z.string().optional(),
+    ownerReferences: z.array(z.unknown()).optional(),
+    deletionTimestamp: z.string().optional(),
+  });
+}
+
+export const templateMetadataSchema = z.object({
+  labels: labelMap.optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+});
+
+export const labelSelectorSchema = z.object({
+  matchLabels: labelMap.optional(),
+  matchExpressions: z
+    .array(
+      z.object({
+        key: z.string(),
+        operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+        values: z.array(z.string()).optional(),
+      }),
+    )
+    .optional(),
+});
+
+export type LabelSelectorSpec = z.infer<typeof labelSelectorSchema>;

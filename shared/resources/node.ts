@@ -1,0 +1,53 @@
+import { z } from 'zod';
+
+export const nodeSpecSchema = z.object({
+  /** Cordoned: no new pods are placed here (DaemonSet pods included, as `kubectl cordon`). */
+  unschedulable: z.boolean().optional(),
+  podCIDR: z.string().optional(),
+  taints: z
+    .array(z.object({ key: z.string(), value: z.string().optional(), effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']) }))
+    .optional(),
+});
+
+export type NodeSpec = z.infer<typeof nodeSpecSchema>;
+
+export type ConditionStatus = 'True' | 'False' | 'Unknown';
+
+export interface NodeCondition {
+  type: 'Ready' | 'DiskPressure' | 'MemoryPressure' | 'NetworkUnavailable' | string;
+  status: ConditionStatus;
+  reason?: string;
+  message?: string;
+  lastHeartbeatTime?: string;
+  lastTransitionTime?: string;
+}
+
+export interface NodeInfo {
+  hostname: string;
+  operatingSystem: string;
+  osImage?: string;
+  kernelVersion?: string;
+  architecture: string;
+  containerRuntimeVersion?: string;
+  agentVersion: string;
+}
+
+export interface NodeStatus {
+  conditions?: NodeCondition[];
+  capacity?: Record<string, string>;
+  allocatable?: Record<string, string>;
+  addresses?: { type: 'Hostname' | 'InternalIP' | 'ExternalIP'; address: string }[];
+  nodeInfo?: NodeInfo;
+  /** The revision of the desired set the hub last published to this node, and the one the agent has applied. */
+  desiredRevision?: number;
+  observedRevision?: number;
+  lastHeartbeatTime?: string;
+}
+
+export function nodeCondition(status: NodeStatus | undefined, type: string): NodeCondition | undefined {
+  return status?.conditions?.find((c) => c.type === type);
+}
+
+export function isNodeReady(status: NodeStatus | undefined): boolean {
+  return nodeCondition(status, 'Ready')?.status === 'True';
+}

@@ -1,0 +1,112 @@
+import { z } from 'zod';
+import { validateDns1123Label, validateQualifiedName } from '../labels/validation.js';
+import { parseQuantity } from '../quantities/quantity.js';
+import { labelMap } from './labelmap.js';
+
+const dnsLabel = z.string().superRefine((v, ctx) => {
+  for (const message of validateDns1123Label(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
+});
+
+const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0');
+const port = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be between 1 and 65535').max(65535, 'must be between 1 and 65535');
+
+const quantity = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  try {
+    if (parseQuantity(v).milli() < 0) ctx.addIssue({ code: 'custom', message: `must be greater than or equal to 0, not '${v}'` });
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+const resourceList = z.record(z.string(), quantity);
+
+export const containerSchema = z.object({
+  name: dnsLabel,
+  image: z.string({ error: 'is required' }).trim().min(1, 'is required'),
+  command: z.array(z.string()).optional(),
+  args: z.array(z.string()).optional(),
+  workingDir: z.string().optional(),
+  env: z
+    .array(
+      z.object({
+        name: z.string().min(1, 'is required'),
+        value: z.string().optional(),
+      }),
+    )
+    .optional(),
+  ports: z
+    .array(
+      z.object({
+        name: z.string().optional(),
+        containerPort: port,
+        hostPort: port.optional(),
+        protocol: z.enum(['TCP', 'UDP']).optional(),
+      }),
+    )
+    .optional(),
+  imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
+  resources: z.object({ limits: resourceList.optional(), requests: resourceList.optional() }).optional(),
+});
+
+export const podSpecSchema = z
+  .object({
+    containers: z.array(containerSchema, { error: 'is required' }).min(1, 'must have at least one container'),
+    restartPolicy: z.enum(['Always', 'OnFailure', 'Never']).optional(),
+    nodeName: z.string().optional(),
+    nodeSelector: labelMap.optional(),
+    hostNetwork: z.boolean().optional(),
+    terminationGracePeriodSeconds: nonNegativeInt.optional(),
+  })
+  .superRefine((spec, ctx) => {
+    const seen = new Set<string>();
+    spec.containers.forEach((c, i) => {
+      if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['containers', i, 'name'], message: `duplicate container name '${c.name}'` });
+      seen.add(c.name);
+    });
+    for (const key of Object.keys(spec.nodeSelector ?? {})) {
+      for (const message of validateQualifiedName(key)) ctx.addIssue({ code: 'custom', path: ['nodeSelector', key], message });
+    }
+  });
+
+export type Container = z.infer<typeof containerSchema>;
+export type PodSpec = z.infer<typeof podSpecSchema>;
+
+export type PodPhase = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+
+export interface ContainerState {
+  running?: { startedAt?: string };
+  waiting?: { reason?: string; message?: string };
+  terminated?: { exitCode: number; reason?: string; message?: string; startedAt?: string; finishedAt?: string };
+}
+
+export interface ContainerStatus {
+  name: string;
+  image: string;
+  imageID?: string;
+  containerID?: string;
+  ready: boolean;
+  restartCount: number;
+  state: ContainerState;
+  lastState?: ContainerState;
+}
+
+export interface PodCondition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason?: string;
+  message?: string;
+  lastTransitionTime?: string;
+}
+
+export interface PodStatus {
+  phase: PodPhase;
+  reason?: string;
+  message?: string;
+  hostIP?: string;
+  podIP?: string;
+  startTime?: string;
+  conditions?: PodCondition[];
+  containerStatuses?: ContainerStatus[];
+  /** The node's desired-set revision that this status was observed against. */
+  observedRevision?: number;
+}

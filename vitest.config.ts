@@ -1,0 +1,28 @@
+import { defineConfig } from 'vitest/config';
+
+// Two tiers, as DESIGN.md section 5 asks: fast unit tests of pure code, and integration tests
+// that run real processes (hub, agents), a real dockerd and real network namespaces.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
+          // Integration tests share one harness dockerd per file and real ports; run files one at a time.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
