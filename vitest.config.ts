@@ -17,6 +17,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
+          globalSetup: ['test/harness/build.ts'],
           testTimeout: 120_000,
           hookTimeout: 180_000,
           // Integration tests share one harness dockerd per file and real ports; run files one at a time.

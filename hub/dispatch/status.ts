@@ -17,7 +17,7 @@ import type { ObjectStore } from '../store/objects.js';
 
 interface Liveness {
   online: boolean;
-  presenceTs: number;
+  session: number;
   engineReady: boolean;
   engineMessage?: string;
 }
@@ -62,12 +62,11 @@ export class StatusIngest {
     const decoded = decodePayload(presenceSchema, payload);
     if (!decoded.ok) return this.drop(parsed.node, 'presence', formatFieldErrors(decoded.errors));
     const presence: Presence = decoded.value;
-    const ts = Date.parse(presence.ts);
-    const live = this.liveness.get(parsed.node) ?? { online: false, presenceTs: 0, engineReady: true };
-    // A will published late, after the device already came back, must not mark it offline.
-    if (Number.isFinite(ts) && ts < live.presenceTs) return;
+    const live = this.liveness.get(parsed.node) ?? { online: false, session: 0, engineReady: true };
+    // A will delivered late, after the device already came back in a newer session, must not mark it offline.
+    if (presence.session < live.session) return;
     live.online = presence.state === 'online';
-    live.presenceTs = Number.isFinite(ts) ? ts : Date.now();
+    live.session = presence.session;
     this.liveness.set(parsed.node, live);
     if (!this.store.get('Node', '', parsed.node)) return;
     this.applyReadiness(parsed.node, live);
@@ -81,7 +80,7 @@ export class StatusIngest {
     const report: StatusReport = decoded.value;
     const nodeName = parsed.node;
     if (!this.store.get('Node', '', nodeName)) return;
-    const live = this.liveness.get(nodeName) ?? { online: true, presenceTs: 0, engineReady: true };
+    const live = this.liveness.get(nodeName) ?? { online: true, session: 0, engineReady: true };
     // A status report is proof of life even when the presence message was lost.
     live.online = true;
     const engineChanged = live.engineReady !== report.node.engineReady;

@@ -11,11 +11,21 @@
 import { randomUUID } from 'node:crypto';
 import { equalityRequirements, matches, type Selector } from '../../shared/labels/selector.js';
 import type { Database } from './db.js';
-import { alreadyExists, conflict, invalid, notFound, tooOldResourceVersion, StoreError } from './errors.js';
-import { canonicalJson, checkObject, composeMeta, composeObject, sameLabels, serialize, type Labels } from './shape.js';
+import { alreadyExists, invalid, notFound, tooOldResourceVersion, StoreError } from './errors.js';
+import {
+  canonicalJson,
+  checkObject,
+  checkPreconditions,
+  composeMeta,
+  composeObject,
+  parseResourceVersion,
+  sameLabels,
+  serialize,
+  type Labels,
+} from './shape.js';
 import { Statements } from './statements.js';
 import type { NewObject, StoredObject, WatchEvent } from './types.js';
-import { WatchHub, type Change, type WatchOptions } from './watch.js';
+import { changeFromRow, WatchHub, type Change, type WatchOptions } from './watch.js';
 
 export type { WatchOptions } from './watch.js';
 
@@ -68,15 +78,12 @@ export class ObjectStore {
   /** The newest resourceVersion known to be committed: the upper bound of what a watch may replay. */
   private committedRv: number;
 
-  constructor(
-    private readonly db: Database,
-    options: ObjectStoreOptions = {},
-  ) {
+  constructor(db: Database, options: ObjectStoreOptions = {}) {
     const retention = options.changeRetention ?? 10_000;
     if (!Number.isInteger(retention) || retention < 1) throw new RangeError(`changeRetention must be a positive integer, got ${retention}`);
     this.retention = retention;
-    // Prune a tenth of the retention at a time (at most 1,000 rows): a DELETE per write would
-    // double the cost of every status update.
+    // Prune a tenth of the retention at a time (at most 1,000 rows) rather than one row per
+    // write: the status path writes constantly, and one larger DELETE costs less than many.
     this.pruneEvery = Math.max(1, Math.min(1_000, Math.floor(retention / 10)));
     this.sql = new Statements(db);
     this.hub = new WatchHub(options.onWatchError ?? ((err) => process.nextTick(() => { throw err; })));
@@ -293,17 +300,13 @@ export class ObjectStore {
       const from = parseResourceVersion(opts.fromResourceVersion);
       const current = this.counter('resourceVersion');
       if (from > current) {
-        throw new StoreError('Gone', `too large resource version: ${from}, current: ${current}`);
+        throw new StoreError('Gone', `Too large resource version: ${from}, current: ${current}`);
       }
       const prunedThrough = this.counter('prunedThrough');
       if (from < prunedThrough) throw tooOldResourceVersion(from, prunedThrough);
       backlog = this.sql.replayChanges
         .all({ from, to: this.committedRv, kind: opts.kind ?? null, namespace: opts.namespace ?? null })
-        .map((row) => {
-          const labels = (JSON.parse(row.object) as StoredObject).metadata.labels;
-          const prevLabels = row.prev_labels === null ? null : (JSON.parse(row.prev_labels) as Labels);
-          return { rv: row.rv, type: row.type, kind: row.kind, namespace: row.namespace, json: row.object, labels, prevLabels };
-        });
+        .map(changeFromRow);
       // The backlog covers everything committed; inside an uncommitted transaction `from` may
       // already be ahead of that.
       start = Math.max(from, this.committedRv);
@@ -399,21 +402,5 @@ export class ObjectStore {
     this.pending = [];
     this.committedRv = batch[batch.length - 1]!.rv;
     this.hub.publish(batch);
-  }
-}
-
-function parseResourceVersion(rv: string): number {
-  if (!/^\d{1,15}$/.test(rv)) throw invalid(`invalid resource version: ${JSON.stringify(rv)}`);
-  return Number(rv);
-}
-
-function checkPreconditions(stored: StoredObject, resourceVersion: string | undefined, uid: string | undefined): void {
-  const { kind } = stored;
-  const { name } = stored.metadata;
-  if (uid !== undefined && uid !== '' && uid !== stored.metadata.uid) {
-    throw conflict(kind, name, `Precondition failed: UID in precondition: ${uid}, UID in object meta: ${stored.metadata.uid}`);
-  }
-  if (resourceVersion !== undefined && resourceVersion !== '' && resourceVersion !== stored.metadata.resourceVersion) {
-    throw conflict(kind, name);
   }
 }

@@ -3,7 +3,7 @@
  * metadata, and the JSON forms used for storage and for change detection.
  */
 
-import { invalid } from './errors.js';
+import { conflict, invalid } from './errors.js';
 import type { NewObject, ObjectMeta, OwnerReference, StoredObject } from './types.js';
 
 export type Labels = Record<string, string>;
@@ -117,4 +117,22 @@ export function canonicalJson(value: unknown): string | undefined {
 
 export function sameLabels(a: Labels | undefined, b: Labels | undefined): boolean {
   return canonicalJson(a ?? {}) === canonicalJson(b ?? {});
+}
+
+/** A resourceVersion given by a client: a decimal integer (Kubernetes treats them as opaque; this store's are counters). */
+export function parseResourceVersion(rv: string): number {
+  if (!/^\d{1,15}$/.test(rv)) throw invalid(`invalid resource version: ${JSON.stringify(rv)}`);
+  return Number(rv);
+}
+
+/** Kubernetes' update and delete preconditions: a given uid or resourceVersion must be the stored one. */
+export function checkPreconditions(stored: StoredObject, resourceVersion: string | undefined, uid: string | undefined): void {
+  const { kind } = stored;
+  const { name } = stored.metadata;
+  if (uid !== undefined && uid !== '' && uid !== stored.metadata.uid) {
+    throw conflict(kind, name, `Precondition failed: UID in precondition: ${uid}, UID in object meta: ${stored.metadata.uid}`);
+  }
+  if (resourceVersion !== undefined && resourceVersion !== '' && resourceVersion !== stored.metadata.resourceVersion) {
+    throw conflict(kind, name);
+  }
 }

@@ -6,6 +6,7 @@
 
 import { matches, type Selector } from '../../shared/labels/selector.js';
 import type { Labels } from './shape.js';
+import type { ChangeRow } from './statements.js';
 import type { StoredObject, WatchEvent, WatchEventType } from './types.js';
 
 /** One committed write, as recorded in the changes table. */
@@ -20,6 +21,13 @@ export interface Change {
   labels: Labels | undefined;
   /** The object's labels before the change; null for ADDED, when there was no object before. */
   prevLabels: Labels | null;
+}
+
+/** A change read back from the changes table, for replay. */
+export function changeFromRow(row: ChangeRow): Change {
+  const labels = (JSON.parse(row.object) as StoredObject).metadata.labels;
+  const prevLabels = row.prev_labels === null ? null : (JSON.parse(row.prev_labels) as Labels);
+  return { rv: row.rv, type: row.type, kind: row.kind, namespace: row.namespace, json: row.object, labels, prevLabels };
 }
 
 export interface WatchOptions {

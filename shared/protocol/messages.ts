@@ -93,6 +93,12 @@ export const presenceSchema = z.object({
   v,
   state: z.enum(['online', 'offline']),
   ts: timestamp,
+  /**
+   * Which connection this is about: the same number in a connection's `online` message and in
+   * its last will. The hub ignores anything from an older session, so a will delivered late,
+   * after the device already reconnected, cannot mark it offline.
+   */
+  session: z.number().int().min(0),
 });
 
 export const joinRequestSchema = z.object({

@@ -1,0 +1,301 @@
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
+import { Topics } from '../shared/protocol/topics.js';
+import { DeviceLink } from './link/link.js';
+import { joinHub, JoinRefused } from './link/join.js';
+import { Backoff } from './link/backoff.js';
+import { nodeReport } from './node/info.js';
+import { RestartBackoff } from './reconcile/backoff.js';
+import { StepExecutor, type PodEvent } from './reconcile/execute.js';
+import { backoffKey, planSteps, type Step } from './reconcile/plan.js';
+import { podStatuses, type Waiting } from './reconcile/status.js';
+import { PAUSE_IMAGE, pauseImageTar } from './runtime/pause/image.js';
+import { LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type EngineInfo, type RuntimeContainer } from './runtime/runtime.js';
+import { AgentState, type DeviceCredentials } from './state/state.js';
+
+export interface AgentConfig {
+  hub?: string;
+  token?: string;
+  name: string;
+  labels: Record<string, string>;
+  stateDir: string;
+  topicPrefix: string;
+  pauseImage: string;
+  podNetwork: string;
+  podSubnet?: string;
+  maxPods: number;
+  resyncIntervalMs: number;
+  statusIntervalMs: number;
+}
+
+const PULL_BACKOFF_INITIAL_MS = 10_000;
+const PULL_BACKOFF_MAX_MS = 300_000;
+const MAX_PASSES = 8;
+
+/**
+ * The device agent: keeps the engine's containers converged to the last desired set it was
+ * sent (from the hub, or from its state directory when the hub is away), and tells the hub
+ * what it sees. Level-triggered: every trigger (a desired set, an engine event, a timer) leads
+ * to the same reconcile from current state.
+ */
+export class Agent {
+  private desired: DesiredState | undefined;
+  private link?: DeviceLink;
+  private engine: EngineInfo | undefined;
+  private engineError: string | undefined = 'not checked yet';
+  private readonly restartBackoff = new RestartBackoff();
+  private readonly pullBackoff = new Map<string, { until: number; delayMs: number; message: string }>();
+  private readonly waiting = new Map<string, Waiting>();
+  private reconciling: Promise<void> | undefined;
+  private again = false;
+  private observedRev: number | null = null;
+  private lastStatusJson = '';
+  private lastStatusAt = 0;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private stopWatch?: () => void;
+  private stopped = false;
+  private readonly executor: StepExecutor;
+  readonly state: AgentState;
+  private readonly topics: Topics;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly runtime: ContainerRuntime,
+    private readonly log: Logger,
+  ) {
+    this.state = new AgentState(config.stateDir, (message) => log.warn(message));
+    this.topics = new Topics(config.topicPrefix);
+    this.executor = new StepExecutor(runtime, { node: config.name, pauseImage: config.pauseImage, podNetwork: config.podNetwork }, log, (e) => this.onPodEvent(e));
+  }
+
+  /** Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no. */
+  async start(): Promise<void> {
+    const creds = await this.credentials();
+    if (creds.node !== this.config.name) this.log.warn({ joinedAs: creds.node }, 'this device joined under another name; keeping it');
+    (this.config as { name: string }).name = creds.node;
+    this.desired = this.state.desired();
+    if (this.desired) this.log.info({ rev: this.desired.rev, pods: this.desired.pods.length }, 'restored the last desired set from disk');
+    this.link = new DeviceLink(creds, this.topics, { onDesired: (d) => this.onDesired(d), onConnected: () => this.publishStatus(true) }, this.log);
+    this.link.start();
+    await this.checkEngine();
+    this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
+    this.timers.push(setInterval(() => this.publishStatus(Date.now() - this.lastStatusAt >= this.config.statusIntervalMs), 5_000));
+    this.trigger();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.stopWatch?.();
+    await this.reconciling;
+    await this.link?.stop();
+  }
+
+  private async credentials(): Promise<DeviceCredentials> {
+    const saved = this.state.credentials();
+    if (saved) return this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved;
+    if (!this.config.hub || !this.config.token) throw new JoinRefused(`no credentials in ${this.config.stateDir}: give --hub and --token to join`);
+    const backoff = new Backoff(1_000, 60_000);
+    for (;;) {
+      try {
+        const creds = await joinHub({ hub: this.config.hub, token: this.config.token, name: this.config.name, labels: this.config.labels, topics: this.topics });
+        this.state.saveCredentials(creds);
+        this.log.info({ node: creds.node }, 'joined the fleet');
+        return creds;
+      } catch (err) {
+        if (err instanceof JoinRefused) throw err;
+        const delay = backoff.next();
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not join yet');
+        await new Promise((r) => setTimeout(r, delay));
+        if (this.stopped) throw err;
+      }
+    }
+  }
+
+  private onDesired(desired: DesiredState): void {
+    if (this.desired && JSON.stringify(this.desired) === JSON.stringify(desired)) return;
+    this.log.info({ rev: desired.rev, pods: desired.pods.length }, 'new desired set');
+    this.desired = desired;
+    try {
+      this.state.saveDesired(desired);
+    } catch (err) {
+      // A full disk must not stop convergence; the set is kept in memory.
+      this.log.error({ err: (err as Error).message }, 'could not save the desired set to disk');
+    }
+    this.trigger();
+  }
+
+  /** Asks for a reconcile; triggers that arrive during one merge into a single next pass. */
+  trigger(): void {
+    if (this.stopped) return;
+    if (this.reconciling) {
+      this.again = true;
+      return;
+    }
+    this.reconciling = this.reconcile()
+      .catch((err) => this.log.error({ err }, 'reconcile failed'))
+      .finally(() => {
+        this.reconciling = undefined;
+        if (this.again) {
+          this.again = false;
+          this.trigger();
+        }
+      });
+  }
+
+  private async checkEngine(): Promise<boolean> {
+    try {
+      this.engine = await this.runtime.ping();
+      if (this.engineError) {
+        this.log.info({ engine: this.engine.version }, 'container engine available');
+        this.engineError = undefined;
+        if (this.config.podNetwork !== 'none' && this.config.podNetwork !== 'host') await this.runtime.ensureNetwork(this.config.podNetwork, this.config.podSubnet);
+        this.stopWatch?.();
+        this.stopWatch = await this.runtime.watchContainers({ [LABEL_NODE]: this.config.name }, () => this.trigger(), (err) => {
+          this.log.warn({ err: err.message }, 'engine event stream lost');
+          this.engineError = `engine event stream lost: ${err.message}`;
+          this.engine = undefined;
+          this.trigger();
+        });
+      }
+      return true;
+    } catch (err) {
+      const message = `container engine unavailable: ${(err as Error).message}`;
+      if (this.engineError !== message) this.log.error(message);
+      this.engine = undefined;
+      this.engineError = message;
+      this.publishStatus(true);
+      return false;
+    }
+  }
+
+  private async reconcile(): Promise<void> {
+    if (!(await this.checkEngine())) return;
+    const desired = this.desired?.pods ?? [];
+    const pulledThisPass = new Set<string>();
+    let containers: RuntimeContainer[] = [];
+    for (let pass = 0; pass < MAX_PASSES; pass++) {
+      containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
+      const images = await this.presentImages(desired);
+      const now = Date.now();
+      this.noteRunning(containers, now);
+      const steps = planSteps({ containers, images }, desired, {
+        pauseImage: this.config.pauseImage,
+        podNetwork: this.config.podNetwork,
+        now,
+        backoff: this.restartBackoff.view,
+        pullBackoff: this.pullBackoff,
+        pulledThisPass,
+      });
+      if (steps.length === 0) break;
+      for (const step of steps) {
+        if (this.stopped) return;
+        await this.runStep(step, pulledThisPass);
+      }
+    }
+    if (this.desired) this.observedRev = this.desired.rev;
+    this.updateWaiting(desired, containers);
+    this.publishStatus(false, containers);
+    this.scheduleBackoffWakeup();
+  }
+
+  private async runStep(step: Step, pulled: Set<string>): Promise<void> {
+    try {
+      if (step.action === 'pull' && step.image === PAUSE_IMAGE && !(await this.runtime.hasImage(PAUSE_IMAGE))) {
+        // The default pause image ships inside the agent: no registry is needed to run a pod.
+        const tar = pauseImageTar(process.arch);
+        if (!tar) throw new Error(`no built-in pause image for ${process.arch}; pass --pause-image`);
+        const [repo, tag] = PAUSE_IMAGE.split(':');
+        await this.runtime.importImage(tar, repo!, tag!);
+      } else await this.executor.run(step);
+      if (step.action === 'pull') {
+        pulled.add(step.image);
+        this.pullBackoff.delete(step.image);
+      }
+      if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
+    } catch (err) {
+      const message = (err as Error).message;
+      if (step.action === 'pull') {
+        const prev = this.pullBackoff.get(step.image);
+        const delayMs = prev ? Math.min(prev.delayMs * 2, PULL_BACKOFF_MAX_MS) : PULL_BACKOFF_INITIAL_MS;
+        this.pullBackoff.set(step.image, { until: Date.now() + delayMs, delayMs, message });
+        this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
+      } else {
+        this.log.error({ action: step.action, err: message }, 'step failed');
+      }
+    }
+  }
+
+  private async presentImages(desired: DesiredState['pods']): Promise<Set<string>> {
+    const wanted = new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]);
+    const present = new Set<string>();
+    for (const image of wanted) if (await this.runtime.hasImage(image)) present.add(image);
+    return present;
+  }
+
+  private noteRunning(containers: RuntimeContainer[], now: number): void {
+    for (const c of containers) {
+      if (c.state === 'running' && c.startedAt) this.restartBackoff.running(backoffKey(c.labels[LABEL_POD_UID] ?? '', c.labels[LABEL_CONTAINER] ?? ''), Date.parse(c.startedAt), now);
+    }
+    const live = new Set((this.desired?.pods ?? []).map((p) => p.uid));
+    this.restartBackoff.forget((key) => live.has(key.split('/')[0]!));
+  }
+
+  /** What the engine cannot say: pulls that failed, containers waiting out a crash-loop back-off. */
+  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[]): void {
+    this.waiting.clear();
+    const now = Date.now();
+    for (const pod of desired) {
+      for (const c of pod.spec.containers) {
+        const key = backoffKey(pod.uid, c.name);
+        const running = containers.some((x) => x.labels[LABEL_POD_UID] === pod.uid && x.labels[LABEL_CONTAINER] === c.name && x.state === 'running');
+        if (running) continue;
+        const pull = this.pullBackoff.get(c.image);
+        if (pull) this.waiting.set(key, { reason: pull.until > now ? 'ImagePullBackOff' : 'ErrImagePull', message: pull.message });
+        else if (this.restartBackoff.waitingMs(key, now) > 0) {
+          this.waiting.set(key, { reason: 'CrashLoopBackOff', message: `back-off ${Math.ceil(this.restartBackoff.waitingMs(key, now) / 1000)}s restarting failed container=${c.name} pod=${pod.name}` });
+        }
+      }
+      const pausePull = this.pullBackoff.get(this.config.pauseImage);
+      if (pausePull) this.waiting.set(`${pod.uid}/`, { reason: 'ErrImagePull', message: `pause image: ${pausePull.message}` });
+    }
+  }
+
+  /** Reconciles again when the earliest back-off ends, so a restart happens on time. */
+  private scheduleBackoffWakeup(): void {
+    const now = Date.now();
+    let soonest = Infinity;
+    for (const { until } of this.restartBackoff.view.values()) if (until > now) soonest = Math.min(soonest, until - now);
+    for (const { until } of this.pullBackoff.values()) if (until > now) soonest = Math.min(soonest, until - now);
+    if (soonest !== Infinity) {
+      const t = setTimeout(() => this.trigger(), soonest + 50);
+      t.unref();
+    }
+  }
+
+  private onPodEvent(e: PodEvent): void {
+    this.log.info({ pod: e.podUid, container: e.container, reason: e.reason }, e.message);
+  }
+
+  /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
+  private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
+    if (!this.link?.connected) return;
+    const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting) : this.lastPods;
+    this.lastPods = pods;
+    const report: StatusReport = {
+      v: PROTOCOL_VERSION,
+      ts: new Date().toISOString(),
+      observedRev: this.observedRev,
+      node: nodeReport(this.engine, this.engineError, this.config.maxPods),
+      pods,
+    };
+    const json = JSON.stringify({ ...report, ts: undefined });
+    if (!force && json === this.lastStatusJson) return;
+    if (this.link.publishStatus(report)) {
+      this.lastStatusJson = json;
+      this.lastStatusAt = Date.now();
+    }
+  }
+
+  private lastPods: StatusReport['pods'] = [];
+}

@@ -1,0 +1,125 @@
+import mqtt, { type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, decodePayload, desiredStateSchema, encodePayload, type DesiredState, type StatusReport } from '../../shared/protocol/messages.js';
+import { deviceClientId, type Topics } from '../../shared/protocol/topics.js';
+import { formatFieldErrors } from '../../shared/resources/validate.js';
+import type { DeviceCredentials } from '../state/state.js';
+import { Backoff } from './backoff.js';
+
+export interface LinkHandlers {
+  onDesired: (desired: DesiredState) => void;
+  onConnected: () => void;
+}
+
+/**
+ * The device's MQTT session with the hub: one outbound connection, a persistent session
+ * (clean=false) so QoS 1 messages wait for it, a retained presence with a last will, and
+ * reconnects with back-off and jitter. It never gives up: a device keeps running its last
+ * desired state for as long as the hub is away.
+ */
+export class DeviceLink {
+  private client?: MqttClient;
+  private readonly backoff = new Backoff();
+  private reconnectTimer?: NodeJS.Timeout;
+  private closing = false;
+  private refusedUntilMs = 0;
+  connected = false;
+  /** Milliseconds since the epoch of the current connection attempt: grows with every attempt. */
+  private session = Date.now();
+
+  constructor(
+    private readonly creds: DeviceCredentials,
+    private readonly topics: Topics,
+    private readonly handlers: LinkHandlers,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const node = this.creds.node;
+    // One session number per connection attempt: its online message and its will carry the same one.
+    const presence = (state: 'online' | 'offline') => encodePayload({ v: PROTOCOL_VERSION, state, ts: new Date().toISOString(), session: this.session });
+    const client = mqtt.connect(this.creds.hub, {
+      clientId: deviceClientId(node),
+      username: this.creds.username,
+      password: this.creds.password,
+      clean: false,
+      protocolVersion: 4,
+      keepalive: 30,
+      connectTimeout: 15_000,
+      // Reconnects are ours, with back-off and jitter (mqtt.js only knows a fixed period).
+      reconnectPeriod: 0,
+      will: { topic: this.topics.presence(node), payload: presence('offline'), qos: 1, retain: true },
+    });
+    this.client = client;
+    client.on('connect', (connack) => {
+      this.connected = true;
+      this.backoff.reset();
+      this.log.info({ hub: this.creds.hub, sessionPresent: connack.sessionPresent }, 'connected to hub');
+      client.publish(this.topics.presence(node), presence('online'), { qos: 1, retain: true });
+      // Subscribe every time: cheap, and right even when the broker lost the session (a hub restart).
+      client.subscribe(this.topics.desired(node), { qos: 1 }, (err, granted) => {
+        if (err || granted?.[0]?.qos === 128) this.log.error({ err }, 'the hub refused the subscription to the desired set');
+      });
+      this.handlers.onConnected();
+    });
+    client.on('message', (topic, payload) => {
+      if (topic !== this.topics.desired(node)) return;
+      if (payload.length === 0) {
+        this.log.warn('the hub cleared this node\'s desired set (node deleted?); keeping the last one');
+        return;
+      }
+      const decoded = decodePayload(desiredStateSchema, payload);
+      if (!decoded.ok) {
+        this.log.error({ errors: formatFieldErrors(decoded.errors) }, 'malformed desired set ignored; keeping the last good one');
+        return;
+      }
+      this.handlers.onDesired(decoded.value);
+    });
+    client.on('error', (err: Error & { code?: number }) => {
+      if (err.code === 4 || err.code === 5) {
+        // Revoked or deleted: keep running pods, and ask again only rarely.
+        this.log.error({ node }, 'the hub refused this device\'s credentials (revoked?); pods keep running');
+        this.refusedUntilMs = Date.now() + 60_000;
+      } else this.log.warn({ err: err.message }, 'mqtt error');
+    });
+    client.on('close', () => {
+      if (this.connected) this.log.warn('disconnected from hub; pods keep running');
+      this.connected = false;
+      this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closing || this.reconnectTimer) return;
+    const cap = this.refusedUntilMs > Date.now() ? 300_000 : 60_000;
+    const delay = Math.max(this.backoff.next(cap), this.refusedUntilMs - Date.now());
+    this.log.debug({ delayMs: delay }, 'reconnecting later');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closing || !this.client) return;
+      this.session = Math.max(Date.now(), this.session + 1);
+      const will = this.client.options.will;
+      if (will) will.payload = encodePayload({ v: PROTOCOL_VERSION, state: 'offline', ts: new Date().toISOString(), session: this.session });
+      this.client.reconnect();
+    }, delay);
+  }
+
+  publishStatus(report: StatusReport): boolean {
+    if (!this.client || !this.connected) return false;
+    this.client.publish(this.topics.status(this.creds.node), encodePayload(report), { qos: 1 });
+    return true;
+  }
+
+  /** A clean stop: say offline (the will is only for crashes), then disconnect. */
+  async stop(): Promise<void> {
+    this.closing = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    if (!client) return;
+    if (this.connected) {
+      const offline = encodePayload({ v: PROTOCOL_VERSION, state: 'offline', ts: new Date().toISOString(), session: this.session });
+      await new Promise<void>((resolve) => client.publish(this.topics.presence(this.creds.node), offline, { qos: 1, retain: true }, () => resolve()));
+    }
+    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+  }
+}

@@ -1,0 +1,146 @@
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { createLogger } from '../shared/log/logger.js';
+import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
+import { validateDns1123Subdomain, validateLabels } from '../shared/labels/validation.js';
+import { FLOTILLA_VERSION } from '../shared/version.js';
+import { Agent, type AgentConfig } from './agent.js';
+import { JoinRefused } from './link/join.js';
+import { PAUSE_IMAGE } from './runtime/pause/image.js';
+import { DockerRuntime } from './runtime/docker.js';
+
+const USAGE = `Usage: flotilla agent --hub mqtt://HOST:PORT --token JOIN_TOKEN [options]
+
+Runs the Flotilla device agent: joins the hub with the join token (once; its own credentials
+are kept in the state directory), then runs the pods the hub assigns to this device on the local
+container engine, and keeps running them while the hub is unreachable.
+
+Options:
+  --hub URL             the hub's MQTT URL (mqtt://HOST:1883)
+  --token TOKEN         join token (only needed to join; see \`flotilla token create\`)
+  --name NAME           node name (default: this host's name)
+  --labels k=v,...      node labels given at join
+  --state-dir DIR       where credentials and the last desired state live (default: ./flotilla-agent)
+  --docker-host URL     container engine API (default: $DOCKER_HOST or unix:///var/run/docker.sock)
+  --pause-image IMAGE   image of the pods' infra containers (default: ${PAUSE_IMAGE}, built in)
+  --pod-network NAME    engine network the pods join (default: flotilla; "none" for none)
+  --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
+  --topic-prefix P      MQTT topic prefix (default: ${DEFAULT_TOPIC_PREFIX})
+  -h, --help            show this help
+  --version             print the version`;
+
+class UsageError extends Error {}
+
+export function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  if (!text) return labels;
+  for (const pair of text.split(',').filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--labels: '${pair}' is not key=value`);
+    labels[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  const problems = validateLabels(labels);
+  if (problems.length) throw new UsageError(`--labels: ${problems[0]!.key}: ${problems[0]!.message}`);
+  return labels;
+}
+
+export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHost?: string } | 'help' | 'version' {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        hub: { type: 'string' },
+        token: { type: 'string' },
+        name: { type: 'string' },
+        labels: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'docker-host': { type: 'string' },
+        'pause-image': { type: 'string' },
+        'pod-network': { type: 'string' },
+        'pod-subnet': { type: 'string' },
+        'topic-prefix': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  if (values.hub && !/^mqtts?:\/\/[^/]+/.test(values.hub)) throw new UsageError(`--hub: '${values.hub}' is not an mqtt:// or mqtts:// URL`);
+  const name = (values.name ?? hostname()).toLowerCase();
+  const nameProblems = validateDns1123Subdomain(name);
+  if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
+  return {
+    config: {
+      ...(values.hub ? { hub: values.hub } : {}),
+      ...(values.token ? { token: values.token } : {}),
+      name,
+      labels: parseLabels(values.labels),
+      stateDir: values['state-dir'] ?? './flotilla-agent',
+      topicPrefix: values['topic-prefix'] ?? DEFAULT_TOPIC_PREFIX,
+      pauseImage: values['pause-image'] ?? PAUSE_IMAGE,
+      podNetwork: values['pod-network'] ?? 'flotilla',
+      podSubnet: values['pod-subnet'] ?? '10.88.0.0/16',
+      maxPods: 110,
+      resyncIntervalMs: 10_000,
+      statusIntervalMs: 60_000,
+    },
+    ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
+  };
+}
+
+/** Runs the agent until SIGINT/SIGTERM; returns the exit status (0 done, 1 failed, 2 usage). */
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseAgentArgs(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`error: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (parsed === 'version') {
+    process.stdout.write(`${FLOTILLA_VERSION}\n`);
+    return 0;
+  }
+  const log = createLogger({ name: 'agent' });
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception; the agent keeps running'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection; the agent keeps running'));
+  const agent = new Agent(parsed.config, new DockerRuntime(parsed.dockerHost), log);
+  try {
+    await agent.start();
+  } catch (err) {
+    if (err instanceof JoinRefused) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await agent.stop();
+  return 0;
+}
+
+// Run when this file is the program (the bundled agent started with plain node).
+declare const require: { main?: unknown } | undefined;
+declare const module: unknown;
+if (typeof require !== 'undefined' && typeof module !== 'undefined' && require.main === module) {
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+    if (code !== 0) process.exit(code);
+  });
+}

@@ -1,0 +1,125 @@
+import type { Logger } from 'pino';
+import type { DesiredPod } from '../../shared/protocol/messages.js';
+import type { Container } from '../../shared/resources/pod.js';
+import { bytes, cpuToMilli } from '../../shared/quantities/quantity.js';
+import {
+  INFRA_CONTAINER,
+  LABEL_CONTAINER,
+  LABEL_NAMESPACE,
+  LABEL_NODE,
+  LABEL_POD,
+  LABEL_POD_UID,
+  LABEL_RESTART_COUNT,
+  LABEL_SPEC_HASH,
+  type ContainerCreateSpec,
+  type ContainerRuntime,
+} from '../runtime/runtime.js';
+import type { Step } from './plan.js';
+
+export interface ExecutorOptions {
+  node: string;
+  pauseImage: string;
+  podNetwork: string;
+}
+
+/** Something that happened to a pod, for the pod's status and (later) its Events. */
+export interface PodEvent {
+  podUid: string;
+  container?: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/** How each step kind is carried out. The mapped type makes the compiler refuse a step kind without an executor. */
+type Executors = { [K in Step['action']]: (step: Extract<Step, { action: K }>) => Promise<void> };
+
+/** The only code that changes the engine: it runs the steps that planSteps chose. */
+export class StepExecutor {
+  private readonly executors: Executors;
+
+  constructor(
+    private readonly runtime: ContainerRuntime,
+    private readonly opts: ExecutorOptions,
+    private readonly log: Logger,
+    private readonly onEvent: (e: PodEvent) => void,
+  ) {
+    this.executors = {
+      remove: async ({ container, reason }) => {
+        const uid = container.labels[LABEL_POD_UID] ?? '';
+        const name = container.labels[LABEL_CONTAINER] ?? container.name;
+        if (container.state === 'running') this.onEvent({ podUid: uid, container: name, type: 'Normal', reason: 'Killing', message: `Stopping container ${name}: ${reason}` });
+        // The infra container only holds a namespace; app containers get Kubernetes' default 30 s grace.
+        await this.runtime.stopContainer(container.id, name === INFRA_CONTAINER ? 2 : 30);
+        await this.runtime.removeContainer(container.id);
+      },
+      pull: async ({ image, pod }) => {
+        this.onEvent({ podUid: pod.uid, type: 'Normal', reason: 'Pulling', message: `Pulling image "${image}"` });
+        await this.runtime.pullImage(image);
+        this.onEvent({ podUid: pod.uid, type: 'Normal', reason: 'Pulled', message: `Successfully pulled image "${image}"` });
+      },
+      createInfra: async ({ pod, hash }) => {
+        const ports = pod.spec.containers.flatMap((c) => (c.ports ?? []).filter((p) => p.hostPort !== undefined).map((p) => ({ containerPort: p.containerPort, hostPort: p.hostPort!, protocol: (p.protocol ?? 'TCP').toLowerCase() as 'tcp' | 'udp' })));
+        const spec: ContainerCreateSpec = {
+          name: containerName(pod, INFRA_CONTAINER),
+          image: this.opts.pauseImage,
+          labels: this.labels(pod, INFRA_CONTAINER, hash, 0),
+          networkMode: pod.spec.hostNetwork ? 'host' : this.opts.podNetwork,
+          stopTimeout: 2,
+          ...(ports.length && !pod.spec.hostNetwork ? { portBindings: ports } : {}),
+        };
+        const id = await this.runtime.createContainer(spec);
+        await this.runtime.startContainer(id);
+      },
+      createContainer: async ({ pod, container, infraId, hash, restartCount }) => {
+        const id = await this.runtime.createContainer(this.appSpec(pod, container, infraId, hash, restartCount));
+        this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Created', message: `Created container ${container.name}` });
+        await this.runtime.startContainer(id);
+        this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Started', message: `Started container ${container.name}` });
+      },
+      start: async ({ container }) => {
+        await this.runtime.startContainer(container.id);
+      },
+    };
+  }
+
+  async run(step: Step): Promise<void> {
+    this.log.debug({ action: step.action }, 'step');
+    await (this.executors[step.action] as (s: Step) => Promise<void>)(step);
+  }
+
+  private labels(pod: DesiredPod, container: string, hash: string, restartCount: number): Record<string, string> {
+    return {
+      [LABEL_NODE]: this.opts.node,
+      [LABEL_POD_UID]: pod.uid,
+      [LABEL_POD]: pod.name,
+      [LABEL_NAMESPACE]: pod.namespace,
+      [LABEL_CONTAINER]: container,
+      [LABEL_SPEC_HASH]: hash,
+      [LABEL_RESTART_COUNT]: String(restartCount),
+    };
+  }
+
+  private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number): ContainerCreateSpec {
+    const limits = c.resources?.limits ?? {};
+    return {
+      name: containerName(pod, c.name, restartCount),
+      image: c.image,
+      labels: this.labels(pod, c.name, hash, restartCount),
+      ...(c.command ? { entrypoint: c.command } : {}),
+      ...(c.args ? { cmd: c.args } : {}),
+      ...(c.env ? { env: c.env.map((e) => `${e.name}=${e.value ?? ''}`) } : {}),
+      ...(c.workingDir ? { workingDir: c.workingDir } : {}),
+      // Joined to the infra container's network namespace, as Kubernetes' pod sandbox.
+      networkMode: pod.spec.hostNetwork ? 'host' : `container:${infraId}`,
+      ...(limits.memory !== undefined ? { memoryBytes: bytes(limits.memory) } : {}),
+      ...(limits.cpu !== undefined ? { nanoCpus: cpuToMilli(limits.cpu) * 1_000_000 } : {}),
+      stopTimeout: pod.spec.terminationGracePeriodSeconds ?? 30,
+    };
+  }
+}
+
+/** Engine-unique container names that say what they are: flt_<namespace>_<pod>_<container>_<uid prefix>_<attempt>. */
+export function containerName(pod: DesiredPod, container: string, attempt = 0): string {
+  return `flt_${pod.namespace}_${pod.name}_${container}_${pod.uid.slice(0, 8)}_${attempt}`;
+}

@@ -1,0 +1,61 @@
+import type { ContainerStatusReport, DesiredPod, PodStatusReport } from '../../shared/protocol/messages.js';
+import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_POD_UID, LABEL_RESTART_COUNT, type RuntimeContainer } from '../runtime/runtime.js';
+
+export interface Waiting {
+  reason: string;
+  message: string;
+}
+
+/**
+ * Pod and container statuses from what the engine shows, in Kubernetes' terms. `waiting`
+ * carries what the agent knows and the engine does not (an image pull that failed, a container
+ * in back-off), by `podUid/container`.
+ */
+export function podStatuses(desired: readonly DesiredPod[], containers: readonly RuntimeContainer[], waiting: ReadonlyMap<string, Waiting>): PodStatusReport[] {
+  return desired.map((pod) => {
+    const mine = containers.filter((c) => c.labels[LABEL_POD_UID] === pod.uid);
+    const infra = mine.find((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER && c.state === 'running');
+    const statuses: ContainerStatusReport[] = pod.spec.containers.map((spec) => {
+      const current = mine
+        .filter((c) => c.labels[LABEL_CONTAINER] === spec.name)
+        .sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''))[0];
+      const pending = waiting.get(`${pod.uid}/${spec.name}`) ?? waiting.get(`${pod.uid}/`);
+      const restartCount = Number(current?.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
+      const base = { name: spec.name, image: spec.image, restartCount, ...(current ? { containerID: `docker://${current.id}`, ...(current.imageId ? { imageID: current.imageId } : {}) } : {}) };
+      if (current && current.state === 'running') {
+        return { ...base, ready: true, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } } };
+      }
+      if (pending) return { ...base, ready: false, state: { waiting: pending }, ...(current ? { lastState: terminated(current) } : {}) };
+      if (current && (current.state === 'exited' || current.state === 'dead')) return { ...base, ready: false, state: terminated(current) };
+      return { ...base, ready: false, state: { waiting: { reason: 'ContainerCreating' } } };
+    });
+    return {
+      uid: pod.uid,
+      name: pod.name,
+      namespace: pod.namespace,
+      phase: phase(pod, statuses, Boolean(infra)),
+      ...(infra?.startedAt ? { startTime: infra.startedAt } : {}),
+      containerStatuses: statuses,
+    };
+  });
+}
+
+function terminated(c: RuntimeContainer): { terminated: { exitCode: number; reason: string; startedAt?: string; finishedAt?: string } } {
+  const exitCode = c.exitCode ?? 0;
+  const reason = c.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
+  return { terminated: { exitCode, reason, ...(c.startedAt ? { startedAt: c.startedAt } : {}), ...(c.finishedAt ? { finishedAt: c.finishedAt } : {}) } };
+}
+
+/** Kubernetes' pod phase: Pending until every container has started once, Succeeded/Failed when all are done for good. */
+function phase(pod: DesiredPod, statuses: ContainerStatusReport[], sandboxRunning: boolean): PodStatusReport['phase'] {
+  if (!sandboxRunning && statuses.every((s) => !s.state.terminated)) return 'Pending';
+  const policy = pod.spec.restartPolicy ?? 'Always';
+  const terminatedAll = statuses.every((s) => s.state.terminated);
+  if (terminatedAll && policy !== 'Always') {
+    const failed = statuses.some((s) => (s.state.terminated?.exitCode ?? 0) !== 0);
+    if (policy === 'Never') return failed ? 'Failed' : 'Succeeded';
+    if (!failed) return 'Succeeded';
+  }
+  if (statuses.some((s) => s.state.running || s.state.terminated || s.lastState || s.restartCount > 0)) return 'Running';
+  return 'Pending';
+}
