@@ -9,7 +9,7 @@ import { RestartBackoff } from './reconcile/backoff.js';
 import { StepExecutor, type PodEvent } from './reconcile/execute.js';
 import { backoffKey, planSteps, type Step } from './reconcile/plan.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
-import { PAUSE_IMAGE, pauseImageTar } from './runtime/pause/image.js';
+import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
 import { LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type EngineInfo, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
 
@@ -188,10 +188,13 @@ export class Agent {
         pulledThisPass,
       });
       if (steps.length === 0) break;
+      let failed = false;
       for (const step of steps) {
         if (this.stopped) return;
-        await this.runStep(step, pulledThisPass);
+        if (!(await this.runStep(step, pulledThisPass))) failed = true;
       }
+      // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync timer), not in a tight loop.
+      if (failed) break;
     }
     if (this.desired) this.observedRev = this.desired.rev;
     this.updateWaiting(desired, containers);
@@ -199,20 +202,21 @@ export class Agent {
     this.scheduleBackoffWakeup();
   }
 
-  private async runStep(step: Step, pulled: Set<string>): Promise<void> {
+  private async runStep(step: Step, pulled: Set<string>): Promise<boolean> {
     try {
       if (step.action === 'pull' && step.image === PAUSE_IMAGE && !(await this.runtime.hasImage(PAUSE_IMAGE))) {
         // The default pause image ships inside the agent: no registry is needed to run a pod.
         const tar = pauseImageTar(process.arch);
         if (!tar) throw new Error(`no built-in pause image for ${process.arch}; pass --pause-image`);
         const [repo, tag] = PAUSE_IMAGE.split(':');
-        await this.runtime.importImage(tar, repo!, tag!);
+        await this.runtime.importImage(tar, repo!, tag!, PAUSE_IMAGE_CHANGES);
       } else await this.executor.run(step);
       if (step.action === 'pull') {
         pulled.add(step.image);
         this.pullBackoff.delete(step.image);
       }
       if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
+      return true;
     } catch (err) {
       const message = (err as Error).message;
       if (step.action === 'pull') {
@@ -223,6 +227,7 @@ export class Agent {
       } else {
         this.log.error({ action: step.action, err: message }, 'step failed');
       }
+      return false;
     }
   }
 

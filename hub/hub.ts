@@ -40,7 +40,8 @@ export class Hub {
     const dataDir = resolve(config.dataDir);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const db = openHubDatabase(join(dataDir, 'flotilla.db'));
-    const store = new ObjectStore(db);
+    // A watcher's failure is logged, never allowed to take the hub down.
+    const store = new ObjectStore(db, { onWatchError: (err) => log.error({ err }, 'watch handler failed') });
     if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
       store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
     }

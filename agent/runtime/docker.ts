@@ -60,10 +60,19 @@ export class DockerRuntime implements ContainerRuntime {
     });
   }
 
-  async importImage(tar: Buffer, repo: string, tag: string): Promise<void> {
+  async importImage(tar: Buffer, repo: string, tag: string, changes: readonly string[] = []): Promise<void> {
     const { Readable } = await import('node:stream');
-    const stream = await this.docker.importImage(Readable.from([tar]) as unknown as NodeJS.ReadableStream, { repo, tag });
-    await new Promise<void>((resolve, reject) => this.docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
+    const stream = await this.docker.importImage(Readable.from([tar]) as unknown as NodeJS.ReadableStream, { repo, tag, ...(changes.length ? { changes: [...changes] } : {}) });
+    // Import errors arrive inside a 200 answer's progress stream, not as an HTTP error.
+    await new Promise<void>((resolve, reject) =>
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null) => (err ? reject(err) : resolve()),
+        (event: { error?: string }) => {
+          if (event.error) reject(new Error(event.error));
+        },
+      ),
+    );
   }
 
   async ensureNetwork(name: string, subnet: string | undefined): Promise<void> {

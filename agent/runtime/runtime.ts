@@ -51,7 +51,8 @@ export interface ContainerRuntime {
   listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]>;
   hasImage(ref: string): Promise<boolean>;
   pullImage(ref: string, onProgress?: (message: string) => void): Promise<void>;
-  importImage(tar: Buffer, repo: string, tag: string): Promise<void>;
+  /** Imports a root file system tarball as an image; `changes` are Dockerfile instructions (CMD, ENTRYPOINT…). */
+  importImage(tar: Buffer, repo: string, tag: string, changes?: readonly string[]): Promise<void>;
   ensureNetwork(name: string, subnet: string | undefined): Promise<void>;
   createContainer(spec: ContainerCreateSpec): Promise<string>;
   startContainer(id: string): Promise<void>;

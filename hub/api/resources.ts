@@ -6,6 +6,7 @@ import { isPlainObject, type FieldError } from '../../shared/resources/fields.js
 import { validateManifest, type ValidObject } from '../../shared/resources/validate.js';
 import type { Selector } from '../../shared/labels/selector.js';
 import type { ObjectStore } from '../store/objects.js';
+import { canonicalJson } from '../store/shape.js';
 import type { StoredObject } from '../store/types.js';
 import { HubError } from './errors.js';
 
@@ -194,7 +195,8 @@ function mergeIntoExisting(existing: StoredObject, incoming: ValidObject): Store
 function sameUserFields(a: StoredObject, b: StoredObject): boolean {
   const pick = (o: StoredObject) => {
     const { metadata, status: _s, ...rest } = o;
-    return JSON.stringify({ labels: metadata.labels ?? {}, annotations: metadata.annotations ?? {}, ...rest });
+    // Key order is not a change (the store compares the same way and would write nothing).
+    return canonicalJson({ labels: metadata.labels ?? {}, annotations: metadata.annotations ?? {}, ...rest });
   };
   return pick(a) === pick(b);
 }

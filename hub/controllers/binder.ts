@@ -63,8 +63,9 @@ export class PodBinder {
       else candidates.push(node);
     }
     if (candidates.length === 0) {
-      // Kubernetes' FailedScheduling message: "0/3 nodes are available: 2 node(s) didn't match ..., 1 node(s) were not ready."
-      const detail = [...reasons].map(([why, n]) => `${n} ${why}`).join(', ');
+      // Kubernetes' FailedScheduling message, reasons sorted as its FitError sorts them:
+      // "0/3 nodes are available: 1 node(s) were not ready, 2 node(s) didn't match ...".
+      const detail = [...reasons].map(([why, n]) => `${n} ${why}`).sort().join(', ');
       const message = `0/${nodes.length} nodes are available${detail ? `: ${detail}` : ''}.`;
       const status = (pod.status as PodStatus | undefined) ?? { phase: 'Pending' };
       this.store.mutate('Pod', namespace, name, (cur) => ({

@@ -76,6 +76,7 @@ export class DaemonSetController {
 
     let desired = 0;
     let ready = 0;
+    let current = 0;
     let updated = 0;
     let misscheduled = 0;
     this.store.transaction(() => {
@@ -96,6 +97,7 @@ export class DaemonSetController {
         if (!keep) {
           if (isNodeReady(node.status as NodeStatus | undefined)) {
             this.createPod(ds, spec, nodeName, hash);
+            current++;
             updated++;
           }
           continue;
@@ -103,6 +105,7 @@ export class DaemonSetController {
         if (keep.metadata.labels?.[REVISION_HASH_LABEL] !== hash) {
           this.updatePod(keep, spec, hash);
         }
+        current++;
         updated++;
         const status = keep.status as PodStatus | undefined;
         if (status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ready++;
@@ -112,7 +115,8 @@ export class DaemonSetController {
       }
       const status: DaemonSetStatus = {
         desiredNumberScheduled: desired,
-        currentNumberScheduled: desired,
+        // Nodes that should run the pod and have one (Kubernetes' meaning), not every matching node.
+        currentNumberScheduled: current,
         numberReady: ready,
         updatedNumberScheduled: updated,
         numberMisscheduled: misscheduled,

@@ -37,7 +37,13 @@ export function parseManifests(text: string, source = 'input'): ManifestDocument
       const firstLine = err.message.split('\n')[0] ?? err.message;
       throw new ManifestSyntaxError(`${source}: YAML syntax error at ${where}: ${firstLine}`, pos?.line, pos?.col);
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // Too many alias expansions (a "billion laughs" document) is refused like a syntax error.
+      throw new ManifestSyntaxError(`${source}: invalid YAML: ${(err as Error).message}`);
+    }
     if (value === null || value === undefined) continue;
     const name = list.length > 1 ? `${source} (document ${index})` : source;
     if (typeof value === 'object' && !Array.isArray(value) && (value as { kind?: unknown }).kind === 'List') {
