@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDockerd, type TestDockerd } from '../harness/dockerd.js';
-import { buildTestImages } from '../harness/images.js';
-import { cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
+import { buildTestImages, TEST_IMAGE } from '../harness/images.js';
+import { REPO, cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 
 // The walking skeleton end to end: real hub and agent processes, a real dockerd, two agents
 // under different node names sharing that one engine.
@@ -64,7 +65,11 @@ describe('a DaemonSet on real agents and a real engine', () => {
 
   it('lands only on the node whose labels match, and runs there', async () => {
     const started = Date.now();
-    const applied = cli(hub, ['apply', '-f', 'examples/hello-daemonset.yaml']);
+    // The README's example, with its image swapped for the locally built test image (no registry here).
+    const example = readFileSync(join(REPO, 'examples', 'hello-daemonset.yaml'), 'utf8').replace(/image: busybox:[\w.]+/, `image: ${TEST_IMAGE}`);
+    const manifest = join(dirs.path, 'hello-daemonset.yaml');
+    writeFileSync(manifest, example);
+    const applied = cli(hub, ['apply', '-f', manifest]);
     expect(applied.code, applied.stderr).toBe(0);
     expect(applied.stdout).toContain('daemonset/hello created');
     const pod = await waitFor('the pod to run on alpha', () => runningPodOn('alpha'), 60_000, 50);
