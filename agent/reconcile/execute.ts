@@ -49,8 +49,9 @@ export class StepExecutor {
         const uid = container.labels[LABEL_POD_UID] ?? '';
         const name = container.labels[LABEL_CONTAINER] ?? container.name;
         if (container.state === 'running') this.onEvent({ podUid: uid, container: name, type: 'Normal', reason: 'Killing', message: `Stopping container ${name}: ${reason}` });
-        // The infra container only holds a namespace; app containers get Kubernetes' default 30 s grace.
-        await this.runtime.stopContainer(container.id, name === INFRA_CONTAINER ? 2 : 30);
+        // Each container was made with StopTimeout = the pod's terminationGracePeriodSeconds
+        // (Kubernetes' default 30 s), so the engine's own timeout is the pod's grace period.
+        await this.runtime.stopContainer(container.id);
         await this.runtime.removeContainer(container.id);
       },
       pull: async ({ image, pod }) => {

@@ -124,9 +124,9 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+  async stopContainer(id: string, timeoutSeconds?: number): Promise<void> {
     try {
-      await this.docker.getContainer(id).stop({ t: timeoutSeconds });
+      await this.docker.getContainer(id).stop(timeoutSeconds === undefined ? {} : { t: timeoutSeconds });
     } catch (err) {
       const code = (err as { statusCode?: number }).statusCode;
       if (code !== 304 && code !== 404) throw err; // already stopped, or gone

@@ -56,7 +56,8 @@ export interface ContainerRuntime {
   ensureNetwork(name: string, subnet: string | undefined): Promise<void>;
   createContainer(spec: ContainerCreateSpec): Promise<string>;
   startContainer(id: string): Promise<void>;
-  stopContainer(id: string, timeoutSeconds: number): Promise<void>;
+  /** Stops with SIGTERM, then SIGKILL after `timeoutSeconds` (default: the container's own StopTimeout, set from the pod's grace period). */
+  stopContainer(id: string, timeoutSeconds?: number): Promise<void>;
   removeContainer(id: string): Promise<void>;
   /** Calls back when a container of the given labels changes state; returns a stop function. */
   watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void>;

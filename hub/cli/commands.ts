@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { stringify } from 'yaml';
 import { lookupKind, type KindInfo } from '../../shared/resources/kinds.js';
 import { parseSelector, SelectorError } from '../../shared/labels/selector.js';
 import { validateLabelValue, validateQualifiedName } from '../../shared/labels/validation.js';
@@ -81,7 +82,10 @@ export async function getCommand(kindName: string, name: string | undefined, opt
   const { body } = await client.request<{ items: Obj[]; metadata: { resourceVersion: string } }>('GET', `${path}${query.size ? `?${query}` : ''}`);
   const items = name ? body.items.filter((o) => o.metadata.name === name) : body.items;
   if (!name) {
-    if (items.length === 0 && (format === 'table' || format === 'wide')) out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
+    // -o json|yaml print the list exactly as the API returns it (DESIGN.md section 7).
+    if (format === 'json') out(JSON.stringify(body, null, 2));
+    else if (format === 'yaml') out(stringify(body).trimEnd());
+    else if (items.length === 0 && format !== 'name') out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
     else out(formatObjects(kind.kind, items, format, { allNamespaces: Boolean(all) }));
   }
   if (!opts.watch) return;

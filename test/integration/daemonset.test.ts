@@ -41,6 +41,11 @@ function runningPodOn(node: string): PodJson | undefined {
   return pods().find((p) => p.spec.nodeName === node && p.status?.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready));
 }
 
+function rssMiB(pid: number | undefined): string {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return (Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024).toFixed(1);
+}
+
 function agentFor(name: string, labels?: Record<string, string>): ManagedProcess {
   return startAgent({ hub, name, stateDir: join(dirs.path, `state-${name}`), dockerHost: dockerd.dockerHost, ...(labels ? { labels } : {}) });
 }
@@ -107,6 +112,9 @@ describe('a DaemonSet on real agents and a real engine', () => {
     await new Promise((r) => setTimeout(r, 1_500));
     expect((await containersOf('beta')).map((c) => c.name).sort()).toEqual(before);
     expect(runningPodOn('beta')).toBeDefined();
+    // Written for the closing note: resident memory at rest (one pod on the device).
+    await new Promise((r) => setTimeout(r, 5_000));
+    console.log(`rss at rest: hub ${rssMiB(hub.process.child.pid)} MiB, agent ${rssMiB(agents.beta!.child.pid)} MiB`);
   });
 
   it('keeps all state across a hub restart, and the agents resync', async () => {
@@ -128,6 +136,26 @@ describe('a DaemonSet on real agents and a real engine', () => {
     await waitFor('no pods left', () => pods().length === 0, 30_000);
     await waitFor('beta\'s containers removed', async () => (await containersOf('beta')).length === 0, 60_000);
     expect(await containersOf('alpha')).toEqual([]);
+  });
+
+  it('binds a bare Pod by nodeSelector or nodeName and runs it there', async () => {
+    const manifest = (name: string, placement: string) => `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}}
+spec:
+  ${placement}
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: ${TEST_IMAGE}
+      command: ["sleep", "3600"]
+`;
+    expect(cli(hub, ['apply', '-f', '-'], { input: manifest('by-selector', 'nodeSelector: {fleet: demo}') }).code).toBe(0);
+    expect(cli(hub, ['apply', '-f', '-'], { input: manifest('by-name', 'nodeName: alpha') }).code).toBe(0);
+    await waitFor('by-selector running on beta', () => pods().find((p) => p.metadata.name === 'by-selector' && p.spec.nodeName === 'beta' && p.status?.phase === 'Running'), 60_000);
+    await waitFor('by-name running on alpha', () => pods().find((p) => p.metadata.name === 'by-name' && p.spec.nodeName === 'alpha' && p.status?.phase === 'Running'), 60_000);
+    expect(cli(hub, ['delete', 'pod', 'by-selector', 'by-name']).code).toBe(0);
+    await waitFor('their containers removed', async () => (await containersOf('alpha')).length === 0 && (await containersOf('beta')).length === 0, 60_000);
   });
 
   it('never touches a container it did not create', async () => {
