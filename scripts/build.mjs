@@ -29,6 +29,13 @@ await build({
   // ssh2 (under dockerode) loads optional native helpers inside try/catch; leaving them out
   // keeps the bundle free of native add-ons, and ssh2 falls back to pure JavaScript.
   external: ['cpu-features', '*.node'],
+  // dockerode loads gRPC (BuildKit sessions) and ssh2 (ssh:// engines) at start; the agent uses
+  // neither, and parsing them costs a small device ~25 MB of memory.
+  alias: {
+    '@grpc/grpc-js': './scripts/unsupported-in-agent.cjs',
+    '@grpc/proto-loader': './scripts/unsupported-in-agent.cjs',
+    ssh2: './scripts/unsupported-in-agent.cjs',
+  },
   minify: true,
   sourcemap: false,
   legalComments: 'linked',
