@@ -14,6 +14,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly' } },
+  },
+  {
     files: ['agent/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/hub/**', '../hub/*', '../../hub/*'], message: 'agent/ never imports hub/' }] }] },
   },

@@ -27,6 +27,7 @@ CREATE TABLE dispatch (
 export class Dispatcher {
   readonly queue: WorkQueue;
   private readonly published = new Set<string>();
+  private readonly podFingerprints = new Map<string, { fingerprint: string; node: string | undefined }>();
   private unwatch: (() => void)[] = [];
   private readonly getRow;
   private readonly putRow;
@@ -48,8 +49,19 @@ export class Dispatcher {
   start(): void {
     this.unwatch.push(
       this.store.watch({ kind: 'Pod' }, (e) => {
+        // Most pod writes are status reports, which change no desired set: only a change of
+        // what a node is sent (uid, labels, spec, binding) or a deletion marks the node dirty.
+        const key = `${e.object.metadata.namespace}/${e.object.metadata.name}`;
         const node = (e.object.spec as PodSpec | undefined)?.nodeName;
+        const before = this.podFingerprints.get(key);
+        if (e.type === 'DELETED') this.podFingerprints.delete(key);
+        else {
+          const fingerprint = JSON.stringify([e.object.metadata.uid, e.object.metadata.labels, e.object.spec]);
+          if (fingerprint === before?.fingerprint) return;
+          this.podFingerprints.set(key, { fingerprint, node });
+        }
         if (node) this.queue.add(node);
+        if (before?.node && before.node !== node) this.queue.add(before.node);
       }),
       this.store.watch({ kind: 'Node' }, (e) => {
         if (e.type !== 'MODIFIED') this.queue.add(e.object.metadata.name);

@@ -327,17 +327,17 @@ describe('bad requests to the API', () => {
     expectUnchanged();
   });
 
-  it('refuses a streamed body over the limit with 413, and the connection stays usable', async () => {
+  it("refuses a streamed body over the limit with 413, and a keep-alive client's next request still succeeds", async () => {
     // No content-length: the hub can only find out while reading. A client that keeps its
     // connection alive must be able to send its next request afterwards.
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const send = (method: string, path: string, chunks: number) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
+      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
         const req = httpRequest(`${hub.apiUrl}${path}`, { method, agent, headers: { authorization: `Bearer ${hub.adminToken}`, 'content-type': 'application/json' } }, (res) => {
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (d: string) => (text += d));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: text }));
         });
         req.on('error', reject);
         for (let i = 0; i < chunks; i++) req.write('x'.repeat(64 * 1024));
@@ -348,6 +348,8 @@ describe('bad requests to the API', () => {
         const tooLarge = await send('POST', applyPath, 32);
         expect(tooLarge.status).toBe(413);
         expect((JSON.parse(tooLarge.body) as ApiStatus).code).toBe('HUB_ERR_BODY_TOO_LARGE');
+        // The rest of the body was not read: the hub must not offer the connection for reuse.
+        expect(tooLarge.connection).toBe('close');
         const next = await send('GET', '/api/v1/namespaces/default/pods', 0);
         expect(next.status).toBe(200);
       }
