@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config';
 // that run real processes (hub, agents), a real dockerd and real network namespaces.
 export default defineConfig({
   test: {
+    reporters: ['default', './test/harness/summary-reporter.ts'],
     projects: [
       {
         test: {

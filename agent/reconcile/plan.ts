@@ -148,6 +148,12 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
   return steps;
 }
 
-function newestFirst(containers: RuntimeContainer[]): RuntimeContainer[] {
-  return [...containers].sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''));
+/**
+ * Newest first: by the attempt number the agent wrote, then by creation time. Creation times
+ * are compared as instants, not strings: the engine trims trailing zeros of the fraction.
+ */
+export function newestFirst(containers: readonly RuntimeContainer[]): RuntimeContainer[] {
+  const attempt = (c: RuntimeContainer) => Number(c.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
+  const created = (c: RuntimeContainer) => (c.createdAt ? Date.parse(c.createdAt) : 0) || 0;
+  return [...containers].sort((a, b) => attempt(b) - attempt(a) || created(b) - created(a));
 }

@@ -1,4 +1,5 @@
 import type { ContainerStatusReport, DesiredPod, PodStatusReport } from '../../shared/protocol/messages.js';
+import { newestFirst } from './plan.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_POD_UID, LABEL_RESTART_COUNT, type RuntimeContainer } from '../runtime/runtime.js';
 
 export interface Waiting {
@@ -16,9 +17,7 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
     const mine = containers.filter((c) => c.labels[LABEL_POD_UID] === pod.uid);
     const infra = mine.find((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER && c.state === 'running');
     const statuses: ContainerStatusReport[] = pod.spec.containers.map((spec) => {
-      const current = mine
-        .filter((c) => c.labels[LABEL_CONTAINER] === spec.name)
-        .sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''))[0];
+      const current = newestFirst(mine.filter((c) => c.labels[LABEL_CONTAINER] === spec.name))[0];
       const pending = waiting.get(`${pod.uid}/${spec.name}`) ?? waiting.get(`${pod.uid}/`);
       const restartCount = Number(current?.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
       const base = { name: spec.name, image: spec.image, restartCount, ...(current ? { containerID: `docker://${current.id}`, ...(current.imageId ? { imageID: current.imageId } : {}) } : {}) };

@@ -51,7 +51,12 @@ export async function applyCommand(opts: ClientOptions & { filename: string[]; d
     answer = await client.request<{ results: { kind: string; name: string; action: string; warnings: string[] }[] }>('POST', `/api/v1/apply${query.size ? `?${query}` : ''}`, { items: docs.map((d) => d.value) });
   } catch (e) {
     // Name the file of each bad field: the hub numbers documents in the order they were sent.
-    if (e instanceof CliError) throw new CliError(renameItems(e.message, docs.map((d) => d.source)), 1, e.details.map((d) => renameItems(d, docs.map((x) => x.source))));
+    if (e instanceof CliError) {
+      const sources = docs.map((d) => d.source);
+      // One document: name its file; several: the hub numbers them in the order they were sent.
+      const message = docs.length === 1 && e.message.startsWith('invalid manifest') ? `${sources[0]}: ${e.message}` : renameItems(e.message, sources);
+      throw new CliError(message, 1, e.details.map((d) => renameItems(d, sources)));
+    }
     throw e;
   }
   for (const r of answer.body.results) {

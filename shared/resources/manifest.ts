@@ -34,7 +34,8 @@ export function parseManifests(text: string, source = 'input'): ManifestDocument
     if (err) {
       const pos = err.linePos?.[0];
       const where = pos ? `line ${pos.line}, column ${pos.col}` : 'unknown position';
-      const firstLine = err.message.split('\n')[0] ?? err.message;
+      // The parser's own first line repeats the position; say it once.
+      const firstLine = (err.message.split('\n')[0] ?? err.message).replace(/ at line \d+, column \d+:?$/, '');
       throw new ManifestSyntaxError(`${source}: YAML syntax error at ${where}: ${firstLine}`, pos?.line, pos?.col);
     }
     let value: unknown;
