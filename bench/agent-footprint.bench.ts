@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { startDockerd, type TestDockerd } from '../test/harness/dockerd.js';
+import { buildTestImages, TEST_IMAGE } from '../test/harness/images.js';
+import { REPO, cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../test/harness/processes.js';
+
+// Agent footprint at rest (DESIGN.md section 6: ≤ 60 MB RSS with 10 pods, aim ≤ 50 MB), beside
+// its floor measured in the same run: a bare Node.js process doing nothing.
+
+const PODS = 10;
+const SETTLE_MS = 20_000;
+const WINDOW_MS = 30_000;
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+let dockerd: TestDockerd;
+let hub: RunningHub;
+const dirs = tempDir('footprint');
+
+beforeAll(async () => {
+  dockerd = await startDockerd({ name: 'footprint' });
+  await buildTestImages(dockerd.docker);
+  hub = await startHub({ dataDir: join(dirs.path, 'hub') });
+});
+
+afterAll(async () => {
+  await stopAll();
+  await dockerd?.stop();
+  dirs.remove();
+});
+
+function procStat(pid: number): { rssBytes: number; cpuTicks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  // utime and stime are fields 14 and 15 of /proc/PID/stat (after the parenthesised command).
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { rssBytes: rssKiB * 1024, cpuTicks: Number(fields[11]) + Number(fields[12]) };
+}
+
+async function atRest(pid: number): Promise<{ rssMiB: number; cpuPercent: number }> {
+  const before = procStat(pid);
+  const samples: number[] = [];
+  const end = Date.now() + WINDOW_MS;
+  while (Date.now() < end) {
+    samples.push(procStat(pid).rssBytes);
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
+  const after = procStat(pid);
+  const cpuSeconds = (after.cpuTicks - before.cpuTicks) / CLOCK_TICKS;
+  const rss = samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)]!;
+  return { rssMiB: rss / 1048576, cpuPercent: (100 * cpuSeconds) / (WINDOW_MS / 1000) };
+}
+
+it(`agent with ${PODS} pods at rest`, async () => {
+  const agent: ManagedProcess = startAgent({ hub, name: 'footprint', stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost });
+  await waitFor('the node to be Ready', () => getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(hub, ['node', 'footprint']).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'), 60_000);
+  const manifests = Array.from({ length: PODS }, (_, i) => `apiVersion: v1\nkind: Pod\nmetadata: {name: idle-${i}}\nspec:\n  nodeName: footprint\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: ${TEST_IMAGE}\n      command: ["sleep", "86400"]\n`).join('---\n');
+  expect(cli(hub, ['apply', '-f', '-'], { input: manifests }).code).toBe(0);
+  await waitFor(`${PODS} pods Running`, () => getJson<{ items: { status?: { phase?: string } }[] }>(hub, ['pods']).items.filter((p) => p.status?.phase === 'Running').length === PODS, 120_000);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+
+  const floorProc = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 1_000));
+  const [agentFigures, floor] = await Promise.all([atRest(agent.child.pid!), atRest(floorProc.pid!)]);
+  floorProc.kill('SIGKILL');
+
+  const result = {
+    benchmark: 'agent-footprint',
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version },
+    parameters: { pods: PODS, settleMs: SETTLE_MS, windowMs: WINDOW_MS, engine: 'dockerd (test harness)' },
+    figures: { agentRssMiB: round(agentFigures.rssMiB), agentCpuPercentAtRest: round(agentFigures.cpuPercent, 2) },
+    floor: { bareNodeRssMiB: round(floor.rssMiB), bareNodeCpuPercent: round(floor.cpuPercent, 2) },
+    ratios: { rssOverBareNode: round(agentFigures.rssMiB / floor.rssMiB, 2) },
+    targets: { agentRssMiB: { must: 60, aim: 50 } },
+  };
+  mkdirSync(join(REPO, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(REPO, 'bench', 'results', 'agent-footprint.json'), `${JSON.stringify(result, null, 2)}\n`);
+  console.log(JSON.stringify(result.figures), JSON.stringify(result.floor));
+  expect(agentFigures.rssMiB).toBeGreaterThan(floor.rssMiB);
+});
+
+function round(n: number, digits = 1): number {
+  return Math.round(n * 10 ** digits) / 10 ** digits;
+}
