@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../shared/log/logger.js';
@@ -18,6 +19,7 @@ container engine, and keeps running them while the hub is unreachable.
 Options:
   --hub URL             the hub's MQTT URL (mqtt://HOST:1883)
   --token TOKEN         join token (only needed to join; see \`flotilla token create\`)
+  --token-file FILE     read the join token from FILE (keeps it out of the process list)
   --name NAME           node name (default: this host's name)
   --labels k=v,...      node labels given at join
   --state-dir DIR       where credentials and the last desired state live (default: ./flotilla-agent)
@@ -54,6 +56,7 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       options: {
         hub: { type: 'string' },
         token: { type: 'string' },
+        'token-file': { type: 'string' },
         name: { type: 'string' },
         labels: { type: 'string' },
         'state-dir': { type: 'string' },
@@ -72,13 +75,22 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
   if (values.help) return 'help';
   if (values.version) return 'version';
   if (values.hub && !/^mqtts?:\/\/[^/]+/.test(values.hub)) throw new UsageError(`--hub: '${values.hub}' is not an mqtt:// or mqtts:// URL`);
+  if (values.token && values['token-file']) throw new UsageError('give --token or --token-file, not both');
+  let token = values.token;
+  if (values['token-file']) {
+    try {
+      token = readFileSync(values['token-file'], 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`--token-file: cannot read '${values['token-file']}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
   const name = (values.name ?? hostname()).toLowerCase();
   const nameProblems = validateDns1123Subdomain(name);
   if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
   return {
     config: {
       ...(values.hub ? { hub: values.hub } : {}),
-      ...(values.token ? { token: values.token } : {}),
+      ...(token ? { token } : {}),
       name,
       labels: parseLabels(values.labels),
       stateDir: values['state-dir'] ?? './flotilla-agent',

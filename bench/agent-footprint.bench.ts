@@ -55,7 +55,7 @@ async function atRest(pid: number): Promise<{ rssMiB: number; cpuPercent: number
 }
 
 it(`agent with ${PODS} pods at rest`, async () => {
-  const agent: ManagedProcess = startAgent({ hub, name: 'footprint', stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost });
+  const agent: ManagedProcess = startAgent({ hub, name: 'footprint', stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost, nodeOptions: (process.env.AGENT_NODE_OPTIONS ?? '').split(' ').filter(Boolean) });
   await waitFor('the node to be Ready', () => getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(hub, ['node', 'footprint']).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'), 60_000);
   const manifests = Array.from({ length: PODS }, (_, i) => `apiVersion: v1\nkind: Pod\nmetadata: {name: idle-${i}}\nspec:\n  nodeName: footprint\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: ${TEST_IMAGE}\n      command: ["sleep", "86400"]\n`).join('---\n');
   expect(cli(hub, ['apply', '-f', '-'], { input: manifests }).code).toBe(0);
