@@ -2,15 +2,19 @@ import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
 import { Topics } from '../shared/protocol/topics.js';
 import { DeviceLink } from './link/link.js';
+import { EVENT_BATCHING, EventBatcher, PodDirectory, devicePodEvent } from './link/events.js';
+import { RPC_LIMITS, RpcServer } from './link/rpc.js';
+import { serveLogs } from './logs/serve.js';
 import { joinHub, JoinRefused } from './link/join.js';
 import { Backoff } from './link/backoff.js';
 import { nodeReport } from './node/info.js';
 import { RestartBackoff } from './reconcile/backoff.js';
+import { EngineMonitor } from './reconcile/engine.js';
 import { StepExecutor, type PodEvent } from './reconcile/execute.js';
-import { backoffKey, planSteps, type Step } from './reconcile/plan.js';
+import { backoffKey, newestFirst, planSteps, type Step } from './reconcile/plan.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
-import { LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type EngineInfo, type RuntimeContainer } from './runtime/runtime.js';
+import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
 
 export interface AgentConfig {
@@ -31,6 +35,10 @@ export interface AgentConfig {
 const PULL_BACKOFF_INITIAL_MS = 10_000;
 const PULL_BACKOFF_MAX_MS = 300_000;
 const MAX_PASSES = 8;
+/** How often the engine is pinged between reconciles, so that `engineReady` follows it promptly. */
+const ENGINE_HEALTH_INTERVAL_MS = 5_000;
+/** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
+const PULL_STATUS_FOLLOW_UP_MS = 2_000;
 
 /**
  * The device agent: keeps the engine's containers converged to the last desired set it was
@@ -41,10 +49,9 @@ const MAX_PASSES = 8;
 export class Agent {
   private desired: DesiredState | undefined;
   private link?: DeviceLink;
-  private engine: EngineInfo | undefined;
-  private engineError: string | undefined = 'not checked yet';
+  private readonly engine: EngineMonitor;
   private readonly restartBackoff = new RestartBackoff();
-  private readonly pullBackoff = new Map<string, { until: number; delayMs: number; message: string }>();
+  private readonly pullBackoff = new Map<string, { until: number; delayMs: number; message: string; failedAt: number }>();
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
   private again = false;
@@ -52,9 +59,13 @@ export class Agent {
   private lastStatusJson = '';
   private lastStatusAt = 0;
   private readonly timers: NodeJS.Timeout[] = [];
-  private stopWatch?: () => void;
   private stopped = false;
   private readonly executor: StepExecutor;
+  private readonly events: EventBatcher;
+  private readonly podNames = new PodDirectory();
+  /** The back-off period (its end) of each container that a BackOff event was sent for. */
+  private readonly announcedBackoff = new Map<string, number>();
+  private readonly rpc: RpcServer;
   readonly state: AgentState;
   private readonly topics: Topics;
 
@@ -65,7 +76,13 @@ export class Agent {
   ) {
     this.state = new AgentState(config.stateDir, (message) => log.warn(message));
     this.topics = new Topics(config.topicPrefix);
-    this.executor = new StepExecutor(runtime, { node: config.name, pauseImage: config.pauseImage, podNetwork: config.podNetwork }, log, (e) => this.onPodEvent(e));
+    // Given the config itself: the node's name is only settled once the credentials are read.
+    this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
+    // `node` is read at each step: start() may switch to the name the device joined under.
+    const executorOptions = { get node() { return config.name; }, pauseImage: config.pauseImage, podNetwork: config.podNetwork };
+    this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
+    this.events = new EventBatcher((batch) => this.link?.publishEvents(batch) ?? false, EVENT_BATCHING, log);
+    this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
   /** Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no. */
@@ -75,10 +92,32 @@ export class Agent {
     (this.config as { name: string }).name = creds.node;
     this.desired = this.state.desired();
     if (this.desired) this.log.info({ rev: this.desired.rev, pods: this.desired.pods.length }, 'restored the last desired set from disk');
-    this.link = new DeviceLink(creds, this.topics, { onDesired: (d) => this.onDesired(d), onConnected: () => this.publishStatus(true) }, this.log);
+    this.podNames.remember(this.desired?.pods ?? []);
+    this.link = new DeviceLink(
+      creds,
+      this.topics,
+      {
+        onDesired: (d) => this.onDesired(d),
+        onConnected: () => {
+          this.publishStatus(true);
+          this.events.kick();
+        },
+        onRpcRequest: (req) => this.rpc.handle(req),
+        // Nothing sent now would arrive; the hub ends its side when the node goes offline.
+        onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
+      },
+      this.log,
+    );
     this.link.start();
-    await this.checkEngine();
+    await this.engine.check();
     this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
+    // A reconcile pings the engine anyway; between them this notices an engine that went away
+    // (or came back) with nothing else to do, and the event stream with it.
+    this.timers.push(
+      setInterval(() => {
+        if (!this.reconciling) void this.engine.check();
+      }, ENGINE_HEALTH_INTERVAL_MS),
+    );
     this.timers.push(setInterval(() => this.publishStatus(Date.now() - this.lastStatusAt >= this.config.statusIntervalMs), 5_000));
     this.trigger();
   }
@@ -86,8 +125,10 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    this.stopWatch?.();
+    this.engine.stop();
     await this.reconciling;
+    this.rpc.stopAll('agent stopping');
+    this.events.stop();
     await this.link?.stop();
   }
 
@@ -116,6 +157,7 @@ export class Agent {
     if (this.desired && JSON.stringify(this.desired) === JSON.stringify(desired)) return;
     this.log.info({ rev: desired.rev, pods: desired.pods.length }, 'new desired set');
     this.desired = desired;
+    this.podNames.remember(desired.pods);
     try {
       this.state.saveDesired(desired);
     } catch (err) {
@@ -143,35 +185,19 @@ export class Agent {
       });
   }
 
-  private async checkEngine(): Promise<boolean> {
-    try {
-      this.engine = await this.runtime.ping();
-      if (this.engineError) {
-        this.log.info({ engine: this.engine.version }, 'container engine available');
-        this.engineError = undefined;
-        if (this.config.podNetwork !== 'none' && this.config.podNetwork !== 'host') await this.runtime.ensureNetwork(this.config.podNetwork, this.config.podSubnet);
-        this.stopWatch?.();
-        this.stopWatch = await this.runtime.watchContainers({ [LABEL_NODE]: this.config.name }, () => this.trigger(), (err) => {
-          this.log.warn({ err: err.message }, 'engine event stream lost');
-          this.engineError = `engine event stream lost: ${err.message}`;
-          this.engine = undefined;
-          this.trigger();
-        });
-      }
-      return true;
-    } catch (err) {
-      const message = `container engine unavailable: ${(err as Error).message}`;
-      if (this.engineError !== message) this.log.error(message);
-      this.engine = undefined;
-      this.engineError = message;
-      this.publishStatus(true);
-      return false;
-    }
-  }
-
   private async reconcile(): Promise<void> {
-    if (!(await this.checkEngine())) return;
-    const desired = this.desired?.pods ?? [];
+    if (!(await this.engine.check())) return;
+    const target = this.desired;
+    if (!target) {
+      // As Kubernetes' kubelet removes no pod before it has heard from its sources: with no
+      // desired set yet (a first start, or state files lost to a power cut) every container
+      // stays as it is until the hub sends one.
+      this.log.debug('no desired set yet; containers left as they are');
+      this.publishStatus(false);
+      return;
+    }
+    const passStartedAt = Date.now();
+    const desired = target.pods;
     const pulledThisPass = new Set<string>();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
@@ -196,10 +222,11 @@ export class Agent {
       // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync timer), not in a tight loop.
       if (failed) break;
     }
-    if (this.desired) this.observedRev = this.desired.rev;
-    this.updateWaiting(desired, containers);
+    this.observedRev = target.rev;
+    this.updateWaiting(desired, containers, passStartedAt);
     this.publishStatus(false, containers);
     this.scheduleBackoffWakeup();
+    this.log.debug({ rev: target.rev, pods: desired.length, containers: containers.length }, 'reconciled');
   }
 
   private async runStep(step: Step, pulled: Set<string>): Promise<boolean> {
@@ -222,7 +249,7 @@ export class Agent {
       if (step.action === 'pull') {
         const prev = this.pullBackoff.get(step.image);
         const delayMs = prev ? Math.min(prev.delayMs * 2, PULL_BACKOFF_MAX_MS) : PULL_BACKOFF_INITIAL_MS;
-        this.pullBackoff.set(step.image, { until: Date.now() + delayMs, delayMs, message });
+        this.pullBackoff.set(step.image, { until: Date.now() + delayMs, delayMs, message, failedAt: Date.now() });
         this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
       } else {
         this.log.error({ action: step.action, err: message }, 'step failed');
@@ -235,6 +262,8 @@ export class Agent {
     const wanted = new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]);
     const present = new Set<string>();
     for (const image of wanted) if (await this.runtime.hasImage(image)) present.add(image);
+    // A failed pull of an image no pod wants any more is nothing to wait for.
+    for (const image of this.pullBackoff.keys()) if (!wanted.has(image)) this.pullBackoff.delete(image);
     return present;
   }
 
@@ -247,23 +276,35 @@ export class Agent {
   }
 
   /** What the engine cannot say: pulls that failed, containers waiting out a crash-loop back-off. */
-  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[]): void {
+  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[], passStartedAt: number): void {
     this.waiting.clear();
     const now = Date.now();
     for (const pod of desired) {
       for (const c of pod.spec.containers) {
         const key = backoffKey(pod.uid, c.name);
-        const running = containers.some((x) => x.labels[LABEL_POD_UID] === pod.uid && x.labels[LABEL_CONTAINER] === c.name && x.state === 'running');
-        if (running) continue;
+        const [current] = newestFirst(containers.filter((x) => x.labels[LABEL_POD_UID] === pod.uid && x.labels[LABEL_CONTAINER] === c.name));
+        const running = current?.state === 'running';
+        // A running container of an older image still waits for the new one (download-then-kill).
+        if (running && current.image === c.image) continue;
         const pull = this.pullBackoff.get(c.image);
-        if (pull) this.waiting.set(key, { reason: pull.until > now ? 'ImagePullBackOff' : 'ErrImagePull', message: pull.message });
-        else if (this.restartBackoff.waitingMs(key, now) > 0) {
-          this.waiting.set(key, { reason: 'CrashLoopBackOff', message: `back-off ${Math.ceil(this.restartBackoff.waitingMs(key, now) / 1000)}s restarting failed container=${c.name} pod=${pod.name}` });
+        if (pull) {
+          // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
+          const backingOff = pull.until > now && pull.failedAt < passStartedAt;
+          this.waiting.set(key, backingOff ? { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${pull.message}` } : { reason: 'ErrImagePull', message: `Failed to pull image "${c.image}": ${pull.message}` });
+        } else if (!running && this.restartBackoff.waitingMs(key, now) > 0) {
+          this.waiting.set(key, { reason: 'CrashLoopBackOff', message: `back-off ${Math.round(this.restartBackoff.periodMs(key) / 1000)}s restarting failed container=${c.name} pod=${pod.name}` });
+          // The kubelet's BackOff event, once per back-off period rather than on every reconcile that sees the wait.
+          const until = this.restartBackoff.view.get(key)?.until;
+          if (until !== undefined && this.announcedBackoff.get(key) !== until) {
+            this.announcedBackoff.set(key, until);
+            this.onPodEvent({ podUid: pod.uid, container: c.name, type: 'Warning', reason: 'BackOff', message: `Back-off restarting failed container ${c.name} in pod ${pod.name}_${pod.namespace}(${pod.uid})` });
+          }
         }
       }
       const pausePull = this.pullBackoff.get(this.config.pauseImage);
       if (pausePull) this.waiting.set(`${pod.uid}/`, { reason: 'ErrImagePull', message: `pause image: ${pausePull.message}` });
     }
+    for (const key of this.announcedBackoff.keys()) if (!this.restartBackoff.view.has(key)) this.announcedBackoff.delete(key);
   }
 
   /** Reconciles again when the earliest back-off ends, so a restart happens on time. */
@@ -272,6 +313,8 @@ export class Agent {
     let soonest = Infinity;
     for (const { until } of this.restartBackoff.view.values()) if (until > now) soonest = Math.min(soonest, until - now);
     for (const { until } of this.pullBackoff.values()) if (until > now) soonest = Math.min(soonest, until - now);
+    // Once after each failed pull, so the status shows the back-off that follows it.
+    if ([...this.pullBackoff.values()].some((p) => p.until > now && now - p.failedAt < PULL_STATUS_FOLLOW_UP_MS)) soonest = Math.min(soonest, PULL_STATUS_FOLLOW_UP_MS);
     if (soonest !== Infinity) {
       const t = setTimeout(() => this.trigger(), soonest + 50);
       t.unref();
@@ -280,6 +323,10 @@ export class Agent {
 
   private onPodEvent(e: PodEvent): void {
     this.log.info({ pod: e.podUid, container: e.container, reason: e.reason }, e.message);
+    // Kubernetes shows no events about a pod's sandbox, our infra container.
+    if (e.container === INFRA_CONTAINER) return;
+    const pod = this.podNames.lookup(e.podUid);
+    if (pod) this.events.add(devicePodEvent(e, pod, new Date()));
   }
 
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
@@ -291,7 +338,7 @@ export class Agent {
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: this.observedRev,
-      node: nodeReport(this.engine, this.engineError, this.config.maxPods),
+      node: nodeReport(this.engine.info, this.engine.error, this.config.maxPods),
       pods,
     };
     const json = JSON.stringify({ ...report, ts: undefined });

@@ -4,6 +4,7 @@ import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { Topics } from '../shared/protocol/topics.js';
 import { DEFAULT_NAMESPACE } from '../shared/resources/namespace.js';
+import { PodLogRoutes } from './api/logs.js';
 import { ApiServer } from './api/server.js';
 import { ResourceService } from './api/resources.js';
 import { TokenRoutes } from './api/tokens.js';
@@ -15,6 +16,8 @@ import type { HubConfig } from './config.js';
 import { DaemonSetController } from './controllers/daemonset.js';
 import { PodBinder } from './controllers/binder.js';
 import { Dispatcher } from './dispatch/desired.js';
+import { DeviceEventIngest } from './dispatch/events.js';
+import { RpcClient } from './dispatch/rpc.js';
 import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { openHubDatabase } from './store/schema.js';
@@ -56,6 +59,11 @@ export class Hub {
 
     const ingest = new StatusIngest(store, broker, topics, events, log.child({ part: 'status' }));
     await ingest.start();
+    // Events devices report are the agents' own, as the kubelet's are in Kubernetes.
+    const deviceEvents = new DeviceEventIngest(store, broker, topics, new EventRecorder(store, 'flotilla-agent', log), log.child({ part: 'events' }));
+    await deviceEvents.start();
+    const rpc = new RpcClient(store, broker, topics, log.child({ part: 'rpc' }));
+    await rpc.start();
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }));
     await join_.start();
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
@@ -79,11 +87,12 @@ export class Hub {
       resources,
       tokens,
       log.child({ part: 'api' }),
+      new PodLogRoutes(store, rpc, log.child({ part: 'logs' })),
     );
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: `mqtt://${config.listen}:${broker.port}` }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

@@ -1,6 +1,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, decodePayload, desiredStateSchema, encodePayload, type DesiredState, type StatusReport } from '../../shared/protocol/messages.js';
+import { PROTOCOL_VERSION, decodePayload, desiredStateSchema, encodePayload, type DesiredState, type EventBatch, type StatusReport } from '../../shared/protocol/messages.js';
+import { rpcRequestSchema, type RpcRequest, type RpcResponse } from '../../shared/protocol/rpc.js';
 import { deviceClientId, type Topics } from '../../shared/protocol/topics.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
 import type { DeviceCredentials } from '../state/state.js';
@@ -9,6 +10,9 @@ import { Backoff } from './backoff.js';
 export interface LinkHandlers {
   onDesired: (desired: DesiredState) => void;
   onConnected: () => void;
+  /** A request of the hub on this node's rpc/req topic (logs, cancel, keepalive), validated. */
+  onRpcRequest?: (req: RpcRequest) => void;
+  onDisconnected?: () => void;
 }
 
 /**
@@ -60,9 +64,15 @@ export class DeviceLink {
       client.subscribe(this.topics.desired(node), { qos: 1 }, (err, granted) => {
         if (err || granted?.[0]?.qos === 128) this.log.error({ err }, 'the hub refused the subscription to the desired set');
       });
+      if (this.handlers.onRpcRequest) {
+        client.subscribe(this.topics.node(node, 'rpc/req'), { qos: 1 }, (err, granted) => {
+          if (err || granted?.[0]?.qos === 128) this.log.error({ err }, 'the hub refused the subscription to rpc requests');
+        });
+      }
       this.handlers.onConnected();
     });
     client.on('message', (topic, payload) => {
+      if (topic === this.topics.node(node, 'rpc/req')) return this.onRpc(payload);
       if (topic !== this.topics.desired(node)) return;
       if (payload.length === 0) {
         this.log.warn('the hub cleared this node\'s desired set (node deleted?); keeping the last one');
@@ -83,8 +93,10 @@ export class DeviceLink {
       } else this.log.warn({ err: err.message }, 'mqtt error');
     });
     client.on('close', () => {
-      if (this.connected) this.log.warn('disconnected from hub; pods keep running');
+      const was = this.connected;
+      if (was) this.log.warn('disconnected from hub; pods keep running');
       this.connected = false;
+      if (was) this.handlers.onDisconnected?.();
       this.scheduleReconnect();
     });
   }
@@ -108,6 +120,28 @@ export class DeviceLink {
     if (!this.client || !this.connected) return false;
     this.client.publish(this.topics.status(this.creds.node), encodePayload(report), { qos: 1 });
     return true;
+  }
+
+  /** Pod events, best-effort (QoS 1); false when not connected, so the caller keeps them. */
+  publishEvents(batch: EventBatch): boolean {
+    if (!this.client || !this.connected) return false;
+    this.client.publish(this.topics.node(this.creds.node, 'events'), encodePayload(batch), { qos: 1 });
+    return true;
+  }
+
+  publishRpcResponse(res: RpcResponse): boolean {
+    if (!this.client || !this.connected) return false;
+    this.client.publish(this.topics.node(this.creds.node, 'rpc/res'), encodePayload(res), { qos: 1 });
+    return true;
+  }
+
+  private onRpc(payload: Buffer): void {
+    const decoded = decodePayload(rpcRequestSchema, payload);
+    if (!decoded.ok) {
+      this.log.warn({ errors: formatFieldErrors(decoded.errors) }, 'malformed rpc request ignored');
+      return;
+    }
+    this.handlers.onRpcRequest?.(decoded.value);
   }
 
   /** A clean stop: say offline (the will is only for crashes), then disconnect. */

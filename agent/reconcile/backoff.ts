@@ -35,6 +35,11 @@ export class RestartBackoff {
     if (now - startedAt >= BACKOFF_RESET_MS) this.entries.delete(key);
   }
 
+  /** The length of the current back-off period: what Kubernetes' message says ("back-off 20s"), steady for the whole period. */
+  periodMs(key: string): number {
+    return this.entries.get(key)?.delayMs ?? 0;
+  }
+
   waitingMs(key: string, now: number): number {
     return Math.max(0, (this.entries.get(key)?.until ?? 0) - now);
   }

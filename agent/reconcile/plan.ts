@@ -57,7 +57,8 @@ export function pullPolicy(c: Container): 'Always' | 'IfNotPresent' | 'Never' {
  * left, so each plan only needs to make progress, not reach the goal in one go:
  *  - containers of pods no longer desired, duplicates, and containers whose spec hash changed are removed;
  *  - a pod's infra container is made first; its app containers join its network namespace;
- *  - an exited container is restarted as the pod's restartPolicy says, after its back-off.
+ *  - an exited container is restarted as the pod's restartPolicy says, after its back-off, and
+ *    its dead instance is kept until the next restart, as its previous attempt.
  */
 export function planSteps(actual: ActualState, desired: readonly DesiredPod[], ctx: PlanContext): Step[] {
   const steps: Step[] = [];
@@ -114,8 +115,11 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
       const hash = containerSpecHash(pod, spec, infraHash);
       const mine = newestFirst(apps.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
       const [current, ...older] = mine;
-      for (const old of older) steps.push({ action: 'remove', container: old, reason: 'older instance of the container' });
-      const restartCount = Number(current?.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
+      // Kubernetes' kubelet keeps the last dead instance of each container: the status's
+      // lastState (and the logs of the attempt before) come from it. Older instances go.
+      const previous = current && older[0] && isPreviousAttempt(older[0], current) ? older[0] : undefined;
+      for (const old of older) if (old !== previous) steps.push({ action: 'remove', container: old, reason: 'older instance of the container' });
+      const restartCount = current ? attempt(current) : 0;
       if (!current) {
         if (needImage(spec.image, pod, pullPolicy(spec), true)) steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
         continue;
@@ -124,6 +128,8 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
         // Download-then-kill: the old container is only removed once the new image is here, so a
         // failed pull leaves it running.
         if (needImage(spec.image, pod, pullPolicy(spec), true)) {
+          // The new container starts a new count (restart 0): no dead instance may sort above it.
+          if (previous) steps.push({ action: 'remove', container: previous, reason: 'container spec changed' });
           steps.push({ action: 'remove', container: current, reason: 'container spec changed' });
           steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
         }
@@ -139,7 +145,8 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
         if (!restart) continue;
         if ((ctx.backoff.get(backoffKey(pod.uid, spec.name))?.until ?? 0) > ctx.now) continue;
         if (needImage(spec.image, pod, pullPolicy(spec), false)) {
-          steps.push({ action: 'remove', container: current, reason: `restarting (restartPolicy ${policy})` });
+          // The exited instance stays as the new one's previous attempt; the one before it goes.
+          if (previous) steps.push({ action: 'remove', container: previous, reason: `superseded by a newer dead instance (restartPolicy ${policy})` });
           steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: restartCount + 1 });
         }
       }
@@ -148,12 +155,22 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
   return steps;
 }
 
+const DEAD: ReadonlySet<string> = new Set(['exited', 'dead']);
+
+function attempt(c: RuntimeContainer): number {
+  return Number(c.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
+}
+
+/** `older` is a dead earlier attempt of the same spec as `current`, i.e. its previous run. */
+function isPreviousAttempt(older: RuntimeContainer, current: RuntimeContainer): boolean {
+  return DEAD.has(older.state) && older.labels[LABEL_SPEC_HASH] === current.labels[LABEL_SPEC_HASH] && attempt(older) < attempt(current);
+}
+
 /**
  * Newest first: by the attempt number the agent wrote, then by creation time. Creation times
  * are compared as instants, not strings: the engine trims trailing zeros of the fraction.
  */
 export function newestFirst(containers: readonly RuntimeContainer[]): RuntimeContainer[] {
-  const attempt = (c: RuntimeContainer) => Number(c.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
   const created = (c: RuntimeContainer) => (c.createdAt ? Date.parse(c.createdAt) : 0) || 0;
   return [...containers].sort((a, b) => attempt(b) - attempt(a) || created(b) - created(a));
 }

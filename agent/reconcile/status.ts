@@ -17,26 +17,38 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
     const mine = containers.filter((c) => c.labels[LABEL_POD_UID] === pod.uid);
     const infra = mine.find((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER && c.state === 'running');
     const statuses: ContainerStatusReport[] = pod.spec.containers.map((spec) => {
-      const current = newestFirst(mine.filter((c) => c.labels[LABEL_CONTAINER] === spec.name))[0];
+      const [current, previous] = newestFirst(mine.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
       const pending = waiting.get(`${pod.uid}/${spec.name}`) ?? waiting.get(`${pod.uid}/`);
       const restartCount = Number(current?.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
       const base = { name: spec.name, image: spec.image, restartCount, ...(current ? { containerID: `docker://${current.id}`, ...(current.imageId ? { imageID: current.imageId } : {}) } : {}) };
+      // The run before this one, as Kubernetes' lastState: the planner keeps its dead instance.
+      const last = previous && isDead(previous) ? { lastState: terminated(previous) } : {};
       if (current && current.state === 'running') {
-        return { ...base, ready: true, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } } };
+        // Download-then-kill: the old container serves on while the new image cannot be pulled;
+        // the status says what the container waits for, and `ready` that the old one still serves.
+        if (pending && current.image !== spec.image) return { ...base, ready: true, state: { waiting: pending }, ...last };
+        return { ...base, ready: true, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } }, ...last };
       }
-      if (pending) return { ...base, ready: false, state: { waiting: pending }, ...(current ? { lastState: terminated(current) } : {}) };
-      if (current && (current.state === 'exited' || current.state === 'dead')) return { ...base, ready: false, state: terminated(current) };
-      return { ...base, ready: false, state: { waiting: { reason: 'ContainerCreating' } } };
+      if (pending) return { ...base, ready: false, state: { waiting: pending }, ...(current && isDead(current) ? { lastState: terminated(current) } : last) };
+      if (current && isDead(current)) return { ...base, ready: false, state: terminated(current), ...last };
+      return { ...base, ready: false, state: { waiting: { reason: 'ContainerCreating' } }, ...last };
     });
+    const problems = statuses.flatMap((c) => (c.state.waiting?.message ? [`${c.name}: ${c.state.waiting.reason ?? 'Waiting'}: ${c.state.waiting.message}`] : []));
     return {
       uid: pod.uid,
       name: pod.name,
       namespace: pod.namespace,
       phase: phase(pod, statuses, Boolean(infra)),
       ...(infra?.startedAt ? { startTime: infra.startedAt } : {}),
+      // Why the pod is not (yet) what its spec asks, in one line.
+      ...(problems.length ? { message: problems.join('; ') } : {}),
       containerStatuses: statuses,
     };
   });
+}
+
+function isDead(c: RuntimeContainer): boolean {
+  return c.state === 'exited' || c.state === 'dead';
 }
 
 function terminated(c: RuntimeContainer): { terminated: { exitCode: number; reason: string; startedAt?: string; finishedAt?: string } } {
@@ -55,6 +67,6 @@ function phase(pod: DesiredPod, statuses: ContainerStatusReport[], sandboxRunnin
     if (policy === 'Never') return failed ? 'Failed' : 'Succeeded';
     if (!failed) return 'Succeeded';
   }
-  if (statuses.some((s) => s.state.running || s.state.terminated || s.lastState || s.restartCount > 0)) return 'Running';
+  if (statuses.some((s) => s.ready || s.state.running || s.state.terminated || s.lastState || s.restartCount > 0)) return 'Running';
   return 'Pending';
 }

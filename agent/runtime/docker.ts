@@ -1,5 +1,8 @@
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
-import type { ContainerCreateSpec, ContainerRunState, ContainerRuntime, EngineInfo, RuntimeContainer } from './runtime.js';
+import { DockerLogDemuxer } from './demux.js';
+import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, EngineInfo, RuntimeContainer } from './runtime.js';
 
 /** Parses `unix:///path`, `tcp://host:port` or `http://host:port` into dockerode's options. */
 export function dockerOptions(dockerHost: string | undefined): Docker.DockerOptions {
@@ -142,12 +145,50 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async containerLogs(id: string, opts: ContainerLogOptions): Promise<Readable> {
+    const info = await this.docker.getContainer(id).inspect();
+    const query = {
+      stdout: true,
+      stderr: true,
+      follow: opts.follow,
+      timestamps: false,
+      ...(opts.tail !== undefined ? { tail: opts.tail } : {}),
+      ...(opts.sinceSeconds !== undefined ? { since: Math.floor(Date.now() / 1000) - opts.sinceSeconds } : {}),
+    };
+    // Always as a stream (dockerode's logs() buffers the whole log in memory unless following,
+    // too much for a small device with a chatty container).
+    const body = await new Promise<IncomingMessage>((resolve, reject) =>
+      this.docker.modem.dial(
+        { path: `/containers/${id}/logs?`, method: 'GET', isStream: true, statusCodes: { 200: true, 404: 'no such container', 500: 'server error' }, options: query },
+        (err: unknown, res: unknown) => (err ? reject(err) : resolve(res as IncomingMessage)),
+      ),
+    );
+    // Only a container without a TTY has its stdout and stderr multiplexed in frames.
+    if (info.Config.Tty) return body;
+    const demuxer = new DockerLogDemuxer();
+    body.on('error', (err) => demuxer.destroy(err));
+    demuxer.on('close', () => body.destroy());
+    return body.pipe(demuxer);
+  }
+
   async watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void> {
     const stream = (await this.docker.getEvents({ filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } })) as NodeJS.ReadableStream & { destroy?: () => void };
+    // Reported once, and never after the caller stopped the stream: a daemon that goes away may
+    // end the stream, fail it, or only close its socket.
+    let over = false;
+    const lost = (err: Error) => {
+      if (over) return;
+      over = true;
+      onError(err);
+    };
     stream.on('data', () => onChange());
-    stream.on('error', (err: Error) => onError(err));
-    stream.on('end', () => onError(new Error('engine event stream ended')));
-    return () => stream.destroy?.();
+    stream.on('error', (err: Error) => lost(err));
+    stream.on('end', () => lost(new Error('engine event stream ended')));
+    stream.on('close', () => lost(new Error('engine event stream closed')));
+    return () => {
+      over = true;
+      stream.destroy?.();
+    };
   }
 }
 

@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+
 /**
  * What the agent needs of a container engine. dockerode lives behind it in docker.ts; the
  * hollow devices of bench/ put an in-memory engine behind the same interface.
@@ -38,6 +40,15 @@ export interface ContainerCreateSpec {
   stopTimeout?: number;
 }
 
+export interface ContainerLogOptions {
+  /** Keep the stream open and pass on new output until the container stops or the stream is destroyed. */
+  follow: boolean;
+  /** The last N lines only; all when absent. */
+  tail?: number;
+  /** Only output newer than this many seconds. */
+  sinceSeconds?: number;
+}
+
 export interface EngineInfo {
   name: string;
   version: string;
@@ -59,6 +70,11 @@ export interface ContainerRuntime {
   /** Stops with SIGTERM, then SIGKILL after `timeoutSeconds` (default: the container's own StopTimeout, set from the pod's grace period). */
   stopContainer(id: string, timeoutSeconds?: number): Promise<void>;
   removeContainer(id: string): Promise<void>;
+  /**
+   * A container's output, stdout and stderr interleaved as the engine recorded them, as plain
+   * bytes. Destroying the stream stops reading (and following).
+   */
+  containerLogs(id: string, opts: ContainerLogOptions): Promise<Readable>;
   /** Calls back when a container of the given labels changes state; returns a stop function. */
   watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void>;
 }

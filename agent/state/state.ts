@@ -30,7 +30,7 @@ export class AgentState {
   }
 
   credentials(): DeviceCredentials | undefined {
-    return this.files.read(CREDENTIALS_FILE, credentialsSchema, this.onProblem);
+    return this.readRepairing(CREDENTIALS_FILE, credentialsSchema);
   }
 
   saveCredentials(creds: DeviceCredentials): void {
@@ -38,10 +38,31 @@ export class AgentState {
   }
 
   desired(): DesiredState | undefined {
-    return this.files.read(DESIRED_FILE, desiredStateSchema, this.onProblem);
+    return this.readRepairing(DESIRED_FILE, desiredStateSchema);
   }
 
   saveDesired(desired: DesiredState): void {
     this.files.write(DESIRED_FILE, desired);
+  }
+
+  /**
+   * Reads a file; when it had to fall back to the `.bak` copy, writes that copy back as the
+   * main file, so the next start reads a whole file again (and the next write keeps a good
+   * `.bak`). A failed repair is only logged: the value read is good either way.
+   */
+  private readRepairing<T>(name: string, schema: z.ZodType<T>): T | undefined {
+    let problems = 0;
+    const value = this.files.read(name, schema, (message) => {
+      problems++;
+      this.onProblem(message);
+    });
+    if (value !== undefined && problems > 0) {
+      try {
+        this.files.write(name, value);
+      } catch (err) {
+        this.onProblem(`could not repair ${this.files.path(name)}: ${(err as Error).message}`);
+      }
+    }
+    return value;
   }
 }

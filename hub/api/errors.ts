@@ -16,8 +16,13 @@ export const HUB_ERRORS = {
   HUB_ERR_BODY_TOO_LARGE: 413,
   HUB_ERR_UNSUPPORTED_MEDIA_TYPE: 415,
   HUB_ERR_INVALID: 422,
+  HUB_ERR_TOO_MANY_REQUESTS: 429,
   HUB_ERR_INTERNAL: 500,
+  /** A device answered a request with a failure of its own (its engine could not read the logs). */
+  HUB_ERR_BAD_GATEWAY: 502,
   HUB_ERR_UNAVAILABLE: 503,
+  /** A device did not answer in time. */
+  HUB_ERR_GATEWAY_TIMEOUT: 504,
 } as const;
 
 export type HubErrorCode = keyof typeof HUB_ERRORS;
@@ -57,11 +62,25 @@ const STORE_CODES: Record<string, HubErrorCode> = {
   Invalid: 'HUB_ERR_INVALID',
 };
 
+/**
+ * Failures of a request to a device (hub/dispatch/rpc.ts). A container not there yet is the
+ * caller's problem (400), as in Kubernetes; a device that failed on its own is a bad gateway.
+ */
+const RPC_CODES: Record<string, HubErrorCode> = {
+  RpcNodeUnavailable: 'HUB_ERR_UNAVAILABLE',
+  RpcTimeout: 'HUB_ERR_GATEWAY_TIMEOUT',
+  RpcNotFound: 'HUB_ERR_BAD_REQUEST',
+  RpcBadRequest: 'HUB_ERR_BAD_REQUEST',
+  RpcBusy: 'HUB_ERR_TOO_MANY_REQUESTS',
+  RpcFailed: 'HUB_ERR_BAD_GATEWAY',
+};
+
 /** Turns anything thrown while serving a request into a HubError. */
 export function toHubError(err: unknown): HubError {
   if (err instanceof HubError) return err;
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && STORE_CODES[code]) return new HubError(STORE_CODES[code], (err as Error).message);
+  if (typeof code === 'string' && RPC_CODES[code]) return new HubError(RPC_CODES[code], (err as Error).message);
   if (typeof code === 'string' && code === 'SQLITE_FULL') return new HubError('HUB_ERR_UNAVAILABLE', 'the hub\'s disk is full; nothing was written');
   return new HubError('HUB_ERR_INTERNAL', 'internal error');
 }

@@ -8,6 +8,7 @@ import type { ObjectStore } from '../store/objects.js';
 import type { WatchEvent } from '../store/types.js';
 import { DEFAULT_BODY_LIMIT, parseBody, readBody } from './body.js';
 import { HubError, toHubError } from './errors.js';
+import type { PodLogRoutes } from './logs.js';
 import type { ResourceService } from './resources.js';
 import type { TokenRoutes } from './tokens.js';
 
@@ -24,6 +25,7 @@ export interface ApiOptions {
  *   /api/v1/{plural}                                  list (all namespaces), create (cluster-scoped)
  *   /api/v1/{plural}/{name}                           cluster-scoped object
  *   /api/v1/namespaces/{ns}/{plural}[/{name}]         namespaced list / object
+ *   /api/v1/namespaces/{ns}/pods/{name}/log           a container's output, streamed from its device
  *   /api/v1/apply                                     create-or-update a batch of manifests
  *   /api/v1/tokens[/{id}]                             join tokens and device credentials
  * Every call but /healthz carries the admin token as `Authorization: Bearer …`.
@@ -38,6 +40,7 @@ export class ApiServer {
     private readonly resources: ResourceService,
     private readonly tokens: TokenRoutes,
     private readonly log: Logger,
+    private readonly podLogs?: PodLogRoutes,
   ) {}
 
   async listen(): Promise<number> {
@@ -85,15 +88,20 @@ export class ApiServer {
     let namespace: string | undefined;
     let plural: string | undefined;
     let name: string | undefined;
+    let subresource: string | undefined;
     if (rest[0] === 'namespaces' && rest.length >= 3) {
-      [, namespace, plural, name] = rest;
-      if (rest.length > 4) throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
+      [, namespace, plural, name, subresource] = rest;
+      if (rest.length > 5 || (subresource !== undefined && (plural !== 'pods' || subresource !== 'log' || !this.podLogs))) throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     } else if (rest.length === 1 || rest.length === 2) {
       [plural, name] = rest;
     } else throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     const kind = plural ? kindByPlural(plural) : undefined;
     if (!kind) throw new HubError('HUB_ERR_NOT_FOUND', `the server doesn't have a resource type "${plural}"`);
     if (!kind.namespaced && namespace) throw new HubError('HUB_ERR_NOT_FOUND', `${kind.plural} are not namespaced`);
+    if (subresource && this.podLogs) {
+      if (method !== 'GET') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'log takes GET');
+      return this.podLogs.serve(res, namespace!, name!, url.searchParams);
+    }
 
     if (!name) {
       if (method === 'GET') {

@@ -57,6 +57,30 @@ export class HubClient {
     }
   }
 
+  /**
+   * Reads a plain-text stream (logs) and hands each piece to `onText` as it arrives. A stream
+   * that breaks off (the hub cut it: the device went away) is an error, not a quiet end.
+   */
+  async streamText(path: string, onText: (text: string) => void | Promise<void>): Promise<void> {
+    const res = await this.fetch('GET', path);
+    if (!res.ok) throw CliError.fromApi(res.status, await res.json().catch(() => undefined));
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    const reader = res.body.getReader();
+    for (;;) {
+      let read: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        read = await reader.read();
+      } catch (err) {
+        throw new CliError(`the stream from the hub broke off: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`);
+      }
+      if (read.done) break;
+      await onText(decoder.decode(read.value, { stream: true }));
+    }
+    const rest = decoder.decode();
+    if (rest) await onText(rest);
+  }
+
   private async fetch(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Response> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
     let payload: string | undefined;

@@ -5,6 +5,7 @@ import { loadHubConfig } from '../config.js';
 import { Hub } from '../hub.js';
 import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
 import { CliError } from './errors.js';
+import { logsCommand, stdoutWriter } from './logs.js';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`${text}\n`);
@@ -118,6 +119,17 @@ export function buildProgram(): Command {
     .option('--overwrite', 'allow changing an existing value')
     .option('-n, --namespace <ns>', 'namespace')
     .action((kind: string, name: string, changes: string[], o: { overwrite?: boolean; namespace?: string }) => labelCommand(kind, name, changes, { ...client(), ...o }, out));
+
+  program
+    .command('logs <pod>')
+    .description("print a container's logs, read from the device that runs the pod")
+    .option('-c, --container <name>', 'the container (needed when the pod has several)')
+    .option('-f, --follow', 'keep printing new output')
+    .option('--tail <lines>', 'only the last lines (-1: all)')
+    .option('--since <duration>', 'only output newer than this, e.g. 5m')
+    .option('-p, --previous', 'the previous attempt of a restarted container')
+    .option('-n, --namespace <ns>', 'namespace')
+    .action((pod: string, o: { container?: string; follow?: boolean; tail?: string; since?: string; previous?: boolean; namespace?: string }) => logsCommand(pod, { ...client(), ...o }, stdoutWriter()));
 
   return program;
 }

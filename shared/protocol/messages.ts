@@ -112,6 +112,35 @@ export const joinResponseSchema = z.discriminatedUnion('ok', [
   z.object({ v, ok: z.literal(false), error: z.string() }),
 ]);
 
+/**
+ * Bounds of the events channel. A batch holds at most MAX_EVENTS_PER_BATCH events (the agent
+ * sends at most one batch a second), and a message is cut to MAX_EVENT_MESSAGE_LENGTH
+ * characters, as Kubernetes cuts an Event's message at 1 KiB.
+ */
+export const MAX_EVENTS_PER_BATCH = 100;
+export const MAX_EVENT_MESSAGE_LENGTH = 1024;
+export const MAX_EVENT_REASON_LENGTH = 128;
+
+/** Something that happened to a pod on the device (Pulling, Created, Started, Killing, BackOff…). */
+export const podEventSchema = z.object({
+  podUid: z.string().min(1),
+  podName: z.string().min(1),
+  namespace: z.string().min(1),
+  container: z.string().min(1).optional(),
+  type: z.enum(['Normal', 'Warning']),
+  reason: z.string().min(1).max(MAX_EVENT_REASON_LENGTH),
+  message: z.string().max(MAX_EVENT_MESSAGE_LENGTH),
+  /** When it happened, by the device's clock. */
+  ts: timestamp,
+});
+
+/** agent → hub, QoS 1, best-effort: a batch of pod events, and how many the device had to drop since the last batch. */
+export const eventBatchSchema = z.object({
+  v,
+  events: z.array(podEventSchema).min(1).max(MAX_EVENTS_PER_BATCH),
+  dropped: z.number().int().min(0).optional(),
+});
+
 export type DesiredPod = z.infer<typeof desiredPodSchema>;
 export type DesiredState = z.infer<typeof desiredStateSchema>;
 export type PodStatusReport = z.infer<typeof podStatusReportSchema>;
@@ -121,6 +150,8 @@ export type StatusReport = z.infer<typeof statusReportSchema>;
 export type Presence = z.infer<typeof presenceSchema>;
 export type JoinRequest = z.infer<typeof joinRequestSchema>;
 export type JoinResponse = z.infer<typeof joinResponseSchema>;
+export type DevicePodEvent = z.infer<typeof podEventSchema>;
+export type EventBatch = z.infer<typeof eventBatchSchema>;
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
 

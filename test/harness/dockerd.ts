@@ -5,6 +5,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Dockerode from 'dockerode';
+import { cgroupSetupScript, listChildren, mountsUnder, removeCgroups, trySignal, waitGoneSync } from './host.js';
 
 // A throw-away Docker engine for integration tests. It must never touch the host's networking or any
 // system daemon, so each one lives in its own network namespace (bridge networks the code under test
@@ -35,6 +36,11 @@ export interface TestDockerd {
   logPath: string;
   docker: Dockerode;
   stop(): Promise<void>;
+  /**
+   * Stops the daemon and starts it again on the same data root, exec root, socket and network
+   * namespace, as an engine upgrade or crash does on a device; `whileDown` runs in between.
+   */
+  restart(opts?: { whileDown?: () => Promise<void> }): Promise<void>;
 }
 
 // Debian package for each binary the harness needs (default: the binary's own name).
@@ -54,114 +60,6 @@ export function requireTool(toolPath: string): void {
   }
 }
 
-interface MountEntry {
-  mountPoint: string;
-  fsType: string;
-  superOptions: string;
-}
-
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-function readMounts(): MountEntry[] {
-  const entries: MountEntry[] = [];
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(' ');
-    const right = line.slice(sep + 3).split(' ');
-    const mp = left[4];
-    const fsType = right[0];
-    if (mp === undefined || fsType === undefined) continue;
-    entries.push({ mountPoint: unescapeMountPath(mp), fsType, superOptions: right[2] ?? '' });
-  }
-  return entries;
-}
-
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/**
- * `ip netns exec` mounts a fresh sysfs over /sys (so /sys/class/net shows the namespace's devices),
- * which hides the host's cgroup mounts that dockerd needs. This rebuilds the same layout inside the
- * private mount namespace. Super options are passed through verbatim: mounting cgroup2 with other
- * flags would silently reconfigure the host's hierarchy (e.g. drop nsdelegate), and cgroup v1
- * hierarchies only re-attach with matching options.
- */
-function cgroupSetupScript(): string {
-  const root = '/sys/fs/cgroup';
-  const cgroupTypes = new Set(['cgroup', 'cgroup2']);
-  const opts = (o: string) => o.split(',').filter((x) => x !== 'rw' && x !== 'ro').join(',');
-  const lines: string[] = [];
-  const mounts = readMounts();
-  const top = mounts.filter((m) => m.mountPoint === root).pop();
-  if (top && cgroupTypes.has(top.fsType)) {
-    const o = opts(top.superOptions);
-    lines.push(`mount -t ${top.fsType} ${o ? `-o ${shellQuote(o)} ` : ''}${top.fsType} ${root}`);
-    return lines.join('\n');
-  }
-  lines.push(`mount -t tmpfs -o mode=755 cgroup ${root}`);
-  for (const m of mounts) {
-    if (!cgroupTypes.has(m.fsType) || path.dirname(m.mountPoint) !== root) continue;
-    const o = opts(m.superOptions);
-    lines.push(`mkdir -p ${shellQuote(m.mountPoint)}`);
-    lines.push(`mount -t ${m.fsType} ${o ? `-o ${shellQuote(o)} ` : ''}${m.fsType} ${shellQuote(m.mountPoint)}`);
-  }
-  // systemd hosts alias co-mounted controllers (cpu -> cpu,cpuacct); keep those aliases too.
-  try {
-    for (const e of fs.readdirSync(root, { withFileTypes: true })) {
-      if (!e.isSymbolicLink()) continue;
-      const target = fs.readlinkSync(path.join(root, e.name));
-      lines.push(`ln -s ${shellQuote(target)} ${shellQuote(path.join(root, e.name))}`);
-    }
-  } catch {
-    // No cgroup tree to mirror; dockerd will say what it misses in its log.
-  }
-  return lines.join('\n');
-}
-
-function listChildren(ppid: number): number[] {
-  const out: number[] = [];
-  for (const ent of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(ent)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${ent}/stat`, 'utf8');
-      // The command name may contain spaces and parentheses; fields resume after the last ')'.
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === ppid) out.push(Number(ent));
-    } catch {
-      // The process exited while we looked.
-    }
-  }
-  return out;
-}
-
-function trySignal(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // Already gone.
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // A zombie has already released its namespaces; only its exit status is left to collect.
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Blocks (for use in an 'exit' handler, where no timers run) until the processes are dead. */
-function waitGoneSync(pids: number[], ms: number): void {
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline && pids.some(isAlive)) Atomics.wait(cell, 0, 0, 20);
-}
 
 function tailOf(file: string, lines = 30): string {
   try {
@@ -193,37 +91,6 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-function cgroupDirs(parent: string): string[] {
-  return readMounts()
-    .filter((m) => (m.fsType === 'cgroup' || m.fsType === 'cgroup2') && m.mountPoint.startsWith('/sys/fs/cgroup'))
-    .map((m) => path.join(m.mountPoint, parent));
-}
-
-/** Removes the (empty) cgroups dockerd created under our private cgroup parent, deepest first. */
-function removeCgroups(parent: string): void {
-  const rmTree = (dir: string): void => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) if (e.isDirectory()) rmTree(path.join(dir, e.name));
-    try {
-      fs.rmdirSync(dir);
-    } catch {
-      // Still holds a process; leaving an empty-named cgroup behind is harmless.
-    }
-  };
-  for (const dir of cgroupDirs(parent)) rmTree(dir);
-}
-
-function mountsUnder(dir: string): string[] {
-  return readMounts()
-    .map((m) => m.mountPoint)
-    .filter((mp) => mp === dir || mp.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
-}
 
 let sequence = 0;
 
@@ -248,7 +115,6 @@ export async function startDockerd(opts: { name?: string } = {}): Promise<TestDo
 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
-  let spawnError: Error | undefined;
   let netnsCreated = false;
   let stopping: Promise<void> | undefined;
   let cleanedUp = false;
@@ -290,13 +156,7 @@ export async function startDockerd(opts: { name?: string } = {}): Promise<TestDo
     stopping ??= (async () => {
       if (child && child.exitCode === null && child.signalCode === null) {
         await withTimeout(removeAllContainers(docker), 30_000).catch(() => undefined);
-        killTree('SIGTERM');
-        if ((await withTimeout(exited.then(() => true), TERM_GRACE_MS)) === undefined) {
-          killTree('SIGKILL');
-          if ((await withTimeout(exited.then(() => true), KILL_GRACE_MS)) === undefined) {
-            throw new Error(`dockerd (pid ${child.pid}) did not exit after SIGKILL`);
-          }
-        }
+        await terminate();
       }
       // Mounts normally die with the private mount namespace; anything visible here leaked.
       for (const mp of mountsUnder(dir)) {
@@ -325,31 +185,30 @@ export async function startDockerd(opts: { name?: string } = {}): Promise<TestDo
 
   const docker = new Dockerode({ socketPath });
 
-  try {
-    await execFileP(IP, ['netns', 'add', netns]);
-    netnsCreated = true;
-    await execFileP(IP, ['netns', 'exec', netns, IP, 'link', 'set', 'lo', 'up']);
+  const script = [
+    'set -e',
+    // A private /run keeps containerd's shim sockets (hard-wired to /run/containerd/s) and any
+    // systemd/dbus detection away from the host.
+    'mount -t tmpfs -o mode=755 tmpfs /run',
+    cgroupSetupScript(),
+    `exec ${DOCKERD} "$@"`,
+  ].join('\n');
+  const dockerdArgs = [
+    '--config-file', path.join(dir, 'daemon.json'),
+    '--host', `unix://${socketPath}`,
+    '--data-root', path.join(dir, 'data'),
+    '--exec-root', path.join(dir, 'exec'),
+    '--pidfile', path.join(dir, 'dockerd.pid'),
+    '--cgroup-parent', cgroupParent,
+    '--bridge=none',
+    '--iptables=false',
+    '--ip-masq=false',
+    '--log-level', 'warn',
+  ];
 
-    const script = [
-      'set -e',
-      // A private /run keeps containerd's shim sockets (hard-wired to /run/containerd/s) and any
-      // systemd/dbus detection away from the host.
-      'mount -t tmpfs -o mode=755 tmpfs /run',
-      cgroupSetupScript(),
-      `exec ${DOCKERD} "$@"`,
-    ].join('\n');
-    const dockerdArgs = [
-      '--config-file', path.join(dir, 'daemon.json'),
-      '--host', `unix://${socketPath}`,
-      '--data-root', path.join(dir, 'data'),
-      '--exec-root', path.join(dir, 'exec'),
-      '--pidfile', path.join(dir, 'dockerd.pid'),
-      '--cgroup-parent', cgroupParent,
-      '--bridge=none',
-      '--iptables=false',
-      '--ip-masq=false',
-      '--log-level', 'warn',
-    ];
+  /** Starts the daemon in fresh PID and mount namespaces inside our network namespace, and waits until it answers. */
+  const launch = async (): Promise<void> => {
+    let spawnError: Error | undefined;
     const logFd = fs.openSync(logPath, 'a');
     try {
       child = spawn(
@@ -389,12 +248,45 @@ export async function startDockerd(opts: { name?: string } = {}): Promise<TestDo
       }
       await delay(100);
     }
+  };
+
+  /** SIGTERM (dockerd stops its containers and exits), SIGKILL to the namespace if it lingers. */
+  const terminate = async (): Promise<void> => {
+    killTree('SIGTERM');
+    if ((await withTimeout(exited.then(() => true), TERM_GRACE_MS)) === undefined) {
+      killTree('SIGKILL');
+      if ((await withTimeout(exited.then(() => true), KILL_GRACE_MS)) === undefined) {
+        throw new Error(`dockerd (pid ${child?.pid}) did not exit after SIGKILL`);
+      }
+    }
+  };
+
+  const restart = async (opts: { whileDown?: () => Promise<void> } = {}): Promise<void> => {
+    if (stopping) throw new Error('dockerd was stopped; it cannot be restarted');
+    // Without live-restore the daemon stops every container as it shuts down; they stay on the
+    // data root, exited, as after a power cut of the engine alone.
+    await terminate();
+    // The new daemon gets the pid the old one had in its own PID namespace; a stale pidfile
+    // naming it would make it refuse to start.
+    fs.rmSync(path.join(dir, 'dockerd.pid'), { force: true });
+    try {
+      await opts.whileDown?.();
+    } finally {
+      await launch();
+    }
+  };
+
+  try {
+    await execFileP(IP, ['netns', 'add', netns]);
+    netnsCreated = true;
+    await execFileP(IP, ['netns', 'exec', netns, IP, 'link', 'set', 'lo', 'up']);
+    await launch();
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
   }
 
-  return { socketPath, dockerHost: `unix://${socketPath}`, netns, dir, logPath, docker, stop };
+  return { socketPath, dockerHost: `unix://${socketPath}`, netns, dir, logPath, docker, stop, restart };
 }
 
 async function removeAllContainers(docker: Dockerode): Promise<void> {

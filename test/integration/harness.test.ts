@@ -123,4 +123,25 @@ describe('test harness', () => {
       await container.remove({ force: true });
     }
   });
+
+  it('restarts the engine on the same data root: images and containers stay, the containers stopped', async () => {
+    const container = await docker().createContainer({ Image: TEST_IMAGE, Cmd: ['sleep', '600'], StopTimeout: 1, HostConfig: { NetworkMode: 'none' } });
+    try {
+      await container.start();
+      let answeredWhileDown = true;
+      await engine!.restart({
+        whileDown: async () => {
+          answeredWhileDown = await docker().ping().then(() => true, () => false);
+        },
+      });
+      expect(answeredWhileDown).toBe(false);
+      const after = await container.inspect();
+      expect(after.State.Running).toBe(false);
+      await container.start();
+      expect((await container.inspect()).State.Running).toBe(true);
+      expect((await docker().getImage(TEST_IMAGE).inspect()).RepoTags).toContain(TEST_IMAGE);
+    } finally {
+      await container.remove({ force: true });
+    }
+  });
 });

@@ -273,11 +273,10 @@ describe('planSteps: restart policy', () => {
     return { steps, exited };
   };
 
-  it('restarts an exited container under Always (the default), counting the restart', () => {
+  it('restarts an exited container under Always (the default), counting the restart and keeping the exited one', () => {
     const pod = withPolicy();
-    const { steps, exited } = planExited(pod, 0, planContext(), 2);
-    expectSteps(steps, ['remove', 'createContainer']);
-    expect(removedIds(steps)).toEqual([exited.id]);
+    const { steps } = planExited(pod, 0, planContext(), 2);
+    expectSteps(steps, ['createContainer']);
     expect(onlyStep(steps, 'createContainer')).toMatchObject({ restartCount: 3, hash: appHashOf(pod, 'app') });
   });
 
@@ -285,7 +284,7 @@ describe('planSteps: restart policy', () => {
     const pod = withPolicy('Always');
     const dead = runtimeContainer({ pod, container: 'app', state: 'dead' });
     const steps = planSteps(actualState({ containers: [infraContainer({ pod }), dead], images: [PAUSE_IMAGE, 'img:1'] }), [pod], planContext());
-    expectSteps(steps, ['remove', 'createContainer']);
+    expectSteps(steps, ['createContainer']);
     expect(onlyStep(steps, 'createContainer').restartCount).toBe(1);
   });
 
@@ -295,7 +294,7 @@ describe('planSteps: restart policy', () => {
 
   it('restarts a container that failed under OnFailure', () => {
     const { steps } = planExited(withPolicy('OnFailure'), 1);
-    expectSteps(steps, ['remove', 'createContainer']);
+    expectSteps(steps, ['createContainer']);
     expect(onlyStep(steps, 'createContainer').restartCount).toBe(1);
   });
 
@@ -310,7 +309,7 @@ describe('planSteps: restart policy', () => {
     expect(planExited(pod, 1, waiting).steps).toEqual([]);
 
     const over = planContext({ backoff: new Map([[backoffKey(pod.uid, 'app'), { until: NOW }]]) });
-    expectSteps(planExited(pod, 1, over).steps, ['remove', 'createContainer']);
+    expectSteps(planExited(pod, 1, over).steps, ['createContainer']);
   });
 
   it('applies one container’s back-off to that container only', () => {
@@ -319,13 +318,66 @@ describe('planSteps: restart policy', () => {
     const b = runtimeContainer({ pod, container: 'b', state: 'exited', exitCode: 1 });
     const ctx = planContext({ backoff: new Map([[backoffKey(pod.uid, 'a'), { until: NOW + 10_000 }]]) });
     const steps = planSteps(actualState({ containers: [infraContainer({ pod }), a, b], images: [PAUSE_IMAGE, 'img:1'] }), [pod], ctx);
-    expectSteps(steps, ['remove', 'createContainer']);
-    expect(removedIds(steps)).toEqual([b.id]);
+    expectSteps(steps, ['createContainer']);
+    expect(onlyStep(steps, 'createContainer').container.name).toBe('b');
   });
 
   it('does not remove a crashed container to restart it while its image is unusable', () => {
     const pod = desiredPod({ name: 'job', containers: [container({ name: 'app', image: 'img:1', imagePullPolicy: 'Never' })] });
     const exited = runtimeContainer({ pod, container: 'app', state: 'exited', exitCode: 1 });
     expect(planSteps(actualState({ containers: [infraContainer({ pod }), exited], images: [PAUSE_IMAGE] }), [pod], planContext())).toEqual([]);
+  });
+});
+
+describe('planSteps: the previous attempt of a restarted container', () => {
+  const pod = desiredPod({ name: 'loop', containers: [container({ name: 'app', image: 'img:1' })] });
+  const attempt = (restartCount: number, state: 'running' | 'exited' = 'exited') => runtimeContainer({ pod, container: 'app', state, restartCount, ...(state === 'exited' ? { exitCode: 1 } : {}) });
+  const plan = (...apps: ReturnType<typeof attempt>[]) => planSteps(actualState({ containers: [infraContainer({ pod }), ...apps], images: [PAUSE_IMAGE, 'img:1'] }), [pod], planContext());
+
+  it('keeps the dead instance before the running one, for its lastState', () => {
+    expect(plan(attempt(3, 'running'), attempt(2))).toEqual([]);
+  });
+
+  it('removes the instances before that one', () => {
+    const two = attempt(2);
+    const one = attempt(1);
+    expect(removedIds(plan(attempt(3, 'running'), two, one))).toEqual([one.id]);
+  });
+
+  it('on the next restart removes the old previous attempt and keeps the one that just exited', () => {
+    const exited = attempt(3);
+    const before = attempt(2);
+    const steps = plan(exited, before);
+    expectSteps(steps, ['remove', 'createContainer']);
+    expect(removedIds(steps)).toEqual([before.id]);
+    expect(onlyStep(steps, 'createContainer').restartCount).toBe(4);
+  });
+
+  it('removes an older instance that still runs: it is a duplicate, not a previous attempt', () => {
+    const stray = attempt(2, 'running');
+    expect(removedIds(plan(attempt(3, 'running'), stray))).toEqual([stray.id]);
+  });
+
+  it('removes a dead instance of another spec', () => {
+    const v0 = desiredPod({ name: 'loop', containers: [container({ name: 'app', image: 'img:0' })] });
+    const old = runtimeContainer({ pod: v0, container: 'app', state: 'exited', exitCode: 1, restartCount: 2 });
+    expect(removedIds(plan(attempt(3, 'running'), old))).toEqual([old.id]);
+  });
+
+  it('removes the previous attempt with the current one when the spec changes, so the new count starts clean', () => {
+    const v2 = desiredPod({ name: 'loop', containers: [container({ name: 'app', image: 'img:2' })] });
+    const current = attempt(3, 'running');
+    const previous = attempt(2);
+    const steps = planSteps(actualState({ containers: [infraContainer({ pod: v2 }), current, previous], images: [PAUSE_IMAGE, 'img:1', 'img:2'] }), [v2], planContext());
+    expectSteps(steps, ['remove', 'remove', 'createContainer']);
+    expect(removedIds(steps)).toEqual([previous.id, current.id]);
+    expect(onlyStep(steps, 'createContainer').restartCount).toBe(0);
+  });
+
+  it('keeps both while the new spec\'s image cannot be pulled (download-then-kill)', () => {
+    const v2 = desiredPod({ name: 'loop', containers: [container({ name: 'app', image: 'img:2' })] });
+    const ctx = planContext({ pullBackoff: new Map([['img:2', { until: NOW + 10_000, message: 'not found' }]]) });
+    const steps = planSteps(actualState({ containers: [infraContainer({ pod: v2 }), attempt(3, 'running'), attempt(2)], images: [PAUSE_IMAGE, 'img:1'] }), [v2], ctx);
+    expect(steps).toEqual([]);
   });
 });

@@ -179,3 +179,34 @@ describe('podStatuses: restart count', () => {
     expect(statusOf([pod], [infraContainer({ pod }), app], noWaiting)[0]!.containerStatuses[0]!.restartCount).toBe(0);
   });
 });
+
+describe('podStatuses: lastState and the pod message', () => {
+  const pod = desiredPod({ name: 'one', containers: [container({ name: 'app', image: 'img:2' })] });
+
+  it('gives a restarted, running container the termination of its previous attempt as lastState', () => {
+    const previous = runtimeContainer({ pod, container: 'app', state: 'exited', exitCode: 137, restartCount: 0, startedAt: STARTED, finishedAt: FINISHED });
+    const current = runtimeContainer({ pod, container: 'app', restartCount: 1, startedAt: FINISHED });
+    const [status] = statusOf([pod], [infraContainer({ pod }), current, previous], noWaiting);
+    expect(status!.containerStatuses[0]).toMatchObject({
+      restartCount: 1,
+      containerID: `docker://${current.id}`,
+      state: { running: { startedAt: FINISHED } },
+      lastState: { terminated: { exitCode: 137, reason: 'Error', startedAt: STARTED, finishedAt: FINISHED } },
+    });
+  });
+
+  it('shows a container that keeps running an older image while the new one cannot be pulled as waiting, and still ready', () => {
+    const v1 = desiredPod({ ...pod, containers: [container({ name: 'app', image: 'img:1' })] });
+    const old = runtimeContainer({ pod: v1, container: 'app', startedAt: STARTED });
+    const waiting = new Map([[backoffKey(pod.uid, 'app'), { reason: 'ImagePullBackOff', message: 'Back-off pulling image "img:2": not found' }]]);
+    const [status] = statusOf([pod], [infraContainer({ pod }), old], waiting);
+    expect(status!.phase).toBe('Running');
+    expect(status!.containerStatuses[0]).toMatchObject({ image: 'img:2', containerID: `docker://${old.id}`, ready: true, state: { waiting: { reason: 'ImagePullBackOff' } } });
+    expect(status!.message).toBe('app: ImagePullBackOff: Back-off pulling image "img:2": not found');
+  });
+
+  it('says nothing in the message when every container is where it should be', () => {
+    const [status] = statusOf([pod], [infraContainer({ pod }), runtimeContainer({ pod, container: 'app' })], noWaiting);
+    expect(status!.message).toBeUndefined();
+  });
+});

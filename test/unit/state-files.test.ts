@@ -145,6 +145,19 @@ describe('AgentState', () => {
     expect(problems).toEqual([expect.stringContaining('desired.json is not valid JSON')]);
   });
 
+  it('writes the good copy back over a torn file it fell back from, so the next start reads it quietly', () => {
+    const state = new AgentState(dir, () => undefined);
+    state.saveDesired(desiredSet(1));
+    state.saveDesired(desiredSet(2));
+    tear(join(dir, 'desired.json'));
+    expect(state.desired()?.rev).toBe(1);
+    const problems: string[] = [];
+    const reopened = new AgentState(dir, (m) => problems.push(m));
+    expect(reopened.desired()?.rev).toBe(1);
+    expect(problems).toEqual([]);
+    expect(JSON.parse(readFileSync(join(dir, 'desired.json.bak'), 'utf8')).rev).toBe(1);
+  });
+
   it('refuses a desired set that does not match the protocol and falls back to .bak', () => {
     const problems: string[] = [];
     const state = new AgentState(dir, (m) => problems.push(m));
