@@ -8,11 +8,13 @@ import { serveLogs } from './logs/serve.js';
 import { joinHub, JoinRefused } from './link/join.js';
 import { Backoff } from './link/backoff.js';
 import { nodeReport } from './node/info.js';
+import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
 import { StepExecutor, type PodEvent } from './reconcile/execute.js';
 import { backoffKey, newestFirst, planSteps, type Step } from './reconcile/plan.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
+import { PodConfigurator } from './reconcile/configurator.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
@@ -61,11 +63,13 @@ export class Agent {
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private readonly executor: StepExecutor;
+  private readonly configurator: PodConfigurator;
   private readonly events: EventBatcher;
   private readonly podNames = new PodDirectory();
   /** The back-off period (its end) of each container that a BackOff event was sent for. */
   private readonly announcedBackoff = new Map<string, number>();
   private readonly rpc: RpcServer;
+  private readonly probes: ProbeManager;
   readonly state: AgentState;
   private readonly topics: Topics;
 
@@ -79,8 +83,11 @@ export class Agent {
     // Given the config itself: the node's name is only settled once the credentials are read.
     this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
     // `node` is read at each step: start() may switch to the name the device joined under.
-    const executorOptions = { get node() { return config.name; }, pauseImage: config.pauseImage, podNetwork: config.podNetwork };
+    const executorOptions = { get node() { return config.name; }, stateDir: config.stateDir, pauseImage: config.pauseImage, podNetwork: config.podNetwork };
+    this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
+    // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
+    this.probes = new ProbeManager(runtime, { onChange: () => this.trigger(), onEvent: (e) => this.onPodEvent(e) }, log);
     this.events = new EventBatcher((batch) => this.link?.publishEvents(batch) ?? false, EVENT_BATCHING, log);
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
@@ -126,6 +133,7 @@ export class Agent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.engine.stop();
+    this.probes.stop();
     await this.reconciling;
     this.rpc.stopAll('agent stopping');
     this.events.stop();
@@ -198,6 +206,7 @@ export class Agent {
     }
     const passStartedAt = Date.now();
     const desired = target.pods;
+    const config = this.configurator.prepare(target);
     const pulledThisPass = new Set<string>();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
@@ -212,6 +221,8 @@ export class Agent {
         backoff: this.restartBackoff.view,
         pullBackoff: this.pullBackoff,
         pulledThisPass,
+        resolvedEnv: config.resolvedEnv,
+        blocked: new Set(config.waiting.keys()),
       });
       if (steps.length === 0) break;
       let failed = false;
@@ -223,7 +234,9 @@ export class Agent {
       if (failed) break;
     }
     this.observedRev = target.rev;
+    this.configurator.cleanup(desired, containers);
     this.updateWaiting(desired, containers, passStartedAt);
+    if (!this.stopped) this.probes.sync(desired, containers);
     this.publishStatus(false, containers);
     this.scheduleBackoffWakeup();
     this.log.debug({ rev: target.rev, pods: desired.length, containers: containers.length }, 'reconciled');
@@ -286,6 +299,11 @@ export class Agent {
         const running = current?.state === 'running';
         // A running container of an older image still waits for the new one (download-then-kill).
         if (running && current.image === c.image) continue;
+        const config = this.configurator.waiting.get(key);
+        if (config && !running) {
+          this.waiting.set(key, config);
+          continue;
+        }
         const pull = this.pullBackoff.get(c.image);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
@@ -332,13 +350,13 @@ export class Agent {
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
   private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
     if (!this.link?.connected) return;
-    const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting) : this.lastPods;
+    const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id)) : this.lastPods;
     this.lastPods = pods;
     const report: StatusReport = {
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: this.observedRev,
-      node: nodeReport(this.engine.info, this.engine.error, this.config.maxPods),
+      node: nodeReport(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]),
       pods,
     };
     const json = JSON.stringify({ ...report, ts: undefined });

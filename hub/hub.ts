@@ -21,6 +21,7 @@ import { RpcClient } from './dispatch/rpc.js';
 import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { openHubDatabase } from './store/schema.js';
+import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
@@ -44,7 +45,12 @@ export class Hub {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const db = openHubDatabase(join(dataDir, 'flotilla.db'));
     // A watcher's failure is logged, never allowed to take the hub down.
-    const store = new ObjectStore(db, { onWatchError: (err) => log.error({ err }, 'watch handler failed') });
+    // Secrets are sealed before they reach the database file (DESIGN.md section 2: encrypted at rest).
+    const secretCodec = aesGcmCodec(loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)));
+    const store = new ObjectStore(db, {
+      onWatchError: (err) => log.error({ err }, 'watch handler failed'),
+      atRest: (kind) => (kind === 'Secret' ? secretCodec : undefined),
+    });
     if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
       store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
     }

@@ -3,6 +3,7 @@ import { cpus, hostname, networkInterfaces, platform, release, totalmem } from '
 import type { NodeReport } from '../../shared/protocol/messages.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
 import type { EngineInfo } from '../runtime/runtime.js';
+import { fsUsage, memoryAvailableBytes, pressureConditions } from './pressure.js';
 
 /** Node's process.arch in the names Kubernetes and Docker use (GOARCH). */
 export function goArch(arch = process.arch): string {
@@ -26,7 +27,7 @@ function internalIP(): string | undefined {
 }
 
 /** What a device tells the hub about itself: system info, capacity, addresses, the engine's health. */
-export function nodeReport(engine: EngineInfo | undefined, engineError: string | undefined, maxPods: number): NodeReport {
+export function nodeReport(engine: EngineInfo | undefined, engineError: string | undefined, maxPods: number, pressurePaths: readonly (string | undefined)[] = []): NodeReport {
   const ip = internalIP();
   const image = osImage();
   return {
@@ -43,5 +44,9 @@ export function nodeReport(engine: EngineInfo | undefined, engineError: string |
     addresses: [{ type: 'Hostname', address: hostname() }, ...(ip ? [{ type: 'InternalIP' as const, address: ip }] : [])],
     engineReady: engine !== undefined,
     ...(engineError ? { engineMessage: engineError } : {}),
+    conditions: pressureConditions(
+      memoryAvailableBytes(),
+      pressurePaths.filter((p): p is string => p !== undefined).map((p) => fsUsage(p)),
+    ),
   };
 }

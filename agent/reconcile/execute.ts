@@ -14,10 +14,14 @@ import {
   type ContainerCreateSpec,
   type ContainerRuntime,
 } from '../runtime/runtime.js';
+import type { SecurityContext } from '../../shared/resources/volumes.js';
+import { containerBinds } from '../volumes/layout.js';
 import type { Step } from './plan.js';
 
 export interface ExecutorOptions {
   node: string;
+  /** Where pod volumes live on the device (see volumes/layout.ts). */
+  stateDir: string;
   pauseImage: string;
   podNetwork: string;
 }
@@ -72,8 +76,8 @@ export class StepExecutor {
         const id = await this.runtime.createContainer(spec);
         await this.runtime.startContainer(id);
       },
-      createContainer: async ({ pod, container, infraId, hash, restartCount }) => {
-        const id = await this.runtime.createContainer(this.appSpec(pod, container, infraId, hash, restartCount));
+      createContainer: async ({ pod, container, infraId, hash, restartCount, env }) => {
+        const id = await this.runtime.createContainer(this.appSpec(pod, container, infraId, hash, restartCount, env));
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Created', message: `Created container ${container.name}` });
         await this.runtime.startContainer(id);
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Started', message: `Started container ${container.name}` });
@@ -101,15 +105,20 @@ export class StepExecutor {
     };
   }
 
-  private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number): ContainerCreateSpec {
+  private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number, resolvedEnv?: string[]): ContainerCreateSpec {
     const limits = c.resources?.limits ?? {};
+    const env = resolvedEnv ?? c.env?.map((e) => `${e.name}=${e.value ?? ''}`);
+    const binds = containerBinds(this.opts.stateDir, pod, c);
+    const sc = c.securityContext;
     return {
       name: containerName(pod, c.name, restartCount),
       image: c.image,
       labels: this.labels(pod, c.name, hash, restartCount),
       ...(c.command ? { entrypoint: c.command } : {}),
       ...(c.args ? { cmd: c.args } : {}),
-      ...(c.env ? { env: c.env.map((e) => `${e.name}=${e.value ?? ''}`) } : {}),
+      ...(env ? { env } : {}),
+      ...(binds.length ? { binds } : {}),
+      ...securityOptions(sc),
       ...(c.workingDir ? { workingDir: c.workingDir } : {}),
       // Joined to the infra container's network namespace, as Kubernetes' pod sandbox.
       networkMode: pod.spec.hostNetwork ? 'host' : `container:${infraId}`,
@@ -118,6 +127,19 @@ export class StepExecutor {
       stopTimeout: pod.spec.terminationGracePeriodSeconds ?? 30,
     };
   }
+}
+
+/** Kubernetes' container securityContext in the engine's terms. */
+function securityOptions(sc: SecurityContext | undefined): Partial<ContainerCreateSpec> {
+  if (!sc) return {};
+  const user = sc.runAsUser !== undefined ? `${sc.runAsUser}${sc.runAsGroup !== undefined ? `:${sc.runAsGroup}` : ''}` : undefined;
+  return {
+    ...(sc.privileged ? { privileged: true } : {}),
+    ...(user ? { user } : {}),
+    ...(sc.readOnlyRootFilesystem ? { readonlyRootfs: true } : {}),
+    ...(sc.capabilities?.add?.length ? { capAdd: sc.capabilities.add } : {}),
+    ...(sc.capabilities?.drop?.length ? { capDrop: sc.capabilities.drop } : {}),
+  };
 }
 
 /** Engine-unique container names that say what they are: flt_<namespace>_<pod>_<container>_<uid prefix>_<attempt>. */

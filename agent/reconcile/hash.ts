@@ -17,6 +17,18 @@ export function infraSpecHash(pod: DesiredPod, pauseImage: string, podNetwork: s
  * It includes the infra hash, because a container joined to a replaced infra container has
  * lost its network namespace and must be made again.
  */
-export function containerSpecHash(pod: DesiredPod, container: Container, infraHash: string): string {
-  return digest({ container, infraHash, restartPolicy: pod.spec.restartPolicy ?? 'Always' });
+export function containerSpecHash(pod: DesiredPod, container: Container, infraHash: string, resolvedEnv?: readonly string[]): string {
+  // Only what a container uses is added, so the hash of a container without env references or
+  // mounts stays what it was (an upgraded agent replaces nothing). Env values taken from
+  // ConfigMaps and Secrets are in it, since a process reads its environment only at start; the
+  // content of ConfigMap and Secret volumes is not, since it is updated in place.
+  const mounted = new Set((container.volumeMounts ?? []).map((m) => m.name));
+  const volumes = (pod.spec.volumes ?? []).filter((v) => mounted.has(v.name));
+  return digest({
+    container,
+    infraHash,
+    restartPolicy: pod.spec.restartPolicy ?? 'Always',
+    ...(resolvedEnv ? { resolvedEnv } : {}),
+    ...(volumes.length ? { volumes } : {}),
+  });
 }

@@ -26,13 +26,21 @@ export interface PlanContext {
   pullBackoff: ReadonlyMap<string, { until: number; message: string }>;
   /** Images pulled during the current reconcile pass: pullPolicy Always is satisfied by them. */
   pulledThisPass: ReadonlySet<string>;
+  /** The environment of containers that take env from ConfigMaps or Secrets, by `podUid/container`. */
+  resolvedEnv?: ReadonlyMap<string, string[]>;
+  /**
+   * Containers that cannot be made now (a missing ConfigMap or Secret, a volume that cannot be
+   * set up), by `podUid/container`, or by `podUid/` for the whole pod: none is created or
+   * replaced, and a running one is left running, as the kubelet does.
+   */
+  blocked?: ReadonlySet<string>;
 }
 
 export type Step =
   | { action: 'remove'; container: RuntimeContainer; reason: string }
   | { action: 'pull'; image: string; pod: DesiredPod }
   | { action: 'createInfra'; pod: DesiredPod; hash: string }
-  | { action: 'createContainer'; pod: DesiredPod; container: Container; infraId: string; hash: string; restartCount: number }
+  | { action: 'createContainer'; pod: DesiredPod; container: Container; infraId: string; hash: string; restartCount: number; env?: string[] }
   | { action: 'start'; container: RuntimeContainer; pod: DesiredPod };
 
 export type StepAction = Step['action'];
@@ -112,7 +120,11 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
       if (!wanted.has(app.labels[LABEL_CONTAINER] ?? '')) steps.push({ action: 'remove', container: app, reason: 'container removed from the pod spec' });
     }
     for (const spec of pod.spec.containers) {
-      const hash = containerSpecHash(pod, spec, infraHash);
+      const key = backoffKey(pod.uid, spec.name);
+      const env = ctx.resolvedEnv?.get(key);
+      const hash = containerSpecHash(pod, spec, infraHash, env);
+      const create = (restartCount: number): Step => ({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount, ...(env ? { env } : {}) });
+      const blocked = ctx.blocked?.has(key) || ctx.blocked?.has(`${pod.uid}/`);
       const mine = newestFirst(apps.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
       const [current, ...older] = mine;
       // Kubernetes' kubelet keeps the last dead instance of each container: the status's
@@ -120,8 +132,9 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
       const previous = current && older[0] && isPreviousAttempt(older[0], current) ? older[0] : undefined;
       for (const old of older) if (old !== previous) steps.push({ action: 'remove', container: old, reason: 'older instance of the container' });
       const restartCount = current ? attempt(current) : 0;
+      if (blocked) continue;
       if (!current) {
-        if (needImage(spec.image, pod, pullPolicy(spec), true)) steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
+        if (needImage(spec.image, pod, pullPolicy(spec), true)) steps.push(create(0));
         continue;
       }
       if (current.labels[LABEL_SPEC_HASH] !== hash) {
@@ -131,7 +144,7 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
           // The new container starts a new count (restart 0): no dead instance may sort above it.
           if (previous) steps.push({ action: 'remove', container: previous, reason: 'container spec changed' });
           steps.push({ action: 'remove', container: current, reason: 'container spec changed' });
-          steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: 0 });
+          steps.push(create(0));
         }
         continue;
       }
@@ -147,7 +160,7 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
         if (needImage(spec.image, pod, pullPolicy(spec), false)) {
           // The exited instance stays as the new one's previous attempt; the one before it goes.
           if (previous) steps.push({ action: 'remove', container: previous, reason: `superseded by a newer dead instance (restartPolicy ${policy})` });
-          steps.push({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount: restartCount + 1 });
+          steps.push(create(restartCount + 1));
         }
       }
     }

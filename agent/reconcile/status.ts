@@ -7,12 +7,16 @@ export interface Waiting {
   message: string;
 }
 
+/** What the probes say of one container instance; undefined when none speaks for it. */
+export type ProbeReadiness = (podUid: string, container: string, containerId: string) => boolean | undefined;
+
 /**
  * Pod and container statuses from what the engine shows, in Kubernetes' terms. `waiting`
  * carries what the agent knows and the engine does not (an image pull that failed, a container
- * in back-off), by `podUid/container`.
+ * in back-off), by `podUid/container`. `probeReady` gives the readiness (and startup) probes'
+ * verdict on a running container.
  */
-export function podStatuses(desired: readonly DesiredPod[], containers: readonly RuntimeContainer[], waiting: ReadonlyMap<string, Waiting>): PodStatusReport[] {
+export function podStatuses(desired: readonly DesiredPod[], containers: readonly RuntimeContainer[], waiting: ReadonlyMap<string, Waiting>, probeReady: ProbeReadiness = () => undefined): PodStatusReport[] {
   return desired.map((pod) => {
     const mine = containers.filter((c) => c.labels[LABEL_POD_UID] === pod.uid);
     const infra = mine.find((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER && c.state === 'running');
@@ -24,10 +28,13 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
       // The run before this one, as Kubernetes' lastState: the planner keeps its dead instance.
       const last = previous && isDead(previous) ? { lastState: terminated(previous) } : {};
       if (current && current.state === 'running') {
+        // Kubernetes' ready: running and the readiness probe passed, true when there is none;
+        // a container with a probe that has not answered yet is not ready.
+        const ready = probeReady(pod.uid, spec.name, current.id) ?? !(spec.readinessProbe || spec.startupProbe);
         // Download-then-kill: the old container serves on while the new image cannot be pulled;
         // the status says what the container waits for, and `ready` that the old one still serves.
-        if (pending && current.image !== spec.image) return { ...base, ready: true, state: { waiting: pending }, ...last };
-        return { ...base, ready: true, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } }, ...last };
+        if (pending && current.image !== spec.image) return { ...base, ready, state: { waiting: pending }, ...last };
+        return { ...base, ready, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } }, ...last };
       }
       if (pending) return { ...base, ready: false, state: { waiting: pending }, ...(current && isDead(current) ? { lastState: terminated(current) } : last) };
       if (current && isDead(current)) return { ...base, ready: false, state: terminated(current), ...last };
@@ -40,6 +47,7 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
       namespace: pod.namespace,
       phase: phase(pod, statuses, Boolean(infra)),
       ...(infra?.startedAt ? { startTime: infra.startedAt } : {}),
+      ...(infra?.podIP ? { podIP: infra.podIP } : {}),
       // Why the pod is not (yet) what its spec asks, in one line.
       ...(problems.length ? { message: problems.join('; ') } : {}),
       containerStatuses: statuses,

@@ -2,7 +2,10 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerLogDemuxer } from './demux.js';
-import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, EngineInfo, RuntimeContainer } from './runtime.js';
+import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
+
+/** What an exec keeps of a command's output, as Kubernetes keeps at most 10 KiB of an exec probe's. */
+const EXEC_OUTPUT_LIMIT = 10 * 1024;
 
 /** Parses `unix:///path`, `tcp://host:port` or `http://host:port` into dockerode's options. */
 export function dockerOptions(dockerHost: string | undefined): Docker.DockerOptions {
@@ -15,6 +18,8 @@ export function dockerOptions(dockerHost: string | undefined): Docker.DockerOpti
 /** The Docker engine (or any engine that speaks its API) behind the ContainerRuntime interface. */
 export class DockerRuntime implements ContainerRuntime {
   private readonly docker: Docker;
+  private dataRoot: string | undefined;
+  private dataRootFor: string | undefined;
 
   constructor(dockerHost?: string) {
     this.docker = new Docker(dockerOptions(dockerHost));
@@ -22,7 +27,12 @@ export class DockerRuntime implements ContainerRuntime {
 
   async ping(): Promise<EngineInfo> {
     const v = await this.docker.version();
-    return { name: 'docker', version: v.Version, os: v.Os, arch: v.Arch };
+    // `info` is costly on a small device; the data root is asked once per engine version.
+    if (this.dataRootFor !== v.Version) {
+      this.dataRoot = ((await this.docker.info()) as { DockerRootDir?: string }).DockerRootDir;
+      this.dataRootFor = v.Version;
+    }
+    return { name: 'docker', version: v.Version, os: v.Os, arch: v.Arch, ...(this.dataRoot ? { dataRoot: this.dataRoot } : {}) };
   }
 
   async listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]> {
@@ -105,6 +115,7 @@ export class DockerRuntime implements ContainerRuntime {
       ...(spec.cmd ? { Cmd: spec.cmd } : {}),
       ...(spec.env ? { Env: spec.env } : {}),
       ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+      ...(spec.user ? { User: spec.user } : {}),
       ...(spec.stopTimeout !== undefined ? { StopTimeout: spec.stopTimeout } : {}),
       ...(ports.length ? { ExposedPorts: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, {}])) } : {}),
       HostConfig: {
@@ -112,6 +123,11 @@ export class DockerRuntime implements ContainerRuntime {
         ...(ports.length ? { PortBindings: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, [{ HostPort: String(p.hostPort) }]])) } : {}),
         ...(spec.memoryBytes ? { Memory: spec.memoryBytes } : {}),
         ...(spec.nanoCpus ? { NanoCpus: spec.nanoCpus } : {}),
+        ...(spec.binds?.length ? { Binds: spec.binds } : {}),
+        ...(spec.privileged ? { Privileged: true } : {}),
+        ...(spec.readonlyRootfs ? { ReadonlyRootfs: true } : {}),
+        ...(spec.capAdd?.length ? { CapAdd: spec.capAdd } : {}),
+        ...(spec.capDrop?.length ? { CapDrop: spec.capDrop } : {}),
         // The agent restarts containers itself, by the pod's restartPolicy and with back-off.
         RestartPolicy: { Name: 'no' },
       },
@@ -171,6 +187,35 @@ export class DockerRuntime implements ContainerRuntime {
     return body.pipe(demuxer);
   }
 
+  async exec(id: string, cmd: readonly string[], timeoutMs: number): Promise<ExecResult> {
+    const exec = await this.docker.getContainer(id).exec({ Cmd: [...cmd], AttachStdout: true, AttachStderr: true, Tty: false });
+    const stream = (await exec.start({ hijack: true, stdin: false })) as NodeJS.ReadableStream & { destroy(): void };
+    // Without a TTY the engine multiplexes stdout and stderr in frames, as it does for logs.
+    const demuxer = new DockerLogDemuxer();
+    const chunks: Buffer[] = [];
+    let kept = 0;
+    demuxer.on('data', (chunk: Buffer) => {
+      if (kept >= EXEC_OUTPUT_LIMIT) return;
+      chunks.push(chunk.subarray(0, EXEC_OUTPUT_LIMIT - kept));
+      kept += Math.min(chunk.length, EXEC_OUTPUT_LIMIT - kept);
+    });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`command timed out after ${timeoutMs} ms`)), timeoutMs);
+        stream.on('error', reject);
+        demuxer.on('error', reject);
+        demuxer.on('end', () => resolve());
+        stream.pipe(demuxer);
+      });
+    } finally {
+      clearTimeout(timer);
+      stream.destroy();
+    }
+    const info = await exec.inspect();
+    return { exitCode: info.ExitCode ?? -1, output: Buffer.concat(chunks).toString('utf8') };
+  }
+
   async watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void> {
     const stream = (await this.docker.getEvents({ filters: { type: ['container'], label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } })) as NodeJS.ReadableStream & { destroy?: () => void };
     // Reported once, and never after the caller stopped the stream: a daemon that goes away may
@@ -197,6 +242,9 @@ function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {
   const zero = (t: string | undefined) => (t && !t.startsWith('0001-') ? t : undefined);
   const startedAt = zero(s.StartedAt);
   const finishedAt = zero(s.FinishedAt);
+  // An infra container is attached to the pod network by name (its NetworkMode); app containers
+  // join its namespace (`container:<id>`) and host-network ones have no address of their own.
+  const podIP = info.NetworkSettings?.Networks?.[info.HostConfig?.NetworkMode ?? '']?.IPAddress || undefined;
   return {
     id: info.Id,
     name: info.Name.replace(/^\//, ''),
@@ -210,5 +258,6 @@ function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {
     createdAt: info.Created,
     ...(startedAt ? { startedAt } : {}),
     ...(finishedAt ? { finishedAt } : {}),
+    ...(podIP ? { podIP } : {}),
   };
 }

@@ -20,6 +20,14 @@ export interface RuntimeContainer {
   createdAt?: string;
   startedAt?: string;
   finishedAt?: string;
+  /** The address the container has on the network it was attached to by name (an infra container's pod network); absent for joined and host-network containers. */
+  podIP?: string;
+}
+
+/** What a command run inside a container returned: its exit code and its output (stdout and stderr interleaved). */
+export interface ExecResult {
+  exitCode: number;
+  output: string;
 }
 
 export interface ContainerCreateSpec {
@@ -38,6 +46,14 @@ export interface ContainerCreateSpec {
   nanoCpus?: number;
   /** Seconds the engine waits after SIGTERM before SIGKILL on stop. */
   stopTimeout?: number;
+  /** Bind mounts, `source:target[:ro]`. */
+  binds?: string[];
+  privileged?: boolean;
+  /** `uid[:gid]`. */
+  user?: string;
+  readonlyRootfs?: boolean;
+  capAdd?: string[];
+  capDrop?: string[];
 }
 
 export interface ContainerLogOptions {
@@ -52,6 +68,8 @@ export interface ContainerLogOptions {
 export interface EngineInfo {
   name: string;
   version: string;
+  /** Where the engine keeps images and containers: watched for DiskPressure. */
+  dataRoot?: string;
   os?: string;
   arch?: string;
 }
@@ -75,6 +93,11 @@ export interface ContainerRuntime {
    * bytes. Destroying the stream stops reading (and following).
    */
   containerLogs(id: string, opts: ContainerLogOptions): Promise<Readable>;
+  /**
+   * Runs a command inside a running container and waits for it, at most `timeoutMs` (then it
+   * rejects; the command may linger in the container, as a Kubernetes exec probe's does).
+   */
+  exec(id: string, cmd: readonly string[], timeoutMs: number): Promise<ExecResult>;
   /** Calls back when a container of the given labels changes state; returns a stop function. */
   watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void>;
 }

@@ -152,7 +152,7 @@ export class ResourceService {
       if (kind.kind === 'Namespace') {
         if (name === DEFAULT_NAMESPACE) throw new HubError('HUB_ERR_FORBIDDEN', 'the default namespace cannot be deleted');
         // Deleting a namespace deletes what is in it, as Kubernetes' namespace controller does.
-        for (const other of ['DaemonSet', 'Pod', 'Event']) {
+        for (const other of ['DaemonSet', 'Pod', 'ConfigMap', 'Secret', 'Event']) {
           for (const item of this.store.list(other, { namespace: name }).items) this.store.delete(other, name, item.metadata.name);
         }
       }

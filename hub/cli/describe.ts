@@ -1,4 +1,5 @@
 import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
+import type { Probe } from '../../shared/resources/probe.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import { age, table } from './print.js';
@@ -23,6 +24,16 @@ function stateText(c: ContainerStatus): string[] {
   return [kv('State', 'Unknown', 4)];
 }
 
+/** A probe in one line, as kubectl describe shows it. */
+export function probeText(p: Probe): string {
+  const handler = p.exec
+    ? `exec [${p.exec.command.join(' ')}]`
+    : p.httpGet
+      ? `http-get ${(p.httpGet.scheme ?? 'HTTP').toLowerCase()}://${p.httpGet.host ?? ''}:${p.httpGet.port}${p.httpGet.path ?? '/'}`
+      : `tcp-socket ${p.tcpSocket?.host ?? ''}:${p.tcpSocket?.port}`;
+  return `${handler} delay=${p.initialDelaySeconds}s timeout=${p.timeoutSeconds}s period=${p.periodSeconds}s #success=${p.successThreshold} #failure=${p.failureThreshold}`;
+}
+
 /** `flotilla describe`: the object in words, its conditions, and the events about it (newest last). */
 export function describe(obj: Obj, events: Ev[]): string {
   const m = obj.metadata;
@@ -33,6 +44,7 @@ export function describe(obj: Obj, events: Ev[]): string {
   if (obj.kind === 'Pod') lines.push(...describePod(obj));
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
   else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
+  else if (obj.kind === 'ConfigMap' || obj.kind === 'Secret') lines.push(...describeData(obj));
   lines.push('Events:');
   const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
   mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
@@ -42,6 +54,20 @@ export function describe(obj: Obj, events: Ev[]): string {
     lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
   }
   return lines.join('\n');
+}
+
+/** As kubectl: a ConfigMap's values, but of a Secret only the size of each value. */
+function describeData(obj: Obj): string[] {
+  const data = (obj.data as Record<string, string> | undefined) ?? {};
+  const lines = obj.kind === 'Secret' ? [kv('Type', typeof obj.type === 'string' ? obj.type : 'Opaque')] : [];
+  lines.push('Data', '====');
+  for (const [key, value] of Object.entries(data)) {
+    if (obj.kind === 'Secret') lines.push(`${key}:  ${Buffer.from(value, 'base64').length} bytes`);
+    else lines.push(`${key}:`, '----', value, '');
+  }
+  const binary = (obj.binaryData as Record<string, string> | undefined) ?? {};
+  if (Object.keys(binary).length > 0) lines.push('BinaryData', '====', ...Object.entries(binary).map(([k, v]) => `${k}: ${Buffer.from(v, 'base64').length} bytes`));
+  return lines;
 }
 
 function describePod(obj: Obj): string[] {
@@ -54,6 +80,9 @@ function describePod(obj: Obj): string[] {
     lines.push(`  ${c.name}:`, kv('Image', c.image, 4));
     if (c.command) lines.push(kv('Command', c.command.join(' '), 4));
     if (c.args) lines.push(kv('Args', c.args.join(' '), 4));
+    if (c.livenessProbe) lines.push(kv('Liveness', probeText(c.livenessProbe), 4));
+    if (c.readinessProbe) lines.push(kv('Readiness', probeText(c.readinessProbe), 4));
+    if (c.startupProbe) lines.push(kv('Startup', probeText(c.startupProbe), 4));
     if (cs) lines.push(kv('Container ID', cs.containerID, 4), ...stateText(cs), kv('Ready', String(cs.ready), 4), kv('Restart Count', cs.restartCount, 4));
   }
   lines.push('Conditions:');

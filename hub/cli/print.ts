@@ -55,6 +55,10 @@ function labelsText(labels: Record<string, string> | undefined): string {
   return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+function dataCount(map: unknown): number {
+  return map && typeof map === 'object' ? Object.keys(map).length : 0;
+}
+
 interface Columns {
   headers: string[];
   wide?: string[];
@@ -100,6 +104,15 @@ const COLUMNS: Record<string, Columns> = {
       const containers = (o.spec as DaemonSetSpec).template.spec.containers;
       return [containers.map((c) => c.name).join(','), containers.map((c) => c.image).join(',')];
     },
+  },
+  // As kubectl: how many keys, never the values (a Secret's table shows no data).
+  ConfigMap: {
+    headers: ['NAME', 'DATA', 'AGE'],
+    row: (o) => [o.metadata!.name!, String(dataCount(o.data) + dataCount(o.binaryData)), age(o.metadata?.creationTimestamp)],
+  },
+  Secret: {
+    headers: ['NAME', 'TYPE', 'DATA', 'AGE'],
+    row: (o) => [o.metadata!.name!, typeof o.type === 'string' ? o.type : 'Opaque', String(dataCount(o.data)), age(o.metadata?.creationTimestamp)],
   },
   Namespace: {
     headers: ['NAME', 'STATUS', 'AGE'],

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, encodePayload, type DesiredPod, type DesiredState } from '../../shared/protocol/messages.js';
+import { PROTOCOL_VERSION, encodePayload, type DesiredConfig, type DesiredPod, type DesiredState } from '../../shared/protocol/messages.js';
 import type { Topics } from '../../shared/protocol/topics.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
+import { referencedConfig } from '../../shared/resources/volumes.js';
 import type { MessageBus } from '../broker/bus.js';
 import { WorkQueue } from '../controllers/queue.js';
 import type { ObjectStore } from '../store/objects.js';
@@ -66,6 +67,9 @@ export class Dispatcher {
       this.store.watch({ kind: 'Node' }, (e) => {
         if (e.type !== 'MODIFIED') this.queue.add(e.object.metadata.name);
       }),
+      // A ConfigMap or Secret is part of the desired set of every node whose pods use it.
+      this.store.watch({ kind: 'ConfigMap' }, (e) => this.configChanged('configMaps', e.object)),
+      this.store.watch({ kind: 'Secret' }, (e) => this.configChanged('secrets', e.object)),
     );
     for (const node of this.store.list('Node').items) this.queue.add(node.metadata.name);
   }
@@ -88,6 +92,36 @@ export class Dispatcher {
       }));
   }
 
+  /**
+   * The ConfigMaps and Secrets that the node's pods refer to, and only those: a device never
+   * receives a Secret that none of its pods uses (DESIGN.md section 2). A missing one is left
+   * out; the agent reports the pod's CreateContainerConfigError.
+   */
+  desiredConfigs(pods: readonly DesiredPod[]): { configs: DesiredConfig[]; secrets: DesiredConfig[] } {
+    const configMaps = new Set<string>();
+    const secrets = new Set<string>();
+    for (const pod of pods) {
+      const refs = referencedConfig(pod.spec);
+      for (const name of refs.configMaps) configMaps.add(`${pod.namespace}/${name}`);
+      for (const name of refs.secrets) secrets.add(`${pod.namespace}/${name}`);
+    }
+    const load = (kind: string, keys: Set<string>): DesiredConfig[] =>
+      [...keys].sort().flatMap((key) => {
+        const [namespace, name] = key.split('/') as [string, string];
+        const obj = this.store.get(kind, namespace, name);
+        if (!obj) return [];
+        const binaryData = obj.binaryData as Record<string, string> | undefined;
+        return [{ namespace, name, data: (obj.data as Record<string, string> | undefined) ?? {}, ...(binaryData ? { binaryData } : {}), resourceVersion: obj.metadata.resourceVersion }];
+      });
+    return { configs: load('ConfigMap', configMaps), secrets: load('Secret', secrets) };
+  }
+
+  private configChanged(kind: 'configMaps' | 'secrets', obj: StoredObject): void {
+    const namespace = obj.metadata.namespace ?? 'default';
+    const pods = this.store.list('Pod', { namespace, filter: (p) => Boolean((p.spec as PodSpec).nodeName) && referencedConfig(p.spec as PodSpec)[kind].has(obj.metadata.name) }).items;
+    for (const pod of pods) this.queue.add((pod.spec as PodSpec).nodeName!);
+  }
+
   revision(node: string): number | undefined {
     return this.getRow.get(node)?.rev;
   }
@@ -104,7 +138,10 @@ export class Dispatcher {
       return;
     }
     const pods = this.desiredPods(node);
-    const hash = createHash('sha256').update(JSON.stringify(pods)).digest('hex');
+    const { configs, secrets } = this.desiredConfigs(pods);
+    // A set without configuration hashes as before, so an upgraded hub keeps the nodes' revisions.
+    const hashed = configs.length || secrets.length ? { pods, configs, secrets } : pods;
+    const hash = createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
     const row = this.getRow.get(node);
     let rev = row?.rev ?? 0;
     if (!row || row.hash !== hash) {
@@ -114,7 +151,7 @@ export class Dispatcher {
       this.store.mutate('Node', '', node, (cur) => ({ ...cur, status: { ...((cur.status as object | undefined) ?? {}), desiredRevision: rev } }));
     }
     if (this.published.has(node)) return;
-    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs: [], secrets: [] };
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets };
     await this.bus.publish(topic, encodePayload(message), { qos: 1, retain: true });
     this.published.add(node);
     this.log.debug({ node, rev, pods: pods.length }, 'desired set published');

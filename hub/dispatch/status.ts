@@ -96,6 +96,7 @@ export class StatusIngest {
         status.allocatable = report.node.capacity;
         if (report.node.addresses) status.addresses = report.node.addresses;
         if (report.observedRev !== null) status.observedRevision = report.observedRev;
+        if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
         status.lastHeartbeatTime = now;
         return { ...cur, status };
       });
@@ -169,4 +170,18 @@ export class StatusIngest {
 function condition(prev: PodStatus, type: string, status: 'True' | 'False'): PodCondition {
   const before = prev.conditions?.find((c) => c.type === type);
   return { type, status, lastTransitionTime: before && before.status === status && before.lastTransitionTime ? before.lastTransitionTime : new Date().toISOString() };
+}
+
+/**
+ * The device's own conditions (DiskPressure, MemoryPressure) over the stored ones; Ready is the
+ * hub's to decide and is kept. lastTransitionTime moves only when a status changes.
+ */
+function mergeConditions(current: NodeCondition[], reported: Pick<NodeCondition, 'type' | 'status' | 'reason' | 'message'>[], now: string): NodeCondition[] {
+  const byType = new Map(current.map((c) => [c.type, c]));
+  for (const r of reported) {
+    if (r.type === 'Ready') continue;
+    const prev = byType.get(r.type);
+    byType.set(r.type, { ...r, lastHeartbeatTime: now, lastTransitionTime: prev && prev.status === r.status && prev.lastTransitionTime ? prev.lastTransitionTime : now });
+  }
+  return [...byType.values()];
 }

@@ -24,7 +24,7 @@ import {
   type Labels,
 } from './shape.js';
 import { Statements } from './statements.js';
-import type { NewObject, StoredObject, WatchEvent } from './types.js';
+import type { AtRestCodec, NewObject, StoredObject, WatchEvent } from './types.js';
 import { changeFromRow, WatchHub, type Change, type WatchOptions } from './watch.js';
 
 export type { WatchOptions } from './watch.js';
@@ -41,7 +41,14 @@ export interface ObjectStoreOptions {
    * a broken handler should not go unnoticed.
    */
   onWatchError?: (err: unknown) => void;
+  /**
+   * How the objects of a kind are kept on disk, when not as plain JSON: Secrets are sealed this
+   * way (Kubernetes' EncryptionConfiguration). Applied to the stored object and to its change
+   * history alike; everything in memory, watch events included, is the plain object.
+   */
+  atRest?: (kind: string) => AtRestCodec | undefined;
 }
+
 
 export interface ListOptions {
   /** Only this namespace ('' for cluster-scoped kinds); all namespaces when absent. */
@@ -77,6 +84,7 @@ export class ObjectStore {
   private pending: Change[] = [];
   /** The newest resourceVersion known to be committed: the upper bound of what a watch may replay. */
   private committedRv: number;
+  private readonly atRest: (kind: string) => AtRestCodec | undefined;
 
   constructor(db: Database, options: ObjectStoreOptions = {}) {
     const retention = options.changeRetention ?? 10_000;
@@ -89,6 +97,7 @@ export class ObjectStore {
     this.hub = new WatchHub(options.onWatchError ?? ((err) => process.nextTick(() => { throw err; })));
     this.runInTransaction = db.transaction((fn: () => unknown) => fn());
     this.committedRv = this.counter('resourceVersion');
+    this.atRest = options.atRest ?? (() => undefined);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -112,8 +121,8 @@ export class ObjectStore {
     for (const [key, value] of equalities) params.push(kind, key, value);
     const rows = this.sql.list(opts.namespace !== undefined, equalities.length).all(...params);
     const items: StoredObject[] = [];
-    for (const json of rows) {
-      const obj = JSON.parse(json) as StoredObject;
+    for (const text of rows) {
+      const obj = JSON.parse(this.fromDisk(kind, text)) as StoredObject;
       if (selector && !matches(selector, obj.metadata.labels)) continue;
       if (filter && !filter(obj)) continue;
       items.push(obj);
@@ -158,7 +167,7 @@ export class ObjectStore {
         ownerReferences: input.metadata.ownerReferences,
       });
       const json = serialize(composeObject(input, kind, meta, input.status));
-      const id = Number(this.sql.insertObject.run(kind, namespace, name, meta.uid, json).lastInsertRowid);
+      const id = Number(this.sql.insertObject.run(kind, namespace, name, meta.uid, this.toDisk(kind, json)).lastInsertRowid);
       this.writeLabels(id, kind, meta.labels);
       this.record({ rv, type: 'ADDED', kind, namespace, json, labels: meta.labels, prevLabels: null }, name);
       return JSON.parse(json) as StoredObject;
@@ -306,7 +315,7 @@ export class ObjectStore {
       if (from < prunedThrough) throw tooOldResourceVersion(from, prunedThrough);
       backlog = this.sql.replayChanges
         .all({ from, to: this.committedRv, kind: opts.kind ?? null, namespace: opts.namespace ?? null })
-        .map(changeFromRow);
+        .map((row) => changeFromRow({ ...row, object: this.fromDisk(row.kind, row.object) }));
       // The backlog covers everything committed; inside an uncommitted transaction `from` may
       // already be ahead of that.
       start = Math.max(from, this.committedRv);
@@ -319,7 +328,17 @@ export class ObjectStore {
 
   private load(kind: string, namespace: string, name: string): Loaded | undefined {
     const row = this.sql.getObject.get(kind, namespace, name);
-    return row && { id: row.id, json: row.object, obj: JSON.parse(row.object) as StoredObject };
+    if (!row) return undefined;
+    const json = this.fromDisk(kind, row.object);
+    return { id: row.id, json, obj: JSON.parse(json) as StoredObject };
+  }
+
+  private toDisk(kind: string, json: string): string {
+    return this.atRest(kind)?.seal(json) ?? json;
+  }
+
+  private fromDisk(kind: string, stored: string): string {
+    return this.atRest(kind)?.open(stored) ?? stored;
   }
 
   private mustLoad(kind: string, namespace: string, name: string): Loaded {
@@ -368,7 +387,7 @@ export class ObjectStore {
     const json = serialize(next);
     const { kind } = prev;
     const namespace = prev.metadata.namespace ?? '';
-    this.sql.updateObject.run(json, cur.id);
+    this.sql.updateObject.run(this.toDisk(kind, json), cur.id);
     const labels = next.metadata.labels;
     if (!sameLabels(prev.metadata.labels, labels)) {
       this.sql.deleteLabels.run(cur.id);
@@ -386,7 +405,7 @@ export class ObjectStore {
   /** Appends to the change history (pruning it now and then) and queues the watch event. */
   private record(change: Change, name: string): void {
     const prev = change.prevLabels === null ? null : JSON.stringify(change.prevLabels);
-    this.sql.insertChange.run(change.rv, change.type, change.kind, change.namespace, name, change.json, prev);
+    this.sql.insertChange.run(change.rv, change.type, change.kind, change.namespace, name, this.toDisk(change.kind, change.json), prev);
     this.pending.push(change);
     if (++this.writesSincePrune >= this.pruneEvery) {
       this.writesSincePrune = 0;

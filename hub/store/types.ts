@@ -57,3 +57,9 @@ export interface WatchEvent {
   type: WatchEventType;
   object: StoredObject;
 }
+
+/** Turns an object's JSON text into what is written to SQLite, and back (see ObjectStoreOptions.atRest). */
+export interface AtRestCodec {
+  seal(json: string): string;
+  open(stored: string): string;
+}

@@ -16,13 +16,25 @@ export const desiredPodSchema = z.object({
   spec: podSpecSchema,
 });
 
+/**
+ * A ConfigMap or Secret that a pod on the node refers to. A ConfigMap's `data` is as written
+ * (text) and its `binaryData` base64; a Secret's `data` is base64, as in the Kubernetes API.
+ */
+export const desiredConfigSchema = z.object({
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  data: z.record(z.string(), z.string()),
+  binaryData: z.record(z.string(), z.string()).optional(),
+  resourceVersion: z.string(),
+});
+
 /** hub → agent, retained: the whole desired set of one node (level-triggered). */
 export const desiredStateSchema = z.object({
   v,
   rev: z.number().int().min(0),
   pods: z.array(desiredPodSchema),
-  configs: z.array(z.unknown()).default([]),
-  secrets: z.array(z.unknown()).default([]),
+  configs: z.array(desiredConfigSchema).default([]),
+  secrets: z.array(desiredConfigSchema).default([]),
 });
 
 const containerStateSchema = z.object({
@@ -77,6 +89,10 @@ export const nodeReportSchema = z.object({
   /** The container engine answers; when false the node is not ready for pods, with a reason. */
   engineReady: z.boolean(),
   engineMessage: z.string().optional(),
+  /** The device's own conditions besides Ready: DiskPressure and MemoryPressure. */
+  conditions: z
+    .array(z.object({ type: z.enum(['DiskPressure', 'MemoryPressure']), status: z.enum(['True', 'False', 'Unknown']), reason: z.string().optional(), message: z.string().optional() }))
+    .optional(),
 });
 
 /** agent → hub: node status, pod statuses, and the revision of the desired set applied. */
@@ -143,6 +159,7 @@ export const eventBatchSchema = z.object({
 
 export type DesiredPod = z.infer<typeof desiredPodSchema>;
 export type DesiredState = z.infer<typeof desiredStateSchema>;
+export type DesiredConfig = z.infer<typeof desiredConfigSchema>;
 export type PodStatusReport = z.infer<typeof podStatusReportSchema>;
 export type ContainerStatusReport = z.infer<typeof containerStatusSchema>;
 export type NodeReport = z.infer<typeof nodeReportSchema>;

@@ -8,3 +8,5 @@ export * from './daemonset.js';
 export * from './namespace.js';
 export * from './event.js';
 export * from './meta.js';
+export * from './config.js';
+export * from './volumes.js';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { daemonSetSpecSchema } from './daemonset.js';
+import { configMapFieldsSchema, mergeStringData, secretFieldsSchema } from './config.js';
 import { eventFieldsSchema } from './event.js';
 import { namespaceSpecSchema } from './namespace.js';
 import { nodeSpecSchema } from './node.js';
@@ -21,6 +22,8 @@ export interface KindInfo {
   body: { field: 'spec'; schema: z.ZodType; required: boolean } | { field: 'top'; schema: z.ZodObject };
   /** Checks across fields that the schema cannot express. */
   check?: (body: Record<string, unknown>) => FieldError[];
+  /** The write path's rewrite of a valid body before it is stored (Secret: stringData into data). */
+  normalize?: (body: Record<string, unknown>) => Record<string, unknown>;
   /** Written by the hub only: never accepted from a manifest. */
   systemOnly?: boolean;
 }
@@ -76,6 +79,27 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'v1', 'events.k8s.io/v1'],
     nameRule: 'subdomain',
     body: { field: 'top', schema: eventFieldsSchema },
+  },
+  {
+    kind: 'ConfigMap',
+    plural: 'configmaps',
+    singular: 'configmap',
+    shortNames: ['cm'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'subdomain',
+    body: { field: 'top', schema: configMapFieldsSchema },
+  },
+  {
+    kind: 'Secret',
+    plural: 'secrets',
+    singular: 'secret',
+    shortNames: [],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'subdomain',
+    body: { field: 'top', schema: secretFieldsSchema },
+    normalize: mergeStringData,
   },
 ];
 

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { validateDns1123Label, validateQualifiedName } from '../labels/validation.js';
 import { parseQuantity } from '../quantities/quantity.js';
 import { labelMap } from './labelmap.js';
+import { envFromSchema, envVarSchema, securityContextSchema, volumeMountSchema, volumeSchema } from './volumes.js';
+import { livenessProbeSchema, readinessProbeSchema, startupProbeSchema } from './probe.js';
 
 const dnsLabel = z.string().superRefine((v, ctx) => {
   for (const message of validateDns1123Label(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
@@ -26,14 +28,10 @@ export const containerSchema = z.object({
   command: z.array(z.string()).optional(),
   args: z.array(z.string()).optional(),
   workingDir: z.string().optional(),
-  env: z
-    .array(
-      z.object({
-        name: z.string().min(1, 'is required'),
-        value: z.string().optional(),
-      }),
-    )
-    .optional(),
+  env: z.array(envVarSchema).optional(),
+  envFrom: z.array(envFromSchema).optional(),
+  volumeMounts: z.array(volumeMountSchema).optional(),
+  securityContext: securityContextSchema.optional(),
   ports: z
     .array(
       z.object({
@@ -46,6 +44,9 @@ export const containerSchema = z.object({
     .optional(),
   imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
   resources: z.object({ limits: resourceList.optional(), requests: resourceList.optional() }).optional(),
+  livenessProbe: livenessProbeSchema.optional(),
+  readinessProbe: readinessProbeSchema.optional(),
+  startupProbe: startupProbeSchema.optional(),
 });
 
 export const podSpecSchema = z
@@ -56,12 +57,23 @@ export const podSpecSchema = z
     nodeSelector: labelMap.optional(),
     hostNetwork: z.boolean().optional(),
     terminationGracePeriodSeconds: nonNegativeInt.optional(),
+    volumes: z.array(volumeSchema).optional(),
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
     spec.containers.forEach((c, i) => {
       if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: ['containers', i, 'name'], message: `duplicate container name '${c.name}'` });
       seen.add(c.name);
+    });
+    const volumes = new Set<string>();
+    spec.volumes?.forEach((v, i) => {
+      if (volumes.has(v.name)) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'name'], message: `duplicate volume name '${v.name}'` });
+      volumes.add(v.name);
+    });
+    spec.containers.forEach((c, i) => {
+      c.volumeMounts?.forEach((m, j) => {
+        if (!volumes.has(m.name)) ctx.addIssue({ code: 'custom', path: ['containers', i, 'volumeMounts', j, 'name'], message: `volume '${m.name}' is not declared in spec.volumes` });
+      });
     });
     for (const key of Object.keys(spec.nodeSelector ?? {})) {
       for (const message of validateQualifiedName(key)) ctx.addIssue({ code: 'custom', path: ['nodeSelector', key], message });

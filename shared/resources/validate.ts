@@ -85,7 +85,7 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
     if (!parsed.success) errors.push(...fieldErrorsFromZod(parsed.error));
     else {
       warnings.push(...droppedFields(top, parsed.data).map(unsupported));
-      Object.assign(object, parsed.data);
+      Object.assign(object, kind.normalize ? kind.normalize(parsed.data as Record<string, unknown>) : parsed.data);
     }
   }
   if (errors.length > 0) return { kind, warnings, errors };

@@ -69,9 +69,14 @@ export function tempDir(prefix: string): { path: string; remove: () => void } {
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-function spawnLogged(args: string[], logPath: string, cwd: string, env: Record<string, string> = {}): ManagedProcess {
+/**
+ * Runs `node ARGS` with its output in `logPath`; inside the network namespace `netns` when
+ * given (`ip netns exec` execs node in place, so the pid is node's own).
+ */
+export function spawnLogged(args: string[], logPath: string, cwd: string, env: Record<string, string> = {}, netns?: string): ManagedProcess {
   const fd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, FLOTILLA_LOG_FORMAT: 'json', FLOTILLA_LOG_LEVEL: 'debug', ...env } });
+  const [command, argv] = netns ? ['/usr/sbin/ip', ['netns', 'exec', netns, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(command, argv, { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, FLOTILLA_LOG_FORMAT: 'json', FLOTILLA_LOG_LEVEL: 'debug', ...env } });
   closeSync(fd);
   return new ManagedProcess(child, logPath);
 }
@@ -130,11 +135,14 @@ export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPo
   };
 }
 
-/** Starts an agent from its single-file bundle with plain node, as a device runs it. */
-export function startAgent(opts: { hub: RunningHub; name: string; stateDir: string; dockerHost: string; labels?: Record<string, string>; token?: string; extraArgs?: string[]; nodeOptions?: string[] }): ManagedProcess {
+/**
+ * Starts an agent from its single-file bundle with plain node, as a device runs it; inside the
+ * network namespace `netns` (reaching the hub at `hubUrl`) when given.
+ */
+export function startAgent(opts: { hub: RunningHub; name: string; stateDir: string; dockerHost: string; labels?: Record<string, string>; token?: string; extraArgs?: string[]; nodeOptions?: string[]; netns?: string; hubUrl?: string }): ManagedProcess {
   const labels = Object.entries(opts.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
-  const args = [...(opts.nodeOptions ?? []), AGENT_BUNDLE, '--hub', opts.hub.mqttUrl, '--token', opts.token ?? opts.hub.joinToken, '--name', opts.name, '--state-dir', opts.stateDir, '--docker-host', opts.dockerHost, ...(labels ? ['--labels', labels] : []), ...(opts.extraArgs ?? [])];
-  return spawnLogged(args, join(opts.stateDir, '..', `agent-${opts.name}-${Date.now()}.log`), REPO);
+  const args = [...(opts.nodeOptions ?? []), AGENT_BUNDLE, '--hub', opts.hubUrl ?? opts.hub.mqttUrl, '--token', opts.token ?? opts.hub.joinToken, '--name', opts.name, '--state-dir', opts.stateDir, '--docker-host', opts.dockerHost, ...(labels ? ['--labels', labels] : []), ...(opts.extraArgs ?? [])];
+  return spawnLogged(args, join(opts.stateDir, '..', `agent-${opts.name}-${Date.now()}.log`), REPO, {}, opts.netns);
 }
 
 export interface CliResult {

@@ -128,9 +128,9 @@ describe('ResourceService', () => {
 
     it('passes warnings about unsupported fields through with the outcome', () => {
       const pod = podManifest();
-      (pod.spec as { containers: Fields[] }).containers[0]!.livenessProbe = { exec: { command: ['true'] } };
+      (pod.spec as { containers: Fields[] }).containers[0]!.lifecycle = { preStop: { exec: { command: ['true'] } } };
       const [outcome] = service.apply(docs(pod));
-      expect(outcome!.warnings).toEqual(['spec.containers[0].livenessProbe: unsupported field, ignored']);
+      expect(outcome!.warnings).toEqual(['spec.containers[0].lifecycle: unsupported field, ignored']);
       expect(service.get('pods', 'default', 'web').spec).toEqual({ containers: [{ name: 'app', image: 'nginx:1.27' }] });
     });
 

@@ -381,10 +381,10 @@ describe('validateManifest: spec fields', () => {
 
 describe('validateManifest: unsupported fields', () => {
   it('warns about an unsupported container field, naming its path, and leaves it out of the result', () => {
-    const result = validateManifest(podManifest({ container: { livenessProbe: { httpGet: { path: '/healthz', port: 80 } } } }));
+    const result = validateManifest(podManifest({ container: { lifecycle: { preStop: { exec: { command: ['true'] } } } } }));
     const object = expectValid(result);
-    expect(result.warnings).toEqual(['spec.containers[0].livenessProbe: unsupported field, ignored']);
-    expect((object.spec as { containers: Fields[] }).containers[0]).not.toHaveProperty('livenessProbe');
+    expect(result.warnings).toEqual(['spec.containers[0].lifecycle: unsupported field, ignored']);
+    expect((object.spec as { containers: Fields[] }).containers[0]).not.toHaveProperty('lifecycle');
     expect((object.spec as { containers: Fields[] }).containers[0]).toEqual({ name: 'app', image: 'nginx:1.27' });
   });
 
@@ -396,8 +396,8 @@ describe('validateManifest: unsupported fields', () => {
     expect(object.spec).not.toHaveProperty('tolerations');
     expect(object.metadata).not.toHaveProperty('finalizers');
 
-    const ds = validateManifest(daemonSetManifest({ container: { securityContext: { privileged: true } } }));
-    expect(ds.warnings).toEqual(['spec.template.spec.containers[0].securityContext: unsupported field, ignored']);
+    const ds = validateManifest(daemonSetManifest({ container: { stdin: true } }));
+    expect(ds.warnings).toEqual(['spec.template.spec.containers[0].stdin: unsupported field, ignored']);
   });
 
   it('warns about an unsupported field of an Event', () => {
@@ -416,7 +416,7 @@ describe('validateManifest: unsupported fields', () => {
   });
 
   it('does not warn about an unsupported field whose value is null', () => {
-    const result = validateManifest(podManifest({ container: { livenessProbe: null } }));
+    const result = validateManifest(podManifest({ container: { lifecycle: null } }));
     expectValid(result);
     expect(result.warnings).toEqual([]);
   });

@@ -210,3 +210,26 @@ describe('podStatuses: lastState and the pod message', () => {
     expect(status!.message).toBeUndefined();
   });
 });
+
+describe('podStatuses: readiness from probes', () => {
+  const readinessProbe = { httpGet: { port: 8080 }, initialDelaySeconds: 0, periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 2 };
+  const probed = desiredPod({ name: 'probed', containers: [container({ name: 'app', image: 'img:1', readinessProbe }), container({ name: 'plain', image: 'img:1' })] });
+  const engine = () => [
+    { ...infraContainer({ pod: probed, startedAt: STARTED }), podIP: '10.88.0.7' },
+    runtimeContainer({ pod: probed, container: 'app', id: 'app-1', startedAt: STARTED }),
+    runtimeContainer({ pod: probed, container: 'plain', id: 'plain-1', startedAt: STARTED }),
+  ];
+  const readyOf = (probeReady: Parameters<typeof podStatuses>[3]) => statusOf([probed], engine(), noWaiting, probeReady)[0]!.containerStatuses.map((c) => [c.name, c.ready]);
+
+  it('is not ready while the readiness probe has not passed; a container without probes is', () => {
+    expect(readyOf(() => undefined)).toEqual([['app', false], ['plain', true]]);
+    expect(readyOf((_uid, name, id) => (name === 'app' && id === 'app-1' ? false : undefined))).toEqual([['app', false], ['plain', true]]);
+  });
+
+  it('is ready once the probe passed, and keeps running either way', () => {
+    const [status] = statusOf([probed], engine(), noWaiting, (_uid, name) => (name === 'app' ? true : undefined));
+    expect(status!.containerStatuses.map((c) => c.ready)).toEqual([true, true]);
+    expect(status!.phase).toBe('Running');
+    expect(status!.podIP).toBe('10.88.0.7');
+  });
+});

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+
+/** Kubernetes' limit on a ConfigMap's or Secret's total data (etcd's request size). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+const CONFIG_KEY = /^[-._a-zA-Z0-9]+$/;
+
+/** Kubernetes' IsConfigMapKey: the key becomes a file name in a volume, so `.` and `..` are refused. */
+export function validateConfigKey(key: string): string[] {
+  const problems: string[] = [];
+  if (key.length > 253) problems.push('must be no more than 253 characters');
+  if (!CONFIG_KEY.test(key)) problems.push("a valid config key must consist of alphanumeric characters, '-', '_' or '.'");
+  if (key === '.' || key === '..' || key.startsWith('..')) problems.push("must not be '.' or '..' or start with '..'");
+  return problems;
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function isBase64(v: string): boolean {
+  return BASE64.test(v);
+}
+
+const keyedMap = (value: z.ZodType<string>) =>
+  z.record(z.string(), value).superRefine((map, ctx) => {
+    for (const key of Object.keys(map)) for (const message of validateConfigKey(key)) ctx.addIssue({ code: 'custom', path: [key], message: `invalid key '${key}': ${message}` });
+  });
+
+const base64Value = z.string().refine(isBase64, 'must be base64-encoded');
+
+function checkSize(bytes: number, ctx: z.RefinementCtx, kind: string): void {
+  if (bytes > MAX_CONFIG_BYTES) ctx.addIssue({ code: 'custom', path: ['data'], message: `${kind} data must be no more than ${MAX_CONFIG_BYTES} bytes in total, not ${bytes}` });
+}
+
+/**
+ * A ConfigMap's fields, at the top level as in Kubernetes core/v1. `immutable` is not among
+ * them: it would need the API to refuse updates, so it is reported as unsupported instead.
+ */
+export const configMapFieldsSchema = z
+  .object({
+    data: keyedMap(z.string()).optional(),
+    binaryData: keyedMap(base64Value).optional(),
+  })
+  .superRefine((cm, ctx) => {
+    let bytes = 0;
+    for (const [key, value] of Object.entries(cm.data ?? {})) bytes += key.length + Buffer.byteLength(value);
+    for (const [key, value] of Object.entries(cm.binaryData ?? {})) {
+      bytes += key.length + Buffer.from(value, 'base64').length;
+      if (cm.data && key in cm.data) ctx.addIssue({ code: 'custom', path: ['binaryData', key], message: `duplicate of key '${key}' in data` });
+    }
+    checkSize(bytes, ctx, 'ConfigMap');
+  });
+
+/** A Secret's fields. `stringData` is write-only: merged into `data` (base64) on write, as the API server does. */
+export const secretFieldsSchema = z
+  .object({
+    data: keyedMap(base64Value).optional(),
+    stringData: keyedMap(z.string()).optional(),
+    type: z.string().min(1).default('Opaque'),
+  })
+  .superRefine((s, ctx) => {
+    let bytes = 0;
+    const merged = { ...s.data, ...Object.fromEntries(Object.entries(s.stringData ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) };
+    for (const [key, value] of Object.entries(merged)) bytes += key.length + Buffer.from(value, 'base64').length;
+    checkSize(bytes, ctx, 'Secret');
+  });
+
+export type ConfigMapFields = z.infer<typeof configMapFieldsSchema>;
+export type SecretFields = z.infer<typeof secretFieldsSchema>;
+
+/** Kubernetes' Secret write path: each stringData value overrides data's, base64-encoded; stringData is not stored. */
+export function mergeStringData(body: Record<string, unknown>): Record<string, unknown> {
+  const { stringData, ...rest } = body as SecretFields & Record<string, unknown>;
+  if (!stringData || Object.keys(stringData).length === 0) return rest;
+  const data = { ...(rest.data as Record<string, string> | undefined) };
+  for (const [key, value] of Object.entries(stringData)) data[key] = Buffer.from(value, 'utf8').toString('base64');
+  return { ...rest, data };
+}
