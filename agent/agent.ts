@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
+import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
 import { Topics } from '../shared/protocol/topics.js';
 import { DeviceLink } from './link/link.js';
 import { EVENT_BATCHING, EventBatcher, PodDirectory, devicePodEvent } from './link/events.js';
@@ -8,6 +8,7 @@ import { serveLogs } from './logs/serve.js';
 import { joinHub, JoinRefused } from './link/join.js';
 import { Backoff } from './link/backoff.js';
 import { nodeReport } from './node/info.js';
+import { fsUsage, pressureConditions } from './node/pressure.js';
 import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
@@ -15,6 +16,7 @@ import { StepExecutor, type PodEvent } from './reconcile/execute.js';
 import { backoffKey, newestFirst, planSteps, type Step } from './reconcile/plan.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
+import { imagesToCollect, pullAuthFor } from './runtime/images.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
@@ -41,6 +43,8 @@ const MAX_PASSES = 8;
 const ENGINE_HEALTH_INTERVAL_MS = 5_000;
 /** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
 const PULL_STATUS_FOLLOW_UP_MS = 2_000;
+/** Unused images are collected at most this often while the node is under DiskPressure. */
+const IMAGE_GC_INTERVAL_MS = 60_000;
 
 /**
  * The device agent: keeps the engine's containers converged to the last desired set it was
@@ -83,7 +87,15 @@ export class Agent {
     // Given the config itself: the node's name is only settled once the credentials are read.
     this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
     // `node` is read at each step: start() may switch to the name the device joined under.
-    const executorOptions = { get node() { return config.name; }, stateDir: config.stateDir, pauseImage: config.pauseImage, podNetwork: config.podNetwork };
+    const executorOptions = {
+      get node() {
+        return config.name;
+      },
+      stateDir: config.stateDir,
+      pauseImage: config.pauseImage,
+      podNetwork: config.podNetwork,
+      pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
+    };
     this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
@@ -239,6 +251,7 @@ export class Agent {
     if (!this.stopped) this.probes.sync(desired, containers);
     this.publishStatus(false, containers);
     this.scheduleBackoffWakeup();
+    if (!this.stopped) await this.collectImages(desired);
     this.log.debug({ rev: target.rev, pods: desired.length, containers: containers.length }, 'reconciled');
   }
 
@@ -279,6 +292,42 @@ export class Agent {
     for (const image of this.pullBackoff.keys()) if (!wanted.has(image)) this.pullBackoff.delete(image);
     return present;
   }
+
+  /**
+   * Under DiskPressure, removes the images that no container of the engine uses (ours or not)
+   * and no desired pod refers to, oldest first, until the pressure clears; at most once per
+   * IMAGE_GC_INTERVAL_MS. It runs within a reconcile, so no pull or create races it.
+   */
+  private async collectImages(desired: DesiredState['pods']): Promise<void> {
+    const now = Date.now();
+    if (now - this.lastImageGcAt < IMAGE_GC_INTERVAL_MS) return;
+    const paths = [this.config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p));
+    const underPressure = () => pressureConditions(undefined, paths.map((p) => fsUsage(p))).some((c) => c.type === 'DiskPressure' && c.status === 'True');
+    if (!underPressure()) return;
+    this.lastImageGcAt = now;
+    try {
+      const [images, containers] = await Promise.all([this.runtime.listImages(), this.runtime.listContainers({})]);
+      const keep = new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]);
+      const removed: string[] = [];
+      let freedBytes = 0;
+      for (const image of imagesToCollect(images, containers, keep)) {
+        try {
+          await this.runtime.removeImage(image.id);
+          removed.push(image.tags[0] ?? image.id);
+          freedBytes += image.sizeBytes;
+        } catch (err) {
+          this.log.debug({ image: image.id, err: (err as Error).message }, 'could not remove an unused image');
+        }
+        if (!underPressure()) break;
+      }
+      if (removed.length > 0) this.log.info({ images: removed, freedBytes }, 'removed unused images under disk pressure');
+      else this.log.warn({ reason: 'ImageGCFailed' }, 'disk pressure: no unused image could be removed to free disk space');
+    } catch (err) {
+      this.log.warn({ reason: 'ImageGCFailed', err: (err as Error).message }, 'disk pressure: image garbage collection failed');
+    }
+  }
+
+  private lastImageGcAt = -Infinity;
 
   private noteRunning(containers: RuntimeContainer[], now: number): void {
     for (const c of containers) {

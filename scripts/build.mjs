@@ -29,12 +29,18 @@ await build({
   // ssh2 (under dockerode) loads optional native helpers inside try/catch; leaving them out
   // keeps the bundle free of native add-ons, and ssh2 falls back to pure JavaScript.
   external: ['cpu-features', '*.node'],
-  // dockerode loads gRPC (BuildKit sessions) and ssh2 (ssh:// engines) at start; the agent uses
-  // neither, and parsing them costs a small device ~25 MB of memory.
+  // dockerode loads gRPC and protobufjs (BuildKit sessions) and ssh2 (ssh:// engines) at start,
+  // and mqtt loads its WebSocket (ws), SOCKS proxy (socks) and browser timer (worker-timers)
+  // support; the agent uses none of them (it speaks mqtt:// and mqtts:// only), and parsing them
+  // costs a small device ~25 MB of memory.
   alias: {
     '@grpc/grpc-js': './scripts/unsupported-in-agent.cjs',
     '@grpc/proto-loader': './scripts/unsupported-in-agent.cjs',
+    protobufjs: './scripts/unsupported-in-agent.cjs',
     ssh2: './scripts/unsupported-in-agent.cjs',
+    ws: './scripts/unsupported-in-agent.cjs',
+    socks: './scripts/unsupported-in-agent.cjs',
+    'worker-timers': './scripts/unsupported-in-agent.cjs',
   },
   minify: true,
   sourcemap: false,

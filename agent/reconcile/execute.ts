@@ -15,6 +15,7 @@ import {
   type ContainerRuntime,
 } from '../runtime/runtime.js';
 import type { SecurityContext } from '../../shared/resources/volumes.js';
+import { PullProgress, progressDue, type RegistryAuth } from '../runtime/images.js';
 import { containerBinds } from '../volumes/layout.js';
 import type { Step } from './plan.js';
 
@@ -24,6 +25,8 @@ export interface ExecutorOptions {
   stateDir: string;
   pauseImage: string;
   podNetwork: string;
+  /** The registry credentials for pulling `image` for `pod` (from its imagePullSecrets), if any. */
+  pullAuth?: (image: string, pod: DesiredPod) => RegistryAuth | undefined;
 }
 
 /** Something that happened to a pod, for the pod's status and (later) its Events. */
@@ -60,7 +63,21 @@ export class StepExecutor {
       },
       pull: async ({ image, pod }) => {
         this.onEvent({ podUid: pod.uid, type: 'Normal', reason: 'Pulling', message: `Pulling image "${image}"` });
-        await this.runtime.pullImage(image);
+        // A long pull tells how far it got, at most once per PULL_PROGRESS_INTERVAL_MS.
+        const progress = new PullProgress();
+        const startedAt = Date.now();
+        let toldAt: number | undefined;
+        const auth = this.opts.pullAuth?.(image, pod);
+        await this.runtime.pullImage(image, {
+          ...(auth ? { auth } : {}),
+          onProgress: (e) => {
+            progress.add(e);
+            const now = Date.now();
+            if (!progressDue(startedAt, toldAt, now)) return;
+            toldAt = now;
+            this.onEvent({ podUid: pod.uid, type: 'Normal', reason: 'Pulling', message: `Pulling image "${image}": ${progress.summary()}` });
+          },
+        });
         this.onEvent({ podUid: pod.uid, type: 'Normal', reason: 'Pulled', message: `Successfully pulled image "${image}"` });
       },
       createInfra: async ({ pod, hash }) => {

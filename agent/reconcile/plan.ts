@@ -45,6 +45,16 @@ export type Step =
 
 export type StepAction = Step['action'];
 
+/** The pod annotation that chooses how a container whose image changes is replaced (balena's update strategies). */
+export const UPDATE_ORDER_ANNOTATION = 'flotilla.io/update-order';
+
+export type UpdateOrder = 'download-then-kill' | 'kill-then-download';
+
+/** The pod's update order: `download-then-kill` unless the annotation says `kill-then-download`. */
+export function updateOrder(pod: DesiredPod): UpdateOrder {
+  return pod.annotations?.[UPDATE_ORDER_ANNOTATION] === 'kill-then-download' ? 'kill-then-download' : 'download-then-kill';
+}
+
 const RUNNING: ReadonlySet<string> = new Set(['running', 'restarting', 'paused']);
 
 export function backoffKey(podUid: string, container: string): string {
@@ -138,6 +148,14 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
         continue;
       }
       if (current.labels[LABEL_SPEC_HASH] !== hash) {
+        // Kill-then-download, for devices short of disk: when the image changes and is absent,
+        // the old container goes first (its image may then be collected), and the pull and the
+        // create follow in later passes, once no instance is left.
+        if (updateOrder(pod) === 'kill-then-download' && current.image !== spec.image && !actual.images.has(spec.image)) {
+          if (previous) steps.push({ action: 'remove', container: previous, reason: 'container image changed (kill-then-download)' });
+          steps.push({ action: 'remove', container: current, reason: 'container image changed (kill-then-download)' });
+          continue;
+        }
         // Download-then-kill: the old container is only removed once the new image is here, so a
         // failed pull leaves it running.
         if (needImage(spec.image, pod, pullPolicy(spec), true)) {

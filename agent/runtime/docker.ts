@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerLogDemuxer } from './demux.js';
+import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
 import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
 
 /** What an exec keeps of a command's output, as Kubernetes keeps at most 10 KiB of an exec probe's. */
@@ -59,18 +60,31 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async pullImage(ref: string, onProgress?: (message: string) => void): Promise<void> {
-    const stream = await this.docker.pull(ref);
+  async pullImage(ref: string, opts: { auth?: RegistryAuth; onProgress?: (event: PullProgressEvent) => void } = {}): Promise<void> {
+    const stream = await this.docker.pull(ref, opts.auth ? { authconfig: opts.auth } : {});
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
         (err: Error | null) => (err ? reject(err) : resolve()),
-        (event: { status?: string; progress?: string; id?: string; error?: string }) => {
+        (event: PullProgressEvent & { error?: string }) => {
           if (event.error) reject(new Error(event.error));
-          else if (onProgress && event.status) onProgress([event.id, event.status, event.progress].filter(Boolean).join(' '));
+          else opts.onProgress?.(event);
         },
       );
     });
+  }
+
+  async listImages(): Promise<RuntimeImage[]> {
+    const list = await this.docker.listImages({ all: false });
+    return list.map((i) => ({ id: i.Id, tags: (i.RepoTags ?? []).filter((t) => t !== '<none>:<none>'), created: i.Created, sizeBytes: i.Size }));
+  }
+
+  async removeImage(id: string): Promise<void> {
+    // An image with several tags is only removed by id with force, which would also take an
+    // image in use: each tag is removed instead, and the last one removes the image.
+    const tags = ((await this.docker.getImage(id).inspect()).RepoTags ?? []).filter((t) => t !== '<none>:<none>');
+    for (const tag of tags) await this.docker.getImage(tag).remove();
+    if (tags.length === 0) await this.docker.getImage(id).remove();
   }
 
   async importImage(tar: Buffer, repo: string, tag: string, changes: readonly string[] = []): Promise<void> {

@@ -1,3 +1,4 @@
+import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
 import type { Readable } from 'node:stream';
 
 /**
@@ -79,7 +80,12 @@ export interface ContainerRuntime {
   /** Every container (running or not) carrying all of the given labels. */
   listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]>;
   hasImage(ref: string): Promise<boolean>;
-  pullImage(ref: string, onProgress?: (message: string) => void): Promise<void>;
+  /** Pulls an image, with the registry's credentials when given; `onProgress` sees each progress message of the engine. */
+  pullImage(ref: string, opts?: { auth?: RegistryAuth; onProgress?: (event: PullProgressEvent) => void }): Promise<void>;
+  /** Every image of the engine (tagged or not). */
+  listImages(): Promise<RuntimeImage[]>;
+  /** Removes an image (all of its tags). The engine refuses an image that a container uses. */
+  removeImage(id: string): Promise<void>;
   /** Imports a root file system tarball as an image; `changes` are Dockerfile instructions (CMD, ENTRYPOINT…). */
   importImage(tar: Buffer, repo: string, tag: string, changes?: readonly string[]): Promise<void>;
   ensureNetwork(name: string, subnet: string | undefined): Promise<void>;

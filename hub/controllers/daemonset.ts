@@ -137,6 +137,7 @@ export class DaemonSetController {
         name,
         namespace,
         labels: { ...(spec.template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
+        ...(spec.template.metadata?.annotations ? { annotations: { ...spec.template.metadata.annotations } } : {}),
         ownerReferences: [{ apiVersion: 'flotilla/v1', kind: 'DaemonSet', name: ds.metadata.name, uid: ds.metadata.uid, controller: true }],
       },
       spec: { ...spec.template.spec, nodeName },
@@ -150,7 +151,11 @@ export class DaemonSetController {
     const nodeName = (pod.spec as { nodeName?: string }).nodeName;
     this.store.update({
       ...pod,
-      metadata: { ...pod.metadata, labels: { ...(spec.template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash } },
+      metadata: {
+        ...pod.metadata,
+        labels: { ...(spec.template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
+        ...(spec.template.metadata?.annotations ? { annotations: { ...spec.template.metadata.annotations } } : {}),
+      },
       spec: { ...spec.template.spec, nodeName },
     });
     this.events.normal(pod, 'TemplateChanged', `Pod template changed; node ${nodeName} will replace its containers`);

@@ -51,13 +51,13 @@ export class Dispatcher {
     this.unwatch.push(
       this.store.watch({ kind: 'Pod' }, (e) => {
         // Most pod writes are status reports, which change no desired set: only a change of
-        // what a node is sent (uid, labels, spec, binding) or a deletion marks the node dirty.
+        // what a node is sent (uid, labels, annotations, spec, binding) or a deletion marks the node dirty.
         const key = `${e.object.metadata.namespace}/${e.object.metadata.name}`;
         const node = (e.object.spec as PodSpec | undefined)?.nodeName;
         const before = this.podFingerprints.get(key);
         if (e.type === 'DELETED') this.podFingerprints.delete(key);
         else {
-          const fingerprint = JSON.stringify([e.object.metadata.uid, e.object.metadata.labels, e.object.spec]);
+          const fingerprint = JSON.stringify([e.object.metadata.uid, e.object.metadata.labels, e.object.metadata.annotations, e.object.spec]);
           if (fingerprint === before?.fingerprint) return;
           this.podFingerprints.set(key, { fingerprint, node });
         }
@@ -88,6 +88,7 @@ export class Dispatcher {
         name: p.metadata.name,
         namespace: p.metadata.namespace ?? 'default',
         ...(p.metadata.labels ? { labels: p.metadata.labels } : {}),
+        ...(p.metadata.annotations ? { annotations: p.metadata.annotations } : {}),
         spec: p.spec as PodSpec,
       }));
   }

@@ -13,6 +13,7 @@ export const desiredPodSchema = z.object({
   name: z.string().min(1),
   namespace: z.string().min(1),
   labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
   spec: podSpecSchema,
 });
 

@@ -58,6 +58,8 @@ export const podSpecSchema = z
     hostNetwork: z.boolean().optional(),
     terminationGracePeriodSeconds: nonNegativeInt.optional(),
     volumes: z.array(volumeSchema).optional(),
+    /** Secrets of type kubernetes.io/dockerconfigjson whose credentials the node pulls the pod's images with. */
+    imagePullSecrets: z.array(z.object({ name: z.string().min(1) })).optional(),
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();

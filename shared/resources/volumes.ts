@@ -78,8 +78,8 @@ export type Volume = z.infer<typeof volumeSchema>;
 export type VolumeMount = z.infer<typeof volumeMountSchema>;
 export type SecurityContext = z.infer<typeof securityContextSchema>;
 
-/** The ConfigMaps and Secrets a pod spec refers to, by name (env, envFrom, volumes). */
-export function referencedConfig(spec: { containers: { env?: EnvVar[]; envFrom?: EnvFromSource[] }[]; volumes?: Volume[] }): { configMaps: Set<string>; secrets: Set<string> } {
+/** The ConfigMaps and Secrets a pod spec refers to, by name (env, envFrom, volumes, imagePullSecrets). */
+export function referencedConfig(spec: { containers: { env?: EnvVar[]; envFrom?: EnvFromSource[] }[]; volumes?: Volume[]; imagePullSecrets?: { name: string }[] }): { configMaps: Set<string>; secrets: Set<string> } {
   const configMaps = new Set<string>();
   const secrets = new Set<string>();
   for (const c of spec.containers) {
@@ -96,5 +96,6 @@ export function referencedConfig(spec: { containers: { env?: EnvVar[]; envFrom?:
     if (v.configMap) configMaps.add(v.configMap.name);
     if (v.secret) secrets.add(v.secret.secretName);
   }
+  for (const ref of spec.imagePullSecrets ?? []) secrets.add(ref.name);
   return { configMaps, secrets };
 }
