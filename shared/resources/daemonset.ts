@@ -1,11 +1,8 @@
 import { z } from 'zod';
 import { labelSelectorSchema, templateMetadataSchema } from './meta.js';
 import { podSpecSchema } from './pod.js';
+import { intOrPercent } from './workload.js';
 
-const intOrPercent = z.union([
-  z.number().int('must be an integer').min(0, 'must be greater than or equal to 0'),
-  z.string().regex(/^\d+%$/, "must be an integer or a percentage such as '10%'"),
-]);
 
 export const podTemplateSchema = z.object({
   metadata: templateMetadataSchema.optional(),

@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { daemonSetSpecSchema } from './daemonset.js';
 import { configMapFieldsSchema, mergeStringData, secretFieldsSchema } from './config.js';
 import { eventFieldsSchema } from './event.js';
+import { deploymentSpecSchema, replicaSetSpecSchema } from './deployment.js';
+import { cronJobSpecSchema, jobSpecSchema } from './job.js';
+import { endpointsFieldsSchema, serviceSpecSchema } from './service.js';
 import { namespaceSpecSchema } from './namespace.js';
 import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
@@ -69,6 +72,69 @@ const kinds: KindInfo[] = [
     nameRule: 'subdomain',
     body: { field: 'spec', schema: daemonSetSpecSchema, required: true },
     check: checkSelectorMatchesTemplate,
+  },
+  {
+    kind: 'Deployment',
+    plural: 'deployments',
+    singular: 'deployment',
+    shortNames: ['deploy'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'apps/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: deploymentSpecSchema, required: true },
+    check: checkSelectorMatchesTemplate,
+  },
+  {
+    kind: 'ReplicaSet',
+    plural: 'replicasets',
+    singular: 'replicaset',
+    shortNames: ['rs'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'apps/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: replicaSetSpecSchema, required: true },
+    check: checkSelectorMatchesTemplate,
+  },
+  {
+    kind: 'Job',
+    plural: 'jobs',
+    singular: 'job',
+    shortNames: [],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'batch/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: jobSpecSchema, required: true },
+  },
+  {
+    kind: 'CronJob',
+    plural: 'cronjobs',
+    singular: 'cronjob',
+    shortNames: ['cj'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'batch/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: cronJobSpecSchema, required: true },
+  },
+  {
+    kind: 'Service',
+    plural: 'services',
+    singular: 'service',
+    shortNames: ['svc'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'label',
+    body: { field: 'spec', schema: serviceSpecSchema, required: true },
+  },
+  {
+    kind: 'Endpoints',
+    plural: 'endpoints',
+    singular: 'endpoints',
+    shortNames: ['ep'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'v1'],
+    nameRule: 'label',
+    body: { field: 'top', schema: endpointsFieldsSchema },
+    systemOnly: true,
   },
   {
     kind: 'Event',

@@ -4,6 +4,7 @@ import { parseQuantity } from '../quantities/quantity.js';
 import { labelMap } from './labelmap.js';
 import { envFromSchema, envVarSchema, securityContextSchema, volumeMountSchema, volumeSchema } from './volumes.js';
 import { livenessProbeSchema, readinessProbeSchema, startupProbeSchema } from './probe.js';
+import { affinitySchema, schedulingStrategySchema, tolerationSchema } from './scheduling.js';
 
 const dnsLabel = z.string().superRefine((v, ctx) => {
   for (const message of validateDns1123Label(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
@@ -55,6 +56,10 @@ export const podSpecSchema = z
     restartPolicy: z.enum(['Always', 'OnFailure', 'Never']).optional(),
     nodeName: z.string().optional(),
     nodeSelector: labelMap.optional(),
+    affinity: affinitySchema.optional(),
+    tolerations: z.array(tolerationSchema).optional(),
+    /** Flotilla's own: Docker Swarm's placement strategy for this pod (default spread). */
+    schedulingStrategy: schedulingStrategySchema.optional(),
     hostNetwork: z.boolean().optional(),
     terminationGracePeriodSeconds: nonNegativeInt.optional(),
     volumes: z.array(volumeSchema).optional(),

@@ -389,11 +389,11 @@ describe('validateManifest: unsupported fields', () => {
   });
 
   it('warns about unsupported fields at every level: pod spec, template, metadata and top level', () => {
-    const pod = validateManifest(podManifest({ spec: { tolerations: [{ key: 'x' }] }, metadata: { finalizers: ['a'] }, top: { extra: 1 } }));
+    const pod = validateManifest(podManifest({ spec: { priorityClassName: 'high' }, metadata: { finalizers: ['a'] }, top: { extra: 1 } }));
     const object = expectValid(pod);
-    expect(pod.warnings.sort()).toEqual(['extra: unsupported field, ignored', 'metadata.finalizers: unsupported field, ignored', 'spec.tolerations: unsupported field, ignored']);
+    expect(pod.warnings.sort()).toEqual(['extra: unsupported field, ignored', 'metadata.finalizers: unsupported field, ignored', 'spec.priorityClassName: unsupported field, ignored']);
     expect(object).not.toHaveProperty('extra');
-    expect(object.spec).not.toHaveProperty('tolerations');
+    expect(object.spec).not.toHaveProperty('priorityClassName');
     expect(object.metadata).not.toHaveProperty('finalizers');
 
     const ds = validateManifest(daemonSetManifest({ container: { stdin: true } }));
