@@ -2,6 +2,9 @@ import { stringify } from 'yaml';
 import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
+import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
+import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
 type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; creationTimestamp?: string } };
@@ -55,6 +58,10 @@ function labelsText(labels: Record<string, string> | undefined): string {
   return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(',') : '<none>';
 }
 
+function templateImages(containers: { name: string; image: string }[]): string[] {
+  return [containers.map((c) => c.name).join(','), containers.map((c) => c.image).join(',')];
+}
+
 function dataCount(map: unknown): number {
   return map && typeof map === 'object' ? Object.keys(map).length : 0;
 }
@@ -103,6 +110,58 @@ const COLUMNS: Record<string, Columns> = {
     wideRow: (o) => {
       const containers = (o.spec as DaemonSetSpec).template.spec.containers;
       return [containers.map((c) => c.name).join(','), containers.map((c) => c.image).join(',')];
+    },
+  },
+  Deployment: {
+    headers: ['NAME', 'READY', 'UP-TO-DATE', 'AVAILABLE', 'AGE'],
+    wide: ['CONTAINERS', 'IMAGES'],
+    row: (o) => {
+      const s = o.status as DeploymentStatus | undefined;
+      return [o.metadata!.name!, `${s?.readyReplicas ?? 0}/${(o.spec as DeploymentSpec).replicas ?? 1}`, String(s?.updatedReplicas ?? 0), String(s?.availableReplicas ?? 0), age(o.metadata?.creationTimestamp)];
+    },
+    wideRow: (o) => templateImages((o.spec as DeploymentSpec).template.spec.containers),
+  },
+  ReplicaSet: {
+    headers: ['NAME', 'DESIRED', 'CURRENT', 'READY', 'AGE'],
+    wide: ['CONTAINERS', 'IMAGES'],
+    row: (o) => {
+      const s = o.status as ReplicaSetStatus | undefined;
+      return [o.metadata!.name!, String((o.spec as ReplicaSetSpec).replicas ?? 1), String(s?.replicas ?? 0), String(s?.readyReplicas ?? 0), age(o.metadata?.creationTimestamp)];
+    },
+    wideRow: (o) => templateImages((o.spec as ReplicaSetSpec).template.spec.containers),
+  },
+  Job: {
+    headers: ['NAME', 'STATUS', 'COMPLETIONS', 'AGE'],
+    row: (o) => {
+      const s = o.status as JobStatus | undefined;
+      const cond = s?.conditions?.find((c) => c.status === 'True' && (c.type === 'Complete' || c.type === 'Failed' || c.type === 'Suspended'));
+      const status = cond ? cond.type : 'Running';
+      return [o.metadata!.name!, status, `${s?.succeeded ?? 0}/${(o.spec as JobSpec).completions ?? 1}`, age(o.metadata?.creationTimestamp)];
+    },
+  },
+  CronJob: {
+    headers: ['NAME', 'SCHEDULE', 'TIMEZONE', 'SUSPEND', 'ACTIVE', 'LAST SCHEDULE', 'AGE'],
+    row: (o) => {
+      const spec = o.spec as CronJobSpec;
+      const s = o.status as CronJobStatus | undefined;
+      return [o.metadata!.name!, spec.schedule, spec.timeZone ?? '<none>', String(spec.suspend ?? false), String(s?.active?.length ?? 0), s?.lastScheduleTime ? age(s.lastScheduleTime) : '<none>', age(o.metadata?.creationTimestamp)];
+    },
+  },
+  Service: {
+    headers: ['NAME', 'PORT(S)', 'SELECTOR', 'AGE'],
+    row: (o) => {
+      const spec = o.spec as ServiceSpec;
+      const ports = (spec.ports ?? []).map((p) => `${p.port}/${p.protocol ?? 'TCP'}`).join(',');
+      return [o.metadata!.name!, ports || '<none>', labelsText(spec.selector), age(o.metadata?.creationTimestamp)];
+    },
+  },
+  Endpoints: {
+    headers: ['NAME', 'ENDPOINTS', 'AGE'],
+    row: (o) => {
+      const subsets = (o as EndpointsFields).subsets ?? [];
+      const eps = subsets.flatMap((ss) => (ss.addresses ?? []).flatMap((a) => ((ss.ports ?? []).length ? ss.ports!.map((p) => `${a.ip}:${p.port}`) : [a.ip])));
+      const shown = eps.slice(0, 3).join(',') + (eps.length > 3 ? ` + ${eps.length - 3} more...` : '');
+      return [o.metadata!.name!, shown || '<none>', age(o.metadata?.creationTimestamp)];
     },
   },
   // As kubectl: how many keys, never the values (a Secret's table shows no data).
