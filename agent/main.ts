@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { createLogger } from '../shared/log/logger.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { validateDns1123Subdomain, validateLabels } from '../shared/labels/validation.js';
@@ -107,7 +108,20 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
 }
 
 /** Runs the agent until SIGINT/SIGTERM; returns the exit status (0 done, 1 failed, 2 usage). */
+/**
+ * The agent spends its life waiting: V8's optimising compilers (Maglev, TurboFan) buy it no
+ * speed that matters, and their code and working memory cost a small device ~5 MB of RSS. The
+ * interpreter and the baseline compiler stay. FLOTILLA_AGENT_OPTIMIZE=1 keeps them all.
+ */
+export function frugalJit(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.FLOTILLA_AGENT_OPTIMIZE === '1') return false;
+  setFlagsFromString('--no-opt');
+  setFlagsFromString('--no-maglev');
+  return true;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  frugalJit();
   let parsed;
   try {
     parsed = parseAgentArgs(argv);

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
 

@@ -41,6 +41,8 @@ await build({
     ws: './scripts/unsupported-in-agent.cjs',
     socks: './scripts/unsupported-in-agent.cjs',
     'worker-timers': './scripts/unsupported-in-agent.cjs',
+    // mqtt and bl carry their own copies of readable-stream; Node's stream is the same code.
+    'readable-stream': './scripts/stream-in-agent.cjs',
   },
   minify: true,
   sourcemap: false,

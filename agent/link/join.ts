@@ -31,6 +31,8 @@ export async function joinHub(opts: { hub: string; token: string; name: string; 
     protocolVersion: 4,
     reconnectPeriod: 0,
     connectTimeout: opts.timeoutMs ?? 15_000,
+    // mqtt-packet's cache of 65,536 pre-encoded packet ids costs ~6 MB of heap: too much for a Pi.
+    writeCache: false,
   });
   try {
     return await new Promise<DeviceCredentials>((resolve, reject) => {

@@ -52,6 +52,8 @@ export class DeviceLink {
       connectTimeout: 15_000,
       // Reconnects are ours, with back-off and jitter (mqtt.js only knows a fixed period).
       reconnectPeriod: 0,
+      // mqtt-packet's cache of 65,536 pre-encoded packet ids costs ~6 MB of heap: too much for a Pi.
+      writeCache: false,
       will: { topic: this.topics.presence(node), payload: presence('offline'), qos: 1, retain: true },
     });
     this.client = client;

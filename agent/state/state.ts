@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { desiredStateSchema, type DesiredState } from '../../shared/protocol/messages.js';
 import { StateFiles } from './files.js';
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { podSpecSchema } from '../resources/pod.js';
 import { fieldErrorsFromZod, type FieldError } from '../resources/fields.js';
 

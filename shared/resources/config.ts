@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Kubernetes' limit on a ConfigMap's or Secret's total data (etcd's request size). */
 export const MAX_CONFIG_BYTES = 1024 * 1024;

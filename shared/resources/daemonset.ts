@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { labelSelectorSchema, templateMetadataSchema } from './meta.js';
 import { podSpecSchema } from './pod.js';
 import { intOrPercent } from './workload.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { podTemplateSchema } from './daemonset.js';
 import { labelSelectorSchema } from './meta.js';
 import { intOrPercent, nonNegativeInt, positiveInt } from './workload.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Events keep the Kubernetes core/v1 shape: their fields sit at the top level, not under spec. */
 export const eventFieldsSchema = z.object({

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod';
 
 /** A validation problem at one field of a manifest or message, named by its path. */
 export interface FieldError {

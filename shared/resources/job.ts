@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { podTemplateSchema } from './daemonset.js';
 import { labelSelectorSchema, templateMetadataSchema } from './meta.js';
 import { nonNegativeInt, positiveInt } from './workload.js';

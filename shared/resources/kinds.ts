@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { daemonSetSpecSchema } from './daemonset.js';
 import { configMapFieldsSchema, mergeStringData, secretFieldsSchema } from './config.js';
 import { eventFieldsSchema } from './event.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { validateLabels } from '../labels/validation.js';
 
 /** A map of labels, each key and value checked by Kubernetes' rules. */

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { validateDns1123Label, validateDns1123Subdomain } from '../labels/validation.js';
 import { labelMap } from './labelmap.js';
 

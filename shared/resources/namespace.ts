@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const namespaceSpecSchema = z.object({ finalizers: z.array(z.string()).optional() });
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const nodeSpecSchema = z.object({
   /** Cordoned: no new pods are placed here (DaemonSet pods included, as `kubectl cordon`). */

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { validateDns1123Label, validateQualifiedName } from '../labels/validation.js';
 import { parseQuantity } from '../quantities/quantity.js';
 import { labelMap } from './labelmap.js';

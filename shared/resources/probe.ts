@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 // Kubernetes' Probe (core/v1): one handler (exec, httpGet or tcpSocket) and the timing around it.
 // Defaults are filled in here, at the boundary, as the Kubernetes API server fills them in, so

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** An integer, or a percentage of a total such as '25%' (Kubernetes' IntOrString). */
 export const intOrPercent = z.union([

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import * as z from 'zod';
 import { PROTOCOL_VERSION, type DesiredState } from '../../shared/protocol/messages.js';
 import { StateFiles } from '../../agent/state/files.js';
 import { AgentState, type DeviceCredentials } from '../../agent/state/state.js';
