@@ -139,10 +139,10 @@ export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPo
  * Starts an agent from its single-file bundle with plain node, as a device runs it; inside the
  * network namespace `netns` (reaching the hub at `hubUrl`) when given.
  */
-export function startAgent(opts: { hub: RunningHub; name: string; stateDir: string; dockerHost: string; labels?: Record<string, string>; token?: string; extraArgs?: string[]; nodeOptions?: string[]; netns?: string; hubUrl?: string }): ManagedProcess {
+export function startAgent(opts: { hub: RunningHub; name: string; stateDir: string; dockerHost: string; labels?: Record<string, string>; token?: string; extraArgs?: string[]; nodeOptions?: string[]; netns?: string; hubUrl?: string; env?: Record<string, string> }): ManagedProcess {
   const labels = Object.entries(opts.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
   const args = [...(opts.nodeOptions ?? []), AGENT_BUNDLE, '--hub', opts.hubUrl ?? opts.hub.mqttUrl, '--token', opts.token ?? opts.hub.joinToken, '--name', opts.name, '--state-dir', opts.stateDir, '--docker-host', opts.dockerHost, ...(labels ? ['--labels', labels] : []), ...(opts.extraArgs ?? [])];
-  return spawnLogged(args, join(opts.stateDir, '..', `agent-${opts.name}-${Date.now()}.log`), REPO, {}, opts.netns);
+  return spawnLogged(args, join(opts.stateDir, '..', `agent-${opts.name}-${Date.now()}.log`), REPO, opts.env ?? {}, opts.netns);
 }
 
 export interface CliResult {
