@@ -14,6 +14,8 @@ import { EmbeddedBroker } from './broker/embedded.js';
 import { JoinService } from './broker/join.js';
 import type { HubConfig } from './config.js';
 import { DaemonSetController } from './controllers/daemonset.js';
+import { JobController } from './controllers/job.js';
+import { CronJobController } from './controllers/cronjob.js';
 import { PodBinder } from './controllers/binder.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { DeviceEventIngest } from './dispatch/events.js';
@@ -78,6 +80,10 @@ export class Hub {
     daemonSets.start();
     const binder = new PodBinder(store, events, log.child({ part: 'binder' }));
     binder.start();
+    const jobs = new JobController({ store, events, log: log.child({ part: 'job' }) });
+    jobs.start();
+    const cronJobs = new CronJobController({ store, events, log: log.child({ part: 'cronjob' }) });
+    cronJobs.start();
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
       if (e.type !== 'DELETED') return;
@@ -98,7 +104,7 @@ export class Hub {
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: `mqtt://${config.listen}:${broker.port}` }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => cronJobs.stop(), () => jobs.stop(), () => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

@@ -2,6 +2,7 @@ import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources
 import type { Probe } from '../../shared/resources/probe.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import { age, table } from './print.js';
 
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; ownerReferences?: { kind: string; name: string }[] } };
@@ -44,6 +45,8 @@ export function describe(obj: Obj, events: Ev[]): string {
   if (obj.kind === 'Pod') lines.push(...describePod(obj));
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
   else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
+  else if (obj.kind === 'Job') lines.push(...describeJob(obj));
+  else if (obj.kind === 'CronJob') lines.push(...describeCronJob(obj));
   else if (obj.kind === 'ConfigMap' || obj.kind === 'Secret') lines.push(...describeData(obj));
   lines.push('Events:');
   const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
@@ -112,4 +115,32 @@ function describeDaemonSet(obj: Obj): string[] {
   const lines = [...mapLines('Node-Selector', spec.template.spec.nodeSelector), kv('Desired Number of Nodes Scheduled', s?.desiredNumberScheduled ?? 0), kv('Current Number of Nodes Scheduled', s?.currentNumberScheduled ?? 0), kv('Number Ready', s?.numberReady ?? 0), 'Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:'];
   for (const c of spec.template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4));
   return lines;
+}
+
+function describeJob(obj: Obj): string[] {
+  const spec = obj.spec as JobSpec;
+  const s = (obj.status as JobStatus | undefined) ?? {};
+  const lines = [kv('Parallelism', spec.parallelism ?? 1), kv('Completions', spec.completions ?? (spec.parallelism === undefined ? 1 : '<unset>')), kv('Backoff Limit', spec.backoffLimit ?? 6), kv('Active Deadline', spec.activeDeadlineSeconds === undefined ? undefined : `${spec.activeDeadlineSeconds}s`), kv('TTL After Finish', spec.ttlSecondsAfterFinished === undefined ? undefined : `${spec.ttlSecondsAfterFinished}s`), kv('Suspend', String(spec.suspend ?? false))];
+  lines.push(kv('Start Time', s.startTime), kv('Completed At', s.completionTime), kv('Pods Statuses', `${s.active ?? 0} Active / ${s.succeeded ?? 0} Succeeded / ${s.failed ?? 0} Failed`), 'Conditions:');
+  for (const c of s.conditions ?? []) lines.push(`  ${c.type.padEnd(18)}${c.status}${c.reason ? `  ${c.reason}` : ''}${c.message ? `: ${c.message}` : ''}`);
+  lines.push('Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:');
+  for (const c of spec.template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4), ...(c.command ? [kv('Command', c.command.join(' '), 4)] : []));
+  return lines;
+}
+
+function describeCronJob(obj: Obj): string[] {
+  const spec = obj.spec as CronJobSpec;
+  const s = (obj.status as CronJobStatus | undefined) ?? {};
+  return [
+    kv('Schedule', spec.schedule),
+    kv('Time Zone', spec.timeZone ?? '<hub local>'),
+    kv('Concurrency Policy', spec.concurrencyPolicy ?? 'Allow'),
+    kv('Suspend', String(spec.suspend ?? false)),
+    kv('Successful Job History Limit', spec.successfulJobsHistoryLimit ?? 3),
+    kv('Failed Job History Limit', spec.failedJobsHistoryLimit ?? 1),
+    kv('Starting Deadline Seconds', spec.startingDeadlineSeconds ?? '<unset>'),
+    kv('Last Schedule Time', s.lastScheduleTime),
+    kv('Last Successful Time', s.lastSuccessfulTime),
+    kv('Active Jobs', s.active?.map((a) => a.name).join(', ') || '<none>'),
+  ];
 }

@@ -2,6 +2,8 @@ import * as z from 'zod';
 import { podTemplateSchema } from './daemonset.js';
 import { labelSelectorSchema, templateMetadataSchema } from './meta.js';
 import { nonNegativeInt, positiveInt } from './workload.js';
+import { parseCronExpression } from '../cron/parse.js';
+import { timeZoneProblem } from '../cron/schedule.js';
 
 /** Job (batch/v1 subset): pods that run to completion. */
 export const jobSpecSchema = z
@@ -43,11 +45,24 @@ export interface JobStatus {
   conditions?: JobCondition[];
 }
 
-/** CronJob (batch/v1 subset), scheduled with node-cron. */
+/** CronJob (batch/v1 subset), scheduled by the hub's cron matcher (shared/cron). */
 export const cronJobSpecSchema = z.object({
   /** Five fields as Kubernetes, or six with seconds first (node-cron's form). */
-  schedule: z.string({ error: 'is required' }).min(1, 'is required'),
-  timeZone: z.string().optional(),
+  schedule: z
+    .string({ error: 'is required' })
+    .min(1, 'is required')
+    .superRefine((v, ctx) => {
+      const parsed = parseCronExpression(v);
+      if (v !== '' && !parsed.ok) ctx.addIssue({ code: 'custom', message: `invalid schedule '${v}': ${parsed.error}` });
+    }),
+  /** An IANA time zone name; the hub's own zone when absent. */
+  timeZone: z
+    .string()
+    .superRefine((v, ctx) => {
+      const problem = timeZoneProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
   concurrencyPolicy: z.enum(['Allow', 'Forbid', 'Replace']).optional(),
   startingDeadlineSeconds: nonNegativeInt.optional(),
   successfulJobsHistoryLimit: nonNegativeInt.optional(),

@@ -104,6 +104,8 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'batch/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: jobSpecSchema, required: true },
+    // The selector is optional (the hub selects by controller-uid); one given must select the template.
+    check: (body) => (body.selector ? checkSelectorMatchesTemplate(body) : []),
   },
   {
     kind: 'CronJob',
