@@ -2,24 +2,28 @@ import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
 import { Topics } from '../shared/protocol/topics.js';
 import { DeviceLink } from './link/link.js';
-import { EVENT_BATCHING, EventBatcher, PodDirectory, devicePodEvent } from './link/events.js';
+import { EVENT_BATCHING, EventBatcher, PodDirectory, deviceNodeEvent, devicePodEvent } from './link/events.js';
 import { RPC_LIMITS, RpcServer } from './link/rpc.js';
 import { serveLogs } from './logs/serve.js';
 import { joinHub, JoinRefused } from './link/join.js';
 import { Backoff } from './link/backoff.js';
 import { nodeReport } from './node/info.js';
-import { fsUsage, pressureConditions } from './node/pressure.js';
+import { ImageCollector, type NodeEvent } from './node/image-gc.js';
+import { fsUsage } from './node/pressure.js';
 import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
 import { StepExecutor, type PodEvent } from './reconcile/execute.js';
 import { backoffKey, newestFirst, planSteps, type Step } from './reconcile/plan.js';
+import { PullBackoff } from './reconcile/pull-backoff.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
-import { imagesToCollect, pullAuthFor } from './runtime/images.js';
+import { pullAuthFor } from './runtime/images.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
+import { MetricsCollector } from './metrics/collector.js';
+import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -32,19 +36,21 @@ export interface AgentConfig {
   podNetwork: string;
   podSubnet?: string;
   maxPods: number;
+  /** The engine's pids limit of a container whose spec sets none (the kubelet's podPidsLimit); none when absent. */
+  podPidsLimit?: number;
   resyncIntervalMs: number;
   statusIntervalMs: number;
+  /** MQTT keepalive, the device's heartbeat at the hub (default 15 s). */
+  heartbeatSeconds?: number;
+  /** Metrics sampling interval in seconds (0: no metrics); the hub's per-node setting, carried in the desired set, overrides it. Default 15. */
+  metricsIntervalSeconds?: number;
 }
 
-const PULL_BACKOFF_INITIAL_MS = 10_000;
-const PULL_BACKOFF_MAX_MS = 300_000;
 const MAX_PASSES = 8;
 /** How often the engine is pinged between reconciles, so that `engineReady` follows it promptly. */
 const ENGINE_HEALTH_INTERVAL_MS = 5_000;
 /** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
 const PULL_STATUS_FOLLOW_UP_MS = 2_000;
-/** Unused images are collected at most this often while the node is under DiskPressure. */
-const IMAGE_GC_INTERVAL_MS = 60_000;
 
 /**
  * The device agent: keeps the engine's containers converged to the last desired set it was
@@ -57,7 +63,8 @@ export class Agent {
   private link?: DeviceLink;
   private readonly engine: EngineMonitor;
   private readonly restartBackoff = new RestartBackoff();
-  private readonly pullBackoff = new Map<string, { until: number; delayMs: number; message: string; failedAt: number }>();
+  private readonly pullBackoff: PullBackoff;
+  private readonly imageGc: ImageCollector;
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
   private again = false;
@@ -94,8 +101,11 @@ export class Agent {
       stateDir: config.stateDir,
       pauseImage: config.pauseImage,
       podNetwork: config.podNetwork,
+      ...(config.podPidsLimit !== undefined ? { podPidsLimit: config.podPidsLimit } : {}),
       pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
     };
+    this.pullBackoff = new PullBackoff(config.pauseImage);
+    this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));
     this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
@@ -126,8 +136,11 @@ export class Agent {
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
       },
       this.log,
+      this.config.heartbeatSeconds,
     );
     this.link.start();
+    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
+    this.metrics.setInterval(this.metricsInterval());
     await this.engine.check();
     this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
     // A reconcile pings the engine anyway; between them this notices an engine that went away
@@ -144,6 +157,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    this.metrics?.stop();
     this.engine.stop();
     this.probes.stop();
     await this.reconciling;
@@ -177,6 +191,7 @@ export class Agent {
     if (this.desired && JSON.stringify(this.desired) === JSON.stringify(desired)) return;
     this.log.info({ rev: desired.rev, pods: desired.pods.length }, 'new desired set');
     this.desired = desired;
+    this.metrics?.setInterval(this.metricsInterval());
     this.podNames.remember(desired.pods);
     try {
       this.state.saveDesired(desired);
@@ -223,6 +238,7 @@ export class Agent {
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
+      this.seenContainers = containers;
       const images = await this.presentImages(desired);
       const now = Date.now();
       this.noteRunning(containers, now);
@@ -231,7 +247,7 @@ export class Agent {
         podNetwork: this.config.podNetwork,
         now,
         backoff: this.restartBackoff.view,
-        pullBackoff: this.pullBackoff,
+        pullBackoff: this.pullBackoff.view,
         pulledThisPass,
         resolvedEnv: config.resolvedEnv,
         blocked: new Set(config.waiting.keys()),
@@ -266,16 +282,14 @@ export class Agent {
       } else await this.executor.run(step);
       if (step.action === 'pull') {
         pulled.add(step.image);
-        this.pullBackoff.delete(step.image);
+        this.pullBackoff.pulled(step.image);
       }
       if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
       return true;
     } catch (err) {
       const message = (err as Error).message;
       if (step.action === 'pull') {
-        const prev = this.pullBackoff.get(step.image);
-        const delayMs = prev ? Math.min(prev.delayMs * 2, PULL_BACKOFF_MAX_MS) : PULL_BACKOFF_INITIAL_MS;
-        this.pullBackoff.set(step.image, { until: Date.now() + delayMs, delayMs, message, failedAt: Date.now() });
+        this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
         this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
       } else {
         this.log.error({ action: step.action, err: message }, 'step failed');
@@ -288,46 +302,18 @@ export class Agent {
     const wanted = new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]);
     const present = new Set<string>();
     for (const image of wanted) if (await this.runtime.hasImage(image)) present.add(image);
-    // A failed pull of an image no pod wants any more is nothing to wait for.
-    for (const image of this.pullBackoff.keys()) if (!wanted.has(image)) this.pullBackoff.delete(image);
+    // A failed pull that no pod waits for any more is nothing to wait for.
+    this.pullBackoff.keepOnly(desired);
     return present;
   }
 
   /**
-   * Under DiskPressure, removes the images that no container of the engine uses (ours or not)
-   * and no desired pod refers to, oldest first, until the pressure clears; at most once per
-   * IMAGE_GC_INTERVAL_MS. It runs within a reconcile, so no pull or create races it.
+   * Under DiskPressure, removes unused images (see ImageCollector). It runs within a reconcile,
+   * so no pull or create races it.
    */
   private async collectImages(desired: DesiredState['pods']): Promise<void> {
-    const now = Date.now();
-    if (now - this.lastImageGcAt < IMAGE_GC_INTERVAL_MS) return;
-    const paths = [this.config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p));
-    const underPressure = () => pressureConditions(undefined, paths.map((p) => fsUsage(p))).some((c) => c.type === 'DiskPressure' && c.status === 'True');
-    if (!underPressure()) return;
-    this.lastImageGcAt = now;
-    try {
-      const [images, containers] = await Promise.all([this.runtime.listImages(), this.runtime.listContainers({})]);
-      const keep = new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]);
-      const removed: string[] = [];
-      let freedBytes = 0;
-      for (const image of imagesToCollect(images, containers, keep)) {
-        try {
-          await this.runtime.removeImage(image.id);
-          removed.push(image.tags[0] ?? image.id);
-          freedBytes += image.sizeBytes;
-        } catch (err) {
-          this.log.debug({ image: image.id, err: (err as Error).message }, 'could not remove an unused image');
-        }
-        if (!underPressure()) break;
-      }
-      if (removed.length > 0) this.log.info({ images: removed, freedBytes }, 'removed unused images under disk pressure');
-      else this.log.warn({ reason: 'ImageGCFailed' }, 'disk pressure: no unused image could be removed to free disk space');
-    } catch (err) {
-      this.log.warn({ reason: 'ImageGCFailed', err: (err as Error).message }, 'disk pressure: image garbage collection failed');
-    }
+    await this.imageGc.collect(new Set([this.config.pauseImage, ...desired.flatMap((p) => p.spec.containers.map((c) => c.image))]));
   }
-
-  private lastImageGcAt = -Infinity;
 
   private noteRunning(containers: RuntimeContainer[], now: number): void {
     for (const c of containers) {
@@ -353,7 +339,7 @@ export class Agent {
           this.waiting.set(key, config);
           continue;
         }
-        const pull = this.pullBackoff.get(c.image);
+        const pull = this.pullBackoff.get(pod.uid, c.image);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
           const backingOff = pull.until > now && pull.failedAt < passStartedAt;
@@ -368,7 +354,7 @@ export class Agent {
           }
         }
       }
-      const pausePull = this.pullBackoff.get(this.config.pauseImage);
+      const pausePull = this.pullBackoff.get(pod.uid, this.config.pauseImage);
       if (pausePull) this.waiting.set(`${pod.uid}/`, { reason: 'ErrImagePull', message: `pause image: ${pausePull.message}` });
     }
     for (const key of this.announcedBackoff.keys()) if (!this.restartBackoff.view.has(key)) this.announcedBackoff.delete(key);
@@ -396,6 +382,10 @@ export class Agent {
     if (pod) this.events.add(devicePodEvent(e, pod, new Date()));
   }
 
+  private onNodeEvent(e: NodeEvent): void {
+    this.events.add(deviceNodeEvent(e, this.config.name, new Date()));
+  }
+
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
   private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
     if (!this.link?.connected) return;
@@ -417,4 +407,13 @@ export class Agent {
   }
 
   private lastPods: StatusReport['pods'] = [];
+  private metrics?: MetricsCollector;
+  /** The containers of the last reconcile: what the metrics collector reads stats of. */
+  private seenContainers: readonly RuntimeContainer[] = [];
+
+  /** The device's own 0 (no metrics) wins; else the hub's setting for this node, else the flag's. */
+  private metricsInterval(): number {
+    if (this.config.metricsIntervalSeconds === 0) return 0;
+    return this.desired?.metrics?.intervalSeconds ?? this.config.metricsIntervalSeconds ?? DEFAULT_METRICS_INTERVAL_SECONDS;
+  }
 }

@@ -4,10 +4,12 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { createLogger } from '../shared/log/logger.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
+import { DEFAULT_METRICS_INTERVAL_SECONDS, parseMetricsInterval } from '../shared/protocol/metrics.js';
 import { validateDns1123Subdomain, validateLabels } from '../shared/labels/validation.js';
 import { FLOTILLA_VERSION } from '../shared/version.js';
 import { Agent, type AgentConfig } from './agent.js';
 import { JoinRefused } from './link/join.js';
+import { DEFAULT_HEARTBEAT_SECONDS } from './link/link.js';
 import { PAUSE_IMAGE } from './runtime/pause/image.js';
 import { DockerRuntime } from './runtime/docker.js';
 
@@ -28,7 +30,14 @@ Options:
   --pause-image IMAGE   image of the pods' infra containers (default: ${PAUSE_IMAGE}, built in)
   --pod-network NAME    engine network the pods join (default: flotilla; "none" for none)
   --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
+  --pod-pids-limit N    at most N processes in a container whose spec sets no limits.pids
+                        (default: no limit)
   --topic-prefix P      MQTT topic prefix (default: ${DEFAULT_TOPIC_PREFIX})
+  --heartbeat SECONDS   MQTT keepalive, the heartbeat the hub's node grace period counts on
+                        (default: ${DEFAULT_HEARTBEAT_SECONDS}; keep it well under the hub's --node-grace)
+  --metrics-interval D  how often container and node metrics are sampled and sent, e.g. 15s, 1m
+                        (default: ${DEFAULT_METRICS_INTERVAL_SECONDS}s; 0 for none; the Node annotation
+                        flotilla.io/metrics-interval, set on the hub, takes precedence)
   -h, --help            show this help
   --version             print the version`;
 
@@ -65,7 +74,10 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
         'pause-image': { type: 'string' },
         'pod-network': { type: 'string' },
         'pod-subnet': { type: 'string' },
+        'pod-pids-limit': { type: 'string' },
         'topic-prefix': { type: 'string' },
+        heartbeat: { type: 'string' },
+        'metrics-interval': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -85,6 +97,20 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       throw new UsageError(`--token-file: cannot read '${values['token-file']}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
   }
+  const heartbeat = values.heartbeat === undefined ? undefined : Number(values.heartbeat.replace(/s$/, ''));
+  if (heartbeat !== undefined && (!Number.isInteger(heartbeat) || heartbeat < 1 || heartbeat > 3600)) throw new UsageError(`--heartbeat: '${values.heartbeat}' is not a whole number of seconds between 1 and 3600`);
+  let podPidsLimit: number | undefined;
+  if (values['pod-pids-limit'] !== undefined) {
+    podPidsLimit = Number(values['pod-pids-limit']);
+    if (!/^\d+$/.test(values['pod-pids-limit']) || !Number.isSafeInteger(podPidsLimit) || podPidsLimit < 1) throw new UsageError(`--pod-pids-limit: '${values['pod-pids-limit']}' is not a positive integer`);
+  }
+  let metricsInterval: number | undefined;
+  if (values['metrics-interval'] !== undefined) {
+    const text = values['metrics-interval'];
+    const parsed = text === '0' || text === 'off' ? 0 : parseMetricsInterval(text);
+    if (typeof parsed === 'string') throw new UsageError(`--metrics-interval: ${parsed}, or 0 for none`);
+    metricsInterval = parsed;
+  }
   const name = (values.name ?? hostname()).toLowerCase();
   const nameProblems = validateDns1123Subdomain(name);
   if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
@@ -100,8 +126,11 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       podNetwork: values['pod-network'] ?? 'flotilla',
       podSubnet: values['pod-subnet'] ?? '10.88.0.0/16',
       maxPods: 110,
+      ...(podPidsLimit !== undefined ? { podPidsLimit } : {}),
       resyncIntervalMs: 10_000,
       statusIntervalMs: 60_000,
+      ...(heartbeat !== undefined ? { heartbeatSeconds: heartbeat } : {}),
+      ...(metricsInterval !== undefined ? { metricsIntervalSeconds: metricsInterval } : {}),
     },
     ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
   };

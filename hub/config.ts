@@ -9,11 +9,24 @@ export const hubConfigSchema = z.object({
   listen: z.string().min(1).default('127.0.0.1'),
   apiPort: z.number().int().min(0).max(65535).default(8080),
   mqttPort: z.number().int().min(0).max(65535).default(1883),
+  /** An external MQTT broker (mqtt:// or mqtts://) the hub joins as a client instead of running aedes. */
+  brokerUrl: z
+    .string()
+    .refine((s) => /^mqtts?:\/\/[^/?#]+(:\d+)?\/?$/.test(s) && URL.canParse(s), 'must be mqtt://HOST:PORT or mqtts://HOST:PORT')
+    .optional(),
   topicPrefix: z.string().min(1).default(DEFAULT_TOPIC_PREFIX),
-  bodyLimitBytes: z.number().int().min(1024).default(1024 * 1024),
-  /** Reserved for the node-lifecycle controller: silence before Ready turns Unknown, and eviction. */
+  /** Kubernetes' apiserver's 3 MiB: a Secret or ConfigMap of 1 MiB of data fits, base64 and all. */
+  bodyLimitBytes: z.number().int().min(1024).default(3 * 1024 * 1024),
+  /**
+   * The node lifecycle controller's: silence (no packet from the device, not even its keepalive
+   * ping) before Ready turns Unknown, and how long pods stay on a node that is not Ready.
+   */
   nodeGraceSeconds: z.number().int().min(1).default(40),
   evictionTimeoutSeconds: z.number().int().min(0).default(300),
+  /** Devices' metrics: how long raw samples, 1-minute rollups and 1-hour rollups are kept. */
+  metricsRawRetentionSeconds: z.number().int().min(600).default(6 * 3600),
+  metricsMinuteRetentionSeconds: z.number().int().min(3600).default(7 * 86400),
+  metricsHourRetentionSeconds: z.number().int().min(86400).default(90 * 86400),
 });
 
 export type HubConfig = Readonly<z.infer<typeof hubConfigSchema>>;

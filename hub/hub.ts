@@ -4,24 +4,31 @@ import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { Topics } from '../shared/protocol/topics.js';
 import { DEFAULT_NAMESPACE } from '../shared/resources/namespace.js';
+import { EvictionRoutes } from './api/eviction.js';
 import { PodLogRoutes } from './api/logs.js';
+import { MetricsRoutes } from './api/metrics.js';
 import { ApiServer } from './api/server.js';
 import { ResourceService } from './api/resources.js';
 import { TokenRoutes } from './api/tokens.js';
 import { Credentials } from './auth/credentials.js';
-import { BrokerAuth } from './broker/auth.js';
-import { EmbeddedBroker } from './broker/embedded.js';
+import type { MessageBus } from './broker/bus.js';
+import { startMessageBus } from './broker/start.js';
 import { JoinService } from './broker/join.js';
 import type { HubConfig } from './config.js';
 import { DaemonSetController } from './controllers/daemonset.js';
 import { JobController } from './controllers/job.js';
 import { CronJobController } from './controllers/cronjob.js';
 import { PodBinder } from './controllers/binder.js';
+import { EndpointsController } from './controllers/endpoints.js';
+import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { DeviceEventIngest } from './dispatch/events.js';
+import { NodeHeartbeats } from './dispatch/heartbeats.js';
 import { RpcClient } from './dispatch/rpc.js';
 import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
+import { HubSelfMetrics } from './metrics/self.js';
+import { MetricsService } from './metrics/service.js';
 import { openHubDatabase } from './store/schema.js';
 import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
@@ -35,7 +42,7 @@ export class Hub {
     readonly config: HubConfig,
     readonly db: Database,
     readonly store: ObjectStore,
-    readonly broker: EmbeddedBroker,
+    readonly broker: MessageBus,
     readonly api: ApiServer,
     readonly apiPort: number,
     private readonly stoppers: (() => void | Promise<void>)[],
@@ -61,8 +68,13 @@ export class Hub {
     ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
 
     const topics = new Topics(config.topicPrefix);
-    const auth = new BrokerAuth(credentials, topics, log.child({ part: 'broker' }));
-    const broker = await EmbeddedBroker.start({ host: config.listen, port: config.mqttPort, auth, log: log.child({ part: 'broker' }) });
+    // Every packet a device sends is its heartbeat (status, events, or a keepalive ping when idle).
+    const heartbeats = new NodeHeartbeats();
+    // The embedded aedes, or an external broker the hub joins as a client (--broker).
+    const { bus: broker, url: mqttUrl, accounts } = await startMessageBus({ config, dataDir, joinTokenFile: join(dataDir, JOIN_TOKEN_FILE), credentials, topics, log: log.child({ part: 'broker' }), onDeviceActivity: (node) => heartbeats.heard(node) });
+    // Counts every MQTT message both ways: set up before anything subscribes.
+    const selfMetrics = new HubSelfMetrics(db, broker);
+    selfMetrics.instrumentBus();
     const events = new EventRecorder(store, 'flotilla-hub', log);
 
     const ingest = new StatusIngest(store, broker, topics, events, log.child({ part: 'status' }));
@@ -72,7 +84,7 @@ export class Hub {
     await deviceEvents.start();
     const rpc = new RpcClient(store, broker, topics, log.child({ part: 'rpc' }));
     await rpc.start();
-    const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }));
+    const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
     dispatcher.start();
@@ -84,15 +96,33 @@ export class Hub {
     jobs.start();
     const cronJobs = new CronJobController({ store, events, log: log.child({ part: 'cronjob' }) });
     cronJobs.start();
+    const nodeLifecycle = new NodeLifecycleController(
+      { store, events, log: log.child({ part: 'nodelifecycle' }) },
+      { nodeGraceSeconds: config.nodeGraceSeconds, evictionTimeoutSeconds: config.evictionTimeoutSeconds, lastHeardAt: (node) => heartbeats.lastHeardAt(node) },
+    );
+    nodeLifecycle.start();
+    const endpoints = new EndpointsController({ store, events, log: log.child({ part: 'endpoints' }) });
+    endpoints.start();
+    for (const [name, controller] of Object.entries({ daemonset: daemonSets, binder, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints })) selfMetrics.instrumentController(name, controller);
+    selfMetrics.instrumentDispatcher(dispatcher);
+    const metrics = new MetricsService({
+      db,
+      store,
+      retention: { raw: config.metricsRawRetentionSeconds * 1000, '1m': config.metricsMinuteRetentionSeconds * 1000, '1h': config.metricsHourRetentionSeconds * 1000 },
+      self: selfMetrics,
+      log: log.child({ part: 'metrics' }),
+    });
+    await metrics.start(broker, topics);
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
       if (e.type !== 'DELETED') return;
+      heartbeats.forget(e.object.metadata.name);
       credentials.forgetNode(e.object.metadata.name);
       broker.disconnectNode(e.object.metadata.name);
     });
 
     const resources = new ResourceService(store, log.child({ part: 'api' }));
-    const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node));
+    const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node), accounts);
     const api = new ApiServer(
       { host: config.listen, port: config.apiPort, bodyLimit: config.bodyLimitBytes, authorize: (token) => credentials.verifyToken('admin', token) !== undefined || false },
       store,
@@ -100,11 +130,13 @@ export class Hub {
       tokens,
       log.child({ part: 'api' }),
       new PodLogRoutes(store, rpc, log.child({ part: 'logs' })),
+      new EvictionRoutes(store, events, log.child({ part: 'eviction' })),
+      new MetricsRoutes(metrics, store),
     );
     const apiPort = await api.listen();
     void adminToken;
-    log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: `mqtt://${config.listen}:${broker.port}` }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => cronJobs.stop(), () => jobs.stop(), () => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
+    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

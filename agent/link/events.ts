@@ -4,9 +4,12 @@ import {
   MAX_EVENT_MESSAGE_LENGTH,
   MAX_EVENT_REASON_LENGTH,
   PROTOCOL_VERSION,
+  type DeviceEvent,
+  type DeviceNodeEvent,
   type DevicePodEvent,
   type EventBatch,
 } from '../../shared/protocol/messages.js';
+import type { NodeEvent } from '../node/image-gc.js';
 import type { PodEvent } from '../reconcile/execute.js';
 
 export interface EventBatchingOptions {
@@ -21,13 +24,13 @@ export interface EventBatchingOptions {
 export const EVENT_BATCHING: EventBatchingOptions = { flushIntervalMs: 1_000, maxBatch: MAX_EVENTS_PER_BATCH, maxBuffered: 1_000 };
 
 /**
- * Sends pod events to the hub in batches. Events are best-effort, as in Kubernetes: while the
+ * Sends pod and node events to the hub in batches. Events are best-effort, as in Kubernetes: while the
  * hub is away they wait in a bounded buffer, and when that is full the oldest are dropped and
  * counted (the count goes to the hub with the next batch), so a device that is offline for days
  * does not grow without bound.
  */
 export class EventBatcher {
-  private buffer: DevicePodEvent[] = [];
+  private buffer: DeviceEvent[] = [];
   private dropped = 0;
   private timer?: NodeJS.Timeout;
   private lastSentAt = -Infinity;
@@ -43,7 +46,7 @@ export class EventBatcher {
     return this.buffer.length;
   }
 
-  add(event: DevicePodEvent): void {
+  add(event: DeviceEvent): void {
     this.buffer.push(event);
     if (this.buffer.length > this.opts.maxBuffered) {
       this.buffer.shift();
@@ -136,6 +139,11 @@ export function devicePodEvent(e: PodEvent, pod: PodRef, at: Date): DevicePodEve
     message: cut(e.message, MAX_EVENT_MESSAGE_LENGTH),
     ts: at.toISOString(),
   };
+}
+
+/** An event about the device itself, in the events channel's shape: about its Node. */
+export function deviceNodeEvent(e: NodeEvent, node: string, at: Date): DeviceNodeEvent {
+  return { kind: 'Node', node, type: e.type, reason: cut(e.reason, MAX_EVENT_REASON_LENGTH), message: cut(e.message, MAX_EVENT_MESSAGE_LENGTH), ts: at.toISOString() };
 }
 
 function cut(text: string, max: number): string {

@@ -7,6 +7,13 @@ import { formatFieldErrors } from '../../shared/resources/validate.js';
 import type { DeviceCredentials } from '../state/state.js';
 import { Backoff } from './backoff.js';
 
+/**
+ * A quarter of the hub's default node grace period and more, as the kubelet renews its Lease
+ * every 10 s against a 40 s grace: two pings may be lost before the node is marked Unknown.
+ * An idle device pays a 2-byte PINGREQ (about 60 bytes on the wire) per period for it.
+ */
+export const DEFAULT_HEARTBEAT_SECONDS = 15;
+
 export interface LinkHandlers {
   onDesired: (desired: DesiredState) => void;
   onConnected: () => void;
@@ -36,6 +43,12 @@ export class DeviceLink {
     private readonly topics: Topics,
     private readonly handlers: LinkHandlers,
     private readonly log: Logger,
+    /**
+     * The MQTT keepalive: with nothing else to send, the device pings this often, and that ping
+     * is its heartbeat at the hub (which marks a node Unknown after its grace period, 40 s by
+     * default, of hearing nothing). The broker drops a connection silent for 1.5 times this.
+     */
+    private readonly heartbeatSeconds = DEFAULT_HEARTBEAT_SECONDS,
   ) {}
 
   start(): void {
@@ -48,7 +61,7 @@ export class DeviceLink {
       password: this.creds.password,
       clean: false,
       protocolVersion: 4,
-      keepalive: 30,
+      keepalive: this.heartbeatSeconds,
       connectTimeout: 15_000,
       // Reconnects are ours, with back-off and jitter (mqtt.js only knows a fixed period).
       reconnectPeriod: 0,
@@ -128,6 +141,13 @@ export class DeviceLink {
   publishEvents(batch: EventBatch): boolean {
     if (!this.client || !this.connected) return false;
     this.client.publish(this.topics.node(this.creds.node, 'events'), encodePayload(batch), { qos: 1 });
+    return true;
+  }
+
+  /** An encoded metrics batch, QoS 0: a lost one costs resolution, never data (the counters are cumulative). */
+  publishMetrics(payload: Buffer): boolean {
+    if (!this.client || !this.connected) return false;
+    this.client.publish(this.topics.node(this.creds.node, 'metrics'), payload, { qos: 0 });
     return true;
   }
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { DesiredPod } from '../../shared/protocol/messages.js';
 import type { Container } from '../../shared/resources/pod.js';
-import { bytes, cpuToMilli } from '../../shared/quantities/quantity.js';
+import { bytes, cpuToMilli, parseQuantity } from '../../shared/quantities/quantity.js';
 import {
   INFRA_CONTAINER,
   LABEL_CONTAINER,
@@ -25,6 +25,12 @@ export interface ExecutorOptions {
   stateDir: string;
   pauseImage: string;
   podNetwork: string;
+  /**
+   * The pids limit of a container whose spec sets no `resources.limits.pids` (the kubelet's
+   * podPidsLimit); none when absent. Applied when a container is made: a change of it reaches
+   * running containers only as they are replaced, as the kubelet's reaches new pods.
+   */
+  podPidsLimit?: number;
   /** The registry credentials for pulling `image` for `pod` (from its imagePullSecrets), if any. */
   pullAuth?: (image: string, pod: DesiredPod) => RegistryAuth | undefined;
 }
@@ -139,11 +145,19 @@ export class StepExecutor {
       ...(c.workingDir ? { workingDir: c.workingDir } : {}),
       // Joined to the infra container's network namespace, as Kubernetes' pod sandbox.
       networkMode: pod.spec.hostNetwork ? 'host' : `container:${infraId}`,
+      // Limits only: requests are for the scheduler, never a cap on the container.
       ...(limits.memory !== undefined ? { memoryBytes: bytes(limits.memory) } : {}),
       ...(limits.cpu !== undefined ? { nanoCpus: cpuToMilli(limits.cpu) * 1_000_000 } : {}),
+      ...pidsLimit(limits.pids, this.opts.podPidsLimit),
       stopTimeout: pod.spec.terminationGracePeriodSeconds ?? 30,
     };
   }
+}
+
+/** The container's own `limits.pids` (validated a positive integer at the hub), else the node's default. */
+function pidsLimit(own: string | number | undefined, nodeDefault: number | undefined): Partial<ContainerCreateSpec> {
+  const limit = own !== undefined ? parseQuantity(own).value() : nodeDefault;
+  return limit !== undefined && limit > 0 ? { pidsLimit: limit } : {};
 }
 
 /** Kubernetes' container securityContext in the engine's terms. */

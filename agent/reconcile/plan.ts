@@ -22,7 +22,11 @@ export interface PlanContext {
   now: number;
   /** Containers in back-off after a crash, by `podUid/container`: not restarted before `until`. */
   backoff: ReadonlyMap<string, { until: number }>;
-  /** Images whose pull failed, not retried before `until` (ImagePullBackOff). */
+  /**
+   * Pulls that failed, not retried before `until` (ImagePullBackOff), by pullBackoffKey: per pod
+   * and image, as the kubelet keys its image back-off (one pod's missing credentials do not hold
+   * back another pod's pull of the same image), and for the pause image alone.
+   */
   pullBackoff: ReadonlyMap<string, { until: number; message: string }>;
   /** Images pulled during the current reconcile pass: pullPolicy Always is satisfied by them. */
   pulledThisPass: ReadonlySet<string>;
@@ -61,6 +65,11 @@ export function backoffKey(podUid: string, container: string): string {
   return `${podUid}/${container}`;
 }
 
+/** The key of a pull's back-off: the pod's uid and the image, or the pause image alone (the same for every pod). */
+export function pullBackoffKey(podUid: string, image: string, pauseImage: string): string {
+  return image === pauseImage ? image : `${podUid}|${image}`;
+}
+
 /** Kubernetes' default pull policy: Always for `:latest` or an untagged image, else IfNotPresent. */
 export function pullPolicy(c: Container): 'Always' | 'IfNotPresent' | 'Never' {
   if (c.imagePullPolicy) return c.imagePullPolicy;
@@ -96,7 +105,7 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
     const present = actual.images.has(image);
     if (policy === 'Never') return present;
     if (present && (policy === 'IfNotPresent' || !creating || ctx.pulledThisPass.has(image))) return true;
-    if ((ctx.pullBackoff.get(image)?.until ?? 0) > ctx.now) return false;
+    if ((ctx.pullBackoff.get(pullBackoffKey(pod.uid, image, ctx.pauseImage))?.until ?? 0) > ctx.now) return false;
     if (!pulls.has(image)) {
       pulls.add(image);
       steps.push({ action: 'pull', image, pod });

@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerLogDemuxer } from './demux.js';
 import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
-import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
+import { statsFromDocker, type DockerStatsJson } from '../metrics/docker-stats.js';
+import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
 
 /** What an exec keeps of a command's output, as Kubernetes keeps at most 10 KiB of an exec probe's. */
 const EXEC_OUTPUT_LIMIT = 10 * 1024;
@@ -36,6 +37,16 @@ export class DockerRuntime implements ContainerRuntime {
     return { name: 'docker', version: v.Version, os: v.Os, arch: v.Arch, ...(this.dataRoot ? { dataRoot: this.dataRoot } : {}) };
   }
 
+  async containerStats(id: string): Promise<ContainerStats | undefined> {
+    try {
+      // one-shot: one reading now, without the engine's second sample a second later for its CPU percentage.
+      return statsFromDocker((await this.docker.getContainer(id).stats({ stream: false, 'one-shot': true } as { stream: false })) as DockerStatsJson);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw err;
+    }
+  }
+
   async listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]> {
     const list = await this.docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
     // The list lacks exit codes and times; inspect each (a device runs a handful of containers).
@@ -61,7 +72,13 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async pullImage(ref: string, opts: { auth?: RegistryAuth; onProgress?: (event: PullProgressEvent) => void } = {}): Promise<void> {
-    const stream = await this.docker.pull(ref, opts.auth ? { authconfig: opts.auth } : {});
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.pull(ref, opts.auth ? { authconfig: opts.auth } : {});
+    } catch (err) {
+      // The engine's own words (a registry's refusal, an unknown manifest), not the HTTP wrapping.
+      throw new Error(engineMessage(err));
+    }
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
@@ -137,6 +154,7 @@ export class DockerRuntime implements ContainerRuntime {
         ...(ports.length ? { PortBindings: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, [{ HostPort: String(p.hostPort) }]])) } : {}),
         ...(spec.memoryBytes ? { Memory: spec.memoryBytes } : {}),
         ...(spec.nanoCpus ? { NanoCpus: spec.nanoCpus } : {}),
+        ...(spec.pidsLimit ? { PidsLimit: spec.pidsLimit } : {}),
         ...(spec.binds?.length ? { Binds: spec.binds } : {}),
         ...(spec.privileged ? { Privileged: true } : {}),
         ...(spec.readonlyRootfs ? { ReadonlyRootfs: true } : {}),
@@ -249,6 +267,17 @@ export class DockerRuntime implements ContainerRuntime {
       stream.destroy?.();
     };
   }
+}
+
+/**
+ * What the engine said of a failed call, without dockerode's wrapping
+ * (`(HTTP code 500) server error - <the engine's message> `).
+ */
+export function engineMessage(err: unknown): string {
+  const json = (err as { json?: unknown }).json;
+  const message = json && typeof json === 'object' ? (json as { message?: unknown }).message : undefined;
+  if (typeof message === 'string' && message) return message.trim();
+  return String((err as Error).message ?? err).replace(/^\(HTTP code \d+\) [^-]*- /, '').trim();
 }
 
 function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {

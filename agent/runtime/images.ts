@@ -86,7 +86,13 @@ export interface PullProgressEvent {
   progressDetail?: { current?: number; total?: number };
 }
 
-/** What a pull has done so far, per layer, folded from its progress messages. */
+/**
+ * What a pull has done so far, per layer, folded from its progress messages. A download that
+ * the engine resumes after an error ("Retrying in 5 seconds") starts a new count: its `total`
+ * is what is left of the layer and its `current` counts from 0 (the Docker engine's pull_v2
+ * reads the rest of the blob with a Range request), so the bytes a layer has are its full size
+ * (the largest total seen) less what is left, plus what came since.
+ */
 export class PullProgress {
   private readonly layers = new Map<string, { done: boolean; current: number; total: number }>();
 
@@ -96,8 +102,9 @@ export class PullProgress {
     const layer = this.layers.get(e.id) ?? { done: false, current: 0, total: 0 };
     if (/^(Pull complete|Already exists)/.test(e.status)) layer.done = true;
     else if (e.status === 'Downloading' && e.progressDetail) {
-      layer.current = e.progressDetail.current ?? layer.current;
-      layer.total = e.progressDetail.total ?? layer.total;
+      const left = e.progressDetail.total ?? layer.total - layer.current;
+      layer.total = Math.max(layer.total, left);
+      layer.current = Math.min(layer.total, layer.total - left + (e.progressDetail.current ?? 0));
     } else if (e.status === 'Download complete') layer.current = layer.total;
     this.layers.set(e.id, layer);
   }

@@ -43,8 +43,12 @@ export interface ContainerCreateSpec {
   /** `host`, `none`, a network name, or `container:<id>` to join another container's network namespace. */
   networkMode: string;
   portBindings?: { containerPort: number; hostPort: number; protocol: 'tcp' | 'udp' }[];
+  /** Kubernetes' limits.memory: the engine's Memory. */
   memoryBytes?: number;
+  /** Kubernetes' limits.cpu: the engine's NanoCpus (CFS quota over its default period). */
   nanoCpus?: number;
+  /** At most this many processes (threads) in the container: the engine's PidsLimit. */
+  pidsLimit?: number;
   /** Seconds the engine waits after SIGTERM before SIGKILL on stop. */
   stopTimeout?: number;
   /** Bind mounts, `source:target[:ro]`. */
@@ -75,8 +79,47 @@ export interface EngineInfo {
   arch?: string;
 }
 
+/** One network interface's counters, as the kernel keeps them (cumulative). */
+export interface InterfaceStats {
+  rxBytes: number;
+  rxPackets: number;
+  rxErrors: number;
+  rxDropped: number;
+  txBytes: number;
+  txPackets: number;
+  txErrors: number;
+  txDropped: number;
+}
+
+/**
+ * A container's resource figures at one moment, as the engine reads them from its cgroup and
+ * network namespace. Counters are cumulative since the container started; a figure the engine
+ * does not give is absent.
+ */
+export interface ContainerStats {
+  cpuTotalNs?: number;
+  cpuUserNs?: number;
+  cpuSystemNs?: number;
+  memoryUsageBytes?: number;
+  /** Usage minus inactive file pages: what the kernel cannot easily reclaim (cAdvisor's working set). */
+  memoryWorkingSetBytes?: number;
+  memoryRssBytes?: number;
+  memoryCacheBytes?: number;
+  memoryLimitBytes?: number;
+  /** By interface, for a container that owns its network namespace (a pod's infra container). */
+  networks?: Record<string, InterfaceStats>;
+  blockReadBytes?: number;
+  blockWriteBytes?: number;
+  pids?: number;
+}
+
 export interface ContainerRuntime {
   ping(): Promise<EngineInfo>;
+  /**
+   * One reading of a running container's figures (not a stream); undefined when it is not
+   * running or gone. Optional: an engine without it reports node metrics only.
+   */
+  containerStats?(id: string): Promise<ContainerStats | undefined>;
   /** Every container (running or not) carrying all of the given labels. */
   listContainers(labels: Record<string, string>): Promise<RuntimeContainer[]>;
   hasImage(ref: string): Promise<boolean>;

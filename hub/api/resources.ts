@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ManifestDocument } from '../../shared/resources/manifest.js';
-import { lookupKind, type KindInfo } from '../../shared/resources/kinds.js';
+import { allKinds, lookupKind, type KindInfo } from '../../shared/resources/kinds.js';
 import { DEFAULT_NAMESPACE } from '../../shared/resources/namespace.js';
 import { isPlainObject, type FieldError } from '../../shared/resources/fields.js';
 import { validateManifest, type ValidObject } from '../../shared/resources/validate.js';
@@ -152,7 +152,8 @@ export class ResourceService {
       if (kind.kind === 'Namespace') {
         if (name === DEFAULT_NAMESPACE) throw new HubError('HUB_ERR_FORBIDDEN', 'the default namespace cannot be deleted');
         // Deleting a namespace deletes what is in it, as Kubernetes' namespace controller does.
-        for (const other of ['DaemonSet', 'Pod', 'ConfigMap', 'Secret', 'Event']) {
+        // Every namespaced kind, in one transaction: controllers wake to find owners and pods gone together.
+        for (const other of allKinds().filter((k) => k.namespaced).map((k) => k.kind)) {
           for (const item of this.store.list(other, { namespace: name }).items) this.store.delete(other, name, item.metadata.name);
         }
       }

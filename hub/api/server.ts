@@ -8,7 +8,9 @@ import type { ObjectStore } from '../store/objects.js';
 import type { WatchEvent } from '../store/types.js';
 import { DEFAULT_BODY_LIMIT, parseBody, readBody } from './body.js';
 import { HubError, toHubError } from './errors.js';
+import type { EvictionRoutes } from './eviction.js';
 import type { PodLogRoutes } from './logs.js';
+import type { MetricsRoutes } from './metrics.js';
 import type { ResourceService } from './resources.js';
 import type { TokenRoutes } from './tokens.js';
 
@@ -26,8 +28,11 @@ export interface ApiOptions {
  *   /api/v1/{plural}/{name}                           cluster-scoped object
  *   /api/v1/namespaces/{ns}/{plural}[/{name}]         namespaced list / object
  *   /api/v1/namespaces/{ns}/pods/{name}/log           a container's output, streamed from its device
+ *   /api/v1/namespaces/{ns}/pods/{name}/eviction      POST: evict the pod, within its workload's budget (429 if not now)
  *   /api/v1/apply                                     create-or-update a batch of manifests
  *   /api/v1/tokens[/{id}]                             join tokens and device credentials
+ *   /api/v1/metrics/{query,pods,nodes}                devices' metrics: range queries, usage (see metrics.ts)
+ *   /metrics                                          the Prometheus exposition
  * Every call but /healthz carries the admin token as `Authorization: Bearer …`.
  */
 export class ApiServer {
@@ -41,6 +46,8 @@ export class ApiServer {
     private readonly tokens: TokenRoutes,
     private readonly log: Logger,
     private readonly podLogs?: PodLogRoutes,
+    private readonly eviction?: EvictionRoutes,
+    private readonly metrics?: MetricsRoutes,
   ) {}
 
   async listen(): Promise<number> {
@@ -70,6 +77,7 @@ export class ApiServer {
     if (url.pathname === '/healthz') return this.send(res, 200, { status: 'ok' });
     if (!this.authorized(req)) throw new HubError('HUB_ERR_UNAUTHORIZED', 'a valid admin token is required (Authorization: Bearer TOKEN)');
     if (url.pathname === '/version') return this.send(res, 200, { version: FLOTILLA_VERSION });
+    if (url.pathname === '/metrics' && this.metrics) return this.metrics.exposition(res);
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     const rest = parts.slice(2);
@@ -82,6 +90,7 @@ export class ApiServer {
       const results = this.resources.apply(docs, { dryRun, ...(namespace ? { namespace } : {}) });
       return this.send(res, 200, { kind: 'ApplyResult', dryRun, results });
     }
+    if (rest[0] === 'metrics' && this.metrics) return this.metrics.handle(method, rest.slice(1), url.searchParams, (status, body) => this.send(res, status, body));
     if (rest[0] === 'tokens') return this.tokens.handle(method, rest.slice(1), req, res, (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit));
 
     // Resolve {namespace, plural, name} from the path.
@@ -91,14 +100,19 @@ export class ApiServer {
     let subresource: string | undefined;
     if (rest[0] === 'namespaces' && rest.length >= 3) {
       [, namespace, plural, name, subresource] = rest;
-      if (rest.length > 5 || (subresource !== undefined && (plural !== 'pods' || subresource !== 'log' || !this.podLogs))) throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
+      if (rest.length > 5 || (subresource !== undefined && (plural !== 'pods' || !((subresource === 'log' && this.podLogs) || (subresource === 'eviction' && this.eviction))))) throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     } else if (rest.length === 1 || rest.length === 2) {
       [plural, name] = rest;
     } else throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     const kind = plural ? kindByPlural(plural) : undefined;
     if (!kind) throw new HubError('HUB_ERR_NOT_FOUND', `the server doesn't have a resource type "${plural}"`);
     if (!kind.namespaced && namespace) throw new HubError('HUB_ERR_NOT_FOUND', `${kind.plural} are not namespaced`);
-    if (subresource && this.podLogs) {
+    if (subresource === 'eviction' && this.eviction) {
+      if (method !== 'POST') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'eviction takes POST');
+      const answer = this.eviction.handle(namespace!, name!, await readBody(req, this.bodyLimit));
+      return this.send(res, answer.status, answer.body);
+    }
+    if (subresource === 'log' && this.podLogs) {
       if (method !== 'GET') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'log takes GET');
       return this.podLogs.serve(res, namespace!, name!, url.searchParams);
     }

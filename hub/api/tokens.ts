@@ -1,6 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Credentials } from '../auth/credentials.js';
+import type { CredentialRecord, Credentials } from '../auth/credentials.js';
 import { HubError } from './errors.js';
+
+/** An external broker that must learn of join tokens (hub/broker/mosquitto-accounts.ts). */
+export interface JoinTokenSync {
+  joinTokenCreated(token: string, record: CredentialRecord): Promise<void>;
+  joinTokenRevoked(record: CredentialRecord): Promise<void>;
+}
 
 /**
  * /api/v1/tokens: list every credential (never a secret), create a join token (the secret is
@@ -11,6 +17,7 @@ export class TokenRoutes {
   constructor(
     private readonly credentials: Credentials,
     private readonly onRevokeDevice: (node: string) => void,
+    private readonly joinTokens?: JoinTokenSync,
   ) {}
 
   async handle(method: string, rest: string[], _req: IncomingMessage, _res: ServerResponse, send: (status: number, body: unknown) => void, body: () => Promise<Buffer>): Promise<void> {
@@ -33,6 +40,15 @@ export class TokenRoutes {
         ...(typeof input.description === 'string' ? { description: input.description } : {}),
         ...(typeof input.ttlSeconds === 'number' ? { ttlSeconds: input.ttlSeconds } : {}),
       });
+      if (this.joinTokens) {
+        try {
+          await this.joinTokens.joinTokenCreated(token, record);
+        } catch (err) {
+          // A token the broker does not accept would only mislead: take it back.
+          this.credentials.revoke(record.id);
+          throw new HubError('HUB_ERR_UNAVAILABLE', `the MQTT broker did not take the new join token: ${(err as Error).message}`);
+        }
+      }
       return send(201, { token, record });
     }
     if (rest.length === 1 && method === 'DELETE') {
@@ -42,6 +58,8 @@ export class TokenRoutes {
       if (before.kind === 'admin') throw new HubError('HUB_ERR_FORBIDDEN', 'the admin token cannot be revoked through the API (delete admin.token and restart the hub)');
       const record = this.credentials.revoke(id)!;
       if (record.kind === 'device' && record.node) this.onRevokeDevice(record.node);
+      // The broker follows within its next check if this fails (hub/broker/mosquitto-accounts.ts).
+      if (record.kind === 'join') await this.joinTokens?.joinTokenRevoked(record).catch(() => undefined);
       return send(200, record);
     }
     throw new HubError('HUB_ERR_NOT_FOUND', 'no such token route');

@@ -10,6 +10,8 @@ export interface EmbeddedBrokerOptions {
   port: number;
   auth: BrokerAuth;
   log: Logger;
+  /** Called with the node of every packet a device sends (publish or keepalive ping): its liveness. */
+  onDeviceActivity?: (node: string) => void;
 }
 
 /** The embedded aedes broker on a TCP port, with the hub's auth hooks, as a MessageBus. */
@@ -31,6 +33,15 @@ export class EmbeddedBroker implements MessageBus {
     });
     aedes.on('clientError', (client: Client, err: Error) => opts.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
     aedes.on('connectionError', (client: Client, err: Error) => opts.log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
+    const activity = opts.onDeviceActivity;
+    if (activity) {
+      const heard = (client: Client | null) => {
+        const identity = opts.auth.identity(client);
+        if (identity?.role === 'device') activity(identity.node);
+      };
+      aedes.on('ping', (_packet, client: Client) => heard(client));
+      aedes.on('publish', (_packet, client: Client | null) => heard(client));
+    }
     const server = createServer(aedes.handle);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

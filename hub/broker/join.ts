@@ -8,6 +8,11 @@ import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { MessageBus } from './bus.js';
 
+/** Accounts at an external broker (hub/broker/mosquitto-accounts.ts). */
+export interface BrokerAccounts {
+  registerDevice(node: string, password: string): Promise<void>;
+}
+
 /**
  * The join exchange (DESIGN.md section 3). A device that has only the hub's URL and a join
  * token connects as `join`, publishes {name, labels} on its own join request topic, and reads
@@ -24,6 +29,8 @@ export class JoinService {
     private readonly topics: Topics,
     private readonly events: EventRecorder,
     private readonly log: Logger,
+    /** An external broker's accounts: a device's must exist there before it is sent its password. */
+    private readonly accounts?: BrokerAccounts,
   ) {}
 
   async start(): Promise<void> {
@@ -35,7 +42,17 @@ export class JoinService {
   private async onRequest(topic: string, payload: Buffer): Promise<void> {
     const parsed = this.topics.parseJoinTopic(topic);
     if (!parsed || parsed.direction !== 'req') return;
-    const response = this.handle(payload);
+    let response = this.handle(payload);
+    if (response.ok && this.accounts) {
+      try {
+        await this.accounts.registerDevice(response.node, response.password);
+      } catch (err) {
+        // The name has not joined as far as anyone can tell: it may try again.
+        this.credentials.forgetNode(response.node);
+        this.events.warning({ kind: 'Node', name: response.node }, 'JoinFailed', `the MQTT broker did not take the account of node ${response.node}: ${(err as Error).message}`, response.node);
+        response = { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
+      }
+    }
     if (!response.ok) this.log.warn({ clientId: parsed.clientId, error: response.error }, 'join refused');
     await this.bus.publish(this.topics.joinResponse(parsed.clientId), encodePayload(response), { qos: 1, retain: false });
   }

@@ -8,6 +8,8 @@ import { describe as describeObject } from './describe.js';
 import { CliError } from './errors.js';
 import { readManifests } from './files.js';
 import { formatObjects, table, type OutputFormat } from './print.js';
+import { ProgressLines } from './pull-progress.js';
+import { usageHistory } from './top.js';
 
 type Out = (text: string) => void;
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; resourceVersion: string; labels?: Record<string, string> } };
@@ -96,12 +98,14 @@ export async function getCommand(kindName: string, name: string | undefined, opt
   if (!opts.watch) return;
   query.set('watch', 'true');
   query.set('resourceVersion', body.metadata.resourceVersion);
+  // On a terminal, an image pull's progress events show as one line that grows (DESIGN.md section 7).
+  const progress = kind.kind === 'Event' && process.stdout.isTTY && (format === 'table' || format === 'wide') ? new ProgressLines() : undefined;
   await client.watch(`${path}?${query}`, (event) => {
     const o = event.object as Obj;
     if (name && o.metadata.name !== name) return;
     if (format === 'json') out(JSON.stringify(event));
     else if (format === 'yaml') out(formatObjects(kind.kind, [o], 'yaml', { list: false }) + '\n---');
-    else out(`${formatObjects(kind.kind, [o], format, { allNamespaces: Boolean(all), headers: false })}${event.type === 'DELETED' ? '   (deleted)' : ''}`);
+    else out(`${progress?.prefix(o) ?? ''}${formatObjects(kind.kind, [o], format, { allNamespaces: Boolean(all), headers: false })}${event.type === 'DELETED' ? '   (deleted)' : ''}`);
   });
 }
 
@@ -111,7 +115,10 @@ export async function describeCommand(kindName: string, name: string, opts: Clie
   const ns = kind.namespaced ? (opts.namespace ?? 'default') : undefined;
   const { body } = await client.request<Obj>('GET', objectPath(kind.plural, kind.namespaced, ns, name));
   const events = await client.request<{ items: never[] }>('GET', objectPath('events', true, kind.namespaced ? ns : 'default'));
-  out(describeObject(body, events.body.items));
+  // A Service is shown with its Endpoints, as kubectl does (none yet is not an error).
+  const endpoints = kind.kind === 'Service' ? await client.request<Obj>('GET', objectPath('endpoints', true, ns, name)).then((r) => r.body, () => undefined) : undefined;
+  const usage = kind.kind === 'Pod' || kind.kind === 'Node' ? await usageHistory(opts, body as Obj & { spec?: unknown }).catch(() => []) : [];
+  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage }));
 }
 
 export async function deleteCommand(kindName: string | undefined, names: string[], opts: ClientOptions & { filename?: string[]; namespace?: string }, out: Out): Promise<void> {

@@ -3,7 +3,9 @@ import type { Probe } from '../../shared/resources/probe.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
+import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { age, table } from './print.js';
+import { latestPullProgress, pullUnderWay } from './pull-progress.js';
 
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; ownerReferences?: { kind: string; name: string }[] } };
 type Ev = { type: string; reason: string; message: string; count?: number; lastTimestamp?: string; firstTimestamp?: string; source?: { component?: string; host?: string }; involvedObject: { kind: string; name: string; uid?: string } };
@@ -36,24 +38,29 @@ export function probeText(p: Probe): string {
 }
 
 /** `flotilla describe`: the object in words, its conditions, and the events about it (newest last). */
-export function describe(obj: Obj, events: Ev[]): string {
+export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usage?: string[] } = {}): string {
   const m = obj.metadata;
+  const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
+  mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
   const lines: string[] = [kv('Name', m.name)];
   if (m.namespace) lines.push(kv('Namespace', m.namespace));
   lines.push(...mapLines('Labels', m.labels), ...mapLines('Annotations', m.annotations), kv('Created', m.creationTimestamp), kv('UID', m.uid));
   if (m.ownerReferences?.length) lines.push(kv('Controlled By', m.ownerReferences.map((o) => `${o.kind}/${o.name}`).join(', ')));
-  if (obj.kind === 'Pod') lines.push(...describePod(obj));
+  if (obj.kind === 'Pod') lines.push(...describePod(obj, mine));
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
   else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
   else if (obj.kind === 'Job') lines.push(...describeJob(obj));
   else if (obj.kind === 'CronJob') lines.push(...describeCronJob(obj));
+  else if (obj.kind === 'Service') lines.push(...describeService(obj, related.endpoints));
   else if (obj.kind === 'ConfigMap' || obj.kind === 'Secret') lines.push(...describeData(obj));
+  // A Pod's or Node's CPU and memory over the last hour (hub/cli/top.ts), when the devices report metrics.
+  if (related.usage?.length) lines.push(...related.usage);
   lines.push('Events:');
-  const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
-  mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
-  if (mine.length === 0) lines.push('  <none>');
+  // Of a pull's progress, its latest step only.
+  const shown = latestPullProgress(mine);
+  if (shown.length === 0) lines.push('  <none>');
   else {
-    const rows = [['Type', 'Reason', 'Age', 'From', 'Message'], ...mine.map((e) => [e.type, e.reason, (e.count ?? 1) > 1 ? `${age(e.lastTimestamp)} (x${e.count} over ${age(e.firstTimestamp)})` : age(e.lastTimestamp), e.source?.host ? `${e.source.component ?? ''}, ${e.source.host}` : (e.source?.component ?? ''), e.message])];
+    const rows = [['Type', 'Reason', 'Age', 'From', 'Message'], ...shown.map((e) => [e.type, e.reason, (e.count ?? 1) > 1 ? `${age(e.lastTimestamp)} (x${e.count} over ${age(e.firstTimestamp)})` : age(e.lastTimestamp), e.source?.host ? `${e.source.component ?? ''}, ${e.source.host}` : (e.source?.component ?? ''), e.message])];
     lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
   }
   return lines.join('\n');
@@ -73,7 +80,7 @@ function describeData(obj: Obj): string[] {
   return lines;
 }
 
-function describePod(obj: Obj): string[] {
+function describePod(obj: Obj, events: Ev[]): string[] {
   const spec = obj.spec as PodSpec;
   const status = (obj.status as PodStatus | undefined) ?? { phase: 'Pending' };
   const lines = [kv('Node', spec.nodeName), kv('Status', status.phase), ...(status.reason ? [kv('Reason', status.reason)] : []), ...(status.message ? [kv('Message', status.message)] : []), kv('IP', status.podIP), kv('Restart Policy', spec.restartPolicy ?? 'Always')];
@@ -81,6 +88,8 @@ function describePod(obj: Obj): string[] {
   for (const c of spec.containers) {
     const cs = status.containerStatuses?.find((s) => s.name === c.name);
     lines.push(`  ${c.name}:`, kv('Image', c.image, 4));
+    const pulling = cs?.state.running ? undefined : pullUnderWay(events, c.image);
+    if (pulling) lines.push(kv('Pulling', pulling, 4));
     if (c.command) lines.push(kv('Command', c.command.join(' '), 4));
     if (c.args) lines.push(kv('Args', c.args.join(' '), 4));
     if (c.livenessProbe) lines.push(kv('Liveness', probeText(c.livenessProbe), 4));
@@ -96,7 +105,9 @@ function describePod(obj: Obj): string[] {
 
 function describeNode(obj: Obj): string[] {
   const status = (obj.status as NodeStatus | undefined) ?? {};
-  const lines = [kv('Unschedulable', String((obj.spec as { unschedulable?: boolean } | undefined)?.unschedulable ?? false)), 'Conditions:'];
+  const spec = obj.spec as { unschedulable?: boolean; taints?: { key: string; value?: string; effect: string }[] } | undefined;
+  const taints = (spec?.taints ?? []).map((t) => `${t.key}${t.value ? `=${t.value}` : ''}:${t.effect}`);
+  const lines = [kv('Taints', taints[0]), ...taints.slice(1).map((t) => `${' '.repeat(18)}${t}`), kv('Unschedulable', String(spec?.unschedulable ?? false)), 'Conditions:'];
   const rows = [['Type', 'Status', 'LastTransitionTime', 'Reason', 'Message'], ...(status.conditions ?? []).map((c) => [c.type, c.status, c.lastTransitionTime ?? '', c.reason ?? '', c.message ?? ''])];
   lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
   lines.push('Addresses:', ...(status.addresses ?? []).map((a) => `  ${a.type}: ${a.address}`));
@@ -143,4 +154,18 @@ function describeCronJob(obj: Obj): string[] {
     kv('Last Successful Time', s.lastSuccessfulTime),
     kv('Active Jobs', s.active?.map((a) => a.name).join(', ') || '<none>'),
   ];
+}
+
+/** As kubectl: selector and ports, then the Endpoints (ready ones, and those not ready yet). */
+function describeService(obj: Obj, endpoints: Obj | undefined): string[] {
+  const spec = obj.spec as ServiceSpec;
+  const subsets = (endpoints as (Obj & EndpointsFields) | undefined)?.subsets ?? [];
+  const list = (key: 'addresses' | 'notReadyAddresses') =>
+    subsets.flatMap((ss) => (ss[key] ?? []).flatMap((a) => ((ss.ports ?? []).length ? ss.ports!.map((p) => `${a.ip}:${p.port}`) : [a.ip]))).join(',') || '<none>';
+  const lines = [...mapLines('Selector', spec.selector)];
+  for (const p of spec.ports ?? []) {
+    lines.push(kv('Port', `${p.name ?? '<unset>'}  ${p.port}/${p.protocol ?? 'TCP'}`), kv('TargetPort', `${p.targetPort ?? p.port}/${p.protocol ?? 'TCP'}`));
+  }
+  lines.push(kv('Endpoints', list('addresses')), kv('NotReady', list('notReadyAddresses')));
+  return lines;
 }

@@ -4,8 +4,11 @@ import { FLOTILLA_VERSION } from '../../shared/version.js';
 import { loadHubConfig } from '../config.js';
 import { Hub } from '../hub.js';
 import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
+import { registerBrokerConfigCommand } from './broker-config.js';
 import { CliError } from './errors.js';
 import { logsCommand, stdoutWriter } from './logs.js';
+import { registerNodeCommands } from './nodes.js';
+import { registerTopCommand } from './top.js';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`${text}\n`);
@@ -37,12 +40,14 @@ export function buildProgram(): Command {
     .option('--listen <addr>', 'address to listen on (loopback unless asked)', '127.0.0.1')
     .option('--api-port <port>', 'HTTP API port', port, 8080)
     .option('--mqtt-port <port>', 'MQTT port of the embedded broker', port, 1883)
-    .option('--broker <url>', 'use an external MQTT broker instead of the embedded one')
+    .option('--broker <url>', 'use an external MQTT broker (mqtt://HOST:PORT) instead of the embedded one; see flotilla broker-config')
     .option('--node-grace <duration>', 'silence before a node is marked Unknown', '40s')
     .option('--eviction-timeout <duration>', 'how long before pods of an unreachable node are replaced', '5m')
-    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string }) => {
-      if (o.broker) throw new CliError('an external broker (--broker) is not supported yet; run without it to use the embedded broker');
-      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, nodeGraceSeconds: parseDuration(o.nodeGrace), evictionTimeoutSeconds: parseDuration(o.evictionTimeout) });
+    .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
+    .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
+    .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
+    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), nodeGraceSeconds: parseDuration(o.nodeGrace), evictionTimeoutSeconds: parseDuration(o.evictionTimeout), metricsRawRetentionSeconds: parseDuration(o.metricsRawRetention), metricsMinuteRetentionSeconds: parseDuration(o.metrics1mRetention), metricsHourRetentionSeconds: parseDuration(o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));
       process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection; the hub keeps serving'));
@@ -130,6 +135,10 @@ export function buildProgram(): Command {
     .option('-p, --previous', 'the previous attempt of a restarted container')
     .option('-n, --namespace <ns>', 'namespace')
     .action((pod: string, o: { container?: string; follow?: boolean; tail?: string; since?: string; previous?: boolean; namespace?: string }) => logsCommand(pod, { ...client(), ...o }, stdoutWriter()));
+
+  registerNodeCommands(program, client, out, err);
+  registerTopCommand(program, client, out);
+  registerBrokerConfigCommand(program, out);
 
   return program;
 }

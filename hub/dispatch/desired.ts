@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, encodePayload, type DesiredConfig, type DesiredPod, type DesiredState } from '../../shared/protocol/messages.js';
+import { METRICS_INTERVAL_ANNOTATION, parseMetricsInterval } from '../../shared/protocol/metrics.js';
 import type { Topics } from '../../shared/protocol/topics.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
 import { referencedConfig } from '../../shared/resources/volumes.js';
@@ -28,6 +29,7 @@ CREATE TABLE dispatch (
 export class Dispatcher {
   readonly queue: WorkQueue;
   private readonly published = new Set<string>();
+  private readonly metricsIntervals = new Map<string, string | undefined>();
   private readonly podFingerprints = new Map<string, { fingerprint: string; node: string | undefined }>();
   private unwatch: (() => void)[] = [];
   private readonly getRow;
@@ -65,7 +67,12 @@ export class Dispatcher {
         if (before?.node && before.node !== node) this.queue.add(before.node);
       }),
       this.store.watch({ kind: 'Node' }, (e) => {
-        if (e.type !== 'MODIFIED') this.queue.add(e.object.metadata.name);
+        // Of a node's own changes, only its metrics interval is part of what it is sent.
+        const interval = e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION];
+        const changed = this.metricsIntervals.get(e.object.metadata.name) !== interval;
+        if (e.type === 'DELETED') this.metricsIntervals.delete(e.object.metadata.name);
+        else this.metricsIntervals.set(e.object.metadata.name, interval);
+        if (e.type !== 'MODIFIED' || changed) this.queue.add(e.object.metadata.name);
       }),
       // A ConfigMap or Secret is part of the desired set of every node whose pods use it.
       this.store.watch({ kind: 'ConfigMap' }, (e) => this.configChanged('configMaps', e.object)),
@@ -123,13 +130,24 @@ export class Dispatcher {
     for (const pod of pods) this.queue.add((pod.spec as PodSpec).nodeName!);
   }
 
+  /** The node's metrics interval from its annotation; an invalid one is logged and left out (the agent keeps its own). */
+  private metricsSettings(node: StoredObject): DesiredState['metrics'] {
+    const text = node.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION];
+    if (text === undefined) return undefined;
+    const seconds = parseMetricsInterval(text);
+    if (typeof seconds === 'number') return { intervalSeconds: seconds };
+    this.log.warn({ node: node.metadata.name, annotation: METRICS_INTERVAL_ANNOTATION, problem: seconds }, 'metrics interval annotation ignored');
+    return undefined;
+  }
+
   revision(node: string): number | undefined {
     return this.getRow.get(node)?.rev;
   }
 
   async sync(node: string): Promise<void> {
     const topic = this.topics.desired(node);
-    if (!this.store.get('Node', '', node)) {
+    const nodeObj = this.store.get('Node', '', node);
+    if (!nodeObj) {
       if (this.getRow.get(node)) {
         this.deleteRow.run(node);
         // An empty retained message clears the retained desired set [MQTT-3.3.1-10].
@@ -141,7 +159,8 @@ export class Dispatcher {
     const pods = this.desiredPods(node);
     const { configs, secrets } = this.desiredConfigs(pods);
     // A set without configuration hashes as before, so an upgraded hub keeps the nodes' revisions.
-    const hashed = configs.length || secrets.length ? { pods, configs, secrets } : pods;
+    const metrics = this.metricsSettings(nodeObj);
+    const hashed = configs.length || secrets.length || metrics ? { pods, configs, secrets, ...(metrics ? { metrics } : {}) } : pods;
     const hash = createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
     const row = this.getRow.get(node);
     let rev = row?.rev ?? 0;
@@ -152,7 +171,7 @@ export class Dispatcher {
       this.store.mutate('Node', '', node, (cur) => ({ ...cur, status: { ...((cur.status as object | undefined) ?? {}), desiredRevision: rev } }));
     }
     if (this.published.has(node)) return;
-    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets };
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}) };
     await this.bus.publish(topic, encodePayload(message), { qos: 1, retain: true });
     this.published.add(node);
     this.log.debug({ node, rev, pods: pods.length }, 'desired set published');

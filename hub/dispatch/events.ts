@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { decodePayload, eventBatchSchema, type DevicePodEvent } from '../../shared/protocol/messages.js';
+import { decodePayload, eventBatchSchema, type DeviceEvent } from '../../shared/protocol/messages.js';
 import type { Topics } from '../../shared/protocol/topics.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
@@ -17,10 +17,11 @@ const MAX_CLOCK_AHEAD_MS = 60_000;
 const MAX_EVENT_AGE_MS = 24 * 3_600_000;
 
 /**
- * Takes in the pod events devices publish on `…/nodes/{node}/events` and records them as
- * Events (the recorder given is the agents' one: component flotilla-agent), with the node as
- * their source host, as the kubelet's events. A device may only speak of pods bound to itself:
- * an event whose pod is unknown, of another incarnation (uid) or bound elsewhere is ignored.
+ * Takes in the events devices publish on `…/nodes/{node}/events` and records them as Events
+ * (the recorder given is the agents' one: component flotilla-agent), with the node as their
+ * source host, as the kubelet's events. A device may only speak of itself: an event about a pod
+ * that is unknown, of another incarnation (uid) or bound elsewhere, or about another node, is
+ * refused (ignored and counted).
  */
 export class DeviceEventIngest {
   dropped = 0;
@@ -58,7 +59,19 @@ export class DeviceEventIngest {
     });
   }
 
-  private record(node: string, event: DevicePodEvent): void {
+  private record(node: string, event: DeviceEvent): void {
+    if (event.kind === 'Node') {
+      // The topic names the sender (the broker's ACL lets a device publish only on its own).
+      const self = this.store.get('Node', '', event.node);
+      if (event.node !== node || !self) {
+        this.ignored++;
+        this.log.warn({ node, about: event.node, reason: event.reason }, 'device event about another node ignored');
+        return;
+      }
+      if (!this.admit(node)) return;
+      this.recorder.record(self, event.type, event.reason, event.message, node, this.eventTime(event.ts));
+      return;
+    }
     const pod = this.store.get('Pod', event.namespace, event.podName);
     if (!pod || pod.metadata.uid !== event.podUid || (pod.spec as PodSpec | undefined)?.nodeName !== node) {
       this.ignored++;

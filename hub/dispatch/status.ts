@@ -41,12 +41,9 @@ export class StatusIngest {
   ) {}
 
   async start(): Promise<void> {
-    // Until its agent says otherwise, nothing is known of a node after a hub restart.
-    this.store.transaction(() => {
-      for (const node of this.store.list('Node').items) {
-        this.setReady(node.metadata.name, { status: 'Unknown', reason: 'NodeStatusUnknown', message: 'Hub restarted; waiting for the agent to reconnect.' });
-      }
-    });
+    // After a hub restart a node keeps its last Ready status until its agent reports or its
+    // grace period runs out (the node lifecycle controller's fresh grace, as in Kubernetes):
+    // marking every node Unknown here would turn every pod NotReady on each hub restart.
     await this.bus.subscribe(this.topics.allNodes('status'), (topic, payload) => this.onStatus(topic, payload));
     await this.bus.subscribe(this.topics.allNodes('presence'), (topic, payload) => this.onPresence(topic, payload));
   }

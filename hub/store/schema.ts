@@ -1,5 +1,6 @@
 import { CREDENTIALS_MIGRATION } from '../auth/credentials.js';
 import { DISPATCH_MIGRATION } from '../dispatch/desired.js';
+import { METRICS_MIGRATION } from '../metrics/schema.js';
 import { openDatabase, type Database } from './db.js';
 import { migrations as storeMigrations, type Migration } from './migrations.js';
 
@@ -12,6 +13,7 @@ export const hubMigrations: readonly Migration[] = [
   ...storeMigrations,
   { version: 2, name: 'credentials', up: CREDENTIALS_MIGRATION },
   { version: 3, name: 'dispatch revisions', up: DISPATCH_MIGRATION },
+  { version: 4, name: 'metrics', up: METRICS_MIGRATION },
 ];
 
 export function openHubDatabase(file: string): Database {

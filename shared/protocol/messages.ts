@@ -36,6 +36,8 @@ export const desiredStateSchema = z.object({
   pods: z.array(desiredPodSchema),
   configs: z.array(desiredConfigSchema).default([]),
   secrets: z.array(desiredConfigSchema).default([]),
+  /** The node's metrics sampling interval when the hub sets one (the Node's flotilla.io/metrics-interval annotation); else the agent's own. */
+  metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
 });
 
 const containerStateSchema = z.object({
@@ -140,6 +142,8 @@ export const MAX_EVENT_REASON_LENGTH = 128;
 
 /** Something that happened to a pod on the device (Pulling, Created, Started, Killing, BackOff…). */
 export const podEventSchema = z.object({
+  /** Absent in the first agents' events, which were all about pods. */
+  kind: z.literal('Pod').optional(),
   podUid: z.string().min(1),
   podName: z.string().min(1),
   namespace: z.string().min(1),
@@ -151,10 +155,27 @@ export const podEventSchema = z.object({
   ts: timestamp,
 });
 
-/** agent → hub, QoS 1, best-effort: a batch of pod events, and how many the device had to drop since the last batch. */
+/**
+ * Something that happened to the device itself (image garbage collection that failed or fell
+ * short under DiskPressure…), recorded as an Event about its Node, as the kubelet's node events.
+ */
+export const nodeEventSchema = z.object({
+  kind: z.literal('Node'),
+  /** The node it is about: the sender's own (the hub refuses an event about any other). */
+  node: z.string().min(1),
+  type: z.enum(['Normal', 'Warning']),
+  reason: z.string().min(1).max(MAX_EVENT_REASON_LENGTH),
+  message: z.string().max(MAX_EVENT_MESSAGE_LENGTH),
+  ts: timestamp,
+});
+
+/** A device event: about one of its pods (`kind` Pod or absent) or about its node (`kind` Node). */
+export const deviceEventSchema = z.discriminatedUnion('kind', [podEventSchema, nodeEventSchema]);
+
+/** agent → hub, QoS 1, best-effort: a batch of device events, and how many the device had to drop since the last batch. */
 export const eventBatchSchema = z.object({
   v,
-  events: z.array(podEventSchema).min(1).max(MAX_EVENTS_PER_BATCH),
+  events: z.array(deviceEventSchema).min(1).max(MAX_EVENTS_PER_BATCH),
   dropped: z.number().int().min(0).optional(),
 });
 
@@ -169,6 +190,8 @@ export type Presence = z.infer<typeof presenceSchema>;
 export type JoinRequest = z.infer<typeof joinRequestSchema>;
 export type JoinResponse = z.infer<typeof joinResponseSchema>;
 export type DevicePodEvent = z.infer<typeof podEventSchema>;
+export type DeviceNodeEvent = z.infer<typeof nodeEventSchema>;
+export type DeviceEvent = z.infer<typeof deviceEventSchema>;
 export type EventBatch = z.infer<typeof eventBatchSchema>;
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };

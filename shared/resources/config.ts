@@ -1,6 +1,10 @@
 import * as z from 'zod';
 
-/** Kubernetes' limit on a ConfigMap's or Secret's total data (etcd's request size). */
+/**
+ * Kubernetes' limit on a ConfigMap's or Secret's total data, its values decoded (keys are not
+ * counted, as in Kubernetes' validation). The API's body limit (3 MiB) leaves room for such an
+ * object in base64, JSON or YAML.
+ */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 const CONFIG_KEY = /^[-._a-zA-Z0-9]+$/;
@@ -27,6 +31,12 @@ const keyedMap = (value: z.ZodType<string>) =>
 
 const base64Value = z.string().refine(isBase64, 'must be base64-encoded');
 
+/** The decoded length of a base64 value, without decoding it. */
+function base64Length(value: string): number {
+  const padding = value.endsWith('==') ? 2 : value.endsWith('=') ? 1 : 0;
+  return Math.floor(value.length / 4) * 3 - padding;
+}
+
 function checkSize(bytes: number, ctx: z.RefinementCtx, kind: string): void {
   if (bytes > MAX_CONFIG_BYTES) ctx.addIssue({ code: 'custom', path: ['data'], message: `${kind} data must be no more than ${MAX_CONFIG_BYTES} bytes in total, not ${bytes}` });
 }
@@ -42,9 +52,9 @@ export const configMapFieldsSchema = z
   })
   .superRefine((cm, ctx) => {
     let bytes = 0;
-    for (const [key, value] of Object.entries(cm.data ?? {})) bytes += key.length + Buffer.byteLength(value);
+    for (const value of Object.values(cm.data ?? {})) bytes += Buffer.byteLength(value);
     for (const [key, value] of Object.entries(cm.binaryData ?? {})) {
-      bytes += key.length + Buffer.from(value, 'base64').length;
+      bytes += base64Length(value);
       if (cm.data && key in cm.data) ctx.addIssue({ code: 'custom', path: ['binaryData', key], message: `duplicate of key '${key}' in data` });
     }
     checkSize(bytes, ctx, 'ConfigMap');
@@ -59,8 +69,9 @@ export const secretFieldsSchema = z
   })
   .superRefine((s, ctx) => {
     let bytes = 0;
-    const merged = { ...s.data, ...Object.fromEntries(Object.entries(s.stringData ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) };
-    for (const [key, value] of Object.entries(merged)) bytes += key.length + Buffer.from(value, 'base64').length;
+    // stringData's values override data's, as on write.
+    for (const [key, value] of Object.entries(s.data ?? {})) if (!(s.stringData && key in s.stringData)) bytes += base64Length(value);
+    for (const value of Object.values(s.stringData ?? {})) bytes += Buffer.byteLength(value);
     checkSize(bytes, ctx, 'Secret');
   });
 

@@ -5,11 +5,24 @@ export const nodeSpecSchema = z.object({
   unschedulable: z.boolean().optional(),
   podCIDR: z.string().optional(),
   taints: z
-    .array(z.object({ key: z.string(), value: z.string().optional(), effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']) }))
+    .array(
+      z.object({
+        key: z.string(),
+        value: z.string().optional(),
+        effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']),
+        /** When a NoExecute taint was added (RFC 3339): tolerationSeconds count from it, as in Kubernetes. */
+        timeAdded: z.string().optional(),
+      }),
+    )
     .optional(),
 });
 
 export type NodeSpec = z.infer<typeof nodeSpecSchema>;
+export type Taint = NonNullable<NodeSpec['taints']>[number];
+
+/** Kubernetes' well-known NoExecute taints that the node lifecycle controller puts on a node whose Ready is Unknown / False. */
+export const TAINT_NODE_UNREACHABLE = 'node.kubernetes.io/unreachable';
+export const TAINT_NODE_NOT_READY = 'node.kubernetes.io/not-ready';
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 

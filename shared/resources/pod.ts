@@ -23,6 +23,21 @@ const quantity = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
 
 const resourceList = z.record(z.string(), quantity);
 
+/** Flotilla's own resource `pids` (the engine's pids limit of the container) is a count: a positive integer. */
+const resourceRequirements = z
+  .object({ limits: resourceList.optional(), requests: resourceList.optional() })
+  .superRefine((r, ctx) => {
+    const pids = r.limits?.pids;
+    if (pids === undefined) return;
+    let milli: number;
+    try {
+      milli = parseQuantity(pids).milli();
+    } catch {
+      return; // the quantity's own error is reported already
+    }
+    if (milli < 1000 || milli % 1000 !== 0) ctx.addIssue({ code: 'custom', path: ['limits', 'pids'], message: `must be a positive integer, not '${pids}'` });
+  });
+
 export const containerSchema = z.object({
   name: dnsLabel,
   image: z.string({ error: 'is required' }).trim().min(1, 'is required'),
@@ -44,7 +59,7 @@ export const containerSchema = z.object({
     )
     .optional(),
   imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
-  resources: z.object({ limits: resourceList.optional(), requests: resourceList.optional() }).optional(),
+  resources: resourceRequirements.optional(),
   livenessProbe: livenessProbeSchema.optional(),
   readinessProbe: readinessProbeSchema.optional(),
   startupProbe: startupProbeSchema.optional(),

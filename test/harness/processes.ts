@@ -107,10 +107,13 @@ export interface RunningHub {
   joinToken: string;
 }
 
-/** Starts `flotilla hub` on loopback; ports 0 means "any free port", read back from its log. */
-export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPort?: number }): Promise<RunningHub> {
+/**
+ * Starts `flotilla hub` on loopback; ports 0 means "any free port", read back from its log.
+ * `nodeOptions` go to node itself (e.g. `--cpu-prof`), `env` over the debug-level default.
+ */
+export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPort?: number; extraArgs?: string[]; nodeOptions?: string[]; env?: Record<string, string> }): Promise<RunningHub> {
   const logPath = join(opts.dataDir, '..', `hub-${Date.now()}.log`);
-  const proc = spawnLogged([BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0)], logPath, REPO);
+  const proc = spawnLogged([...(opts.nodeOptions ?? []), BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0), ...(opts.extraArgs ?? [])], logPath, REPO, opts.env ?? {});
   const ports = await waitFor('the hub to start', () => {
     if (proc.exitCode !== undefined) throw new Error(`hub exited with ${proc.exitCode}: ${proc.log().slice(-2000)}`);
     let api: number | undefined;
@@ -119,7 +122,8 @@ export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPo
       if (!line.startsWith('{')) continue;
       const entry = JSON.parse(line) as { msg?: string; port?: number };
       if (entry.msg === 'api listening') api = entry.port;
-      if (entry.msg === 'mqtt broker listening') mqtt = entry.port;
+      // The embedded broker's port, or with --broker the external broker's that the hub joined.
+      if (entry.msg === 'mqtt broker listening' || entry.msg === 'mqtt broker connected') mqtt = entry.port;
     }
     return api !== undefined && mqtt !== undefined && proc.log().includes('"hub started"') ? { api, mqtt } : undefined;
   }, 30_000);

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type Dockerode from 'dockerode';
@@ -6,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { startDockerd, type TestDockerd } from '../harness/dockerd.js';
 import { apply, engineContainers, getPod, podRunning } from '../harness/fleet.js';
 import { buildTestImages, TEST_IMAGE } from '../harness/images.js';
+import { MAX_CONFIG_BYTES } from '../../shared/resources/config.js';
 import { cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 
 // ConfigMaps and Secrets end to end: a real hub seals the Secret, dispatches each object only to
@@ -204,6 +206,37 @@ describe('ConfigMaps and Secrets on real agents and a real engine', () => {
     expect(secrets.code, secrets.stderr).toBe(0);
     expect(secrets.stdout).toMatch(/app-secret\s+Opaque\s+1\s+/);
     expect(secrets.stdout).not.toContain(Buffer.from(PASSWORD).toString('base64'));
+  });
+
+  it('takes a Secret of 1 MiB of data, over MQTT to the device and whole into the container, and refuses one byte more', async () => {
+    // Kubernetes' limit, exactly: 1 MiB of data (1.4 MB in base64, in the API body and in the
+    // node's desired set on MQTT).
+    const blob = randomBytes(MAX_CONFIG_BYTES);
+    const secret = (data: Buffer) => JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'big-secret' }, data: { 'blob.bin': data.toString('base64') } });
+    apply(hub, secret(blob));
+    apply(hub, `apiVersion: v1
+kind: Pod
+metadata: {name: big}
+spec:
+  nodeName: alpha
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: blob, secret: {secretName: big-secret}}]
+  containers:
+    - name: app
+      image: ${TEST_IMAGE}
+      command: ["sleep", "3600"]
+      volumeMounts: [{name: blob, mountPath: /etc/big}]
+`);
+    await waitFor('big running', () => podRunning(hub, 'big'), 60_000);
+    const { id } = await appContainer('big');
+    expect((await execIn(dockerd.docker, id, ['wc', '-c', '/etc/big/blob.bin'])).trim()).toBe(`${MAX_CONFIG_BYTES} /etc/big/blob.bin`);
+    expect((await execIn(dockerd.docker, id, ['sha256sum', '/etc/big/blob.bin'])).split(' ')[0]).toBe(createHash('sha256').update(blob).digest('hex'));
+    expect(cli(hub, ['describe', 'secret', 'big-secret']).stdout).toContain(`blob.bin:  ${MAX_CONFIG_BYTES} bytes`);
+
+    const over = cli(hub, ['apply', '-f', '-'], { input: secret(Buffer.concat([blob, Buffer.from([1])])) });
+    expect(over.code).toBe(1);
+    expect(over.stderr).toContain(`data: Secret data must be no more than ${MAX_CONFIG_BYTES} bytes in total, not ${MAX_CONFIG_BYTES + 1}`);
+    expect(cli(hub, ['delete', 'pod', 'big']).code).toBe(0);
   });
 
   it('holds a container that refers to a missing ConfigMap in CreateContainerConfigError', async () => {

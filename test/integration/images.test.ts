@@ -5,7 +5,7 @@ import { DockerRuntime } from '../../agent/runtime/docker.js';
 import { startDockerd, type TestDockerd } from '../harness/dockerd.js';
 import { apply, engineContainers, getPod, podRunning, readyCondition } from '../harness/fleet.js';
 import { TEST_IMAGE, buildTestImages } from '../harness/images.js';
-import { getJson, startAgent, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
+import { cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 
 // Images on a real engine: the runtime lists and removes them (never one that a container uses,
 // whoever made it), and a pod annotated kill-then-download gives up its old container before
@@ -20,7 +20,7 @@ beforeAll(async () => {
   dockerd = await startDockerd({ name: 'images' });
   await buildTestImages(dockerd.docker);
   hub = await startHub({ dataDir: join(dirs.path, 'hub') });
-  startAgent({ hub, name: NODE, stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost });
+  startAgent({ hub, name: NODE, stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost, extraArgs: ['--pod-pids-limit', '64'] });
 });
 
 afterAll(async () => {
@@ -97,6 +97,56 @@ spec:
       const reason = getPod(hub, pod.metadata.name)?.status?.containerStatuses?.[0]?.state.waiting?.reason;
       return reason === 'ErrImagePull' || reason === 'ImagePullBackOff';
     }, 20_000);
+  });
+});
+
+describe('container limits', () => {
+  const limited = `apiVersion: v1
+kind: Pod
+metadata: {name: limited}
+spec:
+  nodeName: ${NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: capped
+      image: ${TEST_IMAGE}
+      command: [sleep, "3600"]
+      resources: {limits: {memory: 64Mi, cpu: 500m, pids: 16}, requests: {memory: 16Mi, cpu: 100m}}
+    - name: requested
+      image: ${TEST_IMAGE}
+      command: [sleep, "3600"]
+      resources: {requests: {memory: 32Mi, cpu: 250m}}
+`;
+
+  it('gives the engine the limits (never the requests), and the node\'s pids limit to a container that sets none', async () => {
+    await waitFor('the node Ready', () => readyCondition(hub, NODE)?.status === 'True', 60_000);
+    apply(hub, limited);
+    await waitFor('limited running', () => podRunning(hub, 'limited'), 60_000);
+    const inspect = async (container: string) => {
+      const [c] = await engineContainers(dockerd.docker, { 'flotilla.pod': 'limited', 'flotilla.container': container });
+      return (await dockerd.docker.getContainer(c!.id).inspect()).HostConfig;
+    };
+    const capped = await inspect('capped');
+    expect(capped).toMatchObject({ Memory: 64 * 1024 * 1024, NanoCpus: 500_000_000, PidsLimit: 16 });
+    const requested = await inspect('requested');
+    expect(requested.Memory).toBe(0);
+    expect(requested.NanoCpus).toBe(0);
+    expect(requested.PidsLimit).toBe(64);
+    // The engine holds the container to it: past 16 processes, fork fails.
+    const [c] = await engineContainers(dockerd.docker, { 'flotilla.pod': 'limited', 'flotilla.container': 'capped' });
+    const exec = await dockerd.docker.getContainer(c!.id).exec({ Cmd: ['sh', '-c', 'for i in $(seq 1 30); do sleep 30 & done; wait'], AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    let output = '';
+    stream.on('data', (d: Buffer) => (output += d.toString('utf8')));
+    await new Promise((r) => stream.on('end', r));
+    expect(output).toMatch(/can't fork|Resource temporarily unavailable/);
+  });
+
+  it('refuses a pids limit that is not a positive integer, naming the field', () => {
+    const r = cli(hub, ['apply', '-f', '-'], { input: limited.replace('pids: 16', 'pids: "0.5"').replace('name: limited', 'name: bad-pids') });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('spec.containers[0].resources.limits.pids');
+    expect(r.stderr).toContain("must be a positive integer, not '0.5'");
   });
 });
 

@@ -168,6 +168,73 @@ describe('startup', () => {
   });
 });
 
+describe('a startup probe that never passes', () => {
+  it('kills and restarts the container, and runs neither liveness nor readiness meanwhile', async () => {
+    // Liveness would fail at once and readiness pass at once, if either ran before startup passed.
+    apply(hub, podWith('never', `    - name: app
+      image: ${TEST_IMAGE}
+      command: ["sleep", "3600"]
+      startupProbe: {exec: {command: ["cat", "/tmp/never"]}, periodSeconds: 1, failureThreshold: 2}
+      livenessProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 1}
+      readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+`));
+    let everReady = false;
+    const restarted = await waitFor('never restarted twice', () => {
+      const pod = getPod(hub, 'never');
+      const c = app(pod);
+      everReady ||= Boolean(c?.ready) || pod?.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') === true;
+      return c && c.restartCount >= 2 ? c : undefined;
+    }, 60_000, 250);
+    expect(everReady).toBe(false);
+    expect(restarted.ready).toBe(false);
+    expect(restarted.lastState?.terminated).toBeDefined();
+    const events = await waitFor('the Killing event', () => {
+      const e = eventsOf('never');
+      return e.some((x) => x.reason === 'Killing') ? e : undefined;
+    }, 10_000);
+    expect(events.find((e) => e.reason === 'Unhealthy')).toMatchObject({ type: 'Warning', message: expect.stringMatching(/^Startup probe failed: cat: can't open '\/tmp\/never'/) });
+    expect(events.find((e) => e.reason === 'Killing')).toMatchObject({ type: 'Normal', message: 'Container app failed startup probe, will be restarted' });
+    expect(events.filter((e) => /^(Liveness|Readiness) probe/.test(e.message))).toEqual([]);
+    expect(cli(hub, ['delete', 'pod', 'never']).code).toBe(0);
+  });
+});
+
+describe('a host-network pod', () => {
+  it('is probed on 127.0.0.1 of the device, by httpGet and tcpSocket, and becomes Ready', async () => {
+    // Both servers listen on the loopback of the engine's network namespace only: nothing else
+    // could answer the probes.
+    apply(hub, `apiVersion: v1
+kind: Pod
+metadata: {name: onhost}
+spec:
+  nodeName: ${NODE}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: ${TEST_IMAGE}
+      command: ["httpd", "-f", "-p", "127.0.0.1:18080", "-h", "/www"]
+      readinessProbe: {httpGet: {path: /, port: 18080}, periodSeconds: 1, failureThreshold: 2}
+      livenessProbe: {httpGet: {path: /, port: 18080, host: 127.0.0.1}, periodSeconds: 1, failureThreshold: 2}
+    - name: raw
+      image: ${TEST_IMAGE}
+      command: ["httpd", "-f", "-p", "127.0.0.1:18081", "-h", "/www"]
+      readinessProbe: {tcpSocket: {port: 18081, host: 127.0.0.1}, periodSeconds: 1, failureThreshold: 2}
+      livenessProbe: {tcpSocket: {port: 18081}, periodSeconds: 1, failureThreshold: 2}
+`);
+    const pod = await waitFor('onhost Ready', () => (podReady('onhost') === 'True' ? getPod(hub, 'onhost') : undefined), 30_000);
+    expect(app(pod, 'web')).toMatchObject({ ready: true, restartCount: 0 });
+    expect(app(pod, 'raw')).toMatchObject({ ready: true, restartCount: 0 });
+    // A few more periods: liveness keeps passing, nothing restarts, nothing is Unhealthy.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const later = getPod(hub, 'onhost');
+    expect(app(later, 'web')?.restartCount).toBe(0);
+    expect(app(later, 'raw')?.restartCount).toBe(0);
+    expect(eventsOf('onhost').filter((e) => e.reason === 'Unhealthy')).toEqual([]);
+    expect(cli(hub, ['delete', 'pod', 'onhost']).code).toBe(0);
+  });
+});
+
 describe('a device cut off by a network partition', () => {
   it('goes Unknown at the hub, and Ready again when the link heals', async () => {
     await device.partition();

@@ -46,6 +46,12 @@ describe('agent arguments', () => {
     expect(() => parseAgentArgs(['--frobnicate'])).toThrow(/frobnicate/);
   });
 
+  it('takes --pod-pids-limit as a positive integer, and none by default', () => {
+    expect(config(['--pod-pids-limit', '512']).config.podPidsLimit).toBe(512);
+    expect(config([]).config.podPidsLimit).toBeUndefined();
+    for (const bad of ['0', '-1', '1.5', 'lots', '']) expect(() => parseAgentArgs([`--pod-pids-limit=${bad}`])).toThrow(`--pod-pids-limit: '${bad}' is not a positive integer`);
+  });
+
   it('answers help and version', () => {
     expect(parseAgentArgs(['--help'])).toBe('help');
     expect(parseAgentArgs(['--version'])).toBe('version');

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MessageBus } from '../../hub/broker/bus.js';
 import { DeviceEventIngest, MAX_DEVICE_EVENTS_PER_SECOND } from '../../hub/dispatch/events.js';
 import { EventRecorder } from '../../hub/events/recorder.js';
-import { PROTOCOL_VERSION, type DevicePodEvent } from '../../shared/protocol/messages.js';
+import { PROTOCOL_VERSION, type DeviceNodeEvent, type DevicePodEvent } from '../../shared/protocol/messages.js';
 import { Topics } from '../../shared/protocol/topics.js';
 import { createNode, podObject, testHub, type TestHub } from './builders.js';
 
@@ -48,6 +48,10 @@ afterEach(() => {
 
 function podEvent(fields: Partial<DevicePodEvent> = {}): DevicePodEvent {
   return { podUid: webUid, podName: 'web', namespace: 'default', container: 'app', type: 'Normal', reason: 'Started', message: 'Started container app', ts: new Date(now - 5_000).toISOString(), ...fields };
+}
+
+function nodeEvent(fields: Partial<DeviceNodeEvent> = {}): DeviceNodeEvent {
+  return { kind: 'Node', node: 'edge-1', type: 'Warning', reason: 'FreeDiskSpaceFailed', message: 'Failed to garbage collect required amount of images. Attempted to free 500 bytes, but only found 200 bytes eligible to free.', ts: new Date(now - 1_000).toISOString(), ...fields };
 }
 
 function publish(node: string, events: unknown[], extra: Record<string, unknown> = {}): void {
@@ -108,6 +112,29 @@ describe('DeviceEventIngest', () => {
     now += 1_000;
     publish('edge-1', [podEvent({ message: 'next second' })]);
     expect(recorded()).toHaveLength(MAX_DEVICE_EVENTS_PER_SECOND + 1);
+  });
+
+  it('records a device\'s event about its own node as an Event about the Node', () => {
+    publish('edge-1', [nodeEvent(), podEvent({ kind: 'Pod' })]);
+    const events = recorded();
+    expect(events.map((e) => e.reason).sort()).toEqual(['FreeDiskSpaceFailed', 'Started']);
+    const gc = events.find((e) => e.reason === 'FreeDiskSpaceFailed')!;
+    expect(gc.involvedObject).toMatchObject({ kind: 'Node', name: 'edge-1' });
+    expect(gc.involvedObject.uid).toBe(hub.store.get('Node', '', 'edge-1')!.metadata.uid);
+    expect(gc).toMatchObject({ type: 'Warning', source: { component: 'flotilla-agent', host: 'edge-1' }, lastTimestamp: new Date(now - 1_000).toISOString() });
+  });
+
+  it('refuses a device\'s event about another node, known or not, and keeps its other events', () => {
+    publish('edge-1', [nodeEvent({ node: 'edge-2' }), nodeEvent({ node: 'ghost' }), podEvent()]);
+    expect(recorded().map((e) => e.involvedObject.kind)).toEqual(['Pod']);
+    expect(ingest.ignored).toBe(2);
+  });
+
+  it('drops a batch with a node event that lacks its node, naming no Event', () => {
+    publish('edge-1', [{ ...nodeEvent(), node: undefined }]);
+    publish('edge-1', [{ ...nodeEvent(), kind: 'Device' }]);
+    expect(recorded()).toEqual([]);
+    expect(ingest.dropped).toBe(2);
   });
 
   it('ignores events of a node the hub does not know', () => {

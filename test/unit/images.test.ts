@@ -9,6 +9,7 @@ import {
   type PullProgressEvent,
   type RuntimeImage,
 } from '../../agent/runtime/images.js';
+import { engineMessage } from '../../agent/runtime/docker.js';
 import type { DesiredConfig, DesiredPod } from '../../shared/protocol/messages.js';
 import { referencedConfig } from '../../shared/resources/volumes.js';
 import { container, desiredPod } from './builders.js';
@@ -71,6 +72,15 @@ describe('pullAuthFor', () => {
   });
 });
 
+describe('engineMessage', () => {
+  it('keeps the engine\'s words of a failed pull, without the HTTP wrapping', () => {
+    const refused = new Error('(HTTP code 500) server error - Head "http://127.0.0.1:5001/v2/team/app/manifests/1": no basic auth credentials ');
+    expect(engineMessage(refused)).toBe('Head "http://127.0.0.1:5001/v2/team/app/manifests/1": no basic auth credentials');
+    expect(engineMessage(Object.assign(new Error('(HTTP code 404) no such image - x '), { json: { message: 'manifest for team/app:9 not found: manifest unknown' } }))).toBe('manifest for team/app:9 not found: manifest unknown');
+    expect(engineMessage(new Error('connect ENOENT /run/docker.sock'))).toBe('connect ENOENT /run/docker.sock');
+  });
+});
+
 describe('PullProgress', () => {
   // As the engine reports a pull of a two-layer image, one of which is already present.
   const recorded: PullProgressEvent[] = [
@@ -98,6 +108,33 @@ describe('PullProgress', () => {
     const p = new PullProgress();
     p.add({ status: 'Pulling fs layer', id: 'x' });
     expect(p.summary()).toBe('0/1 layers');
+  });
+
+  it('counts a resumed download from where it stopped, as the engine reads the rest of the layer', () => {
+    // Recorded from a real pull whose connection broke twice: each retry counts the bytes left.
+    const p = new PullProgress();
+    p.add({ status: 'Pulling fs layer', id: 'c83' });
+    p.add({ status: 'Downloading', id: 'c83', progressDetail: { current: 49_581, total: 3_001_127 } });
+    p.add({ status: 'Downloading', id: 'c83', progressDetail: { current: 2_971_048, total: 3_001_127 } });
+    p.add({ status: 'Retrying in 5 seconds', id: 'c83', progressDetail: {} });
+    p.add({ status: 'Downloading', id: 'c83', progressDetail: { current: 3_620, total: 30_079 } });
+    expect(p.summary()).toBe('0/1 layers, 3.0 of 3.0 MB downloaded');
+    p.add({ status: 'Downloading', id: 'c83', progressDetail: { current: 1_935, total: 1_935 } });
+    p.add({ status: 'Verifying Checksum', id: 'c83', progressDetail: {} });
+    p.add({ status: 'Download complete', id: 'c83', progressDetail: {} });
+    p.add({ status: 'Extracting', id: 'c83', progressDetail: { current: 32_768, total: 3_001_127 } });
+    expect(p.summary()).toBe('0/1 layers, 3.0 of 3.0 MB downloaded');
+    p.add({ status: 'Pull complete', id: 'c83', progressDetail: {} });
+    expect(p.summary()).toBe('1/1 layers, 3.0 of 3.0 MB downloaded');
+  });
+
+  it('adds a resumed count to what was left, and never counts a layer past its size', () => {
+    const p = new PullProgress();
+    p.add({ status: 'Downloading', id: 'l', progressDetail: { current: 1_500_000, total: 2_000_000 } });
+    p.add({ status: 'Downloading', id: 'l', progressDetail: { current: 100_000, total: 500_000 } });
+    expect(p.summary()).toBe('0/1 layers, 1.6 of 2.0 MB downloaded');
+    p.add({ status: 'Downloading', id: 'l', progressDetail: { current: 9_000_000, total: 500_000 } });
+    expect(p.summary()).toBe('0/1 layers, 2.0 of 2.0 MB downloaded');
   });
 
   it('is due after 2 s, then at most once per 5 s', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffKey, planSteps, pullPolicy } from '../../agent/reconcile/plan.js';
+import { backoffKey, planSteps, pullBackoffKey, pullPolicy } from '../../agent/reconcile/plan.js';
 import { LABEL_NODE } from '../../agent/runtime/runtime.js';
 import {
   NOW,
@@ -123,11 +123,21 @@ describe('planSteps: image pull policy', () => {
 
   it('does not retry a failed pull during its back-off (ImagePullBackOff), and does after it', () => {
     const pod = podWith('img:2');
-    const failing = planContext({ pullBackoff: new Map([['img:2', { until: NOW + 5_000, message: 'manifest unknown' }]]) });
+    const failing = planContext({ pullBackoff: new Map([[pullBackoffKey(pod.uid, 'img:2', PAUSE_IMAGE), { until: NOW + 5_000, message: 'manifest unknown' }]]) });
     expect(planFor(pod, [], failing)).toEqual([]);
 
-    const over = planContext({ pullBackoff: new Map([['img:2', { until: NOW - 1, message: 'manifest unknown' }]]) });
+    const over = planContext({ pullBackoff: new Map([[pullBackoffKey(pod.uid, 'img:2', PAUSE_IMAGE), { until: NOW - 1, message: 'manifest unknown' }]]) });
     expectSteps(planFor(pod, [], over), ['pull']);
+  });
+
+  it('keys the back-off by pod: another pod pulls the image that one pod failed to pull (its credentials may differ)', () => {
+    const failed = podWith('img:2');
+    const other = desiredPod({ name: 'other', containers: [container({ name: 'app', image: 'img:2' })] });
+    const ctx = planContext({ pullBackoff: new Map([[pullBackoffKey(failed.uid, 'img:2', PAUSE_IMAGE), { until: NOW + 5_000, message: 'unauthorized' }]]) });
+    const infras = [infraContainer({ pod: failed }), infraContainer({ pod: other })];
+    const steps = planSteps(actualState({ containers: infras, images: [PAUSE_IMAGE] }), [failed, other], ctx);
+    expectSteps(steps, ['pull']);
+    expect(onlyStep(steps, 'pull').pod.uid).toBe(other.uid);
   });
 
   it('does not pull the pause image during its back-off either', () => {
@@ -230,7 +240,7 @@ describe('planSteps: replacement on a spec change', () => {
 
   it('keeps the old container while the new image is in pull back-off', () => {
     const old = runtimeContainer({ pod: v1, container: 'app' });
-    const ctx = planContext({ pullBackoff: new Map([['img:2', { until: NOW + 10_000, message: 'unauthorized' }]]) });
+    const ctx = planContext({ pullBackoff: new Map([[pullBackoffKey(v2.uid, 'img:2', PAUSE_IMAGE), { until: NOW + 10_000, message: 'unauthorized' }]]) });
     expect(planSteps(actualState({ containers: [infraContainer({ pod: v2 }), old], images: [PAUSE_IMAGE, 'img:1'] }), [v2], ctx)).toEqual([]);
   });
 
@@ -376,7 +386,7 @@ describe('planSteps: the previous attempt of a restarted container', () => {
 
   it('keeps both while the new spec\'s image cannot be pulled (download-then-kill)', () => {
     const v2 = desiredPod({ name: 'loop', containers: [container({ name: 'app', image: 'img:2' })] });
-    const ctx = planContext({ pullBackoff: new Map([['img:2', { until: NOW + 10_000, message: 'not found' }]]) });
+    const ctx = planContext({ pullBackoff: new Map([[pullBackoffKey(v2.uid, 'img:2', PAUSE_IMAGE), { until: NOW + 10_000, message: 'not found' }]]) });
     const steps = planSteps(actualState({ containers: [infraContainer({ pod: v2 }), attempt(3, 'running'), attempt(2)], images: [PAUSE_IMAGE, 'img:1'] }), [v2], ctx);
     expect(steps).toEqual([]);
   });

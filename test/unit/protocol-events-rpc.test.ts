@@ -41,7 +41,7 @@ describe('the events channel', () => {
   it('decodes a batch of pod events, container and dropped count optional', () => {
     const decoded = value(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [podEvent(), podEvent({ container: undefined, reason: 'Pulling', message: 'Pulling image "x"' })], dropped: 3 }))));
     expect(decoded.events).toHaveLength(2);
-    expect(decoded.events[1]!.container).toBeUndefined();
+    expect(decoded.events[1]).not.toHaveProperty('container');
     expect(decoded.dropped).toBe(3);
   });
 
@@ -58,6 +58,16 @@ describe('the events channel', () => {
     expect(paths(decodePayload(eventBatchSchema, bytes(eventBatch({ events: many }))))).toEqual(['events']);
     expect(value(decodePayload(eventBatchSchema, bytes(eventBatch({ events: many.slice(1) })))).events).toHaveLength(MAX_EVENTS_PER_BATCH);
     expect(paths(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [podEvent({ message: 'x'.repeat(MAX_EVENT_MESSAGE_LENGTH + 1) })] }))))).toEqual(['events[0].message']);
+  });
+
+  it('decodes node events beside pod events, and names the field of a bad one', () => {
+    const nodeEvent = { kind: 'Node', node: 'edge-1', type: 'Warning', reason: 'ImageGCFailed', message: 'Failed to garbage collect images: engine unavailable', ts: '2025-01-01T12:00:00.000Z' };
+    const decoded = value(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [podEvent({ kind: 'Pod' }), nodeEvent, podEvent()] }))));
+    expect(decoded.events.map((e) => e.kind)).toEqual(['Pod', 'Node', undefined]);
+    expect(paths(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [{ ...nodeEvent, node: '' }] }))))).toEqual(['events[0].node']);
+    expect(paths(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [{ ...nodeEvent, kind: 'Cluster' }] }))))).toEqual(['events[0].kind']);
+    // A node event is not a pod event without its pod fields, nor the other way round.
+    expect(paths(decodePayload(eventBatchSchema, bytes(eventBatch({ events: [podEvent({ kind: 'Node' })] }))))).toEqual(['events[0].node']);
   });
 
   it('refuses another protocol version and a negative dropped count', () => {

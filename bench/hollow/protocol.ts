@@ -1,0 +1,47 @@
+import type { MemoryLatency } from './memory-runtime.js';
+
+/** What a fleet worker runs: its share of the devices and how they behave. */
+export interface WorkerSetup {
+  type: 'setup';
+  hub: string;
+  token: string;
+  /** Each device's state directory is `<stateRoot>/<name>`. */
+  stateRoot: string;
+  devices: { name: string; labels: Record<string, string> }[];
+  /** Images every device holds from the start (the pause image always). */
+  images: string[];
+  latency?: MemoryLatency;
+  /** A start of a container of these images fails. */
+  failingImages?: string[];
+  metricsIntervalSeconds?: number;
+  /** Starts spread evenly over this long (0: all at once, a connect storm). */
+  startSpreadMs: number;
+}
+
+/** Arms a timer on every device: the first status report the condition holds for. */
+export interface WorkerExpect {
+  type: 'expect';
+  id: number;
+  image: string;
+  pods: number;
+  timeoutMs: number;
+}
+
+export type ToWorker = WorkerSetup | WorkerExpect | { type: 'usage' } | { type: 'stop' };
+
+export interface DeviceTiming {
+  name: string;
+  startedAt: number;
+  joinedAt: number | null;
+  connectedAt: number | null;
+  error?: string;
+}
+
+export type FromWorker =
+  | { type: 'progress'; connected: number; joined: number; failed: number }
+  | { type: 'ready'; timings: DeviceTiming[] }
+  | { type: 'armed'; id: number }
+  /** Epoch milliseconds per device, in the order of setup; null where the timeout came first. */
+  | { type: 'reported'; id: number; times: (number | null)[] }
+  | { type: 'usage'; rssBytes: number; heapUsedBytes: number; cpuUserUs: number; cpuSystemUs: number }
+  | { type: 'stopped' };

@@ -1,0 +1,93 @@
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { HollowDevice, podsRunningImage } from './device.js';
+import type { DeviceTiming, FromWorker, ToWorker, WorkerExpect, WorkerSetup } from './protocol.js';
+
+// One process of a hollow fleet (fleet.ts forks several): runs its share of the devices and
+// answers the parent over IPC. Every device shares one silent logger.
+
+const log = pino({ level: 'silent' });
+let devices: HollowDevice[] = [];
+
+function send(msg: FromWorker): void {
+  process.send?.(msg);
+}
+
+async function setup(msg: WorkerSetup): Promise<void> {
+  const failing = new Set(msg.failingImages ?? []);
+  devices = msg.devices.map(
+    (d) =>
+      new HollowDevice({
+        hub: msg.hub,
+        token: msg.token,
+        name: d.name,
+        labels: d.labels,
+        stateDir: join(msg.stateRoot, d.name),
+        log,
+        runtime: {
+          images: msg.images,
+          ...(msg.latency ? { latency: msg.latency } : {}),
+          ...(failing.size ? { startFailure: (spec) => (failing.has(spec.image) ? 'OCI runtime create failed: exec: executable file not found' : undefined) } : {}),
+        },
+        ...(msg.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: msg.metricsIntervalSeconds } : {}),
+      }),
+  );
+  const errors = new Map<HollowDevice, string>();
+  const step = devices.length > 1 ? msg.startSpreadMs / (devices.length - 1) : 0;
+  const starts = devices.map(async (device, i) => {
+    if (step > 0) await new Promise((r) => setTimeout(r, Math.round(i * step)));
+    try {
+      await device.start();
+    } catch (err) {
+      errors.set(device, (err as Error).message);
+    }
+  });
+  const progress = setInterval(() => send({ type: 'progress', connected: devices.filter((d) => d.connected).length, joined: devices.filter((d) => d.joinedAt).length, failed: errors.size }), 1_000);
+  await Promise.all(starts);
+  // Joined is not connected: wait for every session (or its failure) before saying ready.
+  while (devices.some((d) => d.connectedAt === undefined && !errors.has(d))) await new Promise((r) => setTimeout(r, 20));
+  clearInterval(progress);
+  const timings: DeviceTiming[] = devices.map((d, i) => ({
+    name: msg.devices[i]!.name,
+    startedAt: d.startedAt,
+    joinedAt: d.joinedAt ?? null,
+    connectedAt: d.connectedAt ?? null,
+    ...(errors.has(d) ? { error: errors.get(d)! } : {}),
+  }));
+  send({ type: 'ready', timings });
+}
+
+function expect(msg: WorkerExpect): void {
+  const condition = podsRunningImage(msg.image, msg.pods);
+  const times: (number | null)[] = devices.map(() => null);
+  const waits = devices.map((d, i) => d.reported(condition).then((at) => (times[i] = at)));
+  send({ type: 'armed', id: msg.id });
+  const timeout = new Promise((r) => setTimeout(r, msg.timeoutMs).unref());
+  void Promise.race([Promise.all(waits), timeout]).then(() => send({ type: 'reported', id: msg.id, times: [...times] }));
+}
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.type) {
+    case 'setup':
+      void setup(msg);
+      break;
+    case 'expect':
+      expect(msg);
+      break;
+    case 'usage': {
+      const mem = process.memoryUsage();
+      const cpu = process.cpuUsage();
+      send({ type: 'usage', rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuUserUs: cpu.user, cpuSystemUs: cpu.system });
+      break;
+    }
+    case 'stop':
+      void Promise.all(devices.map((d) => d.stop().catch(() => undefined))).then(() => {
+        send({ type: 'stopped' });
+        process.exit(0);
+      });
+      break;
+  }
+});
+
+// Without the parent there is nothing to report to.
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,86 @@
+import type { NodeStatus } from '../../shared/resources/node.js';
+import type { PodSpec, PodStatus } from '../../shared/resources/pod.js';
+import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { StoredObject } from '../store/types.js';
+
+export type EndpointSubset = NonNullable<EndpointsFields['subsets']>[number];
+type EndpointAddress = NonNullable<EndpointSubset['addresses']>[number];
+type EndpointPort = NonNullable<EndpointSubset['ports']>[number];
+type ServicePort = NonNullable<ServiceSpec['ports']>[number];
+
+/** The address a node is reached at: its InternalIP, else its ExternalIP (status.addresses, from the agent). */
+export function nodeAddress(node: StoredObject | undefined): string | undefined {
+  const addresses = (node?.status as NodeStatus | undefined)?.addresses ?? [];
+  return addresses.find((a) => a.type === 'InternalIP')?.address ?? addresses.find((a) => a.type === 'ExternalIP')?.address;
+}
+
+function isPodReady(pod: StoredObject): boolean {
+  return (pod.status as PodStatus | undefined)?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+/**
+ * Where one of the Service's ports reaches one pod, or undefined when the pod has no such port
+ * (a named targetPort none of its containers declares: Kubernetes leaves the pod out for that
+ * port). Until the overlay gives pods routable IPs (DESIGN.md section 8), the reachable form is
+ * the container's hostPort on the node's address; a port with no hostPort is listed as the pod
+ * would be reached once it has an overlay IP: its podIP (else the node's address) and the
+ * container port, which only a client on the same device can use today.
+ */
+function resolvePort(spec: PodSpec, podIP: string | undefined, nodeIP: string | undefined, sp: ServicePort): { ip: string; port: EndpointPort } | undefined {
+  const target = sp.targetPort ?? sp.port;
+  const declared = spec.containers.flatMap((c) => c.ports ?? []).find((p) => (typeof target === 'number' ? p.containerPort === target : p.name === target) && (p.protocol ?? 'TCP') === (sp.protocol ?? 'TCP'));
+  if (!declared && typeof target === 'string') return undefined;
+  const base = { ...(sp.name ? { name: sp.name } : {}), protocol: sp.protocol ?? 'TCP' } as const;
+  if (declared?.hostPort !== undefined && nodeIP) return { ip: nodeIP, port: { ...base, port: declared.hostPort } };
+  const containerPort = declared?.containerPort ?? (target as number);
+  // A pod on the host's network is reached at the node's address on its own port.
+  const ip = spec.hostNetwork ? (nodeIP ?? podIP) : (podIP ?? nodeIP);
+  return ip ? { ip, port: { ...base, port: containerPort } } : undefined;
+}
+
+/**
+ * The subsets of a Service's Endpoints: the pods its selector picks, grouped by the ports they
+ * are reached on (Kubernetes' RepackSubsets), ready pods in `addresses`, the others in
+ * `notReadyAddresses`. Pods that are not bound to a node yet, or have finished, are left out.
+ * Sorted, so that the same pods always give the same object.
+ */
+export function buildSubsets(service: StoredObject, pods: StoredObject[], nodeOf: (name: string) => StoredObject | undefined): EndpointSubset[] {
+  const ports = (service.spec as ServiceSpec).ports ?? [];
+  const groups = new Map<string, { ports: EndpointPort[]; ready: EndpointAddress[]; notReady: EndpointAddress[] }>();
+  for (const pod of pods) {
+    const spec = pod.spec as PodSpec;
+    const status = pod.status as PodStatus | undefined;
+    if (!spec.nodeName || status?.phase === 'Succeeded' || status?.phase === 'Failed') continue;
+    const nodeIP = nodeAddress(nodeOf(spec.nodeName));
+    // One pod may be reached at two addresses: a hostPort on the node's, another port on its own.
+    const byIp = new Map<string, EndpointPort[]>();
+    if (ports.length === 0) {
+      const ip = status?.podIP ?? nodeIP;
+      if (ip) byIp.set(ip, []);
+    }
+    for (const sp of ports) {
+      const resolved = resolvePort(spec, status?.podIP, nodeIP, sp);
+      if (resolved) byIp.set(resolved.ip, [...(byIp.get(resolved.ip) ?? []), resolved.port]);
+    }
+    const ready = isPodReady(pod);
+    for (const [ip, podPorts] of byIp) {
+      const key = JSON.stringify(podPorts);
+      const group = groups.get(key) ?? { ports: podPorts, ready: [], notReady: [] };
+      groups.set(key, group);
+      const address: EndpointAddress = { ip, nodeName: spec.nodeName, targetRef: { kind: 'Pod', name: pod.metadata.name, namespace: pod.metadata.namespace ?? 'default', uid: pod.metadata.uid } };
+      (ready ? group.ready : group.notReady).push(address);
+    }
+  }
+  const byAddress = (a: EndpointAddress, b: EndpointAddress) => a.ip.localeCompare(b.ip) || (a.targetRef?.name ?? '').localeCompare(b.targetRef?.name ?? '');
+  return [...groups.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([, g]) => ({
+      ...(g.ready.length ? { addresses: g.ready.sort(byAddress) } : {}),
+      ...(g.notReady.length ? { notReadyAddresses: g.notReady.sort(byAddress) } : {}),
+      ...(g.ports.length ? { ports: g.ports } : {}),
+    }));
+}
+
+export function countAddresses(subsets: EndpointSubset[]): { ready: number; notReady: number } {
+  return subsets.reduce((n, s) => ({ ready: n.ready + (s.addresses?.length ?? 0), notReady: n.notReady + (s.notReadyAddresses?.length ?? 0) }), { ready: 0, notReady: 0 });
+}
