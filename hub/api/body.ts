@@ -2,8 +2,8 @@ import type { IncomingMessage } from 'node:http';
 import { ManifestSyntaxError, parseManifests, type ManifestDocument } from '../../shared/resources/manifest.js';
 import { HubError } from './errors.js';
 
-/** Kubernetes' apiserver takes up to 3 MiB per request; a fleet manifest needs far less. */
-export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** Kubernetes' apiserver takes up to 3 MiB per request: room for a Secret with 1 MiB of data, base64-encoded. */
+export const DEFAULT_BODY_LIMIT = 3 * 1024 * 1024;
 
 export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? '0');
