@@ -102,21 +102,27 @@ export class ExternalBroker implements MessageBus {
     const broker = new ExternalBroker(client, opts);
     client.on('message', (topic, payload) => broker.deliver(topic, payload));
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`no answer from the MQTT broker at ${opts.url} within ${timeoutMs / 1000}s`)), timeoutMs);
-      const fail = (err: Error & { code?: number | string }) => {
+      const done = () => {
         clearTimeout(timer);
+        client.off('error', fail);
+        client.off('close', closed);
+        client.off('connect', connected);
+      };
+      const fail = (err: Error & { code?: number | string }) => {
+        done();
         client.end(true);
         const refused = err.code === 4 || err.code === 5;
         reject(new Error(refused ? `the MQTT broker at ${opts.url} refused the hub's credentials (user '${opts.username}', password from broker.password): check its configuration (flotilla broker-config)` : `cannot reach the MQTT broker at ${opts.url}: ${err.message}`));
       };
-      client.once('error', fail);
-      client.once('close', () => fail(new Error('connection closed')));
-      client.once('connect', () => {
-        clearTimeout(timer);
-        client.removeAllListeners('error');
-        client.removeAllListeners('close');
+      const closed = () => fail(new Error('connection closed'));
+      const connected = () => {
+        done();
         resolve();
-      });
+      };
+      const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs / 1000}s`)), timeoutMs);
+      client.on('error', fail);
+      client.on('close', closed);
+      client.on('connect', connected);
     });
     broker.watchConnection();
     opts.log.info({ url: opts.url, port: broker.port, clientId: opts.clientId }, 'mqtt broker connected');
@@ -241,7 +247,8 @@ export class ExternalBroker implements MessageBus {
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      if (!this.closing) this.client.reconnect();
+      // Keep the stores: QoS 1 messages not yet acknowledged (or published while down) go out again.
+      if (!this.closing) this.client.reconnect({ incomingStore: this.client.incomingStore, outgoingStore: this.client.outgoingStore });
     }, delay);
   }
 }
