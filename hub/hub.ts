@@ -18,8 +18,9 @@ import type { HubConfig } from './config.js';
 import { DaemonSetController } from './controllers/daemonset.js';
 import { JobController } from './controllers/job.js';
 import { CronJobController } from './controllers/cronjob.js';
-import { PodBinder } from './controllers/binder.js';
 import { EndpointsController } from './controllers/endpoints.js';
+import { DeploymentController } from './controllers/deployment.js';
+import { ReplicaSetController } from './controllers/replicaset.js';
 import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { DeviceEventIngest } from './dispatch/events.js';
@@ -29,6 +30,7 @@ import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
+import { Scheduler } from './scheduler/scheduler.js';
 import { openHubDatabase } from './store/schema.js';
 import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
@@ -90,8 +92,8 @@ export class Hub {
     dispatcher.start();
     const daemonSets = new DaemonSetController(store, events, log.child({ part: 'daemonset' }));
     daemonSets.start();
-    const binder = new PodBinder(store, events, log.child({ part: 'binder' }));
-    binder.start();
+    const scheduler = new Scheduler(store, events, log.child({ part: 'scheduler' }));
+    scheduler.start();
     const jobs = new JobController({ store, events, log: log.child({ part: 'job' }) });
     jobs.start();
     const cronJobs = new CronJobController({ store, events, log: log.child({ part: 'cronjob' }) });
@@ -103,7 +105,11 @@ export class Hub {
     nodeLifecycle.start();
     const endpoints = new EndpointsController({ store, events, log: log.child({ part: 'endpoints' }) });
     endpoints.start();
-    for (const [name, controller] of Object.entries({ daemonset: daemonSets, binder, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints })) selfMetrics.instrumentController(name, controller);
+    const deployments = new DeploymentController({ store, events, log: log.child({ part: 'deployment' }) });
+    deployments.start();
+    const replicaSets = new ReplicaSetController({ store, events, log: log.child({ part: 'replicaset' }) });
+    replicaSets.start();
+    for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
     const metrics = new MetricsService({
       db,
@@ -136,7 +142,7 @@ export class Hub {
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => binder.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
-import { validateDns1123Subdomain, validateLabels } from '../../shared/labels/validation.js';
+import { validateDns1123Subdomain, validateLabels, validateLabelValue } from '../../shared/labels/validation.js';
 import { PROTOCOL_VERSION, decodePayload, encodePayload, joinRequestSchema, type JoinResponse } from '../../shared/protocol/messages.js';
 import { deviceUsername, type Topics } from '../../shared/protocol/topics.js';
+import { HOSTNAME_LABEL } from '../../shared/resources/scheduling.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
 import type { Credentials } from '../auth/credentials.js';
 import type { EventRecorder } from '../events/recorder.js';
@@ -72,11 +73,15 @@ export class JoinService {
     try {
       this.store.transaction(() => {
         const existing = this.store.get('Node', '', name);
+        // Every node carries its own name as the well-known hostname label (the kubelet sets it), the
+        // topology key that spreads pods over devices. A name too long for a label value goes
+        // without; the scheduler takes the node's name for that key then.
+        const hostname: Record<string, string> = validateLabelValue(name).length === 0 ? { [HOSTNAME_LABEL]: name } : {};
         if (existing) {
           // A node the operator registered ahead of the device: keep its labels, add the device's.
-          this.store.update({ ...existing, metadata: { ...existing.metadata, labels: { ...(labels ?? {}), ...(existing.metadata.labels ?? {}) } } });
+          this.store.update({ ...existing, metadata: { ...existing.metadata, labels: { ...hostname, ...(labels ?? {}), ...(existing.metadata.labels ?? {}) } } });
         } else {
-          this.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name, ...(labels && Object.keys(labels).length ? { labels } : {}) }, spec: {} });
+          this.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name, labels: { ...(labels ?? {}), ...hostname } }, spec: {} });
         }
         password = this.credentials.issueDevicePassword(name);
       });

@@ -118,7 +118,9 @@ export async function describeCommand(kindName: string, name: string, opts: Clie
   // A Service is shown with its Endpoints, as kubectl does (none yet is not an error).
   const endpoints = kind.kind === 'Service' ? await client.request<Obj>('GET', objectPath('endpoints', true, ns, name)).then((r) => r.body, () => undefined) : undefined;
   const usage = kind.kind === 'Pod' || kind.kind === 'Node' ? await usageHistory(opts, body as Obj & { spec?: unknown }).catch(() => []) : [];
-  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage }));
+  // A Deployment is shown with its ReplicaSets, old and new, as kubectl does.
+  const replicaSets = kind.kind === 'Deployment' ? (await client.request<{ items: Obj[] }>('GET', objectPath('replicasets', true, ns))).body.items : undefined;
+  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}) }));
 }
 
 export async function deleteCommand(kindName: string | undefined, names: string[], opts: ClientOptions & { filename?: string[]; namespace?: string }, out: Out): Promise<void> {

@@ -2,6 +2,8 @@ import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources
 import type { Probe } from '../../shared/resources/probe.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+import { REVISION_ANNOTATION, type DeploymentSpec, type DeploymentStatus, type ReplicaSetSpec, type ReplicaSetStatus } from '../../shared/resources/deployment.js';
+import type { LabelSelectorSpec } from '../../shared/resources/meta.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { age, table } from './print.js';
@@ -38,7 +40,7 @@ export function probeText(p: Probe): string {
 }
 
 /** `flotilla describe`: the object in words, its conditions, and the events about it (newest last). */
-export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usage?: string[] } = {}): string {
+export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usage?: string[]; replicaSets?: Obj[] } = {}): string {
   const m = obj.metadata;
   const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
   mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
@@ -49,6 +51,8 @@ export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usa
   if (obj.kind === 'Pod') lines.push(...describePod(obj, mine));
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
   else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
+  else if (obj.kind === 'Deployment') lines.push(...describeDeployment(obj, related.replicaSets ?? []));
+  else if (obj.kind === 'ReplicaSet') lines.push(...describeReplicaSet(obj));
   else if (obj.kind === 'Job') lines.push(...describeJob(obj));
   else if (obj.kind === 'CronJob') lines.push(...describeCronJob(obj));
   else if (obj.kind === 'Service') lines.push(...describeService(obj, related.endpoints));
@@ -126,6 +130,43 @@ function describeDaemonSet(obj: Obj): string[] {
   const lines = [...mapLines('Node-Selector', spec.template.spec.nodeSelector), kv('Desired Number of Nodes Scheduled', s?.desiredNumberScheduled ?? 0), kv('Current Number of Nodes Scheduled', s?.currentNumberScheduled ?? 0), kv('Number Ready', s?.numberReady ?? 0), 'Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:'];
   for (const c of spec.template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4));
   return lines;
+}
+
+function selectorText(sel: LabelSelectorSpec): string {
+  const parts = Object.entries(sel.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
+  for (const e of sel.matchExpressions ?? []) parts.push(e.operator === 'Exists' ? e.key : e.operator === 'DoesNotExist' ? `!${e.key}` : `${e.key} ${e.operator.toLowerCase()} (${(e.values ?? []).join(',')})`);
+  return parts.join(',') || '<none>';
+}
+
+function templateLines(template: DaemonSetSpec['template']): string[] {
+  const lines = ['Pod Template:', ...mapLines('  Labels', template.metadata?.labels), '  Containers:'];
+  for (const c of template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4), ...(c.command ? [kv('Command', c.command.join(' '), 4)] : []));
+  return lines;
+}
+
+/** As kubectl: replicas, strategy, template, conditions, then the new and the old ReplicaSets that still have pods. */
+function describeDeployment(obj: Obj, replicaSets: Obj[]): string[] {
+  const spec = obj.spec as DeploymentSpec;
+  const s = (obj.status as DeploymentStatus | undefined) ?? {};
+  const strategy = spec.strategy?.type ?? 'RollingUpdate';
+  const lines = [kv('Selector', selectorText(spec.selector)), kv('Replicas', `${spec.replicas ?? 1} desired | ${s.updatedReplicas ?? 0} updated | ${s.replicas ?? 0} total | ${s.availableReplicas ?? 0} available | ${s.unavailableReplicas ?? 0} unavailable`), kv('StrategyType', strategy), kv('MinReadySeconds', spec.minReadySeconds ?? 0)];
+  if (strategy === 'RollingUpdate') lines.push(kv('RollingUpdateStrategy', `${spec.strategy?.rollingUpdate?.maxUnavailable ?? '25%'} max unavailable, ${spec.strategy?.rollingUpdate?.maxSurge ?? '25%'} max surge`));
+  lines.push(kv('Paused', String(spec.paused ?? false)), ...templateLines(spec.template), 'Conditions:');
+  lines.push(...table([['Type', 'Status', 'Reason', 'Message'], ...(s.conditions ?? []).map((c) => [c.type, c.status, c.reason ?? '', c.message ?? ''])]).split('\n').map((l) => `  ${l}`));
+  const owned = replicaSets.filter((rs) => rs.metadata.ownerReferences?.some((o) => o.kind === 'Deployment' && o.name === obj.metadata.name));
+  const revision = obj.metadata.annotations?.[REVISION_ANNOTATION];
+  const isNew = (rs: Obj) => revision !== undefined && rs.metadata.annotations?.[REVISION_ANNOTATION] === revision;
+  const rsText = (rs: Obj) => `${rs.metadata.name} (${(rs.status as ReplicaSetStatus | undefined)?.replicas ?? 0}/${(rs.spec as ReplicaSetSpec).replicas ?? 1} replicas created)`;
+  const olds = owned.filter((rs) => !isNew(rs) && ((rs.status as ReplicaSetStatus | undefined)?.replicas ?? 0) + ((rs.spec as ReplicaSetSpec).replicas ?? 1) > 0);
+  const newRS = owned.find(isNew);
+  lines.push(kv('OldReplicaSets', olds.map(rsText).join(', ') || '<none>'), kv('NewReplicaSet', newRS ? rsText(newRS) : '<none>'));
+  return lines;
+}
+
+function describeReplicaSet(obj: Obj): string[] {
+  const spec = obj.spec as ReplicaSetSpec;
+  const s = (obj.status as ReplicaSetStatus | undefined) ?? { replicas: 0 };
+  return [kv('Selector', selectorText(spec.selector)), kv('Replicas', `${s.replicas} current / ${spec.replicas ?? 1} desired`), kv('Pods Status', `${s.readyReplicas ?? 0} Ready / ${s.availableReplicas ?? 0} Available`), kv('MinReadySeconds', spec.minReadySeconds ?? 0), ...templateLines(spec.template)];
 }
 
 function describeJob(obj: Obj): string[] {

@@ -8,6 +8,8 @@ import { registerBrokerConfigCommand } from './broker-config.js';
 import { CliError } from './errors.js';
 import { logsCommand, stdoutWriter } from './logs.js';
 import { registerNodeCommands } from './nodes.js';
+import { registerRolloutCommands } from './rollout.js';
+import { registerScaleCommand } from './scale.js';
 import { registerTopCommand } from './top.js';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
@@ -137,6 +139,8 @@ export function buildProgram(): Command {
     .action((pod: string, o: { container?: string; follow?: boolean; tail?: string; since?: string; previous?: boolean; namespace?: string }) => logsCommand(pod, { ...client(), ...o }, stdoutWriter()));
 
   registerNodeCommands(program, client, out, err);
+  registerRolloutCommands(program, client, out);
+  registerScaleCommand(program, client, out);
   registerTopCommand(program, client, out);
   registerBrokerConfigCommand(program, out);
 

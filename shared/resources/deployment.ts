@@ -1,7 +1,8 @@
 import * as z from 'zod';
 import { podTemplateSchema } from './daemonset.js';
+import type { FieldError } from './fields.js';
 import { labelSelectorSchema } from './meta.js';
-import { intOrPercent, nonNegativeInt, positiveInt } from './workload.js';
+import { intOrPercent, nonNegativeInt, positiveInt, type IntOrPercent } from './workload.js';
 
 /** Deployment (apps/v1 subset): replicas placed by the scheduler, revisions kept as ReplicaSets. */
 export const deploymentSpecSchema = z.object({
@@ -62,3 +63,33 @@ export interface ReplicaSetStatus {
 export const REVISION_ANNOTATION = 'deployment.kubernetes.io/revision';
 /** The label that ties a ReplicaSet and its pods to one template (Kubernetes' pod-template-hash). */
 export const POD_TEMPLATE_HASH_LABEL = 'pod-template-hash';
+/** Why a revision was made, as the user wrote it; `rollout history` lists it per revision. */
+export const CHANGE_CAUSE_ANNOTATION = 'kubernetes.io/change-cause';
+
+/** Kubernetes' defaults for a rolling update. */
+export const DEFAULT_MAX_SURGE = '25%';
+export const DEFAULT_MAX_UNAVAILABLE = '25%';
+
+/**
+ * Checks across a Deployment's fields, as Kubernetes' ValidateDeploymentSpec: a rolling update
+ * must be able to move (maxSurge and maxUnavailable not both 0), maxUnavailable is at most 100 %,
+ * Recreate takes no rollingUpdate, and the progress deadline outlasts minReadySeconds.
+ */
+export function checkDeploymentSpec(body: Record<string, unknown>): FieldError[] {
+  const spec = body as DeploymentSpec;
+  const errors: FieldError[] = [];
+  const path = 'spec.strategy.rollingUpdate';
+  const rolling = spec.strategy?.rollingUpdate;
+  if (spec.strategy?.type === 'Recreate' && rolling) errors.push({ path, message: "may not be specified when strategy type is 'Recreate'" });
+  const isZero = (v: IntOrPercent) => v === 0 || v === '0%';
+  if (rolling && isZero(rolling.maxSurge ?? DEFAULT_MAX_SURGE) && isZero(rolling.maxUnavailable ?? DEFAULT_MAX_UNAVAILABLE)) {
+    errors.push({ path: `${path}.maxUnavailable`, message: 'may not be 0 when maxSurge is 0 (the rollout could never make progress)' });
+  }
+  if (typeof rolling?.maxUnavailable === 'string' && Number(rolling.maxUnavailable.slice(0, -1)) > 100) {
+    errors.push({ path: `${path}.maxUnavailable`, message: 'must not be greater than 100%' });
+  }
+  if (spec.progressDeadlineSeconds !== undefined && spec.progressDeadlineSeconds <= (spec.minReadySeconds ?? 0)) {
+    errors.push({ path: 'spec.progressDeadlineSeconds', message: 'must be greater than minReadySeconds' });
+  }
+  return errors;
+}

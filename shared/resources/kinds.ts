@@ -2,7 +2,7 @@ import * as z from 'zod';
 import { daemonSetSpecSchema } from './daemonset.js';
 import { configMapFieldsSchema, mergeStringData, secretFieldsSchema } from './config.js';
 import { eventFieldsSchema } from './event.js';
-import { deploymentSpecSchema, replicaSetSpecSchema } from './deployment.js';
+import { checkDeploymentSpec, deploymentSpecSchema, replicaSetSpecSchema } from './deployment.js';
 import { cronJobSpecSchema, jobSpecSchema } from './job.js';
 import { endpointsFieldsSchema, serviceSpecSchema } from './service.js';
 import { namespaceSpecSchema } from './namespace.js';
@@ -82,7 +82,7 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'apps/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: deploymentSpecSchema, required: true },
-    check: checkSelectorMatchesTemplate,
+    check: (body) => [...checkSelectorMatchesTemplate(body), ...checkDeploymentSpec(body)],
   },
   {
     kind: 'ReplicaSet',
