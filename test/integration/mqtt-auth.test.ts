@@ -157,7 +157,7 @@ describe('MQTT authentication and authorisation on a real hub', () => {
   it('gives a joining device credentials of its own, which let it read its retained desired set', async () => {
     expect(alpha).toMatchObject({ node: 'alpha', username: deviceUsername('alpha') });
     expect(alpha.password.length).toBeGreaterThanOrEqual(32);
-    expect(node('alpha').metadata.labels).toEqual({ fleet: 'auth-test' });
+    expect(node('alpha').metadata.labels).toEqual({ fleet: 'auth-test', 'kubernetes.io/hostname': 'alpha' });
     const a = await connect(deviceOptions(alpha));
     const received = new Promise<Buffer>((resolve) => a.once('message', (_t, payload) => resolve(payload)));
     expect(await suback(a, topics.desired('alpha'))).toEqual([1]);
