@@ -216,9 +216,10 @@ export class ApiServer {
       res.end();
       return;
     }
-    // A request abandoned part-way (a streamed body over the limit) takes its connection with it:
-    // say so, or a keep-alive client sends its next request into a connection about to be reset.
-    if (res.req.destroyed) res.setHeader('connection', 'close');
+    // A request abandoned part-way (a streamed body over the limit, or one refused before its body
+    // was read: 401, 415) takes its connection with it: say so, or a keep-alive client sends its
+    // next request into a connection about to be reset.
+    if (res.req.destroyed || !res.req.complete) res.setHeader('connection', 'close');
     this.send(res, hubErr.httpStatus, hubErr.toBody());
   }
 }

@@ -318,9 +318,9 @@ describe('bad requests to the API', () => {
     spec: { containers: [{ name: 'web', image: 'flotilla-test/busybox:1' }] },
   });
 
-  it('refuses a 2 MiB body with 413 HUB_ERR_BODY_TOO_LARGE', async () => {
+  it('refuses a 4 MiB body (over the 3 MiB limit) with 413 HUB_ERR_BODY_TOO_LARGE', async () => {
     // A valid manifest apart from its size: without the limit it would be stored.
-    const body = JSON.stringify({ items: [podManifest('too-big', { annotations: { filler: 'x'.repeat(2 * 1024 * 1024) } })] });
+    const body = JSON.stringify({ items: [podManifest('too-big', { annotations: { filler: 'x'.repeat(4 * 1024 * 1024) } })] });
     const r = await api(applyPath, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     expect(r.status).toBe(413);
     expect(r.body).toMatchObject({ kind: 'Status', code: 'HUB_ERR_BODY_TOO_LARGE', httpStatus: 413 });
@@ -345,7 +345,7 @@ describe('bad requests to the API', () => {
       });
     try {
       for (let round = 0; round < 3; round++) {
-        const tooLarge = await send('POST', applyPath, 32);
+        const tooLarge = await send('POST', applyPath, 64);
         expect(tooLarge.status).toBe(413);
         expect((JSON.parse(tooLarge.body) as ApiStatus).code).toBe('HUB_ERR_BODY_TOO_LARGE');
         // The rest of the body was not read: the hub must not offer the connection for reuse.
