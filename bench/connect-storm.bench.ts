@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { stopAll, tempDir } from '../test/harness/processes.js';
 import { HollowFleet } from './hollow/fleet.js';
 import { deviceBrokerUrl, HOLLOW_BASE_IMAGES, HOLLOW_LABELS, startBenchHub, stateRoot } from './hollow/setup.js';
-import { MB, quantile, round, sampleProcess, writeResult } from './results.js';
+import { MB, progressLog, quantile, round, sampleProcess, writeResult } from './results.js';
 
 // Connect storm: N hollow devices join the fleet and connect, all at once; the time until every
 // one is connected, and the hub's memory with them. No target in DESIGN.md section 6; the
@@ -27,6 +27,8 @@ for (const devices of SIZES) {
     const state = stateRoot('storm');
     cleanups.push(() => state.remove());
     const hub = await startBenchHub(join(dirs.path, 'hub'));
+    // An orderly stop, with time for a hub started with --cpu-prof to write its profile.
+    cleanups.push(() => hub.process.stop(60_000));
     const hubPid = hub.process.child.pid!;
     const sampler = sampleProcess(hubPid);
     const processes = Math.max(1, Math.min(4, Math.ceil(devices / 2_500)));
@@ -40,6 +42,7 @@ for (const devices of SIZES) {
       stateRoot: state.path,
       images: HOLLOW_BASE_IMAGES,
       metricsIntervalSeconds: 0,
+      onProgress: progressLog(devices),
     });
     cleanups.push(() => fleet.kill());
     const failed = timings.filter((t) => t.error || t.connectedAt === null);
@@ -63,6 +66,7 @@ for (const devices of SIZES) {
       hubRssSettledMB: round(rest.lastRssBytes / MB),
       hubCpuSecondsDuringStorm: round(storm.cpuSeconds, 1),
       workerRssMB: workers.map((w) => round(w.rssBytes / MB)),
+      workerCpuSeconds: workers.map((w) => round(w.cpuSeconds, 1)),
       workerRssPerDeviceKB: round(workers.reduce((a, w) => a + w.rssBytes, 0) / devices / 1000),
     };
     console.log(`connect storm ${devices}:`, JSON.stringify(figures[`devices${devices}`]));

@@ -109,3 +109,13 @@ export function sampleProcess(pid: number, everyMs = 250): { stop: () => { peakR
 
 export const MB = 1e6;
 export const MiB = 1024 * 1024;
+
+/** Logs a fleet's progress every few seconds, so that a long run shows where it is. */
+export function progressLog(total: number, everyMs = 5_000): (connected: number, joined: number) => void {
+  let last = 0;
+  return (connected, joined) => {
+    if (Date.now() - last < everyMs) return;
+    last = Date.now();
+    console.log(`  ${joined}/${total} joined, ${connected}/${total} connected`);
+  };
+}

@@ -121,14 +121,17 @@ function mqttClientOf(agent: Agent): MqttClient {
   return client;
 }
 
-/** The condition "every pod of the report that runs `image` is Running with all its containers, and there are at least `pods` of them". */
-export function podsRunningImage(image: string, pods: number): StatusCondition {
+/**
+ * The condition "at least `pods` pods whose containers all run one of `images` are Running,
+ * every container of theirs running".
+ */
+export function podsRunning(images: readonly string[], pods: number): StatusCondition {
+  const wanted = new Set(images);
   return (report) => {
     let running = 0;
     for (const pod of report.pods) {
-      if (!pod.containerStatuses.some((c) => c.image === image)) continue;
-      if (pod.phase !== 'Running' || !pod.containerStatuses.every((c) => c.state.running)) return false;
-      running++;
+      if (!pod.containerStatuses.every((c) => wanted.has(c.image))) continue;
+      if (pod.phase === 'Running' && pod.containerStatuses.every((c) => c.state.running)) running++;
     }
     return running >= pods;
   };

@@ -107,18 +107,20 @@ export class HollowFleet {
   }
 
   /**
-   * Arms every device to time its first status report in which `pods` pods running `image` are
-   * Running (the hub's acknowledgement of it); resolves once armed, with the times to come.
+   * Arms every device to time its first status report in which `pods` pods, whose containers
+   * all run one of `images`, are Running (the hub's acknowledgement of it); resolves once armed,
+   * with `times`: the epoch milliseconds to come (null for a device that timed out).
    */
-  async expect(image: string, pods: number, timeoutMs: number): Promise<Promise<(number | null)[]>> {
+  async expect(images: string[], pods: number, timeoutMs: number): Promise<{ times: Promise<(number | null)[]> }> {
     const id = this.nextId++;
     const answers = this.workers.map((w) => this.next(w, 'reported', (m) => m.id === id, timeoutMs + 30_000));
     await Promise.all(this.workers.map((w) => {
       const armed = this.next(w, 'armed', (m) => m.id === id);
-      this.send(w, { type: 'expect', id, image, pods, timeoutMs });
+      this.send(w, { type: 'expect', id, images, pods, timeoutMs });
       return armed;
     }));
-    return Promise.all(answers).then((all) => all.flatMap((a) => a.times));
+    // In an object: an async function returning a bare promise would wait for it.
+    return { times: Promise.all(answers).then((all) => all.flatMap((a) => a.times)) };
   }
 
   /** Memory and CPU of each worker process. */

@@ -22,7 +22,8 @@ export interface WorkerSetup {
 export interface WorkerExpect {
   type: 'expect';
   id: number;
-  image: string;
+  /** A pod counts when all its containers run one of these images. */
+  images: string[];
   pods: number;
   timeoutMs: number;
 }

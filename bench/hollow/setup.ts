@@ -44,3 +44,45 @@ export async function startBenchHub(dataDir: string, extraArgs: string[] = []): 
 export function deviceBrokerUrl(hub: RunningHub): string {
   return process.env.FLOTILLA_BENCH_BROKER ?? hub.mqttUrl;
 }
+
+/** One call to the hub's API with the admin token; the parsed answer, or an error naming the status. */
+export async function hubApi<T = unknown>(hub: RunningHub, method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${hub.apiUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${hub.adminToken}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 500)}`);
+  return JSON.parse(text) as T;
+}
+
+/** `flotilla apply` of objects, straight to the API (no CLI start-up inside a timed window). */
+export async function applyObjects(hub: RunningHub, objects: unknown[]): Promise<void> {
+  await hubApi(hub, 'POST', '/api/v1/apply', { items: objects });
+}
+
+/** A DaemonSet of one long-running container on every hollow device. */
+export function hollowDaemonSet(name: string, image: string): Record<string, unknown> {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: { nodeSelector: HOLLOW_LABELS, terminationGracePeriodSeconds: 1, containers: [{ name: 'main', image, command: ['sleep', '86400'] }] },
+      },
+    },
+  };
+}
+
+export interface DaemonSetStatusJson {
+  metadata: { name: string };
+  status?: { desiredNumberScheduled?: number; numberReady?: number; updatedNumberScheduled?: number };
+}
+
+export async function daemonSets(hub: RunningHub): Promise<DaemonSetStatusJson[]> {
+  return (await hubApi<{ items: DaemonSetStatusJson[] }>(hub, 'GET', '/api/v1/namespaces/default/daemonsets')).items;
+}

@@ -1,12 +1,13 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { HollowDevice, podsRunningImage } from './device.js';
+import { HollowDevice, podsRunning } from './device.js';
 import type { DeviceTiming, FromWorker, ToWorker, WorkerExpect, WorkerSetup } from './protocol.js';
 
 // One process of a hollow fleet (fleet.ts forks several): runs its share of the devices and
-// answers the parent over IPC. Every device shares one silent logger.
+// answers the parent over IPC. Every device shares one logger, silent unless
+// FLOTILLA_HOLLOW_LOG_LEVEL says otherwise (to look into a failing run).
 
-const log = pino({ level: 'silent' });
+const log = pino({ level: process.env.FLOTILLA_HOLLOW_LOG_LEVEL ?? 'silent' }, pino.destination(2));
 let devices: HollowDevice[] = [];
 
 function send(msg: FromWorker): void {
@@ -58,7 +59,7 @@ async function setup(msg: WorkerSetup): Promise<void> {
 }
 
 function expect(msg: WorkerExpect): void {
-  const condition = podsRunningImage(msg.image, msg.pods);
+  const condition = podsRunning(msg.images, msg.pods);
   const times: (number | null)[] = devices.map(() => null);
   const waits = devices.map((d, i) => d.reported(condition).then((at) => (times[i] = at)));
   send({ type: 'armed', id: msg.id });
