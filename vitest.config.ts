@@ -33,7 +33,8 @@ export default defineConfig({
           testTimeout: 600_000,
           hookTimeout: 180_000,
           fileParallelism: false,
-          globalSetup: ['test/harness/build.ts'],
+          // bench/summary.ts rewrites bench/RESULTS.md from bench/results/*.json when the run ends.
+          globalSetup: ['test/harness/build.ts', 'bench/summary.ts'],
         },
       },
     ],

@@ -1,6 +1,6 @@
 import { afterEach, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { stopAll, tempDir } from '../test/harness/processes.js';
+import { stopAll, tempDir, type RunningHub } from '../test/harness/processes.js';
 import { HollowFleet } from './hollow/fleet.js';
 import { appImages, applyObjects, daemonSets, deviceBrokerUrl, HOLLOW_BASE_IMAGES, HOLLOW_LABELS, hollowDaemonSet, startBenchHub, stateRoot } from './hollow/setup.js';
 import { MB, procStat, progressLog, quantile, round, sampleProcess, writeResult, type TargetFigure } from './results.js';
@@ -16,7 +16,7 @@ const DAEMONSETS = 5;
 const SETTLE_MS = 10_000;
 const ROLLOUT_TIMEOUT_MS = 300_000;
 const CHANGE_TIMEOUT_MS = 120_000;
-const JOIN_SPREAD_MS_PER_DEVICE = 2;
+const START_CONCURRENCY = 50;
 
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
@@ -26,6 +26,20 @@ afterEach(async () => {
 
 const figures: Record<string, unknown> = {};
 const targets: Record<string, TargetFigure> = {};
+
+/** Logs the DaemonSets' counts every few seconds until `until` settles: a long rollout shows where it is. */
+async function withDaemonSetProgress<T>(hub: RunningHub, until: Promise<T>): Promise<T> {
+  const timer = setInterval(() => {
+    void daemonSets(hub)
+      .then((list) => console.log(`  ${list.map((d) => `${d.metadata.name} ${d.status?.updatedNumberScheduled ?? 0}/${d.status?.desiredNumberScheduled ?? 0} ready ${d.status?.numberReady ?? 0}`).join(', ')}`))
+      .catch(() => undefined);
+  }, 10_000);
+  try {
+    return await until;
+  } finally {
+    clearInterval(timer);
+  }
+}
 
 function seconds(times: (number | null)[], from: number): { done: number[]; missing: number } {
   const done = times.filter((t): t is number => t !== null).map((t) => (t - from) / 1000);
@@ -54,8 +68,8 @@ for (const devices of SIZES) {
       // Every image is present on the devices: the figure is the control plane's, not a registry's.
       images: [...HOLLOW_BASE_IMAGES, ...v1, v2!],
       metricsIntervalSeconds: 0,
-      // Joined over a while rather than all at once: the connect storm is connect-storm.bench.ts's to measure.
-      startSpreadMs: devices * JOIN_SPREAD_MS_PER_DEVICE,
+      // Joined a few at a time rather than all at once: the storm is connect-storm.bench.ts's to measure.
+      startConcurrency: START_CONCURRENCY,
       onProgress: progressLog(devices),
     });
     cleanups.push(() => fleet.kill());
@@ -66,7 +80,7 @@ for (const devices of SIZES) {
     const rolledOut = await fleet.expect(v1, DAEMONSETS, ROLLOUT_TIMEOUT_MS);
     const rolloutStart = Date.now();
     await applyObjects(hub, v1.map((image, i) => hollowDaemonSet(`app-${i}`, image)));
-    const initial = seconds(await rolledOut.times, rolloutStart);
+    const initial = seconds(await withDaemonSetProgress(hub, rolledOut.times), rolloutStart);
     expect(initial.missing, 'devices without their 5 pods running').toBe(0);
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const atRest = procStat(hubPid);
@@ -104,7 +118,7 @@ for (const devices of SIZES) {
     console.log(`fan-out ${devices}:`, JSON.stringify(figures[`devices${devices}`]));
     writeResult({
       benchmark: 'fan-out',
-      parameters: { sizes: SIZES, podsPerDevice: DAEMONSETS, joinSpreadMsPerDevice: JOIN_SPREAD_MS_PER_DEVICE, imagesPresent: true, metrics: 'off', broker: process.env.FLOTILLA_BENCH_BROKER ?? 'embedded (aedes)', settleMs: SETTLE_MS, timing: "device clock at the broker's PUBACK of the first status report showing the new pod running" },
+      parameters: { sizes: SIZES, podsPerDevice: DAEMONSETS, startConcurrencyPerWorker: START_CONCURRENCY, imagesPresent: true, metrics: 'off', broker: process.env.FLOTILLA_BENCH_BROKER ?? 'embedded (aedes)', settleMs: SETTLE_MS, timing: "device clock at the broker's PUBACK of the first status report showing the new pod running" },
       figures,
       targets,
     });

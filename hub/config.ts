@@ -23,8 +23,11 @@ export const hubConfigSchema = z.object({
    */
   nodeGraceSeconds: z.number().int().min(1).default(40),
   evictionTimeoutSeconds: z.number().int().min(0).default(300),
-  /** Devices' metrics: how long raw samples, 1-minute rollups and 1-hour rollups are kept. */
-  metricsRawRetentionSeconds: z.number().int().min(600).default(6 * 3600),
+  /**
+   * Devices' metrics: how long raw samples, 1-minute rollups and 1-hour rollups are kept. Raw
+   * samples at least 2 h: an hour of them is rolled up only once that hour is over.
+   */
+  metricsRawRetentionSeconds: z.number().int().min(7200).default(6 * 3600),
   metricsMinuteRetentionSeconds: z.number().int().min(3600).default(7 * 86400),
   metricsHourRetentionSeconds: z.number().int().min(86400).default(90 * 86400),
 });

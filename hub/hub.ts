@@ -13,6 +13,7 @@ import { TokenRoutes } from './api/tokens.js';
 import { Credentials } from './auth/credentials.js';
 import type { MessageBus } from './broker/bus.js';
 import { startMessageBus } from './broker/start.js';
+import { EmbeddedBroker } from './broker/embedded.js';
 import { JoinService } from './broker/join.js';
 import type { HubConfig } from './config.js';
 import { DaemonSetController } from './controllers/daemonset.js';
@@ -74,6 +75,8 @@ export class Hub {
     const heartbeats = new NodeHeartbeats();
     // The embedded aedes, or an external broker the hub joins as a client (--broker).
     const { bus: broker, url: mqttUrl, accounts } = await startMessageBus({ config, dataDir, joinTokenFile: join(dataDir, JOIN_TOKEN_FILE), credentials, topics, log: log.child({ part: 'broker' }), onDeviceActivity: (node) => heartbeats.heard(node) });
+    // What devices send together (status, presence, events, joins) is written in one commit.
+    if (broker instanceof EmbeddedBroker) broker.deliverInBatches((run) => store.transaction(run));
     // Counts every MQTT message both ways: set up before anything subscribes.
     const selfMetrics = new HubSelfMetrics(db, broker);
     selfMetrics.instrumentBus();

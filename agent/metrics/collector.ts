@@ -3,8 +3,11 @@ import { encodeMetricsBatch, type ContainerSeries, type MetricsBatch, type Sampl
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NAMESPACE, LABEL_POD, LABEL_RESTART_COUNT, type ContainerRuntime, type ContainerStats, type RuntimeContainer } from '../runtime/runtime.js';
 import { NodeReader, type Emit } from './proc.js';
 
-/** A batch carrying every series, changed or not, at least this often (shared/protocol/metrics.ts). */
-export const KEYFRAME_INTERVAL_MS = 60_000;
+/**
+ * A batch carrying every series, changed or not, at least this often (shared/protocol/metrics.ts):
+ * Prometheus' own five minutes of staleness. Between keyframes only changes travel.
+ */
+export const KEYFRAME_INTERVAL_MS = 300_000;
 
 export interface MetricsCollectorOptions {
   runtime: ContainerRuntime;
@@ -23,7 +26,7 @@ export interface MetricsCollectorOptions {
  * Samples the node (/proc, /sys) and every running container of the node (one reading of the
  * engine's stats each, all asked at once) every interval, and publishes one batch per
  * sample, QoS 0. Frugal by design: a series is sent only when its value changed since the last
- * batch that went out, and everything once a minute (a keyframe); nothing but the last values
+ * batch that went out, and everything every five minutes (a keyframe); nothing but the last values
  * sent is kept between samples.
  */
 export class MetricsCollector {

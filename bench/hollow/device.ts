@@ -82,6 +82,14 @@ export class HollowDevice {
     });
   }
 
+  /** Resolves once the MQTT session has been up (at once if it has). */
+  connectedOnce(): Promise<void> {
+    const client = this.client;
+    if (!client) return Promise.reject(new Error(`${this.opts.name} has not started`));
+    if (this.connectedAt !== undefined) return Promise.resolve();
+    return new Promise((resolve) => client.once('connect', () => resolve()));
+  }
+
   get connected(): boolean {
     return this.client?.connected ?? false;
   }

@@ -22,7 +22,8 @@ export interface FleetOptions {
   latency?: MemoryLatency;
   failingImages?: string[];
   metricsIntervalSeconds?: number;
-  startSpreadMs?: number;
+  /** At most this many devices per worker joining or connecting at once (default 0: all at once). */
+  startConcurrency?: number;
   /** Extra node options of the workers, e.g. a larger heap. */
   nodeOptions?: string[];
   onProgress?: (connected: number, joined: number) => void;
@@ -89,7 +90,7 @@ export class HollowFleet {
         ...(opts.latency ? { latency: opts.latency } : {}),
         ...(opts.failingImages ? { failingImages: opts.failingImages } : {}),
         ...(opts.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: opts.metricsIntervalSeconds } : {}),
-        startSpreadMs: opts.startSpreadMs ?? 0,
+        startConcurrency: opts.startConcurrency ?? 0,
       });
       return answer;
     });

@@ -14,8 +14,11 @@ export interface WorkerSetup {
   /** A start of a container of these images fails. */
   failingImages?: string[];
   metricsIntervalSeconds?: number;
-  /** Starts spread evenly over this long (0: all at once, a connect storm). */
-  startSpreadMs: number;
+  /**
+   * At most this many devices of the worker joining or connecting at a time (0: all at once, a
+   * connect storm). A device waits for its session before the next one starts.
+   */
+  startConcurrency: number;
 }
 
 /** Arms a timer on every device: the first status report the condition holds for. */

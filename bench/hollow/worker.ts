@@ -34,14 +34,19 @@ async function setup(msg: WorkerSetup): Promise<void> {
       }),
   );
   const errors = new Map<HollowDevice, string>();
-  const step = devices.length > 1 ? msg.startSpreadMs / (devices.length - 1) : 0;
-  const starts = devices.map(async (device, i) => {
-    if (step > 0) await new Promise((r) => setTimeout(r, Math.round(i * step)));
+  let next = 0;
+  const startOne = async (device: HollowDevice, paced: boolean) => {
     try {
       await device.start();
+      if (paced) await device.connectedOnce();
     } catch (err) {
       errors.set(device, (err as Error).message);
     }
+  };
+  const paced = msg.startConcurrency > 0;
+  const lanes = paced ? Math.min(msg.startConcurrency, devices.length) : devices.length;
+  const starts = Array.from({ length: lanes }, async () => {
+    while (next < devices.length) await startOne(devices[next++]!, paced);
   });
   const progress = setInterval(() => send({ type: 'progress', connected: devices.filter((d) => d.connected).length, joined: devices.filter((d) => d.joinedAt).length, failed: errors.size }), 1_000);
   await Promise.all(starts);

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { Readable } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { deviceClientId } from '../../shared/protocol/topics.js';
@@ -15,7 +16,14 @@ export interface EmbeddedBrokerOptions {
 }
 
 /** The embedded aedes broker on a TCP port, with the hub's auth hooks, as a MessageBus. */
+/** The most messages handed to the hub's handlers in one batch (see deliverInBatches). */
+const MAX_BATCH = 500;
+
 export class EmbeddedBroker implements MessageBus {
+  private wrapBatch: ((run: () => void) => void) | undefined;
+  private readonly pending: { deliver: () => void; done: () => void }[] = [];
+  private flushScheduled = false;
+
   private constructor(
     private readonly aedes: Aedes,
     private readonly server: Server,
@@ -31,6 +39,7 @@ export class EmbeddedBroker implements MessageBus {
       authorizeSubscribe: opts.auth.authorizeSubscribe,
       connectTimeout: 10_000,
     });
+    indexRetainedByTopic(aedes);
     aedes.on('clientError', (client: Client, err: Error) => opts.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
     aedes.on('connectionError', (client: Client, err: Error) => opts.log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
     const activity = opts.onDeviceActivity;
@@ -62,21 +71,57 @@ export class EmbeddedBroker implements MessageBus {
     });
   }
 
+  /**
+   * From now on, the messages that arrive together (within one turn of the event loop, at most
+   * MAX_BATCH) reach the hub's handlers inside one call of `wrap`: with a store transaction, a
+   * thousand status reports cost one commit rather than a thousand. Each message is still
+   * acknowledged (PUBACK) only after its handler ran, and a handler's failure stays its own.
+   */
+  deliverInBatches(wrap: (run: () => void) => void): void {
+    this.wrapBatch = wrap;
+  }
+
   subscribe(pattern: string, handler: (topic: string, payload: Buffer) => void): Promise<void> {
     return new Promise((resolve) => {
       this.aedes.subscribe(
         pattern,
         (packet, done) => {
-          try {
-            handler(packet.topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
-          } catch (err) {
-            // A handler's failure must never take the broker down with it.
-            this.log.error({ err, topic: packet.topic }, 'message handler failed');
+          const deliver = () => {
+            try {
+              handler(packet.topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
+            } catch (err) {
+              // A handler's failure must never take the broker down with it.
+              this.log.error({ err, topic: packet.topic }, 'message handler failed');
+            }
+          };
+          if (!this.wrapBatch) {
+            deliver();
+            done();
+            return;
           }
-          done();
+          this.pending.push({ deliver, done });
+          this.scheduleFlush();
         },
         resolve,
       );
+    });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const batch = this.pending.splice(0, MAX_BATCH);
+      if (this.pending.length > 0) this.scheduleFlush();
+      try {
+        this.wrapBatch!(() => {
+          for (const m of batch) m.deliver();
+        });
+      } catch (err) {
+        this.log.error({ err, messages: batch.length }, 'a batch of messages could not be committed');
+      }
+      for (const m of batch) m.done();
     });
   }
 
@@ -97,4 +142,38 @@ export class EmbeddedBroker implements MessageBus {
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+interface RetainedPacket {
+  topic: string;
+  payload: Buffer | string;
+}
+
+interface RetainedStore {
+  storeRetained(packet: RetainedPacket, cb?: (err?: Error | null) => void): Promise<void> | void;
+  createRetainedStreamCombi(patterns: string[]): Readable;
+}
+
+/**
+ * aedes' memory persistence answers a SUBSCRIBE's retained lookup by testing every retained
+ * message against the subscription's pattern: with a retained desired set and presence per
+ * device, each device's subscription to its own desired topic cost O(fleet), and a reconnect
+ * storm O(fleet²). A device subscribes to exact topics only, so those are answered from an
+ * index by topic kept beside the store; patterns with wildcards still take the full scan.
+ */
+function indexRetainedByTopic(aedes: Aedes): void {
+  const persistence = (aedes as unknown as { persistence: RetainedStore }).persistence;
+  const byTopic = new Map<string, RetainedPacket>();
+  const store = persistence.storeRetained.bind(persistence);
+  const scan = persistence.createRetainedStreamCombi.bind(persistence);
+  persistence.storeRetained = (packet, cb) => {
+    // An empty retained payload clears the topic's retained message [MQTT-3.3.1-10].
+    if (packet.payload.length === 0) byTopic.delete(packet.topic);
+    else byTopic.set(packet.topic, { ...packet });
+    return store(packet, cb);
+  };
+  persistence.createRetainedStreamCombi = (patterns) => {
+    if (patterns.some((p) => p.includes('+') || p.includes('#'))) return scan(patterns);
+    return Readable.from(patterns.flatMap((p) => (byTopic.has(p) ? [byTopic.get(p)!] : [])));
+  };
 }

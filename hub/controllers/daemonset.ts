@@ -1,15 +1,22 @@
 import type { Logger } from 'pino';
 import { matches, selectorFromMap } from '../../shared/labels/selector.js';
-import { isNodeReady, type NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import type { PodStatus } from '../../shared/resources/pod.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject } from '../store/types.js';
-import { objectKey, splitKey, WorkQueue } from './queue.js';
+import { DaemonSetIndex, REVISION_HASH_LABEL, type DaemonPod } from './daemonset-index.js';
+import { objectKey, splitKey, WorkQueue, type ReconcileResult } from './queue.js';
 import { stableSuffix, templateHash } from './names.js';
 
-export const REVISION_HASH_LABEL = 'controller-revision-hash';
+export { REVISION_HASH_LABEL } from './daemonset-index.js';
+
+/**
+ * At most this many pods are created, updated or deleted per pass, as Kubernetes' DaemonSet
+ * controller's burstReplicas: the rest follow in the next pass, so that the desired sets of the
+ * first nodes go out (and their devices start work) while the controller is still busy.
+ */
+export const BURST_PODS = 250;
 
 /**
  * One pod per node that the template's nodeSelector matches, as Kubernetes' DaemonSet
@@ -20,6 +27,8 @@ export const REVISION_HASH_LABEL = 'controller-revision-hash';
 export class DaemonSetController {
   readonly queue: WorkQueue;
   private unwatch: (() => void)[] = [];
+  private index: DaemonSetIndex | undefined;
+  private started = false;
 
   constructor(
     private readonly store: ObjectStore,
@@ -30,48 +39,63 @@ export class DaemonSetController {
   }
 
   start(): void {
-    this.unwatch.push(
-      this.store.watch({ kind: 'DaemonSet' }, (e) => this.queue.add(objectKey(e.object.metadata.namespace, e.object.metadata.name))),
-      // Any node change (join, labels, readiness, deletion) may change where every DaemonSet runs.
-      this.store.watch({ kind: 'Node' }, () => this.enqueueAll()),
-      this.store.watch({ kind: 'Pod' }, (e) => {
-        const owner = e.object.metadata.ownerReferences?.find((o) => o.controller && o.kind === 'DaemonSet');
-        if (owner) this.queue.add(objectKey(e.object.metadata.namespace, owner.name));
-      }),
-    );
+    this.started = true;
+    this.view();
+    this.unwatch.push(this.store.watch({ kind: 'DaemonSet' }, (e) => this.queue.add(objectKey(e.object.metadata.namespace, e.object.metadata.name))));
     this.enqueueAll();
   }
 
   stop(): void {
+    this.started = false;
     for (const u of this.unwatch) u();
+    this.unwatch = [];
+    this.index = undefined;
     this.queue.stop();
+  }
+
+  /** The nodes and owned pods, from the store once, then kept current by watches. */
+  private view(): DaemonSetIndex {
+    if (this.index) return this.index;
+    const index = new DaemonSetIndex();
+    const { nodesVersion, podsVersion } = index.load(this.store);
+    this.index = index;
+    this.unwatch.push(
+      // A node joining, leaving, relabelled or changing readiness may change where every DaemonSet runs; a heartbeat does not.
+      this.store.watch({ kind: 'Node', fromResourceVersion: nodesVersion }, (e) => {
+        if (index.onNode(e) && this.started) this.enqueueAll();
+      }),
+      this.store.watch({ kind: 'Pod', fromResourceVersion: podsVersion }, (e) => {
+        for (const key of index.onPod(e)) if (this.started) this.queue.add(key);
+      }),
+    );
+    return index;
   }
 
   private enqueueAll(): void {
     for (const ds of this.store.list('DaemonSet').items) this.queue.add(objectKey(ds.metadata.namespace, ds.metadata.name));
   }
 
-  reconcile(key: string): void {
+  reconcile(key: string): ReconcileResult | void {
     const { namespace, name } = splitKey(key);
+    const index = this.view();
     const ds = this.store.get('DaemonSet', namespace, name);
-    const owned = this.store
-      .list('Pod', { namespace })
-      .items.filter((p) => p.metadata.ownerReferences?.some((o) => o.controller && o.kind === 'DaemonSet' && o.name === name && (!ds || o.uid === ds.metadata.uid)));
+    const owned = index.podsOf(key, ds?.metadata.uid);
+    let budget = BURST_PODS;
     if (!ds) {
       // A deleted DaemonSet takes its pods with it (Kubernetes' garbage collector, foreground here).
       this.store.transaction(() => {
-        for (const pod of owned) this.deletePod(pod);
+        for (const pod of owned.slice(0, budget)) this.deletePod(pod);
       });
-      return;
+      return owned.length > budget ? { requeueAfterMs: 0 } : undefined;
     }
     const spec = ds.spec as DaemonSetSpec;
     const nodeSelector = selectorFromMap(spec.template.spec.nodeSelector ?? {});
     const hash = templateHash(spec.template);
-    const nodes = this.store.list('Node').items;
-    const podsByNode = new Map<string, StoredObject[]>();
+    const podsByNode = new Map<string, DaemonPod[]>();
     for (const pod of owned) {
-      const node = (pod.spec as { nodeName?: string }).nodeName ?? '';
-      podsByNode.set(node, [...(podsByNode.get(node) ?? []), pod]);
+      const onNode = podsByNode.get(pod.node);
+      if (onNode) onNode.push(pod);
+      else podsByNode.set(pod.node, [pod]);
     }
 
     let desired = 0;
@@ -79,40 +103,38 @@ export class DaemonSetController {
     let current = 0;
     let updated = 0;
     let misscheduled = 0;
+    const spend = () => budget-- > 0;
     this.store.transaction(() => {
-      const seenNodes = new Set<string>();
-      for (const node of nodes) {
-        const nodeName = node.metadata.name;
-        seenNodes.add(nodeName);
+      for (const nodeName of index.nodeNames()) {
+        const node = index.nodes.get(nodeName)!;
         const pods = podsByNode.get(nodeName) ?? [];
-        const shouldRun = matches(nodeSelector, node.metadata.labels ?? {});
-        if (!shouldRun) {
+        podsByNode.delete(nodeName);
+        if (!matches(nodeSelector, node.labels)) {
           misscheduled += pods.length;
-          for (const pod of pods) this.deletePod(pod, `node ${nodeName} no longer matches the nodeSelector`);
+          for (const pod of pods) if (spend()) this.deletePod(pod, `node ${nodeName} no longer matches the nodeSelector`);
           continue;
         }
         desired++;
         const [keep, ...extra] = pods;
-        for (const pod of extra) this.deletePod(pod, 'more than one pod on the node');
+        for (const pod of extra) if (spend()) this.deletePod(pod, 'more than one pod on the node');
         if (!keep) {
-          if (isNodeReady(node.status as NodeStatus | undefined)) {
+          if (node.ready && spend()) {
             this.createPod(ds, spec, nodeName, hash);
             current++;
             updated++;
           }
           continue;
         }
-        if (keep.metadata.labels?.[REVISION_HASH_LABEL] !== hash) {
-          this.updatePod(keep, spec, hash);
-        }
         current++;
-        updated++;
-        const status = keep.status as PodStatus | undefined;
-        if (status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) ready++;
+        if (keep.hash === hash) updated++;
+        else if (spend()) {
+          this.updatePod(keep, spec, hash);
+          updated++;
+        }
+        if (keep.ready) ready++;
       }
-      for (const [nodeName, pods] of podsByNode) {
-        if (!seenNodes.has(nodeName)) for (const pod of pods) this.deletePod(pod, `node ${nodeName} is gone`);
-      }
+      // What is left sits on nodes that are gone.
+      for (const [nodeName, pods] of podsByNode) for (const pod of pods) if (spend()) this.deletePod(pod, `node ${nodeName} is gone`);
       const status: DaemonSetStatus = {
         desiredNumberScheduled: desired,
         // Nodes that should run the pod and have one (Kubernetes' meaning), not every matching node.
@@ -124,6 +146,8 @@ export class DaemonSetController {
       };
       this.store.mutate('DaemonSet', namespace, name, (cur) => ({ ...cur, status }));
     });
+    // Out of budget: the rest in the next pass, after other work has had its turn.
+    return budget < 0 ? { requeueAfterMs: 0 } : undefined;
   }
 
   private createPod(ds: StoredObject, spec: DaemonSetSpec, nodeName: string, hash: string): void {
@@ -141,13 +165,16 @@ export class DaemonSetController {
         ownerReferences: [{ apiVersion: 'flotilla/v1', kind: 'DaemonSet', name: ds.metadata.name, uid: ds.metadata.uid, controller: true }],
       },
       spec: { ...spec.template.spec, nodeName },
+      // Created with its status: one write, not two.
+      status: { phase: 'Pending' } satisfies PodStatus,
     });
-    this.store.updateStatus('Pod', namespace, name, { phase: 'Pending' } satisfies PodStatus);
     this.events.normal(ds, 'SuccessfulCreate', `Created pod: ${pod.metadata.name} on node ${nodeName}`);
     this.events.normal(pod, 'Scheduled', `Successfully assigned ${namespace}/${name} to ${nodeName}`);
   }
 
-  private updatePod(pod: StoredObject, spec: DaemonSetSpec, hash: string): void {
+  private updatePod(facts: DaemonPod, spec: DaemonSetSpec, hash: string): void {
+    const pod = this.store.get('Pod', facts.namespace, facts.name);
+    if (!pod) return;
     const nodeName = (pod.spec as { nodeName?: string }).nodeName;
     this.store.update({
       ...pod,
@@ -161,9 +188,10 @@ export class DaemonSetController {
     this.events.normal(pod, 'TemplateChanged', `Pod template changed; node ${nodeName} will replace its containers`);
   }
 
-  private deletePod(pod: StoredObject, why?: string): void {
+  private deletePod(facts: DaemonPod, why?: string): void {
+    let pod: StoredObject;
     try {
-      this.store.delete('Pod', pod.metadata.namespace ?? 'default', pod.metadata.name);
+      pod = this.store.delete('Pod', facts.namespace, facts.name);
     } catch {
       return; // already gone
     }

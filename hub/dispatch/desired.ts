@@ -9,7 +9,7 @@ import { referencedConfig } from '../../shared/resources/volumes.js';
 import type { MessageBus } from '../broker/bus.js';
 import { WorkQueue } from '../controllers/queue.js';
 import type { ObjectStore } from '../store/objects.js';
-import type { StoredObject } from '../store/types.js';
+import type { StoredObject, WatchEvent } from '../store/types.js';
 
 export const DISPATCH_MIGRATION = `
 CREATE TABLE dispatch (
@@ -50,22 +50,11 @@ export class Dispatcher {
   }
 
   start(): void {
+    // List, then watch from the list's version: a pod's first status report changes no desired set.
+    const pods = this.store.list('Pod');
+    for (const pod of pods.items) this.onPod({ type: 'ADDED', object: pod }, false);
     this.unwatch.push(
-      this.store.watch({ kind: 'Pod' }, (e) => {
-        // Most pod writes are status reports, which change no desired set: only a change of
-        // what a node is sent (uid, labels, annotations, spec, binding) or a deletion marks the node dirty.
-        const key = `${e.object.metadata.namespace}/${e.object.metadata.name}`;
-        const node = (e.object.spec as PodSpec | undefined)?.nodeName;
-        const before = this.podFingerprints.get(key);
-        if (e.type === 'DELETED') this.podFingerprints.delete(key);
-        else {
-          const fingerprint = JSON.stringify([e.object.metadata.uid, e.object.metadata.labels, e.object.metadata.annotations, e.object.spec]);
-          if (fingerprint === before?.fingerprint) return;
-          this.podFingerprints.set(key, { fingerprint, node });
-        }
-        if (node) this.queue.add(node);
-        if (before?.node && before.node !== node) this.queue.add(before.node);
-      }),
+      this.store.watch({ kind: 'Pod', fromResourceVersion: pods.resourceVersion }, (e) => this.onPod(e, true)),
       this.store.watch({ kind: 'Node' }, (e) => {
         // Of a node's own changes, only its metrics interval is part of what it is sent.
         const interval = e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION];
@@ -83,13 +72,33 @@ export class Dispatcher {
 
   stop(): void {
     for (const u of this.unwatch) u();
+    this.unwatch = [];
     this.queue.stop();
   }
 
-  /** The desired set a node should run now, from the store. */
+  private onPod(e: WatchEvent, enqueue: boolean): void {
+    // Most pod writes are status reports, which change no desired set: only a change of what a
+    // node is sent (uid, labels, annotations, spec, binding) or a deletion marks the node dirty.
+    const key = `${e.object.metadata.namespace}/${e.object.metadata.name}`;
+    const node = (e.object.spec as PodSpec | undefined)?.nodeName;
+    const before = this.podFingerprints.get(key);
+    if (e.type === 'DELETED') this.podFingerprints.delete(key);
+    else {
+      const { uid, labels, annotations } = e.object.metadata;
+      // A digest rather than the text: tens of thousands of pods are remembered.
+      const fingerprint = createHash('sha1').update(JSON.stringify([uid, labels, annotations, e.object.spec])).digest('base64');
+      if (fingerprint === before?.fingerprint) return;
+      this.podFingerprints.set(key, { fingerprint, node });
+    }
+    if (!enqueue) return;
+    if (node) this.queue.add(node);
+    if (before?.node && before.node !== node) this.queue.add(before.node);
+  }
+
+  /** The desired set a node should run now, from the store (its pods, by the store's node index). */
   desiredPods(node: string): DesiredPod[] {
     return this.store
-      .list('Pod', { filter: (p) => (p.spec as PodSpec).nodeName === node && !p.metadata.deletionTimestamp })
+      .list('Pod', { nodeName: node, filter: (p) => !p.metadata.deletionTimestamp })
       .items.map((p: StoredObject) => ({
         uid: p.metadata.uid,
         name: p.metadata.name,
@@ -166,14 +175,24 @@ export class Dispatcher {
     let rev = row?.rev ?? 0;
     if (!row || row.hash !== hash) {
       rev += 1;
-      this.putRow.run(node, rev, hash, new Date().toISOString());
+      const next = rev;
+      // The revision row and the node's desiredRevision in one commit.
+      this.store.transaction(() => {
+        this.putRow.run(node, next, hash, new Date().toISOString());
+        this.store.mutate('Node', '', node, (cur) => ({ ...cur, status: { ...((cur.status as object | undefined) ?? {}), desiredRevision: next } }));
+      });
       this.published.delete(node);
-      this.store.mutate('Node', '', node, (cur) => ({ ...cur, status: { ...((cur.status as object | undefined) ?? {}), desiredRevision: rev } }));
     }
     if (this.published.has(node)) return;
     const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}) };
-    await this.bus.publish(topic, encodePayload(message), { qos: 1, retain: true });
+    // Not awaited: the next node's set need not wait for this one to be handed to the broker
+    // (the broker keeps the order of one topic's messages). A failed publish is retried.
     this.published.add(node);
+    this.bus.publish(topic, encodePayload(message), { qos: 1, retain: true }).catch((err: unknown) => {
+      this.published.delete(node);
+      this.log.warn({ node, rev, err: (err as Error).message }, 'desired set not published; will retry');
+      this.queue.addAfter(node, 1_000);
+    });
     this.log.debug({ node, rev, pods: pods.length }, 'desired set published');
   }
 }

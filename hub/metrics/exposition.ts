@@ -12,9 +12,10 @@ const CODES_BY_NAME = new Map<string, MetricCode>([...Object.values(NODE_CODES),
  * The devices' series as /metrics shows them: cAdvisor's and node_exporter's names and labels
  * (plus `node`), each at its newest sample with the device's sample time. A series is shown
  * while its node reports and it was in the node's newest keyframe (a container gone, or a pod
- * deleted, drops out within a minute). Counters never go backwards here but for a real reset:
- * samples not newer than the newest are refused at ingest, and the engine's and kernel's
- * counters are cumulative across an agent restart; a recreated container starts again from zero.
+ * deleted, drops out by the next keyframe, within five minutes, as Prometheus' staleness).
+ * Counters never go backwards here but for a real reset: samples not newer than the newest are
+ * refused at ingest, and the engine's and kernel's counters are cumulative across an agent
+ * restart; a recreated container starts again from zero.
  */
 export function* deviceFamilies(registry: SeriesRegistry, ingest: MetricsIngest, now: number): Generator<string> {
   const current = (node: string) => {

@@ -22,7 +22,9 @@ export interface IngestOptions {
   maxSampleAgeMs: number;
 }
 
-export const INGEST_DEFAULTS: IngestOptions = { flushRows: 10_000, flushDelayMs: 200, maxClockSkewMs: 60_000, maxSampleAgeMs: 5 * 60_000 };
+export const INGEST_DEFAULTS: IngestOptions = { flushRows: 5_000, flushDelayMs: 200, maxClockSkewMs: 60_000, maxSampleAgeMs: 5 * 60_000 };
+/** Rows a raw insert statement carries. */
+const ROWS_PER_INSERT = 16;
 /** At most one log line per node and reason this often: a broken device must not flood the hub's log. */
 const DROP_LOG_INTERVAL_MS = 60_000;
 
@@ -97,8 +99,9 @@ export class MetricsIngest {
     let late = 0;
     let capped = 0;
     const add = (namespace: string, pod: string, container: string, series: Record<string, SampleValues>) => {
+      const scope = this.registry.scope(node, namespace, pod, container);
       for (const key in series) {
-        const id = this.registry.resolve(node, namespace, pod, container, key);
+        const id = this.registry.resolveIn(scope, node, namespace, pod, container, key);
         const values = series[key]!;
         if (id === 'unknown') {
           this.unknownSamples += values.length;
@@ -149,8 +152,11 @@ export class MetricsIngest {
     if (this.series.length === 0) return;
     try {
       this.flushTx();
+      this.registry.committed();
     } catch (err) {
+      // A full disk, say: the samples are lost (the counters they carry are not), new series are written with the next flush.
       this.log.error({ err: (err as Error).message, samples: this.series.length }, 'metrics samples could not be written; dropped');
+      this.partitions.reload();
     }
     this.series = [];
     this.times = [];
@@ -161,19 +167,30 @@ export class MetricsIngest {
     this.flush();
   }
 
+  /** Pending samples into their raw partitions, ROWS_PER_INSERT at a time where they share one. */
   private writePending(): void {
     this.registry.saveNew(this.now());
-    let partition = undefined as ReturnType<Partitions['ensure']> | undefined;
-    let writer = undefined as ReturnType<Partitions['rawWriter']> | undefined;
-    for (let i = 0; i < this.series.length; i++) {
-      const ts = this.times[i]!;
-      if (!partition || ts < partition.start || ts >= partition.end) {
-        partition = this.partitions.ensure('raw', ts);
-        writer = this.partitions.rawWriter(partition);
+    const n = this.series.length;
+    const args: number[] = new Array<number>(ROWS_PER_INSERT * 3);
+    let i = 0;
+    while (i < n) {
+      const partition = this.partitions.ensure('raw', this.times[i]!);
+      let j = i;
+      while (j < n && j - i < ROWS_PER_INSERT && this.times[j]! >= partition.start && this.times[j]! < partition.end) j++;
+      if (j - i === ROWS_PER_INSERT) {
+        for (let k = 0; k < ROWS_PER_INSERT; k++) {
+          args[k * 3] = this.series[i + k]!;
+          args[k * 3 + 1] = this.times[i + k]!;
+          args[k * 3 + 2] = this.values[i + k]!;
+        }
+        this.partitions.rawWriter(partition, ROWS_PER_INSERT).run(args);
+      } else {
+        const one = this.partitions.rawWriter(partition);
+        for (let k = i; k < j; k++) one.run(this.series[k], this.times[k], this.values[k]);
       }
-      writer!.run(this.series[i], ts, this.values[i]);
+      i = j;
     }
-    this.samplesIngested += this.series.length;
+    this.samplesIngested += n;
   }
 
   private drop(node: string, reason: DropReason, detail: string, count = 1): false {

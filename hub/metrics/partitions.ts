@@ -49,8 +49,14 @@ export class Partitions {
     this.insertCatalog = db.prepare('INSERT INTO metric_partitions (tier, start, end, name, rolled) VALUES (?, ?, ?, ?, 0)');
     this.deleteCatalog = db.prepare('DELETE FROM metric_partitions WHERE name = ?');
     this.markRolledStmt = db.prepare('UPDATE metric_partitions SET rolled = 1 WHERE name = ?');
+    this.reload();
+  }
+
+  /** Reads the catalog again (after a transaction that made a partition was rolled back). */
+  reload(): void {
     for (const tier of TIERS) this.byTier.set(tier, []);
-    const rows = db.prepare<[], { tier: TierName; start: number; end: number; name: string; rolled: number }>('SELECT tier, start, end, name, rolled FROM metric_partitions ORDER BY tier, start').all();
+    this.writers.clear();
+    const rows = this.db.prepare<[], { tier: TierName; start: number; end: number; name: string; rolled: number }>('SELECT tier, start, end, name, rolled FROM metric_partitions ORDER BY tier, start').all();
     for (const r of rows) this.byTier.get(r.tier)?.push({ tier: r.tier, start: r.start, end: r.end, name: r.name, rolled: r.rolled === 1 });
   }
 
@@ -84,21 +90,24 @@ export class Partitions {
     return partition;
   }
 
-  /** The statement inserting one raw sample (series, ts, value) into a raw partition; a sample already there is kept. */
-  rawWriter(p: Partition): Statement {
-    return this.writer(p, () => `INSERT OR IGNORE INTO ${p.name} (series, ts, value) VALUES (?, ?, ?)`);
+  /**
+   * The statement inserting `rows` raw samples (series, ts, value, series, ts, value, …) into a
+   * raw partition; a sample already there is kept. Several rows a statement: twice the rows a second.
+   */
+  rawWriter(p: Partition, rows = 1): Statement {
+    return this.writer(p, () => `INSERT OR IGNORE INTO ${p.name} (series, ts, value) VALUES ${Array(rows).fill('(?, ?, ?)').join(', ')}`, `:${rows}`);
   }
 
   /** The statement writing one rollup row; a rerun of a rollup replaces what it wrote before. */
   rollupWriter(p: Partition): Statement {
-    return this.writer(p, () => `INSERT OR REPLACE INTO ${p.name} (series, ts, cnt, sum, min, max, last, inc) VALUES (@series, @ts, @cnt, @sum, @min, @max, @last, @inc)`);
+    return this.writer(p, () => `INSERT OR REPLACE INTO ${p.name} (series, ts, cnt, sum, min, max, last, inc) VALUES (@series, @ts, @cnt, @sum, @min, @max, @last, @inc)`, '');
   }
 
-  private writer(p: Partition, sql: () => string): Statement {
-    let stmt = this.writers.get(p.name);
+  private writer(p: Partition, sql: () => string, variant: string): Statement {
+    let stmt = this.writers.get(p.name + variant);
     if (!stmt) {
       stmt = this.db.prepare(sql());
-      this.writers.set(p.name, stmt);
+      this.writers.set(p.name + variant, stmt);
     }
     return stmt;
   }
@@ -110,7 +119,7 @@ export class Partitions {
 
   /** Drops a partition's table (empty it first in chunks: see retention.ts) and forgets it. */
   drop(p: Partition): void {
-    this.writers.delete(p.name);
+    for (const key of [...this.writers.keys()]) if (key === p.name || key.startsWith(`${p.name}:`)) this.writers.delete(key);
     this.db.exec(`DROP TABLE IF EXISTS ${p.name}`);
     this.deleteCatalog.run(p.name);
     const list = this.byTier.get(p.tier)!;

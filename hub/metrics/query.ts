@@ -42,7 +42,7 @@ export class QueryError extends Error {
   }
 }
 
-/** A stored point: a raw sample (cnt 1) or a rollup row; `span` is the time its increase covers. */
+/** A stored point: a raw sample (cnt 1) or a rollup row; its increase happened within [from, to). */
 interface Point {
   ts: number;
   cnt: number;
@@ -51,7 +51,8 @@ interface Point {
   max: number;
   last: number;
   inc: number;
-  span: number;
+  from: number;
+  to: number;
 }
 
 /**
@@ -69,6 +70,8 @@ export class MetricsQuery {
     private readonly registry: SeriesRegistry,
     private readonly retention: RetentionConfig,
     private readonly now: () => number = Date.now,
+    /** Writes samples still waiting for their flush, so that a query sees everything taken in. */
+    private readonly flushPending: () => void = () => {},
   ) {}
 
   select(sel: SeriesSelector): SeriesInfo[] {
@@ -90,6 +93,7 @@ export class MetricsQuery {
     const series = this.select(q);
     if (series.length > MAX_QUERY_SERIES) throw new QueryError('series', `matches ${series.length} series, more than ${MAX_QUERY_SERIES}: narrow it with node, namespace, pod or container`);
     if (q.fn === 'rate' && series.some((s) => s.kind !== 'counter')) throw new QueryError('fn', `rate applies to counters; ${q.name} is a gauge`);
+    this.flushPending();
     const segments = this.segments(q.from, q.to);
     return series.map((s) => ({
       metric: { __name__: s.name, node: s.node, ...(s.namespace ? { namespace: s.namespace, pod: s.pod, container: s.container } : {}), ...s.labels },
@@ -121,13 +125,14 @@ export class MetricsQuery {
         if (seg.tier === 'raw') {
           for (const [ts, value] of this.statement(p, 'SELECT ts, value FROM %s WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts').all(s.id, seg.from, seg.to) as [number, number][]) {
             const inc = s.kind === 'counter' && prevRaw ? (value >= prevRaw.value ? value - prevRaw.value : value) : 0;
-            out.push({ ts, cnt: 1, sum: value, min: value, max: value, last: value, inc, span: prevRaw ? ts - prevRaw.ts : 0 });
+            // A sample's increase happened since the one before it.
+            out.push({ ts, cnt: 1, sum: value, min: value, max: value, last: value, inc, from: prevRaw ? prevRaw.ts : ts, to: ts });
             prevRaw = { ts, value };
           }
         } else {
           const span = RESOLUTION_MS[seg.tier];
           for (const [ts, cnt, sum, min, max, last, inc] of this.statement(p, 'SELECT ts, cnt, sum, min, max, last, inc FROM %s WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts').all(s.id, seg.from, seg.to) as number[][]) {
-            out.push({ ts: ts!, cnt: cnt!, sum: sum!, min: min!, max: max!, last: last!, inc: inc!, span });
+            out.push({ ts: ts!, cnt: cnt!, sum: sum!, min: min!, max: max!, last: last!, inc: inc!, from: ts!, to: ts! + span });
           }
         }
       }
@@ -148,33 +153,60 @@ export class MetricsQuery {
   }
 }
 
-/** Points into steps: [step start in seconds, value], steps without points left out. */
+/** How far back a gauge's last value still answers for a step without samples (the agent sends an unchanged value only in its five-minute keyframes). */
+export const GAUGE_LOOKBACK_MS = 6 * 60_000;
+
+/**
+ * Points into steps: [step start in seconds, value]. A rate spreads each point's increase over
+ * the time it covers, so a counter that stood still (and was not sent) counts as zero there; a
+ * gauge's step without samples takes the last value within the lookback. Steps with nothing to
+ * say are left out.
+ */
 function fold(points: Point[], q: RangeQuery): [number, number][] {
+  const steps = Math.ceil((q.to - q.from) / q.stepMs);
   const out: [number, number][] = [];
+  if (q.fn === 'rate') {
+    const inc = new Float64Array(steps);
+    const covered = new Float64Array(steps);
+    for (const p of points) {
+      const a = Math.max(p.from, q.from);
+      const b = Math.min(p.to, q.to);
+      if (!(b > a) || !(p.to > p.from)) continue;
+      for (let k = Math.floor((a - q.from) / q.stepMs); k < steps && q.from + k * q.stepMs < b; k++) {
+        const overlap = Math.min(b, q.from + (k + 1) * q.stepMs) - Math.max(a, q.from + k * q.stepMs);
+        if (overlap <= 0) continue;
+        inc[k]! += (p.inc * overlap) / (p.to - p.from);
+        covered[k]! += overlap;
+      }
+    }
+    for (let k = 0; k < steps; k++) if (covered[k]! > 0) out.push([(q.from + k * q.stepMs) / 1000, inc[k]! / (covered[k]! / 1000)]);
+    return out;
+  }
   let i = 0;
-  while (i < points.length) {
-    const bucket = q.from + Math.floor((points[i]!.ts - q.from) / q.stepMs) * q.stepMs;
+  let carried: { ts: number; value: number } | undefined;
+  for (let k = 0; k < steps; k++) {
+    const start = q.from + k * q.stepMs;
+    const end = start + q.stepMs;
     let cnt = 0;
     let sum = 0;
     let min = Infinity;
     let max = -Infinity;
     let last = 0;
-    let inc = 0;
-    let span = 0;
-    while (i < points.length && points[i]!.ts < bucket + q.stepMs) {
+    let lastTs = 0;
+    while (i < points.length && points[i]!.ts < end) {
       const p = points[i++]!;
+      if (p.ts < start) continue;
       cnt += p.cnt;
       sum += p.sum;
       min = Math.min(min, p.min);
       max = Math.max(max, p.max);
       last = p.last;
-      inc += p.inc;
-      span += p.span;
+      lastTs = p.ts;
     }
-    let value: number | undefined;
-    if (q.fn === 'rate') value = span > 0 ? inc / (span / 1000) : undefined;
-    else value = q.fn === 'avg' ? sum / cnt : q.fn === 'min' ? min : q.fn === 'max' ? max : last;
-    if (value !== undefined) out.push([bucket / 1000, value]);
+    if (cnt > 0) {
+      out.push([start / 1000, q.fn === 'avg' ? sum / cnt : q.fn === 'min' ? min : q.fn === 'max' ? max : last]);
+      carried = { ts: lastTs, value: last };
+    } else if (carried && start - carried.ts <= GAUGE_LOOKBACK_MS) out.push([start / 1000, carried.value]);
   }
   return out;
 }

@@ -80,7 +80,7 @@ export class MetricsRetention {
       for (const p of [...this.partitions.list(tier)]) {
         if (p.end > now - this.retention[tier] || (tier === 'raw' && !p.rolled)) continue;
         await this.empty(p);
-        this.partitions.drop(p);
+        this.db.transaction(() => this.partitions.drop(p))();
         dropped++;
       }
     }
@@ -89,72 +89,34 @@ export class MetricsRetention {
     return { rolledUp, dropped, forgotten };
   }
 
-  /** The series of a partition in groups holding about `chunkRows` rows each. */
-  private chunks(p: Partition): [number, number][] {
-    const ids = this.partitions.seriesIn(p);
-    if (ids.length === 0) return [];
-    const rows = this.db.prepare(`SELECT count(*) FROM ${p.name}`).pluck().get() as number;
-    const perChunk = Math.max(1, Math.floor(this.opts.chunkRows / Math.max(1, rows / ids.length)));
-    const out: [number, number][] = [];
-    for (let i = 0; i < ids.length; i += perChunk) out.push([ids[i]!, ids[Math.min(i + perChunk, ids.length) - 1]!]);
-    return out;
-  }
-
   private async rollUp(p: Partition): Promise<void> {
-    const read = this.db.prepare(`SELECT series, ts, value FROM ${p.name} WHERE series >= ? AND series <= ? ORDER BY series, ts`).raw();
+    const read = this.db.prepare(`SELECT series, ts, value FROM ${p.name} WHERE (series, ts) > (?, ?) ORDER BY series, ts LIMIT ?`).raw();
     const before = this.partitions.find('raw', p.start - 1);
     const lastBefore = before ? this.db.prepare(`SELECT value FROM ${before.name} WHERE series = ? ORDER BY ts DESC LIMIT 1`).pluck() : undefined;
-    const write = this.db.transaction((rows: [number, number, number][]) => {
-      let i = 0;
-      while (i < rows.length) {
-        const series = rows[i]![0];
-        let j = i;
-        while (j < rows.length && rows[j]![0] === series) j++;
-        this.rollUpSeries(series, rows.slice(i, j), lastBefore?.get(series) as number | undefined, p);
-        i = j;
-      }
+    const rollup = new PartitionRollup(p, this.partitions, (series) => this.registry.info(series)?.kind === 'counter', (series) => lastBefore?.get(series) as number | undefined, (series, ts) => this.touchSeries.run(ts, series));
+    const take = this.db.transaction((rows: [number, number, number][]) => {
+      for (const [series, ts, value] of rows) rollup.add(series, ts, value);
     });
-    for (const [lo, hi] of this.chunks(p)) {
-      write(read.all(lo, hi) as [number, number, number][]);
+    let after: [number, number] = [-1, -1];
+    for (;;) {
+      const rows = read.all(after[0], after[1], this.opts.chunkRows) as [number, number, number][];
+      if (rows.length === 0) break;
+      take(rows);
+      after = [rows[rows.length - 1]![0], rows[rows.length - 1]![1]];
       await yieldToIo();
     }
+    this.db.transaction(() => rollup.finish())();
     this.partitions.markRolled(p);
   }
 
-  /** One series' samples of one raw partition, into 1-minute rows and its one 1-hour row. */
-  private rollUpSeries(series: number, samples: [number, number, number][], before: number | undefined, p: Partition): void {
-    const counter = this.registry.info(series)?.kind === 'counter';
-    const minute = this.partitions.rollupWriter(this.partitions.ensure('1m', p.start));
-    let prev = before;
-    let bucket: RollupRow | undefined;
-    const hour: RollupRow = { series, ts: Math.floor(p.start / RESOLUTION_MS['1h']) * RESOLUTION_MS['1h'], cnt: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, inc: 0 };
-    for (const [, ts, value] of samples) {
-      const inc = counter && prev !== undefined ? (value >= prev ? value - prev : value) : 0;
-      prev = value;
-      const start = Math.floor(ts / RESOLUTION_MS['1m']) * RESOLUTION_MS['1m'];
-      if (!bucket || bucket.ts !== start) {
-        if (bucket) minute.run(bucket);
-        bucket = { series, ts: start, cnt: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, inc: 0 };
-      }
-      for (const row of [bucket, hour]) {
-        row.cnt++;
-        row.sum += value;
-        row.min = Math.min(row.min, value);
-        row.max = Math.max(row.max, value);
-        row.last = value;
-        row.inc += inc;
-      }
-    }
-    if (bucket) minute.run(bucket);
-    if (hour.cnt > 0) this.partitions.rollupWriter(this.partitions.ensure('1h', p.start)).run(hour);
-    this.touchSeries.run(samples[samples.length - 1]![1], series);
-  }
-
-  /** Deletes a partition's rows chunk by chunk, so that dropping it is quick. */
+  /** Deletes a partition's rows a chunk at a time, so that dropping it is quick. */
   private async empty(p: Partition): Promise<void> {
-    const del = this.db.prepare(`DELETE FROM ${p.name} WHERE series >= ? AND series <= ?`);
-    for (const [lo, hi] of this.chunks(p)) {
-      del.run(lo, hi);
+    const boundary = this.db.prepare(`SELECT series, ts FROM ${p.name} ORDER BY series, ts LIMIT 1 OFFSET ?`).raw();
+    const deleteBelow = this.db.prepare(`DELETE FROM ${p.name} WHERE (series, ts) < (?, ?)`);
+    for (;;) {
+      const key = boundary.get(this.opts.chunkRows) as [number, number] | undefined;
+      if (!key) return;
+      deleteBelow.run(key[0], key[1]);
       await yieldToIo();
     }
   }
@@ -179,4 +141,71 @@ export class MetricsRetention {
     }
     return forgotten;
   }
+}
+
+/**
+ * One raw partition's rollup, fed its samples in (series, ts) order, a chunk at a time: each
+ * 1-minute row is written when the next minute (or series) begins, the partition's one 1-hour
+ * row when the series ends.
+ */
+class PartitionRollup {
+  private series = -1;
+  private counter = false;
+  private prev: number | undefined;
+  private lastTs = 0;
+  private minute: RollupRow | undefined;
+  private hour: RollupRow | undefined;
+
+  constructor(
+    private readonly p: Partition,
+    private readonly partitions: Partitions,
+    private readonly isCounter: (series: number) => boolean,
+    private readonly valueBefore: (series: number) => number | undefined,
+    private readonly touch: (series: number, ts: number) => void,
+  ) {}
+
+  add(series: number, ts: number, value: number): void {
+    if (series !== this.series) {
+      this.finish();
+      this.series = series;
+      this.counter = this.isCounter(series);
+      this.prev = this.counter ? this.valueBefore(series) : undefined;
+      this.hour = empty(series, Math.floor(this.p.start / RESOLUTION_MS['1h']) * RESOLUTION_MS['1h']);
+    }
+    const inc = this.counter && this.prev !== undefined ? (value >= this.prev ? value - this.prev : value) : 0;
+    this.prev = value;
+    this.lastTs = ts;
+    const start = Math.floor(ts / RESOLUTION_MS['1m']) * RESOLUTION_MS['1m'];
+    if (this.minute?.ts !== start) {
+      if (this.minute) this.write('1m', this.minute);
+      this.minute = empty(series, start);
+    }
+    for (const row of [this.minute, this.hour!]) {
+      row.cnt++;
+      row.sum += value;
+      row.min = Math.min(row.min, value);
+      row.max = Math.max(row.max, value);
+      row.last = value;
+      row.inc += inc;
+    }
+  }
+
+  /** Writes what the current series still holds. */
+  finish(): void {
+    if (this.series < 0) return;
+    if (this.minute) this.write('1m', this.minute);
+    if (this.hour && this.hour.cnt > 0) this.write('1h', this.hour);
+    this.touch(this.series, this.lastTs);
+    this.minute = undefined;
+    this.hour = undefined;
+    this.series = -1;
+  }
+
+  private write(tier: TierName, row: RollupRow): void {
+    this.partitions.rollupWriter(this.partitions.ensure(tier, row.ts)).run(row);
+  }
+}
+
+function empty(series: number, ts: number): RollupRow {
+  return { series, ts, cnt: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, inc: 0 };
 }

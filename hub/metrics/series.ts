@@ -29,7 +29,9 @@ function labelText(s: Omit<SeriesInfo, 'labelText' | 'id'>): string {
   return `{${pairs.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}`;
 }
 
-const lookupKey = (node: string, namespace: string, pod: string, container: string, key: string) => `${node}\0${namespace}\0${pod}\0${container}\0${key}`;
+/** A node's series, by scope (`namespace/pod/container`, empty for the node's own) and wire key. */
+type NodeSeries = Map<string, Map<string, number>>;
+const scopeOf = (namespace: string, pod: string, container: string) => (namespace ? `${namespace}\0${pod}\0${container}` : '');
 
 /**
  * Every series the hub knows, in memory: the id of each (from its node, pod, container and wire
@@ -38,7 +40,8 @@ const lookupKey = (node: string, namespace: string, pod: string, container: stri
  * and are written with the next flush of samples.
  */
 export class SeriesRegistry {
-  private readonly ids = new Map<string, number>();
+  private readonly ids = new Map<string, NodeSeries>();
+  private count = 0;
   private readonly infos: (SeriesInfo | undefined)[] = [];
   private readonly perNode = new Map<string, number>();
   /** Series ids by Prometheus name, for the exposition (grouped by family). */
@@ -62,7 +65,7 @@ export class SeriesRegistry {
   }
 
   get size(): number {
-    return this.ids.size;
+    return this.count;
   }
 
   info(id: number): SeriesInfo | undefined {
@@ -71,7 +74,7 @@ export class SeriesRegistry {
 
   /** The id of a series, if known. */
   find(node: string, namespace: string, pod: string, container: string, key: string): number | undefined {
-    return this.ids.get(lookupKey(node, namespace, pod, container, key));
+    return this.ids.get(node)?.get(scopeOf(namespace, pod, container))?.get(key);
   }
 
   /**
@@ -79,7 +82,22 @@ export class SeriesRegistry {
    * agent's), 'capped' when the node has too many series already.
    */
   resolve(node: string, namespace: string, pod: string, container: string, key: string): number | 'unknown' | 'capped' {
-    const found = this.ids.get(lookupKey(node, namespace, pod, container, key));
+    return this.resolveIn(this.scope(node, namespace, pod, container), node, namespace, pod, container, key);
+  }
+
+  /** The series of one container (or of the node itself) by wire key: looked up once per container of a batch. */
+  scope(node: string, namespace: string, pod: string, container: string): Map<string, number> {
+    let byScope = this.ids.get(node);
+    if (!byScope) this.ids.set(node, (byScope = new Map()));
+    const scope = scopeOf(namespace, pod, container);
+    let byKey = byScope.get(scope);
+    if (!byKey) byScope.set(scope, (byKey = new Map()));
+    return byKey;
+  }
+
+  /** resolve(), given the scope's map. */
+  resolveIn(byKey: Map<string, number>, node: string, namespace: string, pod: string, container: string, key: string): number | 'unknown' | 'capped' {
+    const found = byKey.get(key);
     if (found !== undefined) return found;
     const described = this.describe(node, namespace, pod, container, key);
     if (!described) return 'unknown';
@@ -91,9 +109,12 @@ export class SeriesRegistry {
     return info.id;
   }
 
-  /** Writes the series made since the last call (inside the caller's transaction). */
+  /** Writes the series made since the last commit (inside the caller's transaction); call `committed()` once it commits. */
   saveNew(now: number): void {
     for (const s of this.unsaved) this.insert.run(s.id, s.node, s.namespace, s.pod, s.container, s.key, s.name, JSON.stringify(s.labels), s.kind, now);
+  }
+
+  committed(): void {
     this.unsaved = [];
   }
 
@@ -118,7 +139,12 @@ export class SeriesRegistry {
   forget(id: number): void {
     const info = this.infos[id];
     if (!info) return;
-    this.ids.delete(lookupKey(info.node, info.namespace, info.pod, info.container, info.key));
+    const byScope = this.ids.get(info.node);
+    const byKey = byScope?.get(scopeOf(info.namespace, info.pod, info.container));
+    byKey?.delete(info.key);
+    if (byKey?.size === 0) byScope!.delete(scopeOf(info.namespace, info.pod, info.container));
+    if (byScope?.size === 0) this.ids.delete(info.node);
+    this.count--;
     this.infos[id] = undefined;
     this.byName.get(info.name)?.delete(id);
     this.perNode.set(info.node, (this.perNode.get(info.node) ?? 1) - 1);
@@ -131,7 +157,8 @@ export class SeriesRegistry {
 
   private add(info: SeriesInfo): void {
     this.grow(info.id + 1);
-    this.ids.set(lookupKey(info.node, info.namespace, info.pod, info.container, info.key), info.id);
+    this.scope(info.node, info.namespace, info.pod, info.container).set(info.key, info.id);
+    this.count++;
     this.infos[info.id] = info;
     this.perNode.set(info.node, (this.perNode.get(info.node) ?? 0) + 1);
     let set = this.byName.get(info.name);

@@ -52,7 +52,7 @@ export class MetricsService {
     });
     this.ingest = new MetricsIngest(db, this.registry, this.partitions, (name) => this.nodes.has(name), log, opts.ingest, this.now);
     this.retention = new MetricsRetention(db, this.partitions, this.registry, opts.retention, log, this.now);
-    this.query = new MetricsQuery(db, this.partitions, this.registry, opts.retention, this.now);
+    this.query = new MetricsQuery(db, this.partitions, this.registry, opts.retention, this.now, () => this.ingest.flush());
     this.usage = new UsageReader(this.registry, this.ingest.nodeSeenAt);
     this.restoreNewest();
   }

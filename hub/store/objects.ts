@@ -13,16 +13,17 @@ import { equalityRequirements, matches, type Selector } from '../../shared/label
 import type { Database } from './db.js';
 import { alreadyExists, invalid, notFound, tooOldResourceVersion, StoreError } from './errors.js';
 import {
-  canonicalJson,
   checkObject,
   checkPreconditions,
   composeMeta,
   composeObject,
   parseResourceVersion,
+  sameJson,
   sameLabels,
   serialize,
   type Labels,
 } from './shape.js';
+import { nodeNameOf, PodNodeIndex } from './node-index.js';
 import { Statements } from './statements.js';
 import type { AtRestCodec, NewObject, StoredObject, WatchEvent } from './types.js';
 import { changeFromRow, WatchHub, type Change, type WatchOptions } from './watch.js';
@@ -53,6 +54,11 @@ export interface ObjectStoreOptions {
 export interface ListOptions {
   /** Only this namespace ('' for cluster-scoped kinds); all namespaces when absent. */
   namespace?: string;
+  /**
+   * Only pods bound to this node (Kubernetes' field selector spec.nodeName), answered from an
+   * index: the cost is that of the node's pods, not of every pod. Pods only.
+   */
+  nodeName?: string;
   selector?: Selector;
   /** Applied after the selector, for conditions labels cannot express (field selectors). */
   filter?: (o: StoredObject) => boolean;
@@ -84,7 +90,10 @@ export class ObjectStore {
   private pending: Change[] = [];
   /** The newest resourceVersion known to be committed: the upper bound of what a watch may replay. */
   private committedRv: number;
+  /** The newest resourceVersion taken, committed or not: the counter row, without reading it back. */
+  private latestRv: number;
   private readonly atRest: (kind: string) => AtRestCodec | undefined;
+  private readonly podNodes: PodNodeIndex;
 
   constructor(db: Database, options: ObjectStoreOptions = {}) {
     const retention = options.changeRetention ?? 10_000;
@@ -97,7 +106,9 @@ export class ObjectStore {
     this.hub = new WatchHub(options.onWatchError ?? ((err) => process.nextTick(() => { throw err; })));
     this.runInTransaction = db.transaction((fn: () => unknown) => fn());
     this.committedRv = this.counter('resourceVersion');
+    this.latestRv = this.committedRv;
     this.atRest = options.atRest ?? (() => undefined);
+    this.podNodes = new PodNodeIndex(() => this.loadPodNodes());
   }
 
   // ------------------------------------------------------------------------------------------
@@ -115,6 +126,7 @@ export class ObjectStore {
     const resourceVersion = this.currentResourceVersion();
     const { selector, filter } = opts;
     if (selector?.matchesNothing) return { items: [], resourceVersion };
+    if (opts.nodeName !== undefined) return { items: this.listOnNode(kind, opts.nodeName, opts), resourceVersion };
     const equalities = selector ? equalityRequirements(selector) : [];
     const params: string[] = [kind];
     if (opts.namespace !== undefined) params.push(opts.namespace);
@@ -132,7 +144,7 @@ export class ObjectStore {
 
   /** The version of the newest write, as a decimal string ("0" for an empty store). */
   currentResourceVersion(): string {
-    return String(this.counter('resourceVersion'));
+    return String(this.latestRv);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -169,6 +181,7 @@ export class ObjectStore {
       const json = serialize(composeObject(input, kind, meta, input.status));
       const id = Number(this.sql.insertObject.run(kind, namespace, name, meta.uid, this.toDisk(kind, json)).lastInsertRowid);
       this.writeLabels(id, kind, meta.labels);
+      if (kind === 'Pod') this.podNodes.set(id, nodeNameOf(input));
       this.record({ rv, type: 'ADDED', kind, namespace, json, labels: meta.labels, prevLabels: null }, name);
       return JSON.parse(json) as StoredObject;
     });
@@ -254,6 +267,7 @@ export class ObjectStore {
       obj.metadata.resourceVersion = String(rv);
       const json = serialize(obj);
       this.sql.deleteObject.run(cur.id); // labels go with it (ON DELETE CASCADE)
+      if (kind === 'Pod') this.podNodes.set(cur.id, undefined);
       const labels = obj.metadata.labels;
       this.record({ rv, type: 'DELETED', kind, namespace: ns, json, labels, prevLabels: labels ?? {} }, name);
       return JSON.parse(json) as StoredObject;
@@ -270,17 +284,24 @@ export class ObjectStore {
    */
   transaction<T>(fn: () => T): T {
     const mark = this.pending.length;
+    const indexMark = this.podNodes.mark();
     this.depth++;
     let result: T;
     try {
       result = this.runInTransaction(fn) as T;
     } catch (err) {
       this.pending.length = mark;
+      this.podNodes.rollback(indexMark);
+      // The rolled-back writes gave their versions back to the counter.
+      this.latestRv = this.counter('resourceVersion');
       throw err;
     } finally {
       this.depth--;
     }
-    if (this.depth === 0) this.release();
+    if (this.depth === 0) {
+      this.podNodes.commit();
+      this.release();
+    }
     return result;
   }
 
@@ -296,6 +317,7 @@ export class ObjectStore {
    * synchronously, before watch() returns, then live events follow with no gap and no
    * duplicates. Live events are delivered synchronously right after the writing transaction
    * commits, before the write call returns. "0" is not special: it asks for every change.
+   * The event's object is shared by every watcher of the change and frozen: copy it to change it.
    *
    * @throws StoreError Gone if changes after fromResourceVersion have already been pruned (as
    *   Kubernetes' 410 "too old resource version"), or if it is newer than the store's version
@@ -307,7 +329,7 @@ export class ObjectStore {
     let backlog: Change[] = [];
     if (opts.fromResourceVersion !== undefined) {
       const from = parseResourceVersion(opts.fromResourceVersion);
-      const current = this.counter('resourceVersion');
+      const current = this.latestRv;
       if (from > current) {
         throw new StoreError('Gone', `Too large resource version: ${from}, current: ${current}`);
       }
@@ -325,6 +347,31 @@ export class ObjectStore {
 
   // ------------------------------------------------------------------------------------------
   // Internals
+
+  /** Pods bound to `node`, from the index, in namespace and name order. */
+  private listOnNode(kind: string, node: string, opts: ListOptions): StoredObject[] {
+    if (kind !== 'Pod') throw invalid(`nodeName: only pods are listed by node, not ${kind}`);
+    const items: StoredObject[] = [];
+    for (const id of this.podNodes.ids(node)) {
+      const text = this.sql.objectById.get(id);
+      if (text === undefined) continue;
+      const obj = JSON.parse(this.fromDisk(kind, text)) as StoredObject;
+      if (opts.namespace !== undefined && (obj.metadata.namespace ?? '') !== opts.namespace) continue;
+      if (opts.selector && !matches(opts.selector, obj.metadata.labels)) continue;
+      if (opts.filter && !opts.filter(obj)) continue;
+      items.push(obj);
+    }
+    const order = (o: StoredObject) => `${o.metadata.namespace ?? ''}\u0000${o.metadata.name}`;
+    return items.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
+  }
+
+  private *loadPodNodes(): Iterable<{ id: number; nodeName: string | null }> {
+    if (!this.atRest('Pod')) {
+      yield* this.sql.podNodes.iterate();
+      return;
+    }
+    for (const row of this.sql.podRows.iterate()) yield { id: row.id, nodeName: nodeNameOf(JSON.parse(this.fromDisk('Pod', row.object)) as StoredObject) ?? null };
+  }
 
   private load(kind: string, namespace: string, name: string): Loaded | undefined {
     const row = this.sql.getObject.get(kind, namespace, name);
@@ -354,6 +401,7 @@ export class ObjectStore {
   private nextResourceVersion(): number {
     const rv = this.sql.nextResourceVersion.get();
     if (rv === undefined) throw new Error('the counters table has no resourceVersion row');
+    this.latestRv = rv;
     return rv;
   }
 
@@ -377,10 +425,10 @@ export class ObjectStore {
   /** Writes `next` over `cur` unless nothing but version fields would change. */
   private replace(cur: Loaded, next: StoredObject): StoredObject {
     const prev = cur.obj;
-    const specChanged = canonicalJson(prev.spec) !== canonicalJson(next.spec);
+    const specChanged = !sameJson(prev.spec, next.spec);
     next.metadata.generation = prev.metadata.generation + (specChanged ? 1 : 0);
     next.metadata.resourceVersion = prev.metadata.resourceVersion;
-    if (canonicalJson(next) === canonicalJson(prev)) return prev;
+    if (!specChanged && sameJson(next, prev)) return prev;
 
     const rv = this.nextResourceVersion();
     next.metadata.resourceVersion = String(rv);
@@ -388,6 +436,7 @@ export class ObjectStore {
     const { kind } = prev;
     const namespace = prev.metadata.namespace ?? '';
     this.sql.updateObject.run(this.toDisk(kind, json), cur.id);
+    if (kind === 'Pod') this.podNodes.set(cur.id, nodeNameOf(next));
     const labels = next.metadata.labels;
     if (!sameLabels(prev.metadata.labels, labels)) {
       this.sql.deleteLabels.run(cur.id);

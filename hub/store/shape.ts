@@ -115,8 +115,35 @@ export function canonicalJson(value: unknown): string | undefined {
   }
 }
 
+/**
+ * Deep equality of JSON values, whatever the order of object keys: what canonicalJson(a) ===
+ * canonicalJson(b) says, without building either string. It stops at the first difference, so
+ * telling a changed object from its old self costs little; undefined-valued keys count as absent,
+ * as they do in JSON.
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  let count = 0;
+  for (const key in x) {
+    if (x[key] === undefined) continue;
+    count++;
+    if (!sameJson(x[key], y[key])) return false;
+  }
+  for (const key in y) if (y[key] !== undefined) count--;
+  return count === 0;
+}
+
 export function sameLabels(a: Labels | undefined, b: Labels | undefined): boolean {
-  return canonicalJson(a ?? {}) === canonicalJson(b ?? {});
+  return sameJson(a ?? {}, b ?? {});
 }
 
 /** A resourceVersion given by a client: a decimal integer (Kubernetes treats them as opaque; this store's are counters). */

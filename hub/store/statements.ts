@@ -41,6 +41,10 @@ export class Statements {
   readonly insertChange: BetterSqlite3.Statement<[number, WatchEventType, string, string, string, string, string | null]>;
   readonly pruneChanges: BetterSqlite3.Statement<[number]>;
   readonly replayChanges: BetterSqlite3.Statement<[ReplayParams], ChangeRow>;
+  readonly objectById: BetterSqlite3.Statement<[number], string>;
+  /** Every pod's row id and node, read in SQLite (JSON1) rather than by parsing each object. */
+  readonly podNodes: BetterSqlite3.Statement<[], { id: number; nodeName: string | null }>;
+  readonly podRows: BetterSqlite3.Statement<[], ObjectRow>;
 
   /** List statements by shape (namespace given or not, number of label equalities); few shapes occur. */
   private readonly lists = new Map<string, BetterSqlite3.Statement<string[], string>>();
@@ -57,6 +61,9 @@ export class Statements {
     this.raisePrunedThrough = db.prepare("UPDATE counters SET value = ? WHERE name = 'prunedThrough' AND value < ?");
     this.insertChange = db.prepare('INSERT INTO changes (rv, type, kind, namespace, name, object, prev_labels) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.pruneChanges = db.prepare('DELETE FROM changes WHERE rv <= ?');
+    this.objectById = db.prepare<[number], string>('SELECT object FROM objects WHERE id = ?').pluck();
+    this.podNodes = db.prepare("SELECT id, json_extract(object, '$.spec.nodeName') AS nodeName FROM objects WHERE kind = 'Pod'");
+    this.podRows = db.prepare("SELECT id, object FROM objects WHERE kind = 'Pod'");
     this.replayChanges = db.prepare(
       `SELECT rv, type, kind, namespace, object, prev_labels FROM changes
        WHERE rv > @from AND rv <= @to AND (@kind IS NULL OR kind = @kind) AND (@namespace IS NULL OR namespace = @namespace)

@@ -55,6 +55,7 @@ export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 export interface WatchEvent {
   type: WatchEventType;
+  /** Frozen, and shared with the change's other watchers: read it, copy it to change it. */
   object: StoredObject;
 }
 

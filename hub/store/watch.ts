@@ -21,6 +21,8 @@ export interface Change {
   labels: Labels | undefined;
   /** The object's labels before the change; null for ADDED, when there was no object before. */
   prevLabels: Labels | null;
+  /** The object parsed once, frozen, and shared by every watcher it is delivered to. */
+  object?: StoredObject;
 }
 
 /** A change read back from the changes table, for replay. */
@@ -125,8 +127,9 @@ export class WatchHub {
         const c = w.inbox[w.head++]!;
         const type = eventType(w, c);
         if (type === undefined) continue;
-        // A fresh copy per watcher: one handler modifying its object must not affect another's.
-        const object = JSON.parse(c.json) as StoredObject;
+        // Parsed once for every watcher (a pod's change reaches a dozen), and frozen, so that no
+        // handler can change what another sees: as client-go's informer caches, read-only.
+        const object = (c.object ??= deepFreeze(JSON.parse(c.json) as StoredObject));
         try {
           w.onEvent({ type, object });
         } catch (err) {
@@ -141,4 +144,13 @@ export class WatchHub {
       w.busy = false;
     }
   }
+}
+
+/** Freezes a parsed JSON value and everything in it. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }

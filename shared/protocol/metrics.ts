@@ -31,8 +31,9 @@ import type { FieldError } from '../resources/fields.js';
  *
  * Counters are cumulative (a container's since it started, the node's since boot), so a lost
  * batch costs resolution, never data. A series whose value has not changed since the previous
- * batch may be left out; a keyframe carrying every series follows at least once a minute, so a
- * receiver that lost a batch is stale for at most that long. `id` (the engine's container id,
+ * batch may be left out; a keyframe carrying every series follows at least every five minutes
+ * (Prometheus' staleness), so a receiver that lost a batch is stale for at most that long, and a
+ * series missing from a keyframe is gone (its container removed). `id` (the engine's container id,
  * 12 hex digits at least) changes when a container is recreated: its counters start again from
  * zero, the reset Prometheus understands when a counter goes down.
  *

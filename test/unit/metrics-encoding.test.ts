@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { deflateSync } from 'node:zlib';
+import pino from 'pino';
+import type { Credentials } from '../../hub/auth/credentials.js';
+import { BrokerAuth } from '../../hub/broker/auth.js';
+import { Topics } from '../../shared/protocol/topics.js';
 import {
   CONTAINER_CODES,
   decodeMetricsBatch,
@@ -124,5 +128,17 @@ describe('metrics encoding v1', () => {
     expect(parseMetricsInterval('0s')).toMatch(/not an interval/);
     expect(parseMetricsInterval('2h')).toMatch(/not an interval/);
     expect(parseMetricsInterval('fast')).toMatch(/not an interval/);
+  });
+});
+
+describe('the metrics topic', () => {
+  it('is QoS 0 from a device, which may publish its own metrics only', () => {
+    const topics = new Topics();
+    const auth = new BrokerAuth({} as Credentials, topics, pino({ level: 'silent' }));
+    const device = { role: 'device' as const, node: 'edge-1' };
+    expect(topics.node('edge-1', 'metrics')).toBe('flotilla/v1/nodes/edge-1/metrics');
+    expect(auth.mayPublish(device, 'flotilla/v1/nodes/edge-1/metrics')).toBe(true);
+    expect(auth.mayPublish(device, 'flotilla/v1/nodes/edge-2/metrics')).toBe(false);
+    expect(auth.maySubscribe(device, 'flotilla/v1/nodes/edge-1/metrics')).toBe(false);
   });
 });

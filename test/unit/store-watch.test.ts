@@ -47,10 +47,11 @@ describe('ObjectStore watch', () => {
     expect(edge.events[1]!.object.status).toEqual({ phase: 'Running' });
   });
 
-  it('stops delivering once stopped, and gives each watcher its own copy', () => {
+  it('stops delivering once stopped, and no watcher can change what another sees', () => {
     const a = recorder();
     const stop = store.watch({ kind: 'Pod' }, (e) => {
-      e.object.metadata.name = 'tampered';
+      // The object is shared by the change's watchers, and frozen.
+      expect(() => (e.object.metadata.name = 'tampered')).toThrow(TypeError);
       a.onEvent(e);
     });
     const b = recorder();

@@ -1,0 +1,132 @@
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO } from '../test/harness/processes.js';
+import { RESULTS_DIR, type TargetFigure } from './results.js';
+
+/**
+ * bench/RESULTS.md: every target of DESIGN.md section 6 with the figure last measured beside it,
+ * from bench/results/*.json. The bench project's global teardown rewrites it after every bench
+ * run, whichever benchmarks ran.
+ */
+
+interface Row {
+  what: string;
+  must: string;
+  aim: string;
+  /** The result file (without .json) and the key of its `targets`. */
+  file: string;
+  target: string;
+}
+
+/** The rows of DESIGN.md section 6, in its order. */
+const DESIGN_TARGETS: Row[] = [
+  { what: 'apply → pod running (image present) vs the same containers made directly over the Docker API', must: '≤ 1.3 ×', aim: '≤ 1.1 ×', file: 'apply-to-running', target: 'applyToRunning' },
+  { what: 'a fleet-wide DaemonSet change applied → all hollow devices report running, one 2-core hub', must: '10,000 in ≤ 5 s', aim: '50,000 in ≤ 5 s', file: 'fan-out', target: 'fanOut10k' },
+  { what: 'hub memory at 10,000 devices × 5 pods', must: '≤ 600 MB RSS', aim: '≤ 300 MB', file: 'fan-out', target: 'hubRss10k' },
+  { what: 'scheduler, 10,000 nodes', must: '≥ 2,000 pods/s', aim: '≥ 10,000 pods/s', file: 'scheduler', target: 'scheduler' },
+  { what: 'agent memory, 10 pods, at rest', must: '≤ 60 MB RSS', aim: '≤ 50 MB', file: 'agent-footprint', target: 'agentRss' },
+  { what: 'device uplink, steady state, metrics on', must: '≤ 200 B/s', aim: '≤ 32 B/s', file: 'uplink', target: 'uplink' },
+  { what: 'metrics ingest on the hub', must: '≥ 50,000 samples/s', aim: '≥ 200,000 samples/s', file: 'metrics-ingest', target: 'ingest' },
+  { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
+];
+
+interface ResultFile {
+  benchmark: string;
+  date?: string;
+  machine?: { loadAverage1m?: number };
+  figures?: Record<string, unknown>;
+  targets?: Record<string, TargetFigure>;
+}
+
+/** A target as results.ts writes it; older or foreign shapes are left out. */
+function isTarget(t: unknown): t is TargetFigure {
+  const x = t as Partial<TargetFigure> | undefined;
+  return typeof x?.measured === 'number' && typeof x.what === 'string' && typeof x.unit === 'string' && (x.better === 'lower' || x.better === 'higher');
+}
+
+function readResults(): Map<string, ResultFile> {
+  const results = new Map<string, ResultFile>();
+  if (!existsSync(RESULTS_DIR)) return results;
+  for (const file of readdirSync(RESULTS_DIR).filter((f) => f.endsWith('.json')).sort()) {
+    try {
+      const result = JSON.parse(readFileSync(join(RESULTS_DIR, file), 'utf8')) as ResultFile;
+      result.targets = Object.fromEntries(Object.entries(result.targets ?? {}).filter(([, t]) => isTarget(t)));
+      results.set(file.slice(0, -'.json'.length), result);
+    } catch {
+      // A file half-written by an interrupted run is left out, not fatal.
+    }
+  }
+  return results;
+}
+
+/** Whether a figure meets the must and the aim of its target. */
+export function verdict(t: TargetFigure): string {
+  const ok = (limit: number | undefined) => limit === undefined || (t.better === 'lower' ? t.measured <= limit : t.measured >= limit);
+  if (t.must !== undefined && !ok(t.must)) return 'misses the must';
+  if (t.aim !== undefined && ok(t.aim)) return 'meets the aim';
+  return 'meets the must';
+}
+
+function figure(t: TargetFigure): string {
+  return `${t.measured.toLocaleString('en-US')} ${t.unit}`;
+}
+
+function when(r: ResultFile): string {
+  const load = r.machine?.loadAverage1m !== undefined ? `, load ${r.machine.loadAverage1m}` : '';
+  return `${r.date?.slice(0, 16).replace('T', ' ') ?? '?'}${load}`;
+}
+
+export function summaryMarkdown(results: Map<string, ResultFile>): string {
+  const lines = [
+    '# Benchmark results',
+    '',
+    'Written by `npm run bench` (bench/summary.ts) from bench/results/*.json after every run: each target of',
+    "DESIGN.md section 6 beside the figure last measured for it. The runs share a 2-core machine, so the",
+    'load average of each run is given; the JSON files hold the parameters, every figure and the floors.',
+    '',
+    '| what | must | aim | measured | verdict | run (UTC) |',
+    '|---|---|---|---|---|---|',
+  ];
+  const shown = new Set<string>();
+  for (const row of DESIGN_TARGETS) {
+    const result = results.get(row.file);
+    const t = result?.targets?.[row.target];
+    shown.add(`${row.file}/${row.target}`);
+    if (!result || !t) lines.push(`| ${row.what} | ${row.must} | ${row.aim} | not measured yet | | |`);
+    else lines.push(`| ${row.what} | ${row.must} | ${row.aim} | ${figure(t)} | ${verdict(t)} | ${when(result)} (${row.file}) |`);
+  }
+  const others: string[] = [];
+  for (const [file, result] of results) {
+    for (const [key, t] of Object.entries(result.targets ?? {})) {
+      if (shown.has(`${file}/${key}`)) continue;
+      others.push(`| ${t.what} | ${t.must ?? ''} | ${t.aim ?? ''} | ${figure(t)} | ${verdict(t)} | ${when(result)} (${file}) |`);
+    }
+  }
+  if (others.length) lines.push('', '## Other figures with a target', '', '| what | must | aim | measured | verdict | run (UTC) |', '|---|---|---|---|---|---|', ...others);
+  const storm = results.get('connect-storm');
+  if (storm?.figures) {
+    lines.push('', '## Connect storm (no target)', '', '| devices | joins | all connected again at once | hub RSS after |', '|---|---|---|---|');
+    for (const [key, value] of Object.entries(storm.figures)) {
+      const f = value as { joins?: { perSecond?: number }; allConnectedSeconds?: number; hubRssSettledMB?: number };
+      lines.push(`| ${key.replace(/^devices/, '')} | ${f.joins?.perSecond ?? '?'} per second | ${f.allConnectedSeconds ?? '?'} s | ${f.hubRssSettledMB ?? '?'} MB |`);
+    }
+    lines.push('', `Run ${when(storm)}.`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export function writeSummary(): string {
+  const file = join(REPO, 'bench', 'RESULTS.md');
+  writeFileSync(file, summaryMarkdown(readResults()));
+  return file;
+}
+
+/** vitest global setup of the bench project: nothing before, the summary after. */
+export function teardown(): void {
+  try {
+    writeSummary();
+  } catch (err) {
+    // A summary that cannot be written must say so, not fail the benchmarks that ran.
+    console.error(`bench/RESULTS.md not written: ${(err as Error).message}`);
+  }
+}
