@@ -14,10 +14,11 @@ import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
 import { StepExecutor, type PodEvent } from './reconcile/execute.js';
-import { backoffKey, newestFirst, planSteps, type Step } from './reconcile/plan.js';
+import { backoffKey, newestFirst, planPods, type Step } from './reconcile/plan.js';
 import { PullBackoff } from './reconcile/pull-backoff.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
+import { UpdateLocks } from './reconcile/update-lock.js';
 import { pullAuthFor } from './runtime/images.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
@@ -75,6 +76,7 @@ export class Agent {
   private stopped = false;
   private readonly executor: StepExecutor;
   private readonly configurator: PodConfigurator;
+  private readonly updateLocks: UpdateLocks;
   private readonly events: EventBatcher;
   private readonly podNames = new PodDirectory();
   /** The back-off period (its end) of each container that a BackOff event was sent for. */
@@ -107,6 +109,7 @@ export class Agent {
     this.pullBackoff = new PullBackoff(config.pauseImage);
     this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));
     this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
+    this.updateLocks = new UpdateLocks(config.stateDir, log, (e) => this.onPodEvent(e), () => this.trigger());
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
     this.probes = new ProbeManager(runtime, { onChange: () => this.trigger(), onEvent: (e) => this.onPodEvent(e) }, log);
@@ -161,6 +164,7 @@ export class Agent {
     this.engine.stop();
     this.probes.stop();
     await this.reconciling;
+    this.updateLocks.stop();
     this.rpc.stopAll('agent stopping');
     this.events.stop();
     await this.link?.stop();
@@ -242,7 +246,8 @@ export class Agent {
       const images = await this.presentImages(desired);
       const now = Date.now();
       this.noteRunning(containers, now);
-      const steps = planSteps({ containers, images }, desired, {
+      const updateLocked = this.updateLocks.scan(desired);
+      const plan = planPods({ containers, images }, desired, {
         pauseImage: this.config.pauseImage,
         podNetwork: this.config.podNetwork,
         now,
@@ -251,7 +256,10 @@ export class Agent {
         pulledThisPass,
         resolvedEnv: config.resolvedEnv,
         blocked: new Set(config.waiting.keys()),
+        updateLocked,
       });
+      this.updateLocks.observe(plan, desired);
+      const steps = plan.steps;
       if (steps.length === 0) break;
       let failed = false;
       for (const step of steps) {
@@ -263,6 +271,7 @@ export class Agent {
     }
     this.observedRev = target.rev;
     this.configurator.cleanup(desired, containers);
+    this.updateLocks.finish(desired);
     this.updateWaiting(desired, containers, passStartedAt);
     if (!this.stopped) this.probes.sync(desired, containers);
     this.publishStatus(false, containers);
@@ -389,7 +398,7 @@ export class Agent {
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
   private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
     if (!this.link?.connected) return;
-    const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id)) : this.lastPods;
+    const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id), this.updateLocks.view) : this.lastPods;
     this.lastPods = pods;
     const report: StatusReport = {
       v: PROTOCOL_VERSION,

@@ -11,7 +11,8 @@ import { MB, MiB, procStat, round, writeResult } from './results.js';
 
 const PODS = 10;
 const SETTLE_MS = 20_000;
-const WINDOW_MS = 30_000;
+// Long enough for four collections at the default 15 s metrics interval.
+const WINDOW_MS = 60_000;
 
 let dockerd: TestDockerd;
 let hub: RunningHub;
@@ -63,13 +64,23 @@ it(`agent with ${PODS} pods at rest`, async () => {
   await new Promise((r) => setTimeout(r, SETTLE_MS));
   const optimizingFigures = await atRest(optimizing.child.pid!);
 
+  // The same agent without metrics collection (--metrics-interval 0): what collection costs.
+  await optimizing.stop();
+  const quiet = startAgent({ hub, name: 'footprint', stateDir: join(dirs.path, 'state'), dockerHost: dockerd.dockerHost, extraArgs: ['--metrics-interval', '0'], env: { FLOTILLA_LOG_LEVEL: 'info' } });
+  await waitFor('the agent without metrics to report', () => getJson<{ status?: { conditions?: { type: string; status: string }[] } }>(hub, ['node', 'footprint']).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'), 60_000);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+  const quietFigures = await atRest(quiet.child.pid!);
+
   const result = {
     benchmark: 'agent-footprint',
-    parameters: { pods: PODS, settleMs: SETTLE_MS, windowMs: WINDOW_MS, engine: 'dockerd (test harness)' },
+    parameters: { pods: PODS, settleMs: SETTLE_MS, windowMs: WINDOW_MS, engine: 'dockerd (test harness)', metricsIntervalSeconds: 15 },
     figures: {
       agentRssMiB: round(agentFigures.rssMiB),
       agentCpuPercentAtRest: round(agentFigures.cpuPercent, 2),
       withOptimizingCompilers: { agentRssMiB: round(optimizingFigures.rssMiB), agentCpuPercentAtRest: round(optimizingFigures.cpuPercent, 2) },
+      withoutMetrics: { agentRssMiB: round(quietFigures.rssMiB), agentCpuPercentAtRest: round(quietFigures.cpuPercent, 2) },
+      // Collection of 10 containers' and the node's metrics every 15 s, and sending them.
+      metricsCollectionCpuPercent: round(agentFigures.cpuPercent - quietFigures.cpuPercent, 2),
     },
     floor: { bareNodeRssMiB: round(floor.rssMiB), bareNodeCpuPercent: round(floor.cpuPercent, 2) },
     ratios: { rssOverBareNode: round(agentFigures.rssMiB / floor.rssMiB, 2) },

@@ -9,6 +9,7 @@ import { PodLogRoutes } from './api/logs.js';
 import { MetricsRoutes } from './api/metrics.js';
 import { ApiServer } from './api/server.js';
 import { ResourceService } from './api/resources.js';
+import { RolloutRoutes } from './api/rollout.js';
 import { TokenRoutes } from './api/tokens.js';
 import { Credentials } from './auth/credentials.js';
 import type { MessageBus } from './broker/bus.js';
@@ -23,6 +24,7 @@ import { EndpointsController } from './controllers/endpoints.js';
 import { DeploymentController } from './controllers/deployment.js';
 import { ReplicaSetController } from './controllers/replicaset.js';
 import { NodeLifecycleController } from './controllers/nodelifecycle.js';
+import { WavesController } from './controllers/waves/controller.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { DeviceEventIngest } from './dispatch/events.js';
 import { NodeHeartbeats } from './dispatch/heartbeats.js';
@@ -93,7 +95,10 @@ export class Hub {
     await join_.start();
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
     dispatcher.start();
-    const daemonSets = new DaemonSetController(store, events, log.child({ part: 'daemonset' }));
+    // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.
+    const waves = new WavesController({ store, events, log: log.child({ part: 'waves' }) }, { onRevisionsChanged: (key) => daemonSets.queue.add(key) });
+    const daemonSets = new DaemonSetController(store, events, log.child({ part: 'daemonset' }), waves.revisionsFor);
+    waves.start();
     daemonSets.start();
     const scheduler = new Scheduler(store, events, log.child({ part: 'scheduler' }));
     scheduler.start();
@@ -112,7 +117,7 @@ export class Hub {
     deployments.start();
     const replicaSets = new ReplicaSetController({ store, events, log: log.child({ part: 'replicaset' }) });
     replicaSets.start();
-    for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets })) selfMetrics.instrumentController(name, controller);
+    for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
     const metrics = new MetricsService({
       db,
@@ -141,11 +146,12 @@ export class Hub {
       new PodLogRoutes(store, rpc, log.child({ part: 'logs' })),
       new EvictionRoutes(store, events, log.child({ part: 'eviction' })),
       new MetricsRoutes(metrics, store),
+      new RolloutRoutes(store, waves),
     );
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

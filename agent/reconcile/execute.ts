@@ -16,7 +16,7 @@ import {
 } from '../runtime/runtime.js';
 import type { SecurityContext } from '../../shared/resources/volumes.js';
 import { PullProgress, progressDue, type RegistryAuth } from '../runtime/images.js';
-import { containerBinds } from '../volumes/layout.js';
+import { containerBinds, updateLockBind } from '../volumes/layout.js';
 import type { Step } from './plan.js';
 
 export interface ExecutorOptions {
@@ -131,7 +131,8 @@ export class StepExecutor {
   private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number, resolvedEnv?: string[]): ContainerCreateSpec {
     const limits = c.resources?.limits ?? {};
     const env = resolvedEnv ?? c.env?.map((e) => `${e.name}=${e.value ?? ''}`);
-    const binds = containerBinds(this.opts.stateDir, pod, c);
+    const lockBind = updateLockBind(this.opts.stateDir, pod, c);
+    const binds = [...containerBinds(this.opts.stateDir, pod, c), ...(lockBind ? [lockBind] : [])];
     const sc = c.securityContext;
     return {
       name: containerName(pod, c.name, restartCount),

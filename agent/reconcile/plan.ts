@@ -38,6 +38,21 @@ export interface PlanContext {
    * replaced, and a running one is left running, as the kubelet does.
    */
   blocked?: ReadonlySet<string>;
+  /**
+   * Pods whose update lock is held and not overridden, by uid: a running container of theirs is
+   * not replaced or removed for a spec change (see update-lock.ts). A first start, a restart
+   * after a crash and the pod's removal go ahead.
+   */
+  updateLocked?: ReadonlySet<string>;
+}
+
+/** The steps, and what they do or defer of spec changes that replace running containers. */
+export interface Plan {
+  steps: Step[];
+  /** Pods in which a running container is to be replaced for a spec change (whether now or deferred), by uid. */
+  specChanged: Set<string>;
+  /** Replacements the update lock defers, by `podUid/container`, or `podUid/` for the pod's sandbox. */
+  deferred: Set<string>;
 }
 
 export type Step =
@@ -88,7 +103,14 @@ export function pullPolicy(c: Container): 'Always' | 'IfNotPresent' | 'Never' {
  *    its dead instance is kept until the next restart, as its previous attempt.
  */
 export function planSteps(actual: ActualState, desired: readonly DesiredPod[], ctx: PlanContext): Step[] {
+  return planPods(actual, desired, ctx).steps;
+}
+
+/** planSteps, with what the plan does of spec changes (for the update lock's condition and events). */
+export function planPods(actual: ActualState, desired: readonly DesiredPod[], ctx: PlanContext): Plan {
   const steps: Step[] = [];
+  const specChanged = new Set<string>();
+  const deferred = new Set<string>();
   const desiredByUid = new Map(desired.map((p) => [p.uid, p]));
   const byPod = new Map<string, RuntimeContainer[]>();
   for (const c of actual.containers) {
@@ -120,10 +142,21 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
     const [infra, ...extraInfras] = infras;
     for (const extra of extraInfras) steps.push({ action: 'remove', container: extra, reason: 'duplicate infra container' });
     const apps = containers.filter((c) => c.labels[LABEL_CONTAINER] !== INFRA_CONTAINER);
+    const locked = ctx.updateLocked?.has(pod.uid) ?? false;
+    // The app containers are checked against the sandbox that stays: the new one, unless the
+    // update lock keeps the running one.
+    let appInfraHash = infraHash;
+    if (infra && infra.labels[LABEL_SPEC_HASH] !== infraHash && RUNNING.has(infra.state)) {
+      specChanged.add(pod.uid);
+      if (locked) {
+        deferred.add(`${pod.uid}/`);
+        appInfraHash = infra.labels[LABEL_SPEC_HASH] ?? '';
+      }
+    }
 
     // The infra container is missing, stale or dead: the pod's network namespace is gone, so
     // every app container goes with it and the pod starts over (Kubernetes' sandbox recreation).
-    if (!infra || infra.labels[LABEL_SPEC_HASH] !== infraHash || !RUNNING.has(infra.state)) {
+    if (!infra || infra.labels[LABEL_SPEC_HASH] !== appInfraHash || !RUNNING.has(infra.state)) {
       if (infra && infra.state === 'created' && infra.labels[LABEL_SPEC_HASH] === infraHash) {
         steps.push({ action: 'start', container: infra, pod });
         continue;
@@ -136,12 +169,21 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
 
     const wanted = new Set(pod.spec.containers.map((c) => c.name));
     for (const app of apps) {
-      if (!wanted.has(app.labels[LABEL_CONTAINER] ?? '')) steps.push({ action: 'remove', container: app, reason: 'container removed from the pod spec' });
+      const name = app.labels[LABEL_CONTAINER] ?? '';
+      if (wanted.has(name)) continue;
+      if (RUNNING.has(app.state)) {
+        specChanged.add(pod.uid);
+        if (locked) {
+          deferred.add(backoffKey(pod.uid, name));
+          continue;
+        }
+      }
+      steps.push({ action: 'remove', container: app, reason: 'container removed from the pod spec' });
     }
     for (const spec of pod.spec.containers) {
       const key = backoffKey(pod.uid, spec.name);
       const env = ctx.resolvedEnv?.get(key);
-      const hash = containerSpecHash(pod, spec, infraHash, env);
+      const hash = containerSpecHash(pod, spec, appInfraHash, env);
       const create = (restartCount: number): Step => ({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount, ...(env ? { env } : {}) });
       const blocked = ctx.blocked?.has(key) || ctx.blocked?.has(`${pod.uid}/`);
       const mine = newestFirst(apps.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
@@ -157,6 +199,15 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
         continue;
       }
       if (current.labels[LABEL_SPEC_HASH] !== hash) {
+        if (RUNNING.has(current.state)) specChanged.add(pod.uid);
+        // The update lock (balena's): the running container stays. Under download-then-kill the
+        // new image is fetched ahead, so the update is quick once the lock goes; a container
+        // that is not running is made anew, since nothing is interrupted.
+        if (locked && RUNNING.has(current.state)) {
+          deferred.add(key);
+          if (updateOrder(pod) === 'download-then-kill' && !actual.images.has(spec.image) && pullPolicy(spec) !== 'Never') needImage(spec.image, pod, 'IfNotPresent', true);
+          continue;
+        }
         // Kill-then-download, for devices short of disk: when the image changes and is absent,
         // the old container goes first (its image may then be collected), and the pull and the
         // create follow in later passes, once no instance is left.
@@ -192,7 +243,7 @@ export function planSteps(actual: ActualState, desired: readonly DesiredPod[], c
       }
     }
   }
-  return steps;
+  return { steps, specChanged, deferred };
 }
 
 const DEAD: ReadonlySet<string> = new Set(['exited', 'dead']);

@@ -1,4 +1,5 @@
-import type { ContainerStatusReport, DesiredPod, PodStatusReport } from '../../shared/protocol/messages.js';
+import type { ContainerStatusReport, DesiredPod, PodConditionReport, PodStatusReport } from '../../shared/protocol/messages.js';
+import { UPDATE_LOCK_MESSAGE, UPDATE_LOCKED_CONDITION } from '../../shared/protocol/update-lock.js';
 import { newestFirst } from './plan.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_POD_UID, LABEL_RESTART_COUNT, type RuntimeContainer } from '../runtime/runtime.js';
 
@@ -10,13 +11,23 @@ export interface Waiting {
 /** What the probes say of one container instance; undefined when none speaks for it. */
 export type ProbeReadiness = (podUid: string, container: string, containerId: string) => boolean | undefined;
 
+/** What the reconcile knows of the update lock: the replacements it defers and the pods' conditions. */
+export interface UpdateLockView {
+  /** By `podUid/container`, or `podUid/` for the whole pod (see Plan.deferred). */
+  deferred: ReadonlySet<string>;
+  /** The device's own pod conditions, by pod uid. */
+  conditions: ReadonlyMap<string, PodConditionReport[]>;
+}
+
+const NO_LOCKS: UpdateLockView = { deferred: new Set(), conditions: new Map() };
+
 /**
  * Pod and container statuses from what the engine shows, in Kubernetes' terms. `waiting`
  * carries what the agent knows and the engine does not (an image pull that failed, a container
  * in back-off), by `podUid/container`. `probeReady` gives the readiness (and startup) probes'
  * verdict on a running container.
  */
-export function podStatuses(desired: readonly DesiredPod[], containers: readonly RuntimeContainer[], waiting: ReadonlyMap<string, Waiting>, probeReady: ProbeReadiness = () => undefined): PodStatusReport[] {
+export function podStatuses(desired: readonly DesiredPod[], containers: readonly RuntimeContainer[], waiting: ReadonlyMap<string, Waiting>, probeReady: ProbeReadiness = () => undefined, locks: UpdateLockView = NO_LOCKS): PodStatusReport[] {
   return desired.map((pod) => {
     const mine = containers.filter((c) => c.labels[LABEL_POD_UID] === pod.uid);
     const infra = mine.find((c) => c.labels[LABEL_CONTAINER] === INFRA_CONTAINER && c.state === 'running');
@@ -34,12 +45,15 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
         // Download-then-kill: the old container serves on while the new image cannot be pulled;
         // the status says what the container waits for, and `ready` that the old one still serves.
         if (pending && current.image !== spec.image) return { ...base, ready, state: { waiting: pending }, ...last };
+        // The update lock keeps the old container: it serves on, and waits for the lock to go.
+        if (locks.deferred.has(`${pod.uid}/${spec.name}`) || locks.deferred.has(`${pod.uid}/`)) return { ...base, ready, state: { waiting: { reason: UPDATE_LOCKED_CONDITION, message: UPDATE_LOCK_MESSAGE } }, ...last };
         return { ...base, ready, state: { running: { ...(current.startedAt ? { startedAt: current.startedAt } : {}) } }, ...last };
       }
       if (pending) return { ...base, ready: false, state: { waiting: pending }, ...(current && isDead(current) ? { lastState: terminated(current) } : last) };
       if (current && isDead(current)) return { ...base, ready: false, state: terminated(current), ...last };
       return { ...base, ready: false, state: { waiting: { reason: 'ContainerCreating' } }, ...last };
     });
+    const conditions = locks.conditions.get(pod.uid);
     const problems = statuses.flatMap((c) => (c.state.waiting?.message ? [`${c.name}: ${c.state.waiting.reason ?? 'Waiting'}: ${c.state.waiting.message}`] : []));
     return {
       uid: pod.uid,
@@ -51,6 +65,7 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
       // Why the pod is not (yet) what its spec asks, in one line.
       ...(problems.length ? { message: problems.join('; ') } : {}),
       containerStatuses: statuses,
+      ...(conditions?.length ? { conditions } : {}),
     };
   });
 }

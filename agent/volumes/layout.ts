@@ -1,5 +1,6 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { DesiredPod } from '../../shared/protocol/messages.js';
+import { UPDATE_LOCK_MOUNT_PATH } from '../../shared/protocol/update-lock.js';
 import type { Container } from '../../shared/resources/pod.js';
 
 // Where a pod's volumes live on the device, as the kubelet keeps them under
@@ -15,6 +16,25 @@ export function podDir(stateDir: string, uid: string): string {
 
 export function volumeDir(stateDir: string, uid: string, volume: string): string {
   return join(podDir(stateDir, uid), 'volumes', volume);
+}
+
+/**
+ * The folder a pod's app containers see at /run/flotilla, where a container writes its update
+ * lock: `<state>/pods/<uid>/flotilla`, so it goes with the pod's other folders.
+ */
+export function updateLockDir(stateDir: string, uid: string): string {
+  return join(podDir(stateDir, uid), 'flotilla');
+}
+
+/**
+ * The bind of the update lock folder, made for every app container unless one of its own
+ * mounts already takes that path. It is not part of the container's spec hash: an agent that
+ * starts giving it replaces no running container. The source is absolute, since the engine
+ * takes a relative one for the name of a volume.
+ */
+export function updateLockBind(stateDir: string, pod: DesiredPod, c: Container): string | undefined {
+  if ((c.volumeMounts ?? []).some((m) => m.mountPath.replace(/\/+$/, '') === UPDATE_LOCK_MOUNT_PATH)) return undefined;
+  return `${resolve(updateLockDir(stateDir, pod.uid))}:${UPDATE_LOCK_MOUNT_PATH}`;
 }
 
 /**

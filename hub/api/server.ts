@@ -12,6 +12,7 @@ import type { EvictionRoutes } from './eviction.js';
 import type { PodLogRoutes } from './logs.js';
 import type { MetricsRoutes } from './metrics.js';
 import type { ResourceService } from './resources.js';
+import type { RolloutRoutes } from './rollout.js';
 import type { TokenRoutes } from './tokens.js';
 
 export interface ApiOptions {
@@ -32,6 +33,7 @@ export interface ApiOptions {
  *   /api/v1/apply                                     create-or-update a batch of manifests
  *   /api/v1/tokens[/{id}]                             join tokens and device credentials
  *   /api/v1/metrics/{query,pods,nodes}                devices' metrics: range queries, usage (see metrics.ts)
+ *   /apis/flotilla/v1/namespaces/{ns}/daemonsets/{name}/rollout[/preview]   POST: pause|resume|abort a Waves rollout; preview its waves (see rollout.ts)
  *   /metrics                                          the Prometheus exposition
  * Every call but /healthz carries the admin token as `Authorization: Bearer …`.
  */
@@ -48,6 +50,7 @@ export class ApiServer {
     private readonly podLogs?: PodLogRoutes,
     private readonly eviction?: EvictionRoutes,
     private readonly metrics?: MetricsRoutes,
+    private readonly rollouts?: RolloutRoutes,
   ) {}
 
   async listen(): Promise<number> {
@@ -79,6 +82,7 @@ export class ApiServer {
     if (url.pathname === '/version') return this.send(res, 200, { version: FLOTILLA_VERSION });
     if (url.pathname === '/metrics' && this.metrics) return this.metrics.exposition(res);
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    if (parts[0] === 'apis' && this.rollouts) return this.rollouts.handle(req, method, parts.slice(1), (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit));
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     const rest = parts.slice(2);
     const dryRun = url.searchParams.has('dryRun') && url.searchParams.get('dryRun') !== 'false';

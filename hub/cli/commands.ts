@@ -9,6 +9,7 @@ import { CliError } from './errors.js';
 import { readManifests } from './files.js';
 import { formatObjects, table, type OutputFormat } from './print.js';
 import { ProgressLines } from './pull-progress.js';
+import { applyDryRunPreviews } from './rollout-preview.js';
 import { usageHistory } from './top.js';
 
 type Out = (text: string) => void;
@@ -65,6 +66,8 @@ export async function applyCommand(opts: ClientOptions & { filename: string[]; d
     printWarnings(r.warnings.map((w) => `${r.kind.toLowerCase()}/${r.name}: ${w}`), err);
     out(`${r.kind.toLowerCase()}/${r.name} ${r.action}${opts.dryRun ? ' (dry run)' : ''}`);
   }
+  // A DaemonSet in waves whose template would change: the devices of every wave of the rollout it would start.
+  if (opts.dryRun) await applyDryRunPreviews(client, docs.map((d) => d.value), answer.body.results, opts.namespace, out);
 }
 
 function renameItems(text: string, sources: string[]): string {
@@ -120,7 +123,9 @@ export async function describeCommand(kindName: string, name: string, opts: Clie
   const usage = kind.kind === 'Pod' || kind.kind === 'Node' ? await usageHistory(opts, body as Obj & { spec?: unknown }).catch(() => []) : [];
   // A Deployment is shown with its ReplicaSets, old and new, as kubectl does.
   const replicaSets = kind.kind === 'Deployment' ? (await client.request<{ items: Obj[] }>('GET', objectPath('replicasets', true, ns))).body.items : undefined;
-  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}) }));
+  // A DaemonSet in waves is shown with its current rollout (hub/cli/rollout-waves-render.ts).
+  const rollouts = kind.kind === 'DaemonSet' && (body.spec as { updateStrategy?: { type?: string } })?.updateStrategy?.type === 'Waves' ? await client.request<{ items: Obj[] }>('GET', objectPath('rollouts', true, ns)).then((r) => r.body.items, () => []) : undefined;
+  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}), ...(rollouts ? { rollouts } : {}) }));
 }
 
 export async function deleteCommand(kindName: string | undefined, names: string[], opts: ClientOptions & { filename?: string[]; namespace?: string }, out: Out): Promise<void> {

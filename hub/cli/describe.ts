@@ -8,6 +8,7 @@ import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../share
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { age, table } from './print.js';
 import { latestPullProgress, pullUnderWay } from './pull-progress.js';
+import { recordLines, rolloutSummaryLines, type RolloutRecord } from './rollout-waves-render.js';
 
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; ownerReferences?: { kind: string; name: string }[] } };
 type Ev = { type: string; reason: string; message: string; count?: number; lastTimestamp?: string; firstTimestamp?: string; source?: { component?: string; host?: string }; involvedObject: { kind: string; name: string; uid?: string } };
@@ -40,7 +41,7 @@ export function probeText(p: Probe): string {
 }
 
 /** `flotilla describe`: the object in words, its conditions, and the events about it (newest last). */
-export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usage?: string[]; replicaSets?: Obj[] } = {}): string {
+export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usage?: string[]; replicaSets?: Obj[]; rollouts?: Obj[] } = {}): string {
   const m = obj.metadata;
   const mine = events.filter((e) => e.involvedObject.name === m.name && e.involvedObject.kind === obj.kind && (!e.involvedObject.uid || e.involvedObject.uid === m.uid));
   mine.sort((a, b) => Date.parse(a.lastTimestamp ?? '') - Date.parse(b.lastTimestamp ?? ''));
@@ -50,7 +51,8 @@ export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usa
   if (m.ownerReferences?.length) lines.push(kv('Controlled By', m.ownerReferences.map((o) => `${o.kind}/${o.name}`).join(', ')));
   if (obj.kind === 'Pod') lines.push(...describePod(obj, mine));
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
-  else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj));
+  else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj, related.rollouts));
+  else if (obj.kind === 'Rollout') lines.push(...recordLines(obj as unknown as RolloutRecord));
   else if (obj.kind === 'Deployment') lines.push(...describeDeployment(obj, related.replicaSets ?? []));
   else if (obj.kind === 'ReplicaSet') lines.push(...describeReplicaSet(obj));
   else if (obj.kind === 'Job') lines.push(...describeJob(obj));
@@ -124,10 +126,13 @@ function describeNode(obj: Obj): string[] {
   return lines;
 }
 
-function describeDaemonSet(obj: Obj): string[] {
+function describeDaemonSet(obj: Obj, rollouts: Obj[] | undefined): string[] {
   const spec = obj.spec as DaemonSetSpec;
   const s = obj.status as DaemonSetStatus | undefined;
-  const lines = [...mapLines('Node-Selector', spec.template.spec.nodeSelector), kv('Desired Number of Nodes Scheduled', s?.desiredNumberScheduled ?? 0), kv('Current Number of Nodes Scheduled', s?.currentNumberScheduled ?? 0), kv('Number Ready', s?.numberReady ?? 0), 'Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:'];
+  // In waves: the newest rollout of this DaemonSet, with its waves and failed devices.
+  const current = spec.updateStrategy?.type === 'Waves' ? (rollouts ?? []).map((r) => r as unknown as RolloutRecord).filter((r) => r.spec.target?.uid === obj.metadata.uid).sort((a, b) => b.spec.revision - a.spec.revision)[0] : undefined;
+  const wavesLines = spec.updateStrategy?.type === 'Waves' ? [kv('Update Strategy', `Waves (${spec.updateStrategy.waves?.length ?? 0} waves, onFailure ${spec.updateStrategy.onFailure ?? 'rollback'})`), ...rolloutSummaryLines(obj.metadata.name, current)] : [];
+  const lines = [...wavesLines, ...mapLines('Node-Selector', spec.template.spec.nodeSelector), kv('Desired Number of Nodes Scheduled', s?.desiredNumberScheduled ?? 0), kv('Current Number of Nodes Scheduled', s?.currentNumberScheduled ?? 0), kv('Number Ready', s?.numberReady ?? 0), 'Pod Template:', ...mapLines('  Labels', spec.template.metadata?.labels), '  Containers:'];
   for (const c of spec.template.spec.containers) lines.push(`   ${c.name}:`, kv('Image', c.image, 4));
   return lines;
 }

@@ -5,6 +5,7 @@ import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daem
 import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { RolloutSpec, RolloutStatus } from '../../shared/resources/rollout.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
 type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; creationTimestamp?: string } };
@@ -176,6 +177,19 @@ const COLUMNS: Record<string, Columns> = {
   Namespace: {
     headers: ['NAME', 'STATUS', 'AGE'],
     row: (o) => [o.metadata!.name!, 'Active', age(o.metadata?.creationTimestamp)],
+  },
+  // A DaemonSet's rollout in waves (hub/cli/rollout-waves-render.ts has the same figures in words).
+  Rollout: {
+    headers: ['NAME', 'DAEMONSET', 'REVISION', 'PHASE', 'WAVE', 'UPDATED', 'FAILED', 'AGE'],
+    row: (o) => {
+      const spec = o.spec as RolloutSpec;
+      const s = o.status as RolloutStatus | undefined;
+      const waves = s?.waves ?? [];
+      const total = spec.waves.length;
+      const wave = total === 0 ? '-' : s?.phase === 'Succeeded' ? `${total}/${total}` : `${Math.min(total, (s?.wave ?? 0) + 1)}/${total}`;
+      const updated = total === 0 ? '-' : `${waves.reduce((n, w) => n + w.updated, 0)}/${waves.length ? waves.reduce((n, w) => n + w.total, 0) : spec.waves.reduce((n, w) => n + w.nodes.length, 0)}`;
+      return [o.metadata!.name!, spec.target.name, String(spec.revision), s?.phase ?? 'Progressing', wave, updated, String(s?.failedNodes?.length ?? 0), age(o.metadata?.creationTimestamp)];
+    },
   },
   Event: {
     headers: ['LAST SEEN', 'TYPE', 'REASON', 'OBJECT', 'MESSAGE'],

@@ -6,9 +6,10 @@ import { HubClient, objectPath, type ClientOptions } from './client.js';
 import { parseDuration } from './commands.js';
 import { CliError } from './errors.js';
 import { table } from './print.js';
+import { isWaves, wavesControl, wavesHistory, wavesStatus, wavesUndo, type WavesDaemonSet, type WavesOptions } from './rollout-waves.js';
 
 type Out = (text: string) => void;
-type Verb = 'status' | 'history' | 'undo' | 'pause' | 'resume';
+type Verb = 'status' | 'history' | 'undo' | 'pause' | 'resume' | 'abort';
 
 interface Meta {
   name: string;
@@ -40,17 +41,14 @@ interface Target {
   client: HubClient;
 }
 
-interface Options extends ClientOptions {
+interface Options extends ClientOptions, WavesOptions {
   namespace?: string;
-  watch?: boolean;
-  timeout?: string;
-  revision?: string;
-  toRevision?: string;
 }
 
 /**
- * What `rollout` does for each kind. A kind without a verb is a usage error; DaemonSets have
- * status only for now (their wave rollouts will bring the rest).
+ * What `rollout` does for each kind. A kind without a verb is a usage error. A DaemonSet with
+ * `updateStrategy.type: Waves` has every verb (hub/cli/rollout-waves.ts); any other DaemonSet
+ * has status only, as in Kubernetes.
  */
 const KINDS: Record<string, Partial<Record<Verb, (t: Target, o: Options, out: Out) => Promise<void>>>> = {
   Deployment: {
@@ -61,19 +59,25 @@ const KINDS: Record<string, Partial<Record<Verb, (t: Target, o: Options, out: Ou
     resume: (t, _o, out) => setPaused(t, false, out),
   },
   DaemonSet: {
-    status: (t, o, out) => waitForRollout(t, o, out, (obj) => daemonSetProgress(obj as DaemonSetObj)),
+    status: (t, o, out) => daemonSetVerb('status', t, o, out),
+    history: (t, o, out) => daemonSetVerb('history', t, o, out),
+    undo: (t, o, out) => daemonSetVerb('undo', t, o, out),
+    pause: (t, o, out) => daemonSetVerb('pause', t, o, out),
+    resume: (t, o, out) => daemonSetVerb('resume', t, o, out),
+    abort: (t, o, out) => daemonSetVerb('abort', t, o, out),
   },
 };
 
 /** `flotilla rollout status|history|undo|pause|resume KIND/NAME`, on the program of hub/cli/main.ts. */
 export function registerRolloutCommands(program: Command, client: () => ClientOptions, out: Out): void {
-  const rollout = program.command('rollout').description('manage the rollout of a deployment (status also for a daemonset)');
+  const rollout = program.command('rollout').description('manage the rollout of a deployment, or of a daemonset that rolls out in waves');
   const run = (verb: Verb) => (target: string, name: string | undefined, o: Options) => rolloutCommand(verb, target, name, { ...client(), ...o }, out);
   rollout
     .command('status <kind/name> [name]')
     .description('wait until the rollout has finished, printing its progress')
     .option('-w, --watch [bool]', 'keep watching until the rollout finishes (false: print once)', parseBool, true)
     .option('--timeout <duration>', 'give up after this long (0: wait for ever)', '0')
+    .option('--dry-run', 'daemonset in waves: list the devices of every wave of its next rollout, change nothing')
     .option('-n, --namespace <ns>', 'namespace')
     .action(run('status'));
   rollout
@@ -88,8 +92,9 @@ export function registerRolloutCommands(program: Command, client: () => ClientOp
     .option('--to-revision <n>', 'the revision to go back to (0: the previous one)', '0')
     .option('-n, --namespace <ns>', 'namespace')
     .action(run('undo'));
-  rollout.command('pause <kind/name> [name]').description('stop rolling out new templates').option('-n, --namespace <ns>', 'namespace').action(run('pause'));
-  rollout.command('resume <kind/name> [name]').description('roll out again').option('-n, --namespace <ns>', 'namespace').action(run('resume'));
+  rollout.command('pause <kind/name> [name]').description('stop rolling out new templates (a daemonset in waves: release no more devices)').option('-n, --namespace <ns>', 'namespace').action(run('pause'));
+  rollout.command('resume <kind/name> [name]').description('roll out again (a daemonset in waves: also ends a pause after a wave early)').option('-n, --namespace <ns>', 'namespace').action(run('resume'));
+  rollout.command('abort <kind/name> [name]').description('daemonset in waves: stop the rollout where it is, for good').option('-n, --namespace <ns>', 'namespace').action(run('abort'));
 }
 
 /** `-w=false` reaches the parser as '=false'; `--watch=false` as 'false'. */
@@ -104,18 +109,30 @@ export async function rolloutCommand(verb: Verb, target: string, name: string | 
   const [kindName, inlineName] = target.split('/');
   const kind = lookupKind(kindName ?? '');
   const objectName = inlineName ?? name;
-  if (!kind) throw CliError.usage(`rollout ${verb}: unknown resource type "${kindName}" (use deployment/NAME${verb === 'status' ? ' or daemonset/NAME' : ''})`);
+  const supported = Object.entries(KINDS).filter(([, verbs]) => verbs[verb]).map(([k]) => `${lookupKind(k)!.singular}/NAME`);
+  if (!kind) throw CliError.usage(`rollout ${verb}: unknown resource type "${kindName}" (use ${supported.join(' or ')})`);
   const handler = KINDS[kind.kind]?.[verb];
-  if (!handler) {
-    const supported = Object.entries(KINDS).filter(([, verbs]) => verbs[verb]).map(([k]) => `${lookupKind(k)!.singular}/NAME`);
-    throw CliError.usage(`rollout ${verb} is not supported for ${kind.plural} (use ${supported.join(' or ')})`);
-  }
+  if (!handler) throw CliError.usage(`rollout ${verb} is not supported for ${kind.plural} (use ${supported.join(' or ')})`);
   if (!objectName || (inlineName && name)) throw CliError.usage(`rollout ${verb} needs one ${kind.singular}: ${kind.singular}/NAME`);
+  if (opts.dryRun && kind.kind !== 'DaemonSet') throw CliError.usage(`rollout ${verb} --dry-run is only available for daemonset/NAME (a daemonset that rolls out in waves)`);
   await handler({ kind, name: objectName, namespace: opts.namespace ?? 'default', client: new HubClient(opts) }, opts, out);
 }
 
 async function getObject<T>(t: Target): Promise<T> {
   return (await t.client.request<T>('GET', objectPath(t.kind.plural, true, t.namespace, t.name))).body;
+}
+
+/** A DaemonSet that rolls out in waves gets the wave verbs; any other the RollingUpdate status. */
+async function daemonSetVerb(verb: Verb, t: Target, o: Options, out: Out): Promise<void> {
+  const ds = await getObject<WavesDaemonSet>(t);
+  if (!isWaves(ds)) {
+    if (verb === 'status' && !o.dryRun) return waitForRollout(t, o, out, (obj) => daemonSetProgress(obj as DaemonSetObj));
+    throw new CliError(`rollout ${verb}${o.dryRun ? ' --dry-run' : ''} is only available for a daemonset with updateStrategy type Waves; daemonset/${t.name} has ${ds.spec.updateStrategy?.type ?? 'RollingUpdate'}`);
+  }
+  if (verb === 'status') return wavesStatus(t, o, out, (d) => daemonSetProgress(d as DaemonSetObj));
+  if (verb === 'history') return wavesHistory(t, ds, o, out);
+  if (verb === 'undo') return wavesUndo(t, ds, o, out);
+  return wavesControl(t, verb, out);
 }
 
 /** Polls the object until `progress` says done: each new line printed, as kubectl rollout status. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { matches, selectorFromMap } from '../../shared/labels/selector.js';
-import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
+import type { DaemonSetSpec, DaemonSetStatus, PodTemplate } from '../../shared/resources/daemonset.js';
 import type { PodStatus } from '../../shared/resources/pod.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
@@ -18,6 +18,21 @@ export { REVISION_HASH_LABEL } from './daemonset-index.js';
  */
 export const BURST_PODS = 250;
 
+/** A revision a node should run: its hash (controller-revision-hash), template, and annotations to add to the pod. */
+export interface NodeRevision {
+  hash: string;
+  template: PodTemplate;
+  annotations?: Record<string, string>;
+}
+
+/**
+ * Asked once per pass of a DaemonSet: undefined for "the current template on every node" (the
+ * default); otherwise, per node and the hash of its pod (undefined when it has none), the
+ * revision to write, or undefined to leave the node as it is (a rollout decides: see
+ * controllers/waves).
+ */
+export type RevisionChooser = (ds: StoredObject) => ((node: string, podHash: string | undefined) => NodeRevision | undefined) | undefined;
+
 /**
  * One pod per node that the template's nodeSelector matches, as Kubernetes' DaemonSet
  * controller. A pod is only created on a node that is Ready (its agent is connected), but an
@@ -34,6 +49,7 @@ export class DaemonSetController {
     private readonly store: ObjectStore,
     private readonly events: EventRecorder,
     log: Logger,
+    private readonly revisions?: RevisionChooser,
   ) {
     this.queue = new WorkQueue('daemonset', (key) => this.reconcile(key), log);
   }
@@ -91,6 +107,9 @@ export class DaemonSetController {
     const spec = ds.spec as DaemonSetSpec;
     const nodeSelector = selectorFromMap(spec.template.spec.nodeSelector ?? {});
     const hash = templateHash(spec.template);
+    const templateRevision: NodeRevision = { hash, template: spec.template };
+    const choose = this.revisions?.(ds);
+    const revisionOf = (nodeName: string, podHash: string | undefined) => (choose ? choose(nodeName, podHash) : templateRevision);
     const podsByNode = new Map<string, DaemonPod[]>();
     for (const pod of owned) {
       const onNode = podsByNode.get(pod.node);
@@ -118,18 +137,21 @@ export class DaemonSetController {
         const [keep, ...extra] = pods;
         for (const pod of extra) if (spend()) this.deletePod(pod, 'more than one pod on the node');
         if (!keep) {
-          if (node.ready && spend()) {
-            this.createPod(ds, spec, nodeName, hash);
+          const rev = node.ready ? revisionOf(nodeName, undefined) : undefined;
+          if (rev && spend()) {
+            this.createPod(ds, nodeName, rev);
             current++;
-            updated++;
+            if (rev.hash === hash) updated++;
           }
           continue;
         }
         current++;
-        if (keep.hash === hash) updated++;
-        else if (spend()) {
-          this.updatePod(keep, spec, hash);
-          updated++;
+        const rev = revisionOf(nodeName, keep.hash);
+        if (!rev || keep.hash === rev.hash) {
+          if (keep.hash === hash) updated++;
+        } else if (spend()) {
+          this.updatePod(keep, rev);
+          if (rev.hash === hash) updated++;
         }
         if (keep.ready) ready++;
       }
@@ -150,7 +172,9 @@ export class DaemonSetController {
     return budget < 0 ? { requeueAfterMs: 0 } : undefined;
   }
 
-  private createPod(ds: StoredObject, spec: DaemonSetSpec, nodeName: string, hash: string): void {
+  private createPod(ds: StoredObject, nodeName: string, rev: NodeRevision): void {
+    const { template, hash } = rev;
+    const annotations = { ...(template.metadata?.annotations ?? {}), ...(rev.annotations ?? {}) };
     const name = `${ds.metadata.name}-${stableSuffix(nodeName)}`;
     const namespace = ds.metadata.namespace ?? 'default';
     if (this.store.get('Pod', namespace, name)) return;
@@ -160,11 +184,11 @@ export class DaemonSetController {
       metadata: {
         name,
         namespace,
-        labels: { ...(spec.template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
-        ...(spec.template.metadata?.annotations ? { annotations: { ...spec.template.metadata.annotations } } : {}),
+        labels: { ...(template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
+        ...(Object.keys(annotations).length ? { annotations } : {}),
         ownerReferences: [{ apiVersion: 'flotilla/v1', kind: 'DaemonSet', name: ds.metadata.name, uid: ds.metadata.uid, controller: true }],
       },
-      spec: { ...spec.template.spec, nodeName },
+      spec: { ...template.spec, nodeName },
       // Created with its status: one write, not two.
       status: { phase: 'Pending' } satisfies PodStatus,
     });
@@ -172,18 +196,20 @@ export class DaemonSetController {
     this.events.normal(pod, 'Scheduled', `Successfully assigned ${namespace}/${name} to ${nodeName}`);
   }
 
-  private updatePod(facts: DaemonPod, spec: DaemonSetSpec, hash: string): void {
+  private updatePod(facts: DaemonPod, rev: NodeRevision): void {
     const pod = this.store.get('Pod', facts.namespace, facts.name);
     if (!pod) return;
+    const { template, hash } = rev;
+    const annotations = { ...(template.metadata?.annotations ?? {}), ...(rev.annotations ?? {}) };
     const nodeName = (pod.spec as { nodeName?: string }).nodeName;
     this.store.update({
       ...pod,
       metadata: {
         ...pod.metadata,
-        labels: { ...(spec.template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
-        ...(spec.template.metadata?.annotations ? { annotations: { ...spec.template.metadata.annotations } } : {}),
+        labels: { ...(template.metadata?.labels ?? {}), [REVISION_HASH_LABEL]: hash },
+        ...(Object.keys(annotations).length ? { annotations } : {}),
       },
-      spec: { ...spec.template.spec, nodeName },
+      spec: { ...template.spec, nodeName },
     });
     this.events.normal(pod, 'TemplateChanged', `Pod template changed; node ${nodeName} will replace its containers`);
   }

@@ -148,6 +148,8 @@ export class StatusIngest {
         { type: 'PodScheduled', status: 'True' },
         condition(prev, 'Ready', allReady ? 'True' : 'False'),
         condition(prev, 'ContainersReady', allReady ? 'True' : 'False'),
+        // The device's own conditions (UpdateLocked), as it reports them; the three above are the hub's.
+        ...(report.conditions ?? []).filter((c) => !HUB_POD_CONDITIONS.has(c.type)),
       ];
       const status: PodStatus = {
         phase: report.phase,
@@ -163,6 +165,8 @@ export class StatusIngest {
     });
   }
 }
+
+const HUB_POD_CONDITIONS: ReadonlySet<string> = new Set(['PodScheduled', 'Ready', 'ContainersReady']);
 
 function condition(prev: PodStatus, type: string, status: 'True' | 'False'): PodCondition {
   const before = prev.conditions?.find((c) => c.type === type);

@@ -65,6 +65,18 @@ export const containerStatusSchema = z.object({
   lastState: containerStateSchema.optional(),
 });
 
+/**
+ * A pod condition the device itself knows of (UpdateLocked, see update-lock.ts), reported as
+ * is; Ready and ContainersReady are the hub's to derive from the container statuses.
+ */
+export const podConditionReportSchema = z.object({
+  type: z.string().min(1).max(64),
+  status: z.enum(['True', 'False', 'Unknown']),
+  reason: z.string().max(128).optional(),
+  message: z.string().max(1024).optional(),
+  lastTransitionTime: timestamp.optional(),
+});
+
 export const podStatusReportSchema = z.object({
   uid: z.string().min(1),
   name: z.string(),
@@ -75,6 +87,7 @@ export const podStatusReportSchema = z.object({
   podIP: z.string().optional(),
   startTime: timestamp.optional(),
   containerStatuses: z.array(containerStatusSchema),
+  conditions: z.array(podConditionReportSchema).max(8).optional(),
 });
 
 export const nodeReportSchema = z.object({
@@ -183,6 +196,7 @@ export type DesiredPod = z.infer<typeof desiredPodSchema>;
 export type DesiredState = z.infer<typeof desiredStateSchema>;
 export type DesiredConfig = z.infer<typeof desiredConfigSchema>;
 export type PodStatusReport = z.infer<typeof podStatusReportSchema>;
+export type PodConditionReport = z.infer<typeof podConditionReportSchema>;
 export type ContainerStatusReport = z.infer<typeof containerStatusSchema>;
 export type NodeReport = z.infer<typeof nodeReportSchema>;
 export type StatusReport = z.infer<typeof statusReportSchema>;

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { labelSelectorSchema, templateMetadataSchema } from './meta.js';
 import { podSpecSchema } from './pod.js';
+import { wavesFieldsShape, WAVES } from './waves.js';
 import { intOrPercent } from './workload.js';
 
 
@@ -14,8 +15,20 @@ export const daemonSetSpecSchema = z.object({
   template: podTemplateSchema,
   updateStrategy: z
     .object({
-      type: z.enum(['RollingUpdate', 'OnDelete']).optional(),
+      type: z.enum(['RollingUpdate', 'OnDelete', WAVES]).optional(),
       rollingUpdate: z.object({ maxUnavailable: intOrPercent.optional(), maxSurge: intOrPercent.optional() }).optional(),
+      // type Waves (shared/resources/waves.ts): beside `type`, as DESIGN.md section 2 writes them.
+      ...wavesFieldsShape,
+    })
+    .superRefine((s, ctx) => {
+      if (s.type === WAVES) {
+        if (!s.waves) ctx.addIssue({ code: 'custom', path: ['waves'], message: 'is required with type Waves' });
+        if (s.rollingUpdate) ctx.addIssue({ code: 'custom', path: ['rollingUpdate'], message: 'only with type RollingUpdate' });
+        return;
+      }
+      for (const key of Object.keys(wavesFieldsShape)) {
+        if ((s as Record<string, unknown>)[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'only with type Waves' });
+      }
     })
     .optional(),
   minReadySeconds: z.number().int('must be an integer').min(0, 'must be greater than or equal to 0').optional(),

@@ -8,6 +8,7 @@ import { endpointsFieldsSchema, serviceSpecSchema } from './service.js';
 import { namespaceSpecSchema } from './namespace.js';
 import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
+import { ROLLOUT_KIND, rolloutSpecSchema } from './rollout.js';
 import type { FieldError } from './fields.js';
 
 export const API_VERSION = 'flotilla/v1';
@@ -136,6 +137,17 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'v1'],
     nameRule: 'label',
     body: { field: 'top', schema: endpointsFieldsSchema },
+    systemOnly: true,
+  },
+  {
+    kind: ROLLOUT_KIND,
+    plural: 'rollouts',
+    singular: 'rollout',
+    shortNames: ['ro'],
+    namespaced: true,
+    apiVersions: [API_VERSION],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: rolloutSpecSchema, required: true },
     systemOnly: true,
   },
   {

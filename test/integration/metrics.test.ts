@@ -30,7 +30,9 @@ function startMetricsAgent(): ManagedProcess {
 }
 
 async function metricsText(): Promise<string> {
-  const res = await fetch(`${hub.apiUrl}/metrics`, { headers: { authorization: `Bearer ${hub.adminToken}` } });
+  // A connection of its own per scrape: a pooled one may be the one the hub is closing as idle
+  // (its keep-alive timeout) just as the request goes out, and the fetch then fails.
+  const res = await fetch(`${hub.apiUrl}/metrics`, { headers: { authorization: `Bearer ${hub.adminToken}`, connection: 'close' } });
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('text/plain; version=0.0.4');
   return res.text();
