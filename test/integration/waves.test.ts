@@ -102,6 +102,19 @@ describe('a Waves DaemonSet on four real devices', () => {
     expect(history.stdout).toMatch(/\n\s*1\s.*Succeeded/);
     expect(history.stdout).toMatch(/\n\s*2\s.*Succeeded/);
     expect(history.stdout).toMatch(/\n\s*3\s.*RolledBack/);
+
+    // `rollout undo` writes revision 2's template back: the devices run it already, so nothing is replaced.
+    const quiet = await recordCreates(dockerd.docker);
+    const undo = cli(hub, ['rollout', 'undo', 'daemonset/good']);
+    expect(undo.code, undo.stderr).toBe(0);
+    const settled = await waitFor('rollout status to succeed after the undo', () => {
+      const r = cli(hub, ['rollout', 'status', 'daemonset/good', '--timeout', '10s']);
+      return r.code === 0 ? r : undefined;
+    }, 60_000, 1_000);
+    quiet.stop();
+    expect(settled.stdout).toContain('successfully rolled out');
+    expect(allOn(hub, 'good', NODES, '2')).toBe(true);
+    expect(quiet.created.filter((c) => c.container === 'app')).toEqual([]);
   });
 
   it('pauses after the canary wave until resumed', async () => {
