@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, decodePayload, desiredStateSchema, encodePayload, type DesiredState, type EventBatch, type StatusReport } from '../../shared/protocol/messages.js';
 import { rpcRequestSchema, type RpcRequest, type RpcResponse } from '../../shared/protocol/rpc.js';
 import { deviceClientId, type Topics } from '../../shared/protocol/topics.js';
-import { formatFieldErrors } from '../../shared/resources/validate.js';
+import { formatFieldErrors } from '../../shared/resources/fields.js';
 import type { DeviceCredentials } from '../state/state.js';
 import { Backoff } from './backoff.js';
 

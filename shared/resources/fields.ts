@@ -7,6 +7,10 @@ export interface FieldError {
   message: string;
 }
 
+export function formatFieldErrors(errors: FieldError[]): string {
+  return errors.map((e) => `${e.path}: ${e.message}`).join('; ');
+}
+
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
   for (const part of path) {

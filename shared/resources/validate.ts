@@ -96,8 +96,7 @@ function unsupported(path: string): string {
   return `${path}: unsupported field, ignored`;
 }
 
-export function formatFieldErrors(errors: FieldError[]): string {
-  return errors.map((e) => `${e.path}: ${e.message}`).join('; ');
-}
+// Kept in fields.ts, which the agent can import without every kind's schema.
+export { formatFieldErrors } from './fields.js';
 
 export type { FieldError };
