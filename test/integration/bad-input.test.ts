@@ -2,7 +2,7 @@ import { request as httpRequest, Agent } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, getJson, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
+import { cli, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 
 // Bad input at every door of the hub: the CLI (files, flags, tokens) and the HTTP API (bodies,
 // content types, tokens, selectors). Each bad input is refused with a message that names what
@@ -23,17 +23,19 @@ let baseline: Snapshot;
 
 type Snapshot = { daemonsets: unknown; pods: unknown; namespaces: unknown };
 
-/** Everything a bad input could damage, as the CLI shows it. */
-function snapshot(h: RunningHub): Snapshot {
-  return {
-    daemonsets: getJson(h, ['daemonsets', '-A']),
-    pods: getJson(h, ['pods', '-A']),
-    namespaces: getJson(h, ['namespaces']),
+/** Everything a bad input could damage, as the API lists it (what `get -A -o json` prints). */
+async function snapshot(h: RunningHub): Promise<Snapshot> {
+  const list = async (plural: string) => {
+    const res = await fetch(`${h.apiUrl}/api/v1/${plural}`, { headers: { authorization: `Bearer ${h.adminToken}`, connection: 'close' } });
+    expect(res.status, plural).toBe(200);
+    return res.json() as Promise<unknown>;
   };
+  const [daemonsets, pods, namespaces] = await Promise.all([list('daemonsets'), list('pods'), list('namespaces')]);
+  return { daemonsets, pods, namespaces };
 }
 
-function expectUnchanged(): void {
-  expect(snapshot(hub)).toEqual(baseline);
+async function expectUnchanged(): Promise<void> {
+  expect(await snapshot(hub)).toEqual(baseline);
 }
 
 let fileCount = 0;
@@ -125,7 +127,7 @@ beforeAll(async () => {
   let previous = '';
   baseline = await waitFor('the stored state to settle', async () => {
     await new Promise((r) => setTimeout(r, 300));
-    const now = snapshot(hub);
+    const now = await snapshot(hub);
     const text = JSON.stringify(now);
     const settled = text === previous && (now.daemonsets as { items: { status?: unknown }[] }).items[0]?.status !== undefined;
     previous = text;
@@ -140,48 +142,48 @@ afterAll(async () => {
 });
 
 describe('bad manifests through the CLI', () => {
-  it('refuses malformed YAML, naming the file, line and column', () => {
+  it('refuses malformed YAML, naming the file, line and column', async () => {
     const r = applyFile('apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\n spec: [\n');
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(r.file);
     expect(r.stderr).toMatch(/line \d+, column \d+/);
     expect(r.stderr).toContain('line 5, column 1');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses an unknown kind, naming kind and the known kinds', () => {
+  it('refuses an unknown kind, naming kind and the known kinds', async () => {
     const r = applyFile('apiVersion: v1\nkind: Widget\nmetadata:\n  name: gadget\nspec: {}\n');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/\bkind\b/);
     expect(r.stderr).toContain('Widget');
     for (const known of ['Namespace', 'Node', 'Pod', 'DaemonSet']) expect(r.stderr).toContain(known);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses a DaemonSet whose container has no image, naming the field', () => {
+  it('refuses a DaemonSet whose container has no image, naming the field', async () => {
     const r = applyFile(daemonSet('no-image', '        - name: web\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('spec.template.spec.containers[0].image');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses a Pod whose container has no image, naming the field', () => {
+  it('refuses a Pod whose container has no image, naming the field', async () => {
     const r = applyFile(pod('no-image', '    - name: web\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('spec.containers[0].image');
     expect(r.stderr).not.toContain('template');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses an invalid name, naming metadata.name', () => {
+  it('refuses an invalid name, naming metadata.name', async () => {
     const r = applyFile(pod('Hello_World', '    - name: web\n      image: flotilla-test/busybox:1\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('metadata.name');
     expect(r.stderr).toContain('Hello_World');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses an invalid label key, naming it under metadata.labels', () => {
+  it('refuses an invalid label key, naming it under metadata.labels', async () => {
     const r = applyFile(`apiVersion: v1
 kind: Pod
 metadata:
@@ -192,10 +194,10 @@ spec:
 `);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('metadata.labels.bad key!');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses an invalid label value, naming it under metadata.labels', () => {
+  it('refuses an invalid label value, naming it under metadata.labels', async () => {
     const r = applyFile(`apiVersion: v1
 kind: Pod
 metadata:
@@ -207,32 +209,32 @@ spec:
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('metadata.labels.app');
     expect(r.stderr).toContain('-not valid-');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses a negative containerPort, naming the field', () => {
+  it('refuses a negative containerPort, naming the field', async () => {
     const r = applyFile(pod('neg-port', '    - name: web\n      image: flotilla-test/busybox:1\n      ports: [{containerPort: -1}]\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('spec.containers[0].ports[0].containerPort');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses a negative terminationGracePeriodSeconds, naming the field', () => {
+  it('refuses a negative terminationGracePeriodSeconds, naming the field', async () => {
     const r = applyFile(pod('neg-grace', '    - name: web\n      image: flotilla-test/busybox:1\n', '  terminationGracePeriodSeconds: -3\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('spec.terminationGracePeriodSeconds');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('refuses a non-numeric containerPort, naming the field', () => {
+  it('refuses a non-numeric containerPort, naming the field', async () => {
     const r = applyFile(pod('word-port', '    - name: web\n      image: flotilla-test/busybox:1\n      ports: [{containerPort: "eighty"}]\n'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('spec.containers[0].ports[0].containerPort');
     expect(r.stderr).toMatch(/number/);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('writes nothing of a batch that holds one good and one bad document', () => {
+  it('writes nothing of a batch that holds one good and one bad document', async () => {
     // The good documents would create a namespace and change the existing DaemonSet's image.
     const r = applyFile(`apiVersion: v1
 kind: Namespace
@@ -258,35 +260,35 @@ ${pod('batch-bad', '    - name: web\n')}`);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(r.file);
     expect(r.stderr).toContain('spec.containers[0].image');
-    expectUnchanged();
+    await expectUnchanged();
     expect(cli(hub, ['get', 'namespace', 'batch-ns']).code).toBe(1);
   });
 
-  it('refuses a manifest path that does not exist, naming it', () => {
+  it('refuses a manifest path that does not exist, naming it', async () => {
     const missing = join(dirs.path, 'no-such-dir', 'nothing.yaml');
     const r = cli(hub, ['apply', '-f', missing]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(missing);
-    expectUnchanged();
+    await expectUnchanged();
   });
 });
 
 describe('bad usage of the CLI', () => {
-  it('exits 2 for `get` without a kind', () => {
+  it('exits 2 for `get` without a kind', async () => {
     const r = cli(hub, ['get']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/kind/);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('exits 2 for an unknown output format', () => {
+  it('exits 2 for an unknown output format', async () => {
     const r = cli(hub, ['get', 'pods', '--output', 'bogus']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('bogus');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('exits 1 with a clear message when there is no admin token at all', () => {
+  it('exits 1 with a clear message when there is no admin token at all', async () => {
     const saved = process.env.FLOTILLA_TOKEN;
     delete process.env.FLOTILLA_TOKEN;
     try {
@@ -298,14 +300,14 @@ describe('bad usage of the CLI', () => {
     } finally {
       if (saved !== undefined) process.env.FLOTILLA_TOKEN = saved;
     }
-    expectUnchanged();
+    await expectUnchanged();
   });
 
-  it('exits 1 when the admin token is wrong, and writes nothing', () => {
+  it('exits 1 when the admin token is wrong, and writes nothing', async () => {
     const r = cli({ apiUrl: hub.apiUrl, adminToken: 'abcdef12.not-the-right-secret-at-all' }, ['apply', '-f', manifest(pod('wrong-token', '    - name: web\n      image: flotilla-test/busybox:1\n'))]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/admin token/);
-    expectUnchanged();
+    await expectUnchanged();
   });
 });
 
@@ -324,7 +326,7 @@ describe('bad requests to the API', () => {
     const r = await api(applyPath, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     expect(r.status).toBe(413);
     expect(r.body).toMatchObject({ kind: 'Status', code: 'HUB_ERR_BODY_TOO_LARGE', httpStatus: 413 });
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it("refuses a streamed body over the limit with 413, and a keep-alive client's next request still succeeds", async () => {
@@ -356,7 +358,7 @@ describe('bad requests to the API', () => {
     } finally {
       agent.destroy();
     }
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses a request without a bearer token with 401', async () => {
@@ -364,7 +366,7 @@ describe('bad requests to the API', () => {
     expect(r.status).toBe(401);
     expect(r.body).toMatchObject({ kind: 'Status', code: 'HUB_ERR_UNAUTHORIZED', httpStatus: 401 });
     expect((await api('/api/v1/pods', { token: null })).status).toBe(401);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses a request with an invalid bearer token with 401', async () => {
@@ -376,7 +378,7 @@ describe('bad requests to the API', () => {
     // The right token under another scheme is no bearer token.
     const basic = await api('/api/v1/pods', { token: null, headers: { authorization: `Basic ${hub.adminToken}` } });
     expect(basic.status).toBe(401);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses an unsupported content type with 415', async () => {
@@ -384,7 +386,7 @@ describe('bad requests to the API', () => {
     expect(r.status).toBe(415);
     expect(r.body).toMatchObject({ kind: 'Status', code: 'HUB_ERR_UNSUPPORTED_MEDIA_TYPE', httpStatus: 415 });
     expect(r.body.message).toContain('text/plain');
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses invalid JSON with 400', async () => {
@@ -392,7 +394,7 @@ describe('bad requests to the API', () => {
     expect(r.status).toBe(400);
     expect(r.body).toMatchObject({ kind: 'Status', code: 'HUB_ERR_BAD_REQUEST', httpStatus: 400 });
     expect(r.body.message).toMatch(/JSON/);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses malformed YAML with 400 naming line and column', async () => {
@@ -400,7 +402,7 @@ describe('bad requests to the API', () => {
     expect(r.status).toBe(400);
     expect(r.body.code).toBe('HUB_ERR_BAD_REQUEST');
     expect(r.body.message).toMatch(/line \d+, column \d+/);
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses an invalid manifest with 422 and names every bad field', async () => {
@@ -410,7 +412,7 @@ describe('bad requests to the API', () => {
     expect(r.body.code).toBe('HUB_ERR_INVALID');
     const paths = (r.body.details?.fields ?? []).map((f) => f.path);
     expect(paths).toEqual(expect.arrayContaining(['item 1: metadata.name', 'item 1: spec.containers[0].image', 'item 1: spec.containers[0].ports[0].containerPort']));
-    expectUnchanged();
+    await expectUnchanged();
   });
 
   it('refuses a label selector that does not parse with 400', async () => {
@@ -422,6 +424,6 @@ describe('bad requests to the API', () => {
     }
     const viaCli = cli(hub, ['get', 'pods', '-l', 'app in (a,']);
     expect(viaCli.code).toBe(2);
-    expectUnchanged();
+    await expectUnchanged();
   });
 });
