@@ -14,9 +14,9 @@ import { MB, progressLog, quantile, round, sampleProcess, writeResult } from './
 
 const SIZES = (process.env.FLOTILLA_BENCH_CONNECT_SIZES ?? '1000,10000').split(',').map(Number);
 const JOIN_CONCURRENCY = 50;
-const SETTLE_MS = 5_000;
+const SETTLE_MS = 3_000;
 /** After the fleet goes, until the hub has taken in every connection's end (wills, presence). */
-const QUIET_MS = 10_000;
+const QUIET_MS = 6_000;
 
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from '../test/harness/processes.js';
-import { RESULTS_DIR, type TargetFigure } from './results.js';
+import { machineFacts, RESULTS_DIR, round, type TargetFigure } from './results.js';
 
 /**
  * bench/RESULTS.md: every target of DESIGN.md section 6 with the figure last measured beside it,
@@ -103,6 +103,7 @@ export function summaryMarkdown(results: Map<string, ResultFile>): string {
     }
   }
   if (others.length) lines.push('', '## Other figures with a target', '', '| what | must | aim | measured | verdict | run (UTC) |', '|---|---|---|---|---|---|', ...others);
+  lines.push(...fanOutSection(results.get('fan-out')));
   const storm = results.get('connect-storm');
   if (storm?.figures) {
     lines.push('', '## Connect storm (no target)', '', '| devices | joins | all connected again at once | hub RSS after |', '|---|---|---|---|');
@@ -112,16 +113,77 @@ export function summaryMarkdown(results: Map<string, ResultFile>): string {
     }
     lines.push('', `Run ${when(storm)}.`);
   }
+  const run = results.get(RUN_FILE) as (ResultFile & { minutes?: number; benchmarks?: string[] }) | undefined;
+  if (run?.minutes !== undefined) {
+    lines.push('', '## The whole run', '', `\`npm run bench\` with every benchmark (${run.benchmarks?.join(', ') ?? '?'}): ${run.minutes} min wall time, ${when(run)}. Issue 5 asks for under 15 min on the 2-core machine.`);
+  }
   return `${lines.join('\n')}\n`;
+}
+
+interface FanOutFigure {
+  change?: { p50Seconds?: number; p99Seconds?: number; maxSeconds?: number };
+  hubCpuSecondsDuringChange?: number;
+  hubPeakRssMBDuringChange?: number;
+  hubRssMBAtRest?: number;
+  initialRollout?: { pods?: number; p50Seconds?: number; maxSeconds?: number };
+  brokerCpuSecondsDuringChange?: number;
+  incomplete?: string;
+  hubRssMBAtTimeout?: number;
+}
+
+/** Fan-out through each broker, side by side (keys `<broker>.devices<N>`). */
+function fanOutSection(fanOut: ResultFile | undefined): string[] {
+  if (!fanOut?.figures) return [];
+  const rows = Object.entries(fanOut.figures).flatMap(([key, value]) => {
+    const m = /^(?:(\w+)\.)?devices(\d+)$/.exec(key);
+    if (!m) return [];
+    const f = value as FanOutFigure;
+    const broker = m[1] ?? 'aedes';
+    if (f.incomplete) return [`| ${broker} | ${Number(m[2]).toLocaleString('en-US')} | did not finish: ${f.incomplete} | | | | | ${f.hubRssMBAtTimeout ?? '?'} MB at the timeout | |`];
+    const s = (n: number | undefined) => (n === undefined ? '?' : `${n} s`);
+    return [`| ${broker} | ${Number(m[2]).toLocaleString('en-US')} | ${s(f.change?.p50Seconds)} | ${s(f.change?.p99Seconds)} | ${s(f.change?.maxSeconds)} | ${s(f.hubCpuSecondsDuringChange)} | ${f.brokerCpuSecondsDuringChange === undefined ? '—' : s(f.brokerCpuSecondsDuringChange)} | ${f.hubRssMBAtRest ?? '?'} / ${f.hubPeakRssMBDuringChange ?? '?'} MB | ${s(f.initialRollout?.p50Seconds)} / ${s(f.initialRollout?.maxSeconds)} |`];
+  });
+  if (rows.length === 0) return [];
+  return [
+    '',
+    '## Fan-out through each broker',
+    '',
+    'A fleet-wide DaemonSet change (1 of 5 pods per device) until every hollow device reports it running; the hub embeds aedes, or joins Mosquitto with `--broker`.',
+    '',
+    '| broker | devices | change p50 | p99 | max | hub CPU in the change | broker CPU | hub RSS at rest / peak | first rollout (5 pods) p50 / max |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Run ${when(fanOut)}.`,
+  ];
+}
+
+/** The record of the last run of every benchmark at once: its wall time. */
+const RUN_FILE = 'bench-run';
+let startedAt = 0;
+
+/** Writes bench/results/bench-run.json when every benchmark wrote its results during this run. */
+function recordWholeRun(results: Map<string, ResultFile>): void {
+  if (startedAt === 0) return;
+  const benches = readdirSync(join(REPO, 'bench')).filter((f) => f.endsWith('.bench.ts')).map((f) => f.slice(0, -'.bench.ts'.length)).sort();
+  const fresh = (name: string) => Date.parse(results.get(name)?.date ?? '') >= startedAt;
+  if (benches.length === 0 || !benches.every(fresh)) return;
+  const run = { benchmark: RUN_FILE, date: new Date().toISOString(), machine: machineFacts(), minutes: round((Date.now() - startedAt) / 60_000, 1), benchmarks: benches };
+  writeFileSync(join(RESULTS_DIR, `${RUN_FILE}.json`), `${JSON.stringify(run, null, 2)}\n`);
 }
 
 export function writeSummary(): string {
   const file = join(REPO, 'bench', 'RESULTS.md');
+  recordWholeRun(readResults());
   writeFileSync(file, summaryMarkdown(readResults()));
   return file;
 }
 
-/** vitest global setup of the bench project: nothing before, the summary after. */
+/** vitest global setup of the bench project: the run's start before, the summary after. */
+export function setup(): void {
+  startedAt = Date.now();
+}
+
 export function teardown(): void {
   try {
     writeSummary();

@@ -121,7 +121,8 @@ export class NodeLifecycleController extends Controller {
     this.unready.add(name);
     // Toleration periods count from the taint, or from this controller's start if that is later.
     const taintedAt = Math.max(Date.parse(taint.timeAdded ?? '') || now, this.startedAt);
-    const pods = this.store.list('Pod', { filter: (p) => (p.spec as PodSpec).nodeName === name }).items;
+    // From the store's node index: a fleet with many unready nodes must not read every pod per node.
+    const pods = this.store.list('Pod', { nodeName: name }).items;
     this.store.transaction(() => {
       for (const pod of pods) {
         const phase = (pod.status as PodStatus | undefined)?.phase;

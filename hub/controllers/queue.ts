@@ -30,6 +30,13 @@ export class WorkQueue {
     readonly name: string,
     private readonly reconcile: Reconciler,
     private readonly log: Logger,
+    /**
+     * When given, each batch of keys is worked inside one call of `wrap`, and each key inside a
+     * nested one: with a store transaction, a batch of small reconciles costs one commit, and a
+     * failing key's writes are undone alone (a savepoint). Only the synchronous part of a
+     * reconcile runs inside; a returned promise is awaited after the batch.
+     */
+    private readonly wrap?: (run: () => void) => void,
   ) {}
 
   add(key: string): void {
@@ -79,24 +86,18 @@ export class WorkQueue {
   private async drain(): Promise<void> {
     // Work a batch, then yield to I/O so that MQTT and HTTP are served between batches.
     const batch = this.order.splice(0, 256);
-    for (const key of batch) {
-      if (this.stopped) return;
-      if (!this.dirty.has(key) || this.inFlight.has(key)) continue;
-      this.dirty.delete(key);
-      this.inFlight.add(key);
-      try {
-        const result = await this.reconcile(key);
-        this.failures.delete(key);
-        if (result && result.requeueAfterMs !== undefined) this.addAfter(key, result.requeueAfterMs);
-      } catch (err) {
-        const n = (this.failures.get(key) ?? 0) + 1;
-        this.failures.set(key, n);
-        const delay = Math.min(BASE_BACKOFF_MS * 2 ** (n - 1), MAX_BACKOFF_MS);
-        this.log.warn({ err, key, queue: this.name, retryInMs: delay }, 'reconcile failed; will retry');
-        this.addAfter(key, delay);
-      } finally {
-        this.inFlight.delete(key);
-        if (this.dirty.has(key)) this.order.push(key);
+    if (this.wrap) await this.drainWrapped(batch, this.wrap);
+    else {
+      for (const key of batch) {
+        if (this.stopped) return;
+        if (!this.take(key)) continue;
+        try {
+          this.succeeded(key, await this.reconcile(key));
+        } catch (err) {
+          this.failed(key, err);
+        } finally {
+          this.release(key);
+        }
       }
     }
     if (this.order.length > 0) this.schedule();
@@ -105,6 +106,75 @@ export class WorkQueue {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /** Works `batch` synchronously inside one call of `wrap`, each key in a nested one; then awaits what reconciles left pending. */
+  private async drainWrapped(batch: string[], wrap: (run: () => void) => void): Promise<void> {
+    const taken: string[] = [];
+    const pending: [string, Promise<ReconcileResult | void>][] = [];
+    const outcomes = new Map<string, { result?: ReconcileResult | void; err?: unknown }>();
+    try {
+      wrap(() => {
+        for (const key of batch) {
+          if (this.stopped) return;
+          if (!this.take(key)) continue;
+          taken.push(key);
+          try {
+            const out: { result?: ReturnType<Reconciler> } = {};
+            wrap(() => {
+              out.result = this.reconcile(key);
+            });
+            if (out.result instanceof Promise) pending.push([key, out.result]);
+            else outcomes.set(key, { result: out.result });
+          } catch (err) {
+            outcomes.set(key, { err });
+          }
+        }
+      });
+    } catch (err) {
+      // The batch as a whole did not commit: every key of it is tried again.
+      for (const key of taken) outcomes.set(key, { err });
+    }
+    for (const [key, promise] of pending) {
+      if (outcomes.has(key)) continue;
+      try {
+        outcomes.set(key, { result: await promise });
+      } catch (err) {
+        outcomes.set(key, { err });
+      }
+    }
+    for (const key of taken) {
+      const outcome = outcomes.get(key)!;
+      if ('err' in outcome) this.failed(key, outcome.err);
+      else this.succeeded(key, outcome.result);
+      this.release(key);
+    }
+  }
+
+  /** Takes a dirty key that is not in flight for work; false when there is nothing to do for it. */
+  private take(key: string): boolean {
+    if (!this.dirty.has(key) || this.inFlight.has(key)) return false;
+    this.dirty.delete(key);
+    this.inFlight.add(key);
+    return true;
+  }
+
+  private succeeded(key: string, result: ReconcileResult | void): void {
+    this.failures.delete(key);
+    if (result && result.requeueAfterMs !== undefined) this.addAfter(key, result.requeueAfterMs);
+  }
+
+  private failed(key: string, err: unknown): void {
+    const n = (this.failures.get(key) ?? 0) + 1;
+    this.failures.set(key, n);
+    const delay = Math.min(BASE_BACKOFF_MS * 2 ** (n - 1), MAX_BACKOFF_MS);
+    this.log.warn({ err, key, queue: this.name, retryInMs: delay }, 'reconcile failed; will retry');
+    this.addAfter(key, delay);
+  }
+
+  private release(key: string): void {
+    this.inFlight.delete(key);
+    if (this.dirty.has(key)) this.order.push(key);
   }
 }
 

@@ -121,7 +121,7 @@ export class ReplicaSetController extends Controller {
 
   private keysWithPodsOn(node: string): string[] {
     const keys = new Set<string>();
-    for (const pod of this.store.list('Pod', { filter: (p) => (p.spec as PodSpec).nodeName === node }).items) {
+    for (const pod of this.store.list('Pod', { nodeName: node }).items) {
       const key = ownerKey(pod, 'ReplicaSet');
       if (key) keys.add(key);
     }

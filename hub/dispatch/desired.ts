@@ -46,7 +46,8 @@ export class Dispatcher {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
     this.deleteRow = db.prepare('DELETE FROM dispatch WHERE node = ?');
-    this.queue = new WorkQueue('dispatch', (node) => this.sync(node), log);
+    // A batch of nodes in one commit: a fleet-wide change touches every node's desired set.
+    this.queue = new WorkQueue('dispatch', (node) => this.sync(node), log, (run) => store.transaction(run));
   }
 
   start(): void {
