@@ -104,6 +104,7 @@ export function summaryMarkdown(results: Map<string, ResultFile>): string {
   }
   if (others.length) lines.push('', '## Other figures with a target', '', '| what | must | aim | measured | verdict | run (UTC) |', '|---|---|---|---|---|---|', ...others);
   lines.push(...fanOutSection(results.get('fan-out')));
+  lines.push(...rolloutSection(results.get('rollout')));
   const storm = results.get('connect-storm');
   if (storm?.figures) {
     lines.push('', '## Connect storm (no target)', '', '| devices | joins | all connected again at once | hub RSS after |', '|---|---|---|---|');
@@ -155,6 +156,33 @@ function fanOutSection(fanOut: ResultFile | undefined): string[] {
     ...rows,
     '',
     `Run ${when(fanOut)}.`,
+  ];
+}
+
+interface RolloutFigures {
+  devices?: number;
+  waves?: { name: string; devices: number; seconds: number; beyondGateSeconds: number; devicesRunningMaxSeconds: number }[];
+  totalSeconds?: number;
+  gatesSeconds?: number;
+  hubCpuSeconds?: number;
+  hubCpuPercent?: number;
+  hubPeakRssMB?: number;
+}
+
+/** The Waves rollout wave by wave (rollout.bench.ts): each wave's time from its start to its gate passing, and the hub's CPU. */
+function rolloutSection(rollout: ResultFile | undefined): string[] {
+  const f = rollout?.figures as RolloutFigures | undefined;
+  if (!f?.waves?.length) return [];
+  const floor = (rollout as ResultFile & { floor?: { maxSeconds?: number; hubCpuSeconds?: number } }).floor;
+  return [
+    '',
+    `## Waves rollout across ${f.devices?.toLocaleString('en-US') ?? '?'} hollow devices`,
+    '',
+    '| wave | devices | started → gate passed | beyond the gate | last device running, from the start |',
+    '|---|---|---|---|---|',
+    ...f.waves.map((w) => `| ${w.name} | ${w.devices.toLocaleString('en-US')} | ${w.seconds} s | ${w.beyondGateSeconds} s | ${w.devicesRunningMaxSeconds} s |`),
+    '',
+    `Whole rollout ${f.totalSeconds ?? '?'} s (gates ${f.gatesSeconds ?? '?'} s); hub CPU ${f.hubCpuSeconds ?? '?'} s (${f.hubCpuPercent ?? '?'} % of a core), peak RSS ${f.hubPeakRssMB ?? '?'} MB. Floor: the same change without waves on every device at once, ${floor?.maxSeconds ?? '?'} s, hub CPU ${floor?.hubCpuSeconds ?? '?'} s. Run ${when(rollout!)}.`,
   ];
 }
 

@@ -25,6 +25,7 @@ import { DeploymentController } from './controllers/deployment.js';
 import { ReplicaSetController } from './controllers/replicaset.js';
 import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { WavesController } from './controllers/waves/controller.js';
+import { DeploymentWavesController } from './controllers/waves/deployment.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { DeviceEventIngest } from './dispatch/events.js';
 import { NodeHeartbeats } from './dispatch/heartbeats.js';
@@ -113,11 +114,14 @@ export class Hub {
     nodeLifecycle.start();
     const endpoints = new EndpointsController({ store, events, log: log.child({ part: 'endpoints' }) });
     endpoints.start();
-    const deployments = new DeploymentController({ store, events, log: log.child({ part: 'deployment' }) });
+    // Waves rollouts of Deployments decide how many pods each wave releases; the Deployment controller sizes the ReplicaSets.
+    const deploymentWaves = new DeploymentWavesController({ store, events, log: log.child({ part: 'deployment-waves' }) }, { onScaleChanged: (key) => deployments.queue.add(key) });
+    const deployments = new DeploymentController({ store, events, log: log.child({ part: 'deployment' }) }, { wavesScale: deploymentWaves.wavesScale });
+    deploymentWaves.start();
     deployments.start();
     const replicaSets = new ReplicaSetController({ store, events, log: log.child({ part: 'replicaset' }) });
     replicaSets.start();
-    for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves })) selfMetrics.instrumentController(name, controller);
+    for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves, 'deployment-waves': deploymentWaves })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
     const metrics = new MetricsService({
       db,
@@ -146,12 +150,12 @@ export class Hub {
       new PodLogRoutes(store, rpc, log.child({ part: 'logs' })),
       new EvictionRoutes(store, events, log.child({ part: 'eviction' })),
       new MetricsRoutes(metrics, store),
-      new RolloutRoutes(store, waves),
+      new RolloutRoutes(store, waves, deploymentWaves),
     );
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => deploymentWaves.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

@@ -34,6 +34,7 @@ export interface ApiOptions {
  *   /api/v1/tokens[/{id}]                             join tokens and device credentials
  *   /api/v1/metrics/{query,pods,nodes}                devices' metrics: range queries, usage (see metrics.ts)
  *   /apis/flotilla/v1/namespaces/{ns}/daemonsets/{name}/rollout[/preview]   POST: pause|resume|abort a Waves rollout; preview its waves (see rollout.ts)
+ *   /apis/flotilla/v1/namespaces/{ns}/deployments/{name}/rollout[/preview]  the same for a Deployment of strategy type Waves
  *   /metrics                                          the Prometheus exposition
  * Every call but /healthz carries the admin token as `Authorization: Bearer …`.
  */

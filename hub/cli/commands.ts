@@ -123,8 +123,10 @@ export async function describeCommand(kindName: string, name: string, opts: Clie
   const usage = kind.kind === 'Pod' || kind.kind === 'Node' ? await usageHistory(opts, body as Obj & { spec?: unknown }).catch(() => []) : [];
   // A Deployment is shown with its ReplicaSets, old and new, as kubectl does.
   const replicaSets = kind.kind === 'Deployment' ? (await client.request<{ items: Obj[] }>('GET', objectPath('replicasets', true, ns))).body.items : undefined;
-  // A DaemonSet in waves is shown with its current rollout (hub/cli/rollout-waves-render.ts).
-  const rollouts = kind.kind === 'DaemonSet' && (body.spec as { updateStrategy?: { type?: string } })?.updateStrategy?.type === 'Waves' ? await client.request<{ items: Obj[] }>('GET', objectPath('rollouts', true, ns)).then((r) => r.body.items, () => []) : undefined;
+  // A DaemonSet or a Deployment in waves is shown with its current rollout (hub/cli/rollout-waves-render.ts).
+  const wavesSpec = body.spec as { updateStrategy?: { type?: string }; strategy?: { type?: string } } | undefined;
+  const inWaves = (kind.kind === 'DaemonSet' && wavesSpec?.updateStrategy?.type === 'Waves') || (kind.kind === 'Deployment' && wavesSpec?.strategy?.type === 'Waves');
+  const rollouts = inWaves ? await client.request<{ items: Obj[] }>('GET', objectPath('rollouts', true, ns)).then((r) => r.body.items, () => []) : undefined;
   out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}), ...(rollouts ? { rollouts } : {}) }));
 }
 

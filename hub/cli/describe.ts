@@ -53,7 +53,7 @@ export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usa
   else if (obj.kind === 'Node') lines.push(...describeNode(obj));
   else if (obj.kind === 'DaemonSet') lines.push(...describeDaemonSet(obj, related.rollouts));
   else if (obj.kind === 'Rollout') lines.push(...recordLines(obj as unknown as RolloutRecord));
-  else if (obj.kind === 'Deployment') lines.push(...describeDeployment(obj, related.replicaSets ?? []));
+  else if (obj.kind === 'Deployment') lines.push(...describeDeployment(obj, related.replicaSets ?? [], related.rollouts));
   else if (obj.kind === 'ReplicaSet') lines.push(...describeReplicaSet(obj));
   else if (obj.kind === 'Job') lines.push(...describeJob(obj));
   else if (obj.kind === 'CronJob') lines.push(...describeCronJob(obj));
@@ -150,12 +150,17 @@ function templateLines(template: DaemonSetSpec['template']): string[] {
 }
 
 /** As kubectl: replicas, strategy, template, conditions, then the new and the old ReplicaSets that still have pods. */
-function describeDeployment(obj: Obj, replicaSets: Obj[]): string[] {
+function describeDeployment(obj: Obj, replicaSets: Obj[], rollouts?: Obj[]): string[] {
   const spec = obj.spec as DeploymentSpec;
   const s = (obj.status as DeploymentStatus | undefined) ?? {};
   const strategy = spec.strategy?.type ?? 'RollingUpdate';
   const lines = [kv('Selector', selectorText(spec.selector)), kv('Replicas', `${spec.replicas ?? 1} desired | ${s.updatedReplicas ?? 0} updated | ${s.replicas ?? 0} total | ${s.availableReplicas ?? 0} available | ${s.unavailableReplicas ?? 0} unavailable`), kv('StrategyType', strategy), kv('MinReadySeconds', spec.minReadySeconds ?? 0)];
   if (strategy === 'RollingUpdate') lines.push(kv('RollingUpdateStrategy', `${spec.strategy?.rollingUpdate?.maxUnavailable ?? '25%'} max unavailable, ${spec.strategy?.rollingUpdate?.maxSurge ?? '25%'} max surge`));
+  if (strategy === 'Waves') {
+    // In waves: the newest rollout of this Deployment, with its waves (of pods) and failed pods.
+    const current = (rollouts ?? []).map((r) => r as unknown as RolloutRecord).filter((r) => r.spec.target?.uid === obj.metadata.uid).sort((a, b) => b.spec.revision - a.spec.revision)[0];
+    lines.push(kv('WavesStrategy', `${spec.strategy?.waves?.length ?? 0} waves, onFailure ${spec.strategy?.onFailure ?? 'rollback'}`), ...rolloutSummaryLines(obj.metadata.name, current));
+  }
   lines.push(kv('Paused', String(spec.paused ?? false)), ...templateLines(spec.template), 'Conditions:');
   lines.push(...table([['Type', 'Status', 'Reason', 'Message'], ...(s.conditions ?? []).map((c) => [c.type, c.status, c.reason ?? '', c.message ?? ''])]).split('\n').map((l) => `  ${l}`));
   const owned = replicaSets.filter((rs) => rs.metadata.ownerReferences?.some((o) => o.kind === 'Deployment' && o.name === obj.metadata.name));

@@ -187,8 +187,8 @@ const COLUMNS: Record<string, Columns> = {
       const waves = s?.waves ?? [];
       const total = spec.waves.length;
       const wave = total === 0 ? '-' : s?.phase === 'Succeeded' ? `${total}/${total}` : `${Math.min(total, (s?.wave ?? 0) + 1)}/${total}`;
-      const updated = total === 0 ? '-' : `${waves.reduce((n, w) => n + w.updated, 0)}/${waves.length ? waves.reduce((n, w) => n + w.total, 0) : spec.waves.reduce((n, w) => n + w.nodes.length, 0)}`;
-      return [o.metadata!.name!, spec.target.name, String(spec.revision), s?.phase ?? 'Progressing', wave, updated, String(s?.failedNodes?.length ?? 0), age(o.metadata?.creationTimestamp)];
+      const updated = total === 0 ? '-' : `${waves.reduce((n, w) => n + w.updated, 0)}/${waves.length ? waves.reduce((n, w) => n + w.total, 0) : spec.waves.reduce((n, w) => n + (w.replicas ?? w.nodes.length), 0)}`;
+      return [o.metadata!.name!, spec.target.kind === 'Deployment' ? `deployment/${spec.target.name}` : spec.target.name, String(spec.revision), s?.phase ?? 'Progressing', wave, updated, String(s?.failedNodes?.length ?? 0), age(o.metadata?.creationTimestamp)];
     },
   },
   Event: {

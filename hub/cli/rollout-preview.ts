@@ -17,22 +17,24 @@ export interface WavesPreview {
 }
 
 /** The hub's rollout endpoint of a DaemonSet (DESIGN.md section 2): control, and `/preview`. */
-export function rolloutEndpoint(namespace: string, name: string, sub?: 'preview'): string {
-  return `/apis/flotilla/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${encodeURIComponent(name)}/rollout${sub ? `/${sub}` : ''}`;
+export function rolloutEndpoint(namespace: string, name: string, sub?: 'preview', plural: 'daemonsets' | 'deployments' = 'daemonsets'): string {
+  return `/apis/flotilla/v1/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/rollout${sub ? `/${sub}` : ''}`;
 }
 
 /** Without a manifest: the stored DaemonSet's next rollout; with one: the rollout that applying it would start. */
-export async function fetchPreview(client: HubClient, namespace: string, name: string, manifest?: unknown): Promise<WavesPreview> {
+export async function fetchPreview(client: HubClient, namespace: string, name: string, manifest?: unknown, plural: 'daemonsets' | 'deployments' = 'daemonsets'): Promise<WavesPreview> {
   try {
-    return (await client.request<WavesPreview>('POST', rolloutEndpoint(namespace, name, 'preview'), manifest)).body;
+    return (await client.request<WavesPreview>('POST', rolloutEndpoint(namespace, name, 'preview', plural), manifest)).body;
   } catch (e) {
-    if (e instanceof CliError) throw new CliError(`cannot preview the rollout of daemonset/${name}: ${e.message}`, e.exitCode, e.details);
+    if (e instanceof CliError) throw new CliError(`cannot preview the rollout of ${plural.slice(0, -1)}/${name}: ${e.message}`, e.exitCode, e.details);
     throw e;
   }
 }
 
 /** Every wave with its devices and what follows it; nothing changes. */
-export function previewText(name: string, p: WavesPreview): string {
+export function previewText(name: string, p: WavesPreview, word: 'daemonset' | 'deployment' = 'daemonset'): string {
+  // A Deployment's waves count pods (placed by the scheduler), not devices.
+  if (word === 'deployment') return podPreviewText(name, p);
   const devices = p.waves.reduce((n, w) => n + w.nodes.length, 0);
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   // With a reason, the hub says why this is not a rollout in waves (first revision, no change); the devices still show.
@@ -41,6 +43,14 @@ export function previewText(name: string, p: WavesPreview): string {
     const rows = p.waves.map((w) => [w.name, String(w.nodes.length), pauseText(w.pause), w.nodes.join(', ') || '<none>']);
     lines.push(...table([['WAVE', 'DEVICES', 'PAUSE AFTER', 'NODES'], ...rows]).split('\n').map((l) => `  ${l}`));
   }
+  return lines.join('\n');
+}
+
+function podPreviewText(name: string, p: WavesPreview): string {
+  const pods = p.waves.reduce((n, w) => n + (w.replicas ?? 0), 0);
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  const lines = [p.reason ? `deployment/${name}: revision ${p.revision}: ${p.reason}` : `deployment/${name}: revision ${p.revision} would roll out to ${plural(pods, 'pod')} in ${plural(p.waves.length, 'wave')} (dry run: nothing changed)`];
+  if (p.waves.length > 0) lines.push(...table([['WAVE', 'PODS', 'PAUSE AFTER'], ...p.waves.map((w) => [w.name, String(w.replicas ?? 0), pauseText(w.pause)])]).split('\n').map((l) => `  ${l}`));
   return lines.join('\n');
 }
 
@@ -66,14 +76,15 @@ export function canonical(value: unknown): string {
 export async function applyDryRunPreviews(client: HubClient, manifests: unknown[], results: { kind: string; name: string; namespace?: string; action: string }[], namespace: string | undefined, out: Out): Promise<void> {
   for (const manifest of manifests) {
     const { object } = validateManifest(manifest);
-    if (!object || object.kind !== 'DaemonSet') continue;
-    const spec = object.spec as { template: unknown; updateStrategy?: { type?: string } };
-    if (spec.updateStrategy?.type !== WAVES) continue;
+    if (!object || (object.kind !== 'DaemonSet' && object.kind !== 'Deployment')) continue;
+    const spec = object.spec as { template: unknown; updateStrategy?: { type?: string }; strategy?: { type?: string } };
+    if ((object.kind === 'DaemonSet' ? spec.updateStrategy : spec.strategy)?.type !== WAVES) continue;
+    const plural = object.kind === 'DaemonSet' ? 'daemonsets' : 'deployments';
     const ns = object.metadata.namespace ?? namespace ?? 'default';
-    const result = results.find((r) => r.kind === 'DaemonSet' && r.name === object.metadata.name && (r.namespace ?? ns) === ns);
+    const result = results.find((r) => r.kind === object.kind && r.name === object.metadata.name && (r.namespace ?? ns) === ns);
     if (result?.action !== 'configured') continue;
-    const stored = await client.request<StoredDaemonSet>('GET', objectPath('daemonsets', true, ns, object.metadata.name)).then((a) => a.body, () => undefined);
+    const stored = await client.request<StoredDaemonSet>('GET', objectPath(plural, true, ns, object.metadata.name)).then((a) => a.body, () => undefined);
     if (!stored || canonical(stored.spec.template) === canonical(spec.template)) continue;
-    out(previewText(object.metadata.name, await fetchPreview(client, ns, object.metadata.name, manifest)));
+    out(previewText(object.metadata.name, await fetchPreview(client, ns, object.metadata.name, manifest, plural), plural === 'daemonsets' ? 'daemonset' : 'deployment'));
   }
 }

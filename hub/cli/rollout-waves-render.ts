@@ -23,12 +23,18 @@ export interface KeyedLine {
 }
 
 const BAR_WIDTH = 20;
+
+/** `daemonset` or `deployment`: the kind a record rolls out, as the command line names it. */
+export function targetWord(r: RolloutRecord): 'daemonset' | 'deployment' {
+  return r.spec.target?.kind === 'Deployment' ? 'deployment' : 'daemonset';
+}
+
 const FAILED_SHOWN = 5;
 
 /** The waves as they stand; before the hub wrote a status, as planned (all Pending). */
 export function waveStatuses(r: RolloutRecord): WaveStatus[] {
   if (r.status?.waves?.length) return r.status.waves;
-  return r.spec.waves.map((w) => ({ name: w.name, phase: 'Pending', total: w.nodes.length, released: 0, updated: 0, ready: 0, failed: 0, waiting: w.nodes.length, skipped: 0 }));
+  return r.spec.waves.map((w) => ({ name: w.name, phase: 'Pending', total: w.replicas ?? w.nodes.length, released: 0, updated: 0, ready: 0, failed: 0, waiting: w.replicas ?? w.nodes.length, skipped: 0 }));
 }
 
 export function phaseOf(r: RolloutRecord): RolloutPhase {
@@ -92,7 +98,7 @@ function pauseUntilText(r: RolloutRecord, now: number | undefined): string {
 
 /** The header of the status display: which rollout, where it stands, and why when it stopped. */
 export function headerLine(dsName: string, r: RolloutRecord, now?: number): string {
-  const parts = [`daemonset/${dsName}`, revisionsText(r), phaseOf(r)];
+  const parts = [`${targetWord(r)}/${dsName}`, revisionsText(r), phaseOf(r)];
   if (r.spec.waves.length > 0) parts.push(`wave ${waveText(r)}`);
   const pause = pauseUntilText(r, now);
   if (pause) parts.push(pause);
@@ -114,8 +120,8 @@ export function liveBlock(dsName: string, r: RolloutRecord, now: number): string
   const lines = [headerLine(dsName, r, now), ...(rows.length ? table(rows).split('\n') : [])];
   const failed = r.status?.failedNodes ?? [];
   if (failed.length > 0) {
-    lines.push(`  failed devices:`, ...failed.slice(0, FAILED_SHOWN).map((f) => `    ${failedNodeText(f)}`));
-    if (failed.length > FAILED_SHOWN) lines.push(`    … and ${failed.length - FAILED_SHOWN} more (flotilla rollout history daemonset/${dsName} --revision ${r.spec.revision})`);
+    lines.push(`  failed ${targetWord(r) === 'deployment' ? 'pods' : 'devices'}:`, ...failed.slice(0, FAILED_SHOWN).map((f) => `    ${failedNodeText(f)}`));
+    if (failed.length > FAILED_SHOWN) lines.push(`    … and ${failed.length - FAILED_SHOWN} more (flotilla rollout history ${targetWord(r)}/${dsName} --revision ${r.spec.revision})`);
   }
   return lines;
 }
@@ -125,8 +131,8 @@ export function plainLines(dsName: string, r: RolloutRecord): KeyedLine[] {
   const revision = r.spec.revision;
   const waves = waveStatuses(r);
   const lines: KeyedLine[] = [{ key: `${revision}/header`, text: headerLine(dsName, r) }];
-  waves.forEach((w, i) => lines.push({ key: `${revision}/wave/${w.name}`, text: `daemonset/${dsName} revision ${revision} wave ${i + 1}/${waves.length} ${w.name}: ${countsText(w).replace(/ {2}/g, ', ')}: ${w.phase}` }));
-  for (const f of r.status?.failedNodes ?? []) lines.push({ key: `${revision}/failed/${f.node}`, text: `daemonset/${dsName} revision ${revision}: device ${failedNodeText(f)}` });
+  waves.forEach((w, i) => lines.push({ key: `${revision}/wave/${w.name}`, text: `${targetWord(r)}/${dsName} revision ${revision} wave ${i + 1}/${waves.length} ${w.name}: ${countsText(w).replace(/ {2}/g, ', ')}: ${w.phase}` }));
+  for (const f of r.status?.failedNodes ?? []) lines.push({ key: `${revision}/failed/${f.node}`, text: `${targetWord(r)}/${dsName} revision ${revision}: ${targetWord(r) === 'deployment' ? 'pod' : 'device'} ${failedNodeText(f)}` });
   return lines;
 }
 
@@ -194,10 +200,10 @@ export function recordLines(r: RolloutRecord): string[] {
 /** The current rollout of a Waves DaemonSet, as `describe daemonset` shows it. */
 export function rolloutSummaryLines(dsName: string, r: RolloutRecord | undefined): string[] {
   if (!r) return [field('Rollout', '<none>')];
-  const lines = [field('Rollout', `${r.metadata.name}: ${headerLine(dsName, r).replace(`daemonset/${dsName}  `, '')}`)];
+  const lines = [field('Rollout', `${r.metadata.name}: ${headerLine(dsName, r).replace(`${targetWord(r)}/${dsName}  `, '')}`)];
   const waves = waveStatuses(r);
   if (waves.length) lines.push(...table(waves.map((w) => [`  ${w.name}`, countsText(w), w.phase])).split('\n'));
   const failed = r.status?.failedNodes ?? [];
-  if (failed.length) lines.push('  Failed Devices:', ...failed.map((f) => `    ${failedNodeText(f)}`));
+  if (failed.length) lines.push(`  Failed ${targetWord(r) === 'deployment' ? 'Pods' : 'Devices'}:`, ...failed.map((f) => `    ${failedNodeText(f)}`));
   return lines;
 }

@@ -1,5 +1,5 @@
 import { CliError } from './errors.js';
-import { liveBlock, phaseOf, plainLines, waveStatuses, waveText, type KeyedLine, type RolloutRecord } from './rollout-waves-render.js';
+import { liveBlock, phaseOf, plainLines, targetWord, waveStatuses, waveText, type KeyedLine, type RolloutRecord } from './rollout-waves-render.js';
 
 type Out = (text: string) => void;
 
@@ -20,13 +20,15 @@ export interface StatusView {
 export function statusView(dsName: string, r: RolloutRecord, now: number): StatusView {
   const view: StatusView = { plain: plainLines(dsName, r), block: liveBlock(dsName, r, now) };
   // The hub's message is on the header line shown last; the error says what happened, and lists the failed devices.
-  const subject = `the rollout of daemon set "${dsName}" to revision ${r.spec.revision}`;
+  const word = targetWord(r);
+  const kindText = word === 'deployment' ? 'deployment' : 'daemon set';
+  const subject = `the rollout of ${kindText} "${dsName}" to revision ${r.spec.revision}`;
   const failedWave = waveStatuses(r).find((w) => w.phase === 'Failed');
   const gate = failedWave ? ` the health gate of wave ${failedWave.name}` : '';
   const failed = (r.status?.failedNodes ?? []).map((f) => `${f.node} (wave ${f.wave}): ${f.reason}${f.message ? `: ${f.message}` : ''}`);
   switch (phaseOf(r)) {
     case 'Succeeded':
-      view.done = `daemon set "${dsName}" successfully rolled out (revision ${r.spec.revision})`;
+      view.done = `${kindText} "${dsName}" successfully rolled out (revision ${r.spec.revision})`;
       break;
     case 'RolledBack':
       view.error = new CliError(`${subject} failed${gate} and was rolled back to revision ${r.spec.fromRevision}`, 1, failed);
@@ -36,7 +38,7 @@ export function statusView(dsName: string, r: RolloutRecord, now: number): Statu
       break;
     case 'Paused':
       if (failedWave) {
-        view.error = new CliError(`${subject} failed${gate} and is paused (onFailure: pause); go on with 'flotilla rollout resume daemonset/${dsName}', or go back with 'flotilla rollout undo daemonset/${dsName}'`, 1, failed);
+        view.error = new CliError(`${subject} failed${gate} and is paused (onFailure: pause); go on with 'flotilla rollout resume ${word}/${dsName}', or go back with 'flotilla rollout undo ${word}/${dsName}'`, 1, failed);
       }
       break;
     default:

@@ -7,7 +7,7 @@ import { objectPath, type HubClient } from './client.js';
 import { parseDuration } from './commands.js';
 import { CliError } from './errors.js';
 import { canonical, fetchPreview, previewText, rolloutEndpoint } from './rollout-preview.js';
-import { phaseOf, recordLines, wavesHistoryTable, waveText, type RolloutRecord } from './rollout-waves-render.js';
+import { phaseOf, recordLines, targetWord, wavesHistoryTable, waveText, type RolloutRecord } from './rollout-waves-render.js';
 import { LiveBlock, PlainPrinter, statusView, type StatusDisplay } from './rollout-waves-status.js';
 
 /**
@@ -30,7 +30,12 @@ export interface WavesTarget {
   name: string;
   namespace: string;
   client: HubClient;
+  /** What rolls out in waves: a DaemonSet (default) or a Deployment (`spec.strategy.type: Waves`). */
+  wavesKind?: 'daemonset' | 'deployment';
 }
+
+const wordOf = (t: WavesTarget) => t.wavesKind ?? 'daemonset';
+const pluralOf = (t: WavesTarget) => (t.wavesKind === 'deployment' ? 'deployments' : 'daemonsets');
 
 export interface WavesOptions {
   watch?: boolean;
@@ -52,7 +57,7 @@ export const UNDO_PRINCIPAL = 'rollout undo';
 const POLL_MS = 1000;
 
 export function isWaves(ds: WavesDaemonSet): boolean {
-  return ds.spec.updateStrategy?.type === WAVES;
+  return ds.spec.updateStrategy?.type === WAVES || (ds.spec as { strategy?: { type?: string } }).strategy?.type === WAVES;
 }
 
 /** The DaemonSet's records (by owner uid), oldest revision first. */
@@ -72,7 +77,7 @@ export function rollsOutCurrent(ds: WavesDaemonSet, r: RolloutRecord): boolean {
 }
 
 async function getDaemonSet(t: WavesTarget): Promise<WavesDaemonSet> {
-  return (await t.client.request<WavesDaemonSet>('GET', objectPath('daemonsets', true, t.namespace, t.name))).body;
+  return (await t.client.request<WavesDaemonSet>('GET', objectPath(pluralOf(t), true, t.namespace, t.name))).body;
 }
 
 async function listRecords(t: WavesTarget, ds: WavesDaemonSet): Promise<RolloutRecord[]> {
@@ -86,11 +91,12 @@ async function listRecords(t: WavesTarget, ds: WavesDaemonSet): Promise<RolloutR
  * followed instead, so the exit status is that of the template the DaemonSet has at the end.
  */
 export function chooseRecord(ds: WavesDaemonSet, records: RolloutRecord[]): { record?: RolloutRecord; waiting?: string; fallback?: true } {
-  if ((ds.metadata.generation ?? 0) > (ds.status?.observedGeneration ?? 0)) return { waiting: 'Waiting for daemon set spec update to be observed...' };
+  const kindText = ds.kind === 'Deployment' ? 'deployment' : 'daemon set';
+  if ((ds.metadata.generation ?? 0) > (ds.status?.observedGeneration ?? 0)) return { waiting: `Waiting for ${kindText} spec update to be observed...` };
   const newest = records.at(-1);
   // A DaemonSet that became Waves without a new template has no record yet: as for RollingUpdate.
   if (!newest) return { fallback: true };
-  if (!rollsOutCurrent(ds, newest)) return { waiting: `Waiting for the rollout of daemon set "${ds.metadata.name}" to start...` };
+  if (!rollsOutCurrent(ds, newest)) return { waiting: `Waiting for the rollout of ${kindText} "${ds.metadata.name}" to start...` };
   return { record: newest };
 }
 
@@ -132,22 +138,22 @@ export async function wavesStatus(t: WavesTarget, o: WavesOptions, out: Out, fal
 }
 
 async function sleepUntil(deadline: number, t: WavesTarget, o: WavesOptions): Promise<void> {
-  if (Date.now() >= deadline) throw new CliError(`timed out waiting for the rollout of daemonset/${t.name} after ${o.timeout}`);
+  if (Date.now() >= deadline) throw new CliError(`timed out waiting for the rollout of ${wordOf(t)}/${t.name} after ${o.timeout}`);
   await new Promise((r) => setTimeout(r, Math.min(o.pollMs ?? POLL_MS, Math.max(0, deadline - Date.now()))));
 }
 
 /** `rollout status daemonset/NAME --dry-run`: the waves of the stored DaemonSet's next rollout; nothing changes. */
 async function wavesPreview(t: WavesTarget, out: Out): Promise<void> {
-  out(previewText(t.name, await fetchPreview(t.client, t.namespace, t.name)));
+  out(previewText(t.name, await fetchPreview(t.client, t.namespace, t.name, undefined, pluralOf(t)), wordOf(t)));
 }
 
 /** `rollout pause|resume|abort daemonset/NAME`: one call to the hub, which answers with the record. */
 export async function wavesControl(t: WavesTarget, action: WavesAction, out: Out): Promise<void> {
   let record: RolloutRecord;
   try {
-    record = (await t.client.request<RolloutRecord>('POST', rolloutEndpoint(t.namespace, t.name), { action })).body;
+    record = (await t.client.request<RolloutRecord>('POST', rolloutEndpoint(t.namespace, t.name, undefined, pluralOf(t)), { action })).body;
   } catch (e) {
-    if (e instanceof CliError) throw new CliError(`cannot ${action} the rollout of daemonset/${t.name}: ${e.message}`, e.exitCode, e.details);
+    if (e instanceof CliError) throw new CliError(`cannot ${action} the rollout of ${wordOf(t)}/${t.name}: ${e.message}`, e.exitCode, e.details);
     throw e;
   }
   out(controlLine(t.name, action, record));
@@ -157,7 +163,7 @@ const DONE_WORDS: Record<WavesAction, string> = { pause: 'paused', resume: 'resu
 
 export function controlLine(name: string, action: WavesAction, r: RolloutRecord | undefined): string {
   const where = r?.spec ? ` (rollout of revision ${r.spec.revision}${r.spec.waves.length ? `, wave ${waveText(r)}` : ''})` : '';
-  return `daemonset/${name} ${DONE_WORDS[action]}${where}`;
+  return `${r?.spec ? targetWord(r) : 'daemonset'}/${name} ${DONE_WORDS[action]}${where}`;
 }
 
 /** The template a revision had: its own record's, or failing that the previous template of the record that left it. */
@@ -175,7 +181,8 @@ export function templateOfRevision(records: RolloutRecord[], revision: number): 
  */
 export function wavesUndoTarget(ds: WavesDaemonSet, records: RolloutRecord[], toRevision: number): { body?: WavesDaemonSet; revision: number } {
   const name = ds.metadata.name;
-  if (records.length === 0) throw new CliError(`no rollout history found for daemonset "${name}"`);
+  const word = ds.kind === 'Deployment' ? 'deployment' : 'daemonset';
+  if (records.length === 0) throw new CliError(`no rollout history found for ${word} "${name}"`);
   const current = Math.max(...records.map((r) => r.spec.revision));
   let revision = toRevision;
   if (revision === 0) {
@@ -183,10 +190,10 @@ export function wavesUndoTarget(ds: WavesDaemonSet, records: RolloutRecord[], to
     const previous = earlier.find((r) => !sameTemplate(r.spec.toTemplate, ds.spec.template)) ?? earlier[0];
     const fromNewest = records.find((r) => r.spec.revision === current)?.spec.fromRevision ?? 0;
     revision = previous?.spec.revision ?? fromNewest;
-    if (!revision) throw new CliError(`no previous revision of daemonset "${name}" to roll back to`);
+    if (!revision) throw new CliError(`no previous revision of ${word} "${name}" to roll back to`);
   }
   const template = templateOfRevision(records, revision);
-  if (!template) throw new CliError(`unable to find the specified revision ${revision} in the history of daemonset/${name}`);
+  if (!template) throw new CliError(`unable to find the specified revision ${revision} in the history of ${word}/${name}`);
   if (sameTemplate(template, ds.spec.template)) return { revision };
   const { [CHANGE_CAUSE_ANNOTATION]: _cause, [STARTED_BY_ANNOTATION]: _by, ...annotations } = ds.metadata.annotations ?? {};
   const cause = records.find((r) => r.spec.revision === revision)?.spec.changeCause;
@@ -195,7 +202,7 @@ export function wavesUndoTarget(ds: WavesDaemonSet, records: RolloutRecord[], to
   annotations[STARTED_BY_ANNOTATION] = UNDO_PRINCIPAL;
   const m = ds.metadata;
   const metadata: WavesDaemonSet['metadata'] = { name: m.name, uid: m.uid, resourceVersion: m.resourceVersion, ...(m.namespace ? { namespace: m.namespace } : {}), ...(m.labels ? { labels: m.labels } : {}), ...(Object.keys(annotations).length ? { annotations } : {}) };
-  return { body: { apiVersion: ds.apiVersion ?? 'flotilla/v1', kind: 'DaemonSet', metadata, spec: { ...ds.spec, template } }, revision };
+  return { body: { apiVersion: ds.apiVersion ?? 'flotilla/v1', kind: ds.kind ?? 'DaemonSet', metadata, spec: { ...ds.spec, template } }, revision };
 }
 
 /** `rollout undo daemonset/NAME [--to-revision N]`: writes the old template back; the hub rolls it out in waves as a new revision. */
@@ -204,24 +211,24 @@ export async function wavesUndo(t: WavesTarget, ds: WavesDaemonSet, o: WavesOpti
   if (!Number.isInteger(toRevision) || toRevision < 0) throw CliError.usage(`--to-revision must be a revision number, not '${o.toRevision}'`);
   const target = wavesUndoTarget(ds, await listRecords(t, ds), toRevision);
   if (!target.body) {
-    out(`daemonset/${t.name} skipped rollback (current template already matches revision ${target.revision})`);
+    out(`${wordOf(t)}/${t.name} skipped rollback (current template already matches revision ${target.revision})`);
     return;
   }
-  await t.client.request('PUT', objectPath('daemonsets', true, t.namespace, t.name), target.body);
-  out(`daemonset/${t.name} rolled back to the template of revision ${target.revision} (a new rollout starts; follow it with: flotilla rollout status daemonset/${t.name})`);
+  await t.client.request('PUT', objectPath(pluralOf(t), true, t.namespace, t.name), target.body);
+  out(`${wordOf(t)}/${t.name} rolled back to the template of revision ${target.revision} (a new rollout starts; follow it with: flotilla rollout status ${wordOf(t)}/${t.name})`);
 }
 
 /** `rollout history daemonset/NAME [--revision N]`: the table of records, or one record in full. */
 export async function wavesHistory(t: WavesTarget, ds: WavesDaemonSet, o: WavesOptions, out: Out): Promise<void> {
   const records = await listRecords(t, ds);
   if (o.revision === undefined) {
-    out(`daemonset/${t.name}`);
+    out(`${wordOf(t)}/${t.name}`);
     out(records.length === 0 ? 'No rollout history found.' : wavesHistoryTable(records));
     return;
   }
   const record = records.find((r) => String(r.spec.revision) === o.revision);
-  if (!record) throw new CliError(`unable to find the specified revision ${o.revision} in the history of daemonset/${t.name}`);
-  out(`daemonset/${t.name} with revision #${o.revision} (${record.metadata.name})`);
+  if (!record) throw new CliError(`unable to find the specified revision ${o.revision} in the history of ${wordOf(t)}/${t.name}`);
+  out(`${wordOf(t)}/${t.name} with revision #${o.revision} (${record.metadata.name})`);
   out(recordLines(record).join('\n'));
 }
 

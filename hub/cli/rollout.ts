@@ -52,11 +52,12 @@ interface Options extends ClientOptions, WavesOptions {
  */
 const KINDS: Record<string, Partial<Record<Verb, (t: Target, o: Options, out: Out) => Promise<void>>>> = {
   Deployment: {
-    status: (t, o, out) => waitForRollout(t, o, out, (obj) => deploymentProgress(obj as DeploymentObj)),
-    history: deploymentHistory,
-    undo: deploymentUndo,
-    pause: (t, _o, out) => setPaused(t, true, out),
-    resume: (t, _o, out) => setPaused(t, false, out),
+    status: (t, o, out) => deploymentVerb('status', t, o, out),
+    history: (t, o, out) => deploymentVerb('history', t, o, out),
+    undo: (t, o, out) => deploymentVerb('undo', t, o, out),
+    pause: (t, o, out) => deploymentVerb('pause', t, o, out),
+    resume: (t, o, out) => deploymentVerb('resume', t, o, out),
+    abort: (t, o, out) => deploymentVerb('abort', t, o, out),
   },
   DaemonSet: {
     status: (t, o, out) => daemonSetVerb('status', t, o, out),
@@ -114,7 +115,7 @@ export async function rolloutCommand(verb: Verb, target: string, name: string | 
   const handler = KINDS[kind.kind]?.[verb];
   if (!handler) throw CliError.usage(`rollout ${verb} is not supported for ${kind.plural} (use ${supported.join(' or ')})`);
   if (!objectName || (inlineName && name)) throw CliError.usage(`rollout ${verb} needs one ${kind.singular}: ${kind.singular}/NAME`);
-  if (opts.dryRun && kind.kind !== 'DaemonSet') throw CliError.usage(`rollout ${verb} --dry-run is only available for daemonset/NAME (a daemonset that rolls out in waves)`);
+  if (opts.dryRun && kind.kind !== 'DaemonSet' && kind.kind !== 'Deployment') throw CliError.usage(`rollout ${verb} --dry-run is only available for daemonset/NAME or deployment/NAME (that roll out in waves)`);
   await handler({ kind, name: objectName, namespace: opts.namespace ?? 'default', client: new HubClient(opts) }, opts, out);
 }
 
@@ -133,6 +134,26 @@ async function daemonSetVerb(verb: Verb, t: Target, o: Options, out: Out): Promi
   if (verb === 'history') return wavesHistory(t, ds, o, out);
   if (verb === 'undo') return wavesUndo(t, ds, o, out);
   return wavesControl(t, verb, out);
+}
+
+/**
+ * A Deployment with `strategy.type: Waves` gets the wave verbs (its pause, resume and abort go
+ * through its rollout endpoint, not spec.paused); any other the RollingUpdate verbs as before.
+ */
+async function deploymentVerb(verb: Verb, t: Target, o: Options, out: Out): Promise<void> {
+  const d = await getObject<DeploymentObj>(t);
+  const waves = { ...t, wavesKind: 'deployment' as const };
+  if (!isWaves(d as unknown as WavesDaemonSet)) {
+    if (verb === 'status' && !o.dryRun) return waitForRollout(t, o, out, (obj) => deploymentProgress(obj as DeploymentObj));
+    if (verb === 'history') return deploymentHistory(t, o, out);
+    if (verb === 'undo') return deploymentUndo(t, o, out);
+    if (verb === 'pause' || verb === 'resume') return setPaused(t, verb === 'pause', out);
+    throw new CliError(`rollout ${verb}${o.dryRun ? ' --dry-run' : ''} is only available for a deployment with strategy type Waves; deployment/${t.name} has ${d.spec.strategy?.type ?? 'RollingUpdate'}`);
+  }
+  if (verb === 'status') return wavesStatus(waves, o, out, (x) => deploymentProgress(x as unknown as DeploymentObj));
+  if (verb === 'history') return wavesHistory(waves, d as unknown as WavesDaemonSet, o, out);
+  if (verb === 'undo') return wavesUndo(waves, d as unknown as WavesDaemonSet, o, out);
+  return wavesControl(waves, verb, out);
 }
 
 /** Polls the object until `progress` says done: each new line printed, as kubectl rollout status. */

@@ -10,6 +10,7 @@ import {
   type Fenceposts,
   type ReplicaSetView,
 } from './deployment-plan.js';
+import { WAVES } from '../../shared/resources/waves.js';
 import { calculateStatus, DEFAULT_PROGRESS_DEADLINE_SECONDS, getCondition, isComplete, Reason, rolloutVerdict, setCondition } from './deployment-status.js';
 
 export const DEFAULT_REVISION_HISTORY_LIMIT = 10;
@@ -26,6 +27,22 @@ export interface DeploymentState {
   /** The name (and pod-template-hash) a new ReplicaSet would get. */
   candidate: { name: string; hash: string };
   now: number;
+  /** strategy type Waves: where its rollout stands (hub/controllers/waves/deployment.ts); undefined holds every ReplicaSet as it is. */
+  waves?: WavesScale;
+}
+
+/**
+ * The sizes a Waves rollout asks of a Deployment's ReplicaSets: the new one holds the pods
+ * released so far (the cumulative size of the waves released), the old ones the rest.
+ */
+export interface WavesScale {
+  newReplicas: number;
+  /** The ReplicaSet the rollout moves from: it gets the pods back on a rollback. */
+  fromName?: string;
+  /** start-first: old pods go once new ones are available; stop-first: up to maxUnavailable before. */
+  order: 'start-first' | 'stop-first';
+  /** maxUnavailable of the wave in progress, in pods. */
+  maxUnavailable: number;
 }
 
 export type DeploymentAction =
@@ -83,6 +100,12 @@ class Planner {
 
   run(): DeploymentPlan {
     this.pausedConditions();
+    if (this.s.spec.strategy?.type === WAVES) {
+      // The rollout record keeps its own progress deadline (its waves' health gates).
+      if (this.s.waves && !this.s.spec.paused) this.waves(this.s.waves);
+      else if (this.s.waves) this.sync();
+      return this.finish(false);
+    }
     if (this.s.spec.paused || this.isScalingEvent()) {
       this.sync();
       return this.finish(false);
@@ -139,6 +162,34 @@ class Planner {
     }
     if (scaledDown) return;
     if (this.complete()) this.cleanup();
+  }
+
+  /**
+   * A Waves rollout: the new ReplicaSet to the pods released so far, the old ones down by as
+   * much, no faster than availability allows (as rolling() does, with the wave's maxUnavailable);
+   * back up when the rollout rolls back, or the Deployment grew.
+   */
+  private waves(w: WavesScale): void {
+    const target = Math.min(w.newReplicas, this.replicas);
+    const newRS = this.findNew() ?? this.createNew(target);
+    if (newRS.replicas !== target) this.scale(newRS, target);
+    const floor = this.replicas - target;
+    const active = this.olds.filter((v) => v.replicas > 0);
+    const oldTotal = active.reduce((n, v) => n + v.replicas, 0);
+    if (oldTotal < floor) {
+      const from = this.olds.find((v) => v.name === w.fromName) ?? [...active].sort((a, b) => a.created.localeCompare(b.created)).at(-1);
+      if (from) this.scale(from, from.replicas + floor - oldTotal);
+    } else if (oldTotal > floor) {
+      let budget = oldTotal - floor;
+      for (const [name, size] of oldReplicaSetSizes(this.replicas, w.order === 'stop-first' ? w.maxUnavailable : 0, newRS, this.olds)) {
+        const v = this.olds.find((o) => o.name === name)!;
+        const down = Math.min(v.replicas - size, budget);
+        if (down <= 0) continue;
+        this.scale(v, v.replicas - down);
+        budget -= down;
+      }
+    }
+    if (target === this.replicas && this.complete()) this.cleanup();
   }
 
   /** Every old pod goes before the first new one starts (Kubernetes' rolloutRecreate). */

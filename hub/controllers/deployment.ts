@@ -1,12 +1,13 @@
 import { labelSelectorAsSelector, type Selector } from '../../shared/labels/selector.js';
 import { POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, type DeploymentSpec, type DeploymentStatus, type ReplicaSetSpec, type ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { PodTemplate } from '../../shared/resources/daemonset.js';
+import { WAVES } from '../../shared/resources/waves.js';
 import { canonicalJson } from '../store/shape.js';
 import type { StoredObject, WatchEvent } from '../store/types.js';
 import type { WatchOptions } from '../store/watch.js';
 import { Controller, ownerKey, type ControllerContext } from './controller.js';
 import type { ReplicaSetView } from './deployment-plan.js';
-import { planDeployment, type DeploymentAction, type DeploymentPlan } from './deployment-sync.js';
+import { planDeployment, type DeploymentAction, type DeploymentPlan, type WavesScale } from './deployment-sync.js';
 import { templateHash } from './names.js';
 import { objectKey, splitKey, type ReconcileResult } from './queue.js';
 import { controllerNamed, countReplicas, isControlledBy, podPhase, podStanding } from './replicaset-pods.js';
@@ -21,6 +22,8 @@ const NOT_COPIED = new Set([REVISION_ANNOTATION, DESIRED_REPLICAS_ANNOTATION, MA
 export interface DeploymentControllerOptions {
   /** The controller's clock (ms since the epoch); tests pass their own. */
   now?: () => number;
+  /** For a Deployment of strategy type Waves: the sizes its rollout asks for (hub/controllers/waves/deployment.ts). */
+  wavesScale?: (d: StoredObject) => WavesScale | undefined;
 }
 
 /**
@@ -36,10 +39,12 @@ export interface DeploymentControllerOptions {
  */
 export class DeploymentController extends Controller {
   private readonly now: () => number;
+  private readonly wavesScale: DeploymentControllerOptions['wavesScale'];
 
   constructor(ctx: ControllerContext, opts: DeploymentControllerOptions = {}) {
     super('deployment', ctx);
     this.now = opts.now ?? Date.now;
+    this.wavesScale = opts.wavesScale;
   }
 
   protected triggers(): [WatchOptions, (e: WatchEvent) => string | undefined][] {
@@ -86,7 +91,9 @@ export class DeploymentController extends Controller {
         if (next !== undefined) nextAvailableInMs = Math.min(nextAvailableInMs ?? next, next);
         return view;
       };
+      const waves = spec.strategy?.type === WAVES ? this.wavesScale?.(d) : undefined;
       const plan = planDeployment({
+        ...(waves ? { waves } : {}),
         name,
         generation: d.metadata.generation,
         spec,

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { podTemplateSchema } from './daemonset.js';
 import type { FieldError } from './fields.js';
 import { labelSelectorSchema } from './meta.js';
+import { WAVES, wavesFieldsShape } from './waves.js';
 import { intOrPercent, nonNegativeInt, positiveInt, type IntOrPercent } from './workload.js';
 
 /** Deployment (apps/v1 subset): replicas placed by the scheduler, revisions kept as ReplicaSets. */
@@ -11,8 +12,10 @@ export const deploymentSpecSchema = z.object({
   template: podTemplateSchema,
   strategy: z
     .object({
-      type: z.enum(['RollingUpdate', 'Recreate']).optional(),
+      type: z.enum(['RollingUpdate', 'Recreate', WAVES]).optional(),
       rollingUpdate: z.object({ maxSurge: intOrPercent.optional(), maxUnavailable: intOrPercent.optional() }).optional(),
+      // type Waves (shared/resources/waves.ts), as on a DaemonSet's updateStrategy; waves count pods (replicas).
+      ...wavesFieldsShape,
     })
     .optional(),
   minReadySeconds: nonNegativeInt.optional(),
@@ -81,6 +84,7 @@ export function checkDeploymentSpec(body: Record<string, unknown>): FieldError[]
   const path = 'spec.strategy.rollingUpdate';
   const rolling = spec.strategy?.rollingUpdate;
   if (spec.strategy?.type === 'Recreate' && rolling) errors.push({ path, message: "may not be specified when strategy type is 'Recreate'" });
+  errors.push(...checkWavesStrategy(spec));
   const isZero = (v: IntOrPercent) => v === 0 || v === '0%';
   if (rolling && isZero(rolling.maxSurge ?? DEFAULT_MAX_SURGE) && isZero(rolling.maxUnavailable ?? DEFAULT_MAX_UNAVAILABLE)) {
     errors.push({ path: `${path}.maxUnavailable`, message: 'may not be 0 when maxSurge is 0 (the rollout could never make progress)' });
@@ -91,5 +95,27 @@ export function checkDeploymentSpec(body: Record<string, unknown>): FieldError[]
   if (spec.progressDeadlineSeconds !== undefined && spec.progressDeadlineSeconds <= (spec.minReadySeconds ?? 0)) {
     errors.push({ path: 'spec.progressDeadlineSeconds', message: 'must be greater than minReadySeconds' });
   }
+  return errors;
+}
+
+/**
+ * A Deployment's strategy of type Waves: the waves fields only with it, waves required, and no
+ * selector waves (a Deployment's pods are placed by the scheduler, so its waves count pods).
+ */
+function checkWavesStrategy(spec: DeploymentSpec): FieldError[] {
+  const s = spec.strategy;
+  if (!s) return [];
+  const errors: FieldError[] = [];
+  if (s.type !== WAVES) {
+    for (const key of Object.keys(wavesFieldsShape)) {
+      if ((s as Record<string, unknown>)[key] !== undefined) errors.push({ path: `spec.strategy.${key}`, message: 'only with type Waves' });
+    }
+    return errors;
+  }
+  if (!s.waves) errors.push({ path: 'spec.strategy.waves', message: 'is required with type Waves' });
+  if (s.rollingUpdate) errors.push({ path: 'spec.strategy.rollingUpdate', message: "may not be specified when strategy type is 'Waves'" });
+  (s.waves ?? []).forEach((w, i) => {
+    if (w.selector !== undefined) errors.push({ path: `spec.strategy.waves[${i}].selector`, message: 'selector waves place pods on matching devices, which only a DaemonSet does; use count or percent' });
+  });
   return errors;
 }

@@ -17,7 +17,7 @@ export const ROLLOUT_KIND = 'Rollout';
 export const rolloutSpecSchema = z.record(z.string(), z.unknown());
 
 export interface RolloutSpec {
-  target: { kind: 'DaemonSet'; name: string; uid: string };
+  target: { kind: 'DaemonSet' | 'Deployment'; name: string; uid: string };
   /** The revision rolled out; revisions count from 1 per DaemonSet. */
   revision: number;
   /** The revision the devices run before; 0 for the first. */
@@ -76,6 +76,7 @@ export interface WaveStatus {
 }
 
 export interface FailedNode {
+  /** The device's node; for a Deployment (whose waves count pods), the pod's name. */
   node: string;
   wave: string;
   /** CrashLoopBackOff, ImagePullBackOff, ReadinessFailed, ProgressDeadlineExceeded, Offline, … */

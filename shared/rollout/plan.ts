@@ -13,6 +13,8 @@ export interface PlanNode {
 export interface PlannedWave {
   name: string;
   nodes: string[];
+  /** For a Deployment (whose waves count pods, not devices): how many of its pods the wave moves; `nodes` is then empty. */
+  replicas?: number;
   /** Seconds to wait after the wave passed; 'resume' to wait for `rollout resume`; absent: go on. */
   pause?: number | 'resume';
 }
@@ -22,7 +24,7 @@ export function nodeRank(uid: string): string {
   return createHash('sha256').update(uid).digest('hex');
 }
 
-function pauseOf(w: Wave): PlannedWave['pause'] {
+export function pauseOf(w: Wave): PlannedWave['pause'] {
   if (w.pause === undefined) return undefined;
   if (typeof w.pause === 'string') return durationSeconds(w.pause);
   return w.pause.duration !== undefined ? durationSeconds(w.pause.duration) : 'resume';

@@ -149,7 +149,7 @@ describe('usage errors (exit 2)', () => {
 
   it('names what rollout supports for each verb', async () => {
     await usage(rolloutCommand('status', 'pod/web', undefined, {}, () => {}), 'rollout status is not supported for pods (use deployment/NAME or daemonset/NAME)');
-    await usage(rolloutCommand('abort', 'deployment/web', undefined, {}, () => {}), 'rollout abort is not supported for deployments (use daemonset/NAME)');
+    await usage(rolloutCommand('abort', 'replicaset/web', undefined, {}, () => {}), 'rollout abort is not supported for replicasets (use deployment/NAME or daemonset/NAME)');
     await usage(rolloutCommand('history', 'gadget/web', undefined, {}, () => {}), 'rollout history: unknown resource type "gadget" (use deployment/NAME or daemonset/NAME)');
     await usage(rolloutCommand('pause', 'deployment', undefined, {}, () => {}), 'rollout pause needs one deployment: deployment/NAME');
   });

@@ -86,6 +86,7 @@ export class WavesController extends Controller {
     this.unwatchOwn.push(
       this.store.watch({ kind: ROLLOUT_KIND, fromResourceVersion: records.resourceVersion }, (e) => {
         if (e.type === 'DELETED') {
+          if (specOf(e.object).target.kind !== 'DaemonSet') return;
           const key = this.dsKeyOf(e.object);
           if (this.latest.get(key)?.metadata.name === e.object.metadata.name) this.latest.delete(key);
           this.poke(key);
@@ -110,6 +111,8 @@ export class WavesController extends Controller {
   }
 
   private remember(record: StoredObject): void {
+    // Records of Deployments are the Deployment rollout controller's (deployment.ts).
+    if (specOf(record).target.kind !== 'DaemonSet') return;
     const key = this.dsKeyOf(record);
     const cur = this.latest.get(key);
     if (!cur || specOf(cur).revision <= specOf(record).revision) this.latest.set(key, record);

@@ -92,24 +92,31 @@ export function assessDevice(d: DeviceInput, ctx: GateContext): DeviceAssessment
   const locked = onNew && lockedAt !== undefined && !(overrideAt !== undefined && overrideCovers(lockedAt, overrideAt));
   const updated = current && !locked;
   const podReady = updated && pod.ready && pod.running;
-  const base = { released, ...(releasedAt !== undefined ? { releasedAt } : {}), updated, podReady, lockedNow: locked };
-  if (d.recordedSkip) return { ...base, state: 'skipped' };
-  if (d.recordedFailure) return { ...base, state: 'failed' };
-  if (!released) return { ...base, state: online ? 'pending' : 'offline' };
+  // Built without spreads: a pass assesses every device of the rollout, thousands at a time.
+  const out = (state: DeviceState, nextAt?: number): DeviceAssessment => {
+    const a: DeviceAssessment = { state, released, updated, podReady, lockedNow: locked };
+    if (releasedAt !== undefined) a.releasedAt = releasedAt;
+    if (nextAt !== undefined) a.nextAt = nextAt;
+    return a;
+  };
+  const failed = (reason: string, message: string): DeviceAssessment => Object.assign(out('failed'), { failure: { reason, message } });
+  if (d.recordedSkip) return out('skipped');
+  if (d.recordedFailure) return out('failed');
+  if (!released) return out(online ? 'pending' : 'offline');
 
   const maxAgeMs = strategy.updateLockMaxAgeSeconds * 1000;
   if (locked) {
     const due = lockedAt + maxAgeMs;
     // A device that holds a lock waits (it is neither updating nor failed) until the override.
-    if (now >= due) return { ...base, state: 'locked', overrideLock: pod.lockedSince! };
-    return { ...base, state: 'locked', nextAt: due };
+    if (now >= due) return Object.assign(out('locked'), { overrideLock: pod.lockedSince! });
+    return out('locked', due);
   }
-  if (current && pod.failure) return { ...base, state: 'failed', failure: { reason: pod.failure.reason, message: pod.failure.message ?? `container waiting: ${pod.failure.reason}` } };
+  if (current && pod.failure) return failed(pod.failure.reason, pod.failure.message ?? `container waiting: ${pod.failure.reason}`);
   if (podReady && online) {
     const since = at(pod.readySince) ?? now;
     const readyAt = since + strategy.healthGate.minReadySeconds * 1000;
-    if (now >= readyAt) return { ...base, state: 'ready' };
-    return { ...base, state: 'updating', nextAt: readyAt };
+    if (now >= readyAt) return out('ready');
+    return out('updating', readyAt);
   }
   // The progress deadline runs from the release, or from the end of a lock that held the update back.
   let deadlineBase = releasedAt ?? ctx.waveBase;
@@ -117,16 +124,16 @@ export function assessDevice(d: DeviceInput, ctx: GateContext): DeviceAssessment
   if (overrideAt !== undefined) deadlineBase = Math.max(deadlineBase, overrideAt + maxAgeMs);
   const deadline = deadlineBase + strategy.healthGate.progressDeadlineSeconds * 1000;
   const state: DeviceState = online ? 'updating' : 'offline';
-  if (now < deadline) return { ...base, state, nextAt: deadline };
+  if (now < deadline) return out(state, deadline);
   const seconds = strategy.healthGate.progressDeadlineSeconds;
   if (!online) {
     // Under offlineNodes: skip an offline device is left out of the gate while it is away (see waveVerdict).
-    if (strategy.offlineNodes === 'skip') return { ...base, state };
-    if (strategy.offlineAfterDeadline === 'skipped') return { ...base, state: 'skipped', skip: 'Offline' };
-    return { ...base, state: 'failed', failure: { reason: 'Offline', message: `node offline ${seconds}s after its update was released` } };
+    if (strategy.offlineNodes === 'skip') return out(state);
+    if (strategy.offlineAfterDeadline === 'skipped') return Object.assign(out('skipped'), { skip: 'Offline' });
+    return failed('Offline', `node offline ${seconds}s after its update was released`);
   }
-  if (current && pod.running && !pod.ready) return { ...base, state: 'failed', failure: { reason: 'ReadinessFailed', message: `updated pod not Ready ${seconds}s after its update was released` } };
-  return { ...base, state: 'failed', failure: { reason: 'ProgressDeadlineExceeded', message: `no Ready updated pod ${seconds}s after the update was released` } };
+  if (current && pod.running && !pod.ready) return failed('ReadinessFailed', `updated pod not Ready ${seconds}s after its update was released`);
+  return failed('ProgressDeadlineExceeded', `no Ready updated pod ${seconds}s after the update was released`);
 }
 
 /** Failures the gate tolerates: maxFailed, or maxFailedPercent of the devices released so far, whichever allows more. */

@@ -18,6 +18,34 @@ export interface RolloutRuntime {
   pending: Map<string, number>;
   /** Last time a device was seen holding an update lock (ms). */
   lastLockedAt: Map<string, number>;
+  /** The targets and each wave's members, as of the view's targetsVersion: a pass rebuilds them only when a node came, went or was relabelled. */
+  membership?: Membership;
+}
+
+interface Membership {
+  version: number;
+  /** The targets' names. */
+  targets: string[];
+  /** Each wave's devices: the planned ones still targeted, in their planned order, then those that joined. */
+  members: string[][];
+}
+
+/** The rollout's targets and wave members now; joins and leaves are noted in the runtime. */
+function membershipOf(record: StoredObject, view: WavesView, runtime: RolloutRuntime, status: RolloutStatus): Membership {
+  if (runtime.membership?.version === view.targetsVersion) return runtime.membership;
+  const spec = specOf(record);
+  const targets = targetsOf(spec.toTemplate, view.nodes);
+  const targeted = new Set(targets.map((t) => t.name));
+  const members = spec.waves.map((w) => w.nodes.filter((n) => targeted.has(n)));
+  for (const t of targets) {
+    if (runtime.planned.has(t.name)) continue;
+    let w = runtime.joined.get(t.name);
+    if (w === undefined) runtime.joined.set(t.name, (w = joinWave(status)));
+    members[w]!.push(t.name);
+  }
+  for (const n of runtime.joined.keys()) if (!targeted.has(n)) runtime.joined.delete(n);
+  runtime.membership = { version: view.targetsVersion, targets: [...targeted], members };
+  return runtime.membership;
 }
 
 export interface ProgressContext {
@@ -87,19 +115,8 @@ export function advance(ctx: ProgressContext): ProgressResult {
   const status = structuredClone(statusOf(record));
   if (isFinished(status.phase)) return { status, revisionsChanged: false };
   const strategy = spec.strategy;
-  const targets = targetsOf(spec.toTemplate, view.nodes);
-  if (status.phase === 'RollingBack') return rollingBack(ctx, status, targets.map((t) => t.name));
-
-  // Membership: the planned devices still targeted, in their planned order, then those that joined.
-  const targeted = new Set(targets.map((t) => t.name));
-  const members = spec.waves.map((w) => w.nodes.filter((n) => targeted.has(n)));
-  for (const t of targets) {
-    if (runtime.planned.has(t.name)) continue;
-    let w = runtime.joined.get(t.name);
-    if (w === undefined) runtime.joined.set(t.name, (w = joinWave(status)));
-    members[w]!.push(t.name);
-  }
-  for (const n of runtime.joined.keys()) if (!targeted.has(n)) runtime.joined.delete(n);
+  const { targets, members } = membershipOf(record, view, runtime, status);
+  if (status.phase === 'RollingBack') return rollingBack(ctx, status, targets);
 
   const toImages: Record<string, string> = {};
   for (const c of spec.toTemplate.spec.containers) toImages[c.name] = c.image;
@@ -133,7 +150,9 @@ export function advance(ctx: ProgressContext): ProgressResult {
     }
     return base;
   };
-  if (status.phase === 'Progressing') applyWaveDeadline(devices[current]!, strategy, now, waveBase(current));
+  let currentBase: number | undefined;
+  const baseOfCurrent = () => (currentBase ??= waveBase(current));
+  if (status.phase === 'Progressing') applyWaveDeadline(devices[current]!, strategy, now, baseOfCurrent());
 
   // Failures, skips and lock overrides of the waves that have started.
   for (let i = 0; i <= current && i < devices.length; i++) {
@@ -170,7 +189,7 @@ export function advance(ctx: ProgressContext): ProgressResult {
     const ws = status.waves[current]!;
     const released = devices.slice(0, current + 1).reduce((n, wave) => n + wave.filter((d) => d.a.released).length, 0);
     const failures = status.failedNodes.length - (status.acceptedFailures ?? 0);
-    const verdict = waveVerdict(devices[current]!, failures, toleratedFailures(strategy, released), strategy, now, waveBase(current));
+    const verdict = waveVerdict(devices[current]!, failures, toleratedFailures(strategy, released), strategy, now, baseOfCurrent());
     if (verdict.kind === 'passed') {
       ws.phase = 'Passed';
       ws.finishedAt = iso(now);
@@ -219,7 +238,8 @@ export function advance(ctx: ProgressContext): ProgressResult {
     } else {
       soonest(verdict.nextAt);
       const recent: number[] = [];
-      for (const wave of devices) for (const d of wave) if (d.a.releasedAt !== undefined) recent.push(d.a.releasedAt);
+      // The release times of the whole rollout matter only to the rate limit.
+      if (strategy.maxPerMinute !== undefined) for (const wave of devices) for (const d of wave) if (d.a.releasedAt !== undefined) recent.push(d.a.releasedAt);
       const plan = planRelease(devices[current]!, strategy, recent, now);
       // Skipped devices of started waves converge when they are back.
       for (let i = 0; i <= current; i++) for (const d of devices[i]!) if (d.a.state === 'skipped' && !d.a.released && view.nodes.get(d.node)?.ready) plan.nodes.push(d.node);

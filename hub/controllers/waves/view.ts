@@ -49,7 +49,7 @@ function daemonSetOwner(pod: StoredObject): { name: string; uid: string } | unde
   return pod.metadata.ownerReferences?.find((o) => o.controller && o.kind === 'DaemonSet');
 }
 
-function podFacts(pod: StoredObject, owner: { uid: string }): WavePod {
+export function podFacts(pod: StoredObject, owner: { uid: string }): WavePod {
   const status = pod.status as PodStatus | undefined;
   const readyCond = status?.conditions?.find((c) => c.type === 'Ready');
   const lock = status?.conditions?.find((c) => c.type === UPDATE_LOCKED_CONDITION);
@@ -106,6 +106,8 @@ function sameJson(a: unknown, b: unknown): boolean {
  */
 export class WavesView {
   readonly nodes = new Map<string, WaveNode>();
+  /** Bumped when a node comes, goes, or changes its labels or uid: what the targets of a rollout depend on (not readiness). */
+  targetsVersion = 0;
   /** By DaemonSet key, then node name. */
   private readonly pods = new Map<string, Map<string, WavePod>>();
   /** The DaemonSet key and node of each indexed pod, by pod key. */
@@ -139,7 +141,10 @@ export class WavesView {
   /** Applies a node change; true when it may matter to a rollout (not a heartbeat). */
   onNode(e: WatchEvent): boolean {
     const name = e.object.metadata.name;
-    if (e.type === 'DELETED') return this.nodes.delete(name);
+    if (e.type === 'DELETED') {
+      if (this.nodes.has(name)) this.targetsVersion++;
+      return this.nodes.delete(name);
+    }
     const status = e.object.status as NodeStatus | undefined;
     const next: WaveNode = {
       uid: e.object.metadata.uid,
@@ -147,7 +152,9 @@ export class WavesView {
       ready: isNodeReady(status),
       ...(status?.desiredRevision !== undefined ? { desiredRevision: status.desiredRevision } : {}),
     };
-    if (sameJson(this.nodes.get(name), next)) return false;
+    const prev = this.nodes.get(name);
+    if (sameJson(prev, next)) return false;
+    if (!prev || prev.uid !== next.uid || !sameJson(prev.labels, next.labels)) this.targetsVersion++;
     this.nodes.set(name, next);
     return true;
   }
