@@ -23,6 +23,7 @@ export class EmbeddedBroker implements MessageBus {
   private wrapBatch: ((run: () => void) => void) | undefined;
   private readonly pending: { deliver: () => void; done: () => void }[] = [];
   private flushScheduled = false;
+  private closed = false;
 
   private constructor(
     private readonly aedes: Aedes,
@@ -108,21 +109,26 @@ export class EmbeddedBroker implements MessageBus {
   }
 
   private scheduleFlush(): void {
-    if (this.flushScheduled) return;
+    if (this.flushScheduled || this.closed) return;
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      const batch = this.pending.splice(0, MAX_BATCH);
+      if (this.closed) return;
+      this.flushBatch();
       if (this.pending.length > 0) this.scheduleFlush();
-      try {
-        this.wrapBatch!(() => {
-          for (const m of batch) m.deliver();
-        });
-      } catch (err) {
-        this.log.error({ err, messages: batch.length }, 'a batch of messages could not be committed');
-      }
-      for (const m of batch) m.done();
     });
+  }
+
+  private flushBatch(): void {
+    const batch = this.pending.splice(0, MAX_BATCH);
+    try {
+      this.wrapBatch!(() => {
+        for (const m of batch) m.deliver();
+      });
+    } catch (err) {
+      this.log.error({ err, messages: batch.length }, 'a batch of messages could not be committed');
+    }
+    for (const m of batch) m.done();
   }
 
   disconnectNode(node: string): void {
@@ -141,6 +147,9 @@ export class EmbeddedBroker implements MessageBus {
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // What arrived before the close is still handled now, while the hub's store is open; nothing after.
+    while (this.pending.length > 0) this.flushBatch();
+    this.closed = true;
   }
 }
 
