@@ -18,6 +18,8 @@ export const deploymentSpecSchema = z.object({
       ...wavesFieldsShape,
     })
     .optional(),
+  /** A DaemonSet's name for the strategy: kept only to be refused with a pointer to `strategy` (checkDeploymentSpec). */
+  updateStrategy: z.unknown().optional(),
   minReadySeconds: nonNegativeInt.optional(),
   revisionHistoryLimit: nonNegativeInt.optional(),
   progressDeadlineSeconds: positiveInt.optional(),
@@ -84,6 +86,7 @@ export function checkDeploymentSpec(body: Record<string, unknown>): FieldError[]
   const path = 'spec.strategy.rollingUpdate';
   const rolling = spec.strategy?.rollingUpdate;
   if (spec.strategy?.type === 'Recreate' && rolling) errors.push({ path, message: "may not be specified when strategy type is 'Recreate'" });
+  if (spec.updateStrategy !== undefined) errors.push({ path: 'spec.updateStrategy', message: "a Deployment's strategy is spec.strategy, as in Kubernetes (type Waves included); updateStrategy is a DaemonSet's" });
   errors.push(...checkWavesStrategy(spec));
   const isZero = (v: IntOrPercent) => v === 0 || v === '0%';
   if (rolling && isZero(rolling.maxSurge ?? DEFAULT_MAX_SURGE) && isZero(rolling.maxUnavailable ?? DEFAULT_MAX_UNAVAILABLE)) {

@@ -22,6 +22,13 @@ function errorsOf(spec: Record<string, unknown>): string[] {
 }
 
 describe('Deployment validation', () => {
+  it("refuses a DaemonSet's updateStrategy on a Deployment, pointing to spec.strategy", () => {
+    expect(errorsOf({ updateStrategy: { type: 'Waves', waves: [{ count: 1 }] } })).toEqual([
+      "spec.updateStrategy: a Deployment's strategy is spec.strategy, as in Kubernetes (type Waves included); updateStrategy is a DaemonSet's",
+    ]);
+    expect(errorsOf({ strategy: { type: 'Waves', waves: [{ count: 1 }, { percent: 100 }] } })).toEqual([]);
+  });
+
   it('refuses maxSurge and maxUnavailable both 0, naming the field', () => {
     const why = 'spec.strategy.rollingUpdate.maxUnavailable: may not be 0 when maxSurge is 0 (the rollout could never make progress)';
     expect(errorsOf({ strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 0 } } })).toEqual([why]);
