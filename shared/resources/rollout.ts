@@ -51,7 +51,8 @@ export type RolloutPhase =
   /** A newer revision was applied mid-rollout and took over. */
   | 'Superseded';
 
-export type WavePhase = 'Pending' | 'Progressing' | 'Paused' | 'Passed' | 'Failed';
+/** Stopped: the rollout was aborted or superseded while the wave was open. */
+export type WavePhase = 'Pending' | 'Progressing' | 'Paused' | 'Passed' | 'Failed' | 'Stopped';
 
 export interface WaveStatus {
   name: string;

@@ -120,6 +120,9 @@ describe('Waves rollout of a DaemonSet', () => {
     advanceBy(f, 120);
     expect(images(f)).toEqual(frozen);
     expect(statusOf(f, 2).phase).toBe('Aborted');
+    // The wave it stopped in is marked so, not left "Progressing".
+    expect(statusOf(f, 2).waves.map((w) => w.phase)).not.toContain('Progressing');
+    expect(statusOf(f, 2).waves.map((w) => w.phase)).toContain('Stopped');
     expect(f.waves.act('default', 'reader', 'abort')).toMatchObject({ ok: false, status: 409 });
     expect(reasons(f)).toEqual(expect.arrayContaining(['RolloutPaused', 'RolloutResumed', 'RolloutAborted']));
   });

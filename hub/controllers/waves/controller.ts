@@ -10,7 +10,7 @@ import type { RevisionChooser } from '../daemonset.js';
 import { templateHash } from '../names.js';
 import { objectKey, splitKey, type ReconcileResult } from '../queue.js';
 import { advance, resumeRollout, type RolloutRuntime } from './progress.js';
-import { fromOf, isActive, isFinished, newRolloutRecord, ROLLOUT_DAEMONSET_LABEL, specOf, statusOf, wavesStrategyOf } from './records.js';
+import { endedStatus, fromOf, isActive, isFinished, newRolloutRecord, ROLLOUT_DAEMONSET_LABEL, specOf, statusOf, wavesStrategyOf } from './records.js';
 import { targetsOf, waveIndexOf } from './targets.js';
 import { nodeRevisions } from './revisions.js';
 import { WavesView, type WavePod } from './view.js';
@@ -225,8 +225,7 @@ export class WavesController extends Controller {
 
   /** Ends a rollout that has not finished: Superseded or Aborted. */
   private finish(ds: StoredObject, record: StoredObject, phase: 'Superseded' | 'Aborted', message: string, reason: string): StoredObject {
-    const status: RolloutStatus = { ...statusOf(record), phase, message, finishedAt: new Date(this.now()).toISOString() };
-    delete status.pauseUntil;
+    const status = endedStatus(record, phase, message, this.now());
     const written = this.writeStatus(record, status);
     this.note(ds, record, phase === 'Aborted' ? 'Warning' : 'Normal', reason, `revision ${specOf(record).revision}: ${message}`);
     return written;

@@ -16,7 +16,7 @@ import type { ActionResult, RolloutAction } from './controller.js';
 import { advanceDeployment, releasedPods, waveSizes, type DeploymentRuntime } from './deployment-progress.js';
 import { deploymentWavesStrategy, newDeploymentRolloutRecord, ROLLOUT_DEPLOYMENT_LABEL } from './deployment-records.js';
 import { resumeRollout } from './progress.js';
-import { fromOf, isActive, isFinished, specOf, statusOf } from './records.js';
+import { endedStatus, fromOf, isActive, isFinished, specOf, statusOf } from './records.js';
 import { waveUnavailable } from './release.js';
 import type { WaveNode } from './view.js';
 
@@ -200,8 +200,7 @@ export class DeploymentWavesController extends Controller {
   }
 
   private finish(d: StoredObject, record: StoredObject, phase: 'Superseded' | 'Aborted', message: string, reason: string): StoredObject {
-    const status: RolloutStatus = { ...statusOf(record), phase, message, finishedAt: new Date(this.now()).toISOString() };
-    delete status.pauseUntil;
+    const status = endedStatus(record, phase, message, this.now());
     const written = this.writeStatus(record, status);
     this.note(d, record, phase === 'Aborted' ? 'Warning' : 'Normal', reason, `revision ${specOf(record).revision}: ${message}`);
     return written;

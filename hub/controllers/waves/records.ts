@@ -38,6 +38,15 @@ export function specOf(record: StoredObject): RolloutSpec {
   return record.spec as RolloutSpec;
 }
 
+/** The status of a rollout ended by abort or a newer revision: the wave it stopped in says so. */
+export function endedStatus(record: StoredObject, phase: 'Superseded' | 'Aborted', message: string, now: number): RolloutStatus {
+  const before = statusOf(record);
+  const waves = before.waves.map((w) => (w.phase === 'Progressing' || w.phase === 'Paused' ? { ...w, phase: 'Stopped' as const } : w));
+  const status: RolloutStatus = { ...before, waves, phase, message, finishedAt: new Date(now).toISOString() };
+  delete status.pauseUntil;
+  return status;
+}
+
 export function statusOf(record: StoredObject): RolloutStatus {
   return record.status as RolloutStatus;
 }
