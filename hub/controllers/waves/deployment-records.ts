@@ -1,10 +1,10 @@
 import type { DeploymentSpec } from '../../../shared/resources/deployment.js';
 import type { PodTemplate } from '../../../shared/resources/daemonset.js';
-import { ROLLOUT_KIND, type RolloutSpec, type RolloutStatus } from '../../../shared/resources/rollout.js';
+import { ROLLOUT_KIND, type RolloutStatus } from '../../../shared/resources/rollout.js';
 import { WAVES, wavesStrategy, type WavesStrategy } from '../../../shared/resources/waves.js';
 import type { PlannedWave } from '../../../shared/rollout/plan.js';
 import type { NewObject, StoredObject } from '../../store/types.js';
-import { CHANGE_CAUSE_ANNOTATION, DEFAULT_PRINCIPAL, STARTED_BY_ANNOTATION } from './records.js';
+import { rolloutSpecFor } from './records.js';
 
 /** The label that ties a Rollout record to its Deployment (records are listed by it). */
 export const ROLLOUT_DEPLOYMENT_LABEL = 'flotilla.io/deployment';
@@ -40,20 +40,7 @@ export interface NewDeploymentRollout {
 /** The record of a Deployment's new rollout, written once when it starts. */
 export function newDeploymentRolloutRecord(r: NewDeploymentRollout): NewObject {
   const now = new Date(r.now).toISOString();
-  const annotations = r.d.metadata.annotations ?? {};
-  const changeCause = annotations[CHANGE_CAUSE_ANNOTATION];
-  const spec: RolloutSpec = {
-    target: { kind: 'Deployment', name: r.d.metadata.name, uid: r.d.metadata.uid },
-    revision: r.revision,
-    fromRevision: r.from?.revision ?? 0,
-    ...(r.from ? { fromHash: r.from.hash, fromTemplate: r.from.template } : {}),
-    toHash: r.to.hash,
-    toTemplate: r.to.template,
-    strategy: r.strategy,
-    waves: r.waves,
-    startedBy: annotations[STARTED_BY_ANNOTATION] ?? DEFAULT_PRINCIPAL,
-    ...(changeCause !== undefined ? { changeCause } : {}),
-  };
+  const spec = rolloutSpecFor('Deployment', r.d, r);
   const status: RolloutStatus =
     r.doneAtOnce !== undefined
       ? { phase: 'Succeeded', wave: 0, waves: [], failedNodes: [], startedAt: now, finishedAt: now, message: r.doneAtOnce }

@@ -77,16 +77,12 @@ function waveStatus(w: PlannedWave, started: boolean, now: string): WaveStatus {
   };
 }
 
-/**
- * The record of a new rollout, written once when it starts. Without a previous revision it is
- * the DaemonSet's first template: nothing to roll from, so it is recorded as Succeeded at once.
- */
-export function newRolloutRecord(r: NewRollout): NewObject {
-  const now = new Date(r.now).toISOString();
-  const annotations = r.ds.metadata.annotations ?? {};
+/** What a rollout of `target` (a DaemonSet or a Deployment) is, decided when it starts: who, from what, to what, in which waves. */
+export function rolloutSpecFor(kind: RolloutSpec['target']['kind'], target: StoredObject, r: Pick<NewRollout, 'revision' | 'from' | 'to' | 'strategy' | 'waves'>): RolloutSpec {
+  const annotations = target.metadata.annotations ?? {};
   const changeCause = annotations[CHANGE_CAUSE_ANNOTATION];
-  const spec: RolloutSpec = {
-    target: { kind: 'DaemonSet', name: r.ds.metadata.name, uid: r.ds.metadata.uid },
+  return {
+    target: { kind, name: target.metadata.name, uid: target.metadata.uid },
     revision: r.revision,
     fromRevision: r.from?.revision ?? 0,
     ...(r.from ? { fromHash: r.from.hash, fromTemplate: r.from.template } : {}),
@@ -97,6 +93,15 @@ export function newRolloutRecord(r: NewRollout): NewObject {
     startedBy: annotations[STARTED_BY_ANNOTATION] ?? DEFAULT_PRINCIPAL,
     ...(changeCause !== undefined ? { changeCause } : {}),
   };
+}
+
+/**
+ * The record of a new rollout, written once when it starts. Without a previous revision it is
+ * the DaemonSet's first template: nothing to roll from, so it is recorded as Succeeded at once.
+ */
+export function newRolloutRecord(r: NewRollout): NewObject {
+  const now = new Date(r.now).toISOString();
+  const spec = rolloutSpecFor('DaemonSet', r.ds, r);
   const first = !r.from;
   const status: RolloutStatus = first
     ? { phase: 'Succeeded', wave: 0, waves: [], failedNodes: [], startedAt: now, finishedAt: now, message: 'first revision: every target at once' }
