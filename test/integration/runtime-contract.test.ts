@@ -179,6 +179,9 @@ describe.each(runtimes)('%s', (_name, make) => {
     let others = 0;
     const stopMine = await runtime.watchContainers(labels, () => mine++, () => undefined);
     const stopOthers = await runtime.watchContainers({ 'contract.run': `${run}-other` }, () => others++, () => undefined);
+    // dockerd answers an events request just before it subscribes it: a change in that instant
+    // is not told (the agent's periodic resync covers it). Let the subscription settle first.
+    await new Promise((r) => setTimeout(r, 500));
     const id = await started();
     await waitFor('an event for the start', () => mine > 0, 30_000);
     await runtime.stopContainer(id, 1);
