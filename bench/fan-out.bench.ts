@@ -19,14 +19,22 @@ const SIZES = (process.env.FLOTILLA_BENCH_FANOUT_SIZES ?? '1000,10000').split(',
 const MOSQUITTO_SIZES = (process.env.FLOTILLA_BENCH_FANOUT_MOSQUITTO_SIZES ?? '1000').split(',').filter(Boolean).map(Number);
 const DAEMONSETS = 5;
 const SETTLE_MS = 5_000;
-const ROLLOUT_TIMEOUT_MS = 240_000;
-const CHANGE_TIMEOUT_MS = 120_000;
+const ROLLOUT_TIMEOUT_MS = Number(process.env.FLOTILLA_BENCH_FANOUT_ROLLOUT_TIMEOUT_SECONDS ?? 240) * 1000;
+const CHANGE_TIMEOUT_MS = Number(process.env.FLOTILLA_BENCH_FANOUT_CHANGE_TIMEOUT_SECONDS ?? 120) * 1000;
 const START_CONCURRENCY = 50;
 /**
  * Through an external broker the hub hears a device only by what it publishes (no keepalive
  * pings), and these devices publish no metrics: the grace must outlast a quiet minute.
  */
 const EXTERNAL_NODE_GRACE = '180s';
+/**
+ * The hollow devices' MQTT keepalive (FLOTILLA_BENCH_FANOUT_HEARTBEAT_SECONDS; default the
+ * agent's 15 s). At 10,000 devices the first rollout keeps the hub busy for minutes, and a device
+ * whose status report waits in the hub's queue cannot have its ping answered: a longer
+ * keepalive, with a node grace to match, keeps those devices from reconnecting while they wait.
+ */
+const HEARTBEAT_SECONDS = Number(process.env.FLOTILLA_BENCH_FANOUT_HEARTBEAT_SECONDS ?? 15);
+const NODE_GRACE = `${Math.max(40, HEARTBEAT_SECONDS * 3)}s`;
 
 type Broker = 'aedes' | 'mosquitto';
 
@@ -39,6 +47,13 @@ const HUB_CHANGES = [
   "node lifecycle (and ReplicaSet's node cleanup): an unready node's pods from the store's node index, not a scan of every pod: at 3,000 devices that scan was 12.3 s of 15 s of hub CPU once the busy hub let nodes go Unknown, and starved the rollout; gone from the profile after",
   'store: WAL checkpoint every 10,000 pages rather than 1,000: the commit of a DaemonSet pass (checkpoint and fsyncs included) was 2.4 s of 10 s of hub CPU during the first rollout at 10,000 devices; not yet measured after',
   'before all three, 10,000 devices: 9,250 of 10,000 without their 5 pods 300 s after the first rollout, hub RSS 1.2 GB',
+  "DaemonSet pod names: a node whose 5-character name hash another node's pod already held got no pod at all, silently (fan-1216/fan-3080 and 3 more pairs below 10,000): 1 of 5,000 devices never got its pods; such a node's pod now takes a 10-character hash",
+  "DaemonSet pass: the index's sorted node names kept until a node joins or leaves, pods no longer sorted per pass (only a node's own when it has several); one SuccessfulCreate (and TemplateChanged) Event per pass of more than 3 pods instead of one per pod (each pod keeps its Scheduled Event): at 10,000 devices the two Events per created pod were 26.7 s of the 58.8 s of hub CPU in DaemonSet passes",
+  'store: a write inside a transaction takes no savepoint of its own (a half-done write rolls the whole transaction back instead)',
+  "status reports: the pod's uid and node checked inside its write rather than by a read before it, the node read once per Ready update; a report that changes nothing but heartbeat times is not written while the stored heartbeat is younger than 30 s (liveness is kept in memory from every packet): 14 object reads and 2 node writes per report become 7 reads and usually no node write",
+  "embedded broker: listen backlog 4,096 (a reconnecting fleet's SYNs were dropped: the accept queue sat full at 512 with 832 devices in SYN-SENT, and devices gave up after the 15 s CONNACK timeout, their stale CONNECTs then taking over live sessions); a device whose packet the hub is still working on has its keepalive renewed, so the hub no longer drops devices it is slow to answer",
+  '10,000 devices, 15 s device keepalive, before the status and Event changes: 1,727 devices disconnected by keepalive timeouts (the device waited more than 15 s for its PINGRESP behind its queued status report), hub CPU 95 % busy, event-loop stalls of 2.4-3.3 s',
+  '10,000 devices after all of the above, 60 s device keepalive (load 8.8: another test run shared the machine): no disconnects; first rollout complete (p50 64.5 s, max 141 s: hub 67 CPU-s, hollow fleet 194 CPU-s); change p50 194.5 s, max 215.9 s with the hub at 31.5 % of a core and the fleet at 223 CPU-s: the hollow fleet, not the hub, is now the limit on this machine',
 ];
 
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -86,7 +101,7 @@ for (const [broker, devices] of runs) {
       brokerUrl = mosquitto.url;
       brokerPid = mosquitto.process.child.pid;
     }
-    const hub = await startBenchHub(hubDir, brokerUrl ? ['--broker', brokerUrl, '--node-grace', EXTERNAL_NODE_GRACE] : []);
+    const hub = await startBenchHub(hubDir, brokerUrl ? ['--broker', brokerUrl, '--node-grace', EXTERNAL_NODE_GRACE] : ['--node-grace', NODE_GRACE]);
     cleanups.push(() => hub.process.stop(60_000));
     const hubPid = hub.process.child.pid!;
     const v1 = appImages(DAEMONSETS, 1);
@@ -102,6 +117,7 @@ for (const [broker, devices] of runs) {
       // Every image is present on the devices: the figure is the control plane's, not a registry's.
       images: [...HOLLOW_BASE_IMAGES, ...v1, v2!],
       metricsIntervalSeconds: 0,
+      heartbeatSeconds: HEARTBEAT_SECONDS,
       // Joined a few at a time rather than all at once: the storm is connect-storm.bench.ts's to measure.
       startConcurrency: START_CONCURRENCY,
       onProgress: progressLog(devices),
@@ -112,12 +128,22 @@ for (const [broker, devices] of runs) {
 
     // The fleet's 5 pods per device.
     const rolledOut = await fleet.expect(v1, DAEMONSETS, ROLLOUT_TIMEOUT_MS);
+    const rolloutSampler = sampleProcess(hubPid);
+    const fleetBeforeRollout = await fleet.usage();
     const rolloutStart = Date.now();
     await applyObjects(hub, v1.map((image, i) => hollowDaemonSet(`app-${i}`, image)));
     const initial = seconds(await withDaemonSetProgress(hub, rolledOut.times), rolloutStart);
+    const rolloutWindow = rolloutSampler.stop();
+    const fleetAfterRollout = await fleet.usage();
+    // Who had the machine's two cores during the rollout: the hub, or the hollow fleet beside it.
+    const rolloutCpu = {
+      hubCpuSecondsDuringRollout: round(rolloutWindow.cpuSeconds, 1),
+      hollowFleetCpuSecondsDuringRollout: round(fleetAfterRollout.reduce((a, w, i) => a + w.cpuSeconds - fleetBeforeRollout[i]!.cpuSeconds, 0), 1),
+      hubPeakRssMBDuringRollout: round(rolloutWindow.peakRssBytes / MB),
+    };
     if (initial.missing > 0) {
       // Recorded before failing: RESULTS.md shows how far the fleet got, not a blank.
-      figures[`${broker}.devices${devices}`] = { incomplete: `${initial.missing.toLocaleString('en-US')} of ${devices.toLocaleString('en-US')} devices without their ${DAEMONSETS} pods running ${ROLLOUT_TIMEOUT_MS / 1000} s after the first rollout`, hubRssMBAtTimeout: round(procStat(hubPid).rssBytes / MB) };
+      figures[`${broker}.devices${devices}`] = { incomplete: `${initial.missing.toLocaleString('en-US')} of ${devices.toLocaleString('en-US')} devices without their ${DAEMONSETS} pods running ${ROLLOUT_TIMEOUT_MS / 1000} s after the first rollout`, hubRssMBAtTimeout: round(procStat(hubPid).rssBytes / MB), ...rolloutCpu };
       writeResult({ benchmark: 'fan-out', parameters: { sizes: { aedes: SIZES, mosquitto: MOSQUITTO_SIZES }, podsPerDevice: DAEMONSETS }, figures, targets });
     }
     expect(initial.missing, 'devices without their 5 pods running').toBe(0);
@@ -136,6 +162,18 @@ for (const [broker, devices] of runs) {
     const brokerWindow = brokerSampler?.stop();
     const workersAfter = await fleet.usage();
     const fleetCpu = workersAfter.reduce((a, w, i) => a + w.cpuSeconds - workersBefore[i]!.cpuSeconds, 0);
+    if (change.missing > 0) {
+      figures[`${broker}.devices${devices}`] = {
+        incomplete: `${change.missing.toLocaleString('en-US')} of ${devices.toLocaleString('en-US')} devices without the changed pod running ${CHANGE_TIMEOUT_MS / 1000} s after the change`,
+        changeDone: { devices: change.done.length, p50Seconds: round(quantile(change.done, 0.5), 2), maxSeconds: round(Math.max(...change.done, 0), 2) },
+        hubCpuSecondsDuringChange: round(window.cpuSeconds, 2),
+        hollowFleetCpuSecondsDuringChange: round(fleetCpu, 2),
+        hubRssMBAtRest: round(atRest.rssBytes / MB),
+        hubPeakRssMBDuringChange: round(window.peakRssBytes / MB),
+        initialRollout: { pods: devices * DAEMONSETS, p50Seconds: round(quantile(initial.done, 0.5), 2), maxSeconds: round(Math.max(...initial.done), 2), ...rolloutCpu },
+      };
+      writeResult({ benchmark: 'fan-out', parameters: { sizes: { aedes: SIZES, mosquitto: MOSQUITTO_SIZES }, podsPerDevice: DAEMONSETS, deviceKeepaliveSeconds: HEARTBEAT_SECONDS, changeTimeoutSeconds: CHANGE_TIMEOUT_MS / 1000 }, figures, targets });
+    }
     expect(change.missing, 'devices that did not report the new pod running').toBe(0);
     const ds = (await daemonSets(hub)).find((d) => d.metadata.name === 'app-0');
     expect(ds?.status?.updatedNumberScheduled).toBe(devices);
@@ -150,7 +188,7 @@ for (const [broker, devices] of runs) {
       // The devices share this machine's two cores with the hub: their CPU is part of the picture.
       hollowFleetCpuSecondsDuringChange: round(fleetCpu, 2),
       hubRssMBAtRest: round(atRest.rssBytes / MB),
-      initialRollout: { pods: devices * DAEMONSETS, p50Seconds: round(quantile(initial.done, 0.5), 2), maxSeconds: round(Math.max(...initial.done), 2) },
+      initialRollout: { pods: devices * DAEMONSETS, p50Seconds: round(quantile(initial.done, 0.5), 2), maxSeconds: round(Math.max(...initial.done), 2), ...rolloutCpu },
       allConnectedSeconds: round((Math.max(...timings.map((t) => t.connectedAt!)) - Math.min(...timings.map((t) => t.startedAt))) / 1000, 1),
       ...(brokerWindow ? { brokerCpuSecondsDuringChange: round(brokerWindow.cpuSeconds, 2), brokerPeakRssMBDuringChange: round(brokerWindow.peakRssBytes / MB) } : {}),
     };
@@ -171,6 +209,8 @@ for (const [broker, devices] of runs) {
         startConcurrencyPerWorker: START_CONCURRENCY,
         imagesPresent: true,
         metrics: 'off',
+        deviceKeepaliveSeconds: HEARTBEAT_SECONDS,
+        hubNodeGrace: { aedes: NODE_GRACE, mosquitto: EXTERNAL_NODE_GRACE },
         brokers: { aedes: process.env.FLOTILLA_BENCH_BROKER ?? 'embedded in the hub', mosquitto: `Debian's Mosquitto on loopback, configured by flotilla broker-config; hub --broker, --node-grace ${EXTERNAL_NODE_GRACE}` },
         settleMs: SETTLE_MS,
         hubChanges: HUB_CHANGES,

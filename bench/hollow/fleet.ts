@@ -22,6 +22,8 @@ export interface FleetOptions {
   latency?: MemoryLatency;
   failingImages?: string[];
   metricsIntervalSeconds?: number;
+  /** The devices' MQTT keepalive, their heartbeat at the hub (default: the agent's, 15 s). */
+  heartbeatSeconds?: number;
   /** At most this many devices per worker joining or connecting at once (default 0: all at once). */
   startConcurrency?: number;
   /** Extra node options of the workers, e.g. a larger heap. */
@@ -90,6 +92,7 @@ export class HollowFleet {
         ...(opts.latency ? { latency: opts.latency } : {}),
         ...(opts.failingImages ? { failingImages: opts.failingImages } : {}),
         ...(opts.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: opts.metricsIntervalSeconds } : {}),
+        ...(opts.heartbeatSeconds !== undefined ? { heartbeatSeconds: opts.heartbeatSeconds } : {}),
         startConcurrency: opts.startConcurrency ?? 0,
       });
       return answer;

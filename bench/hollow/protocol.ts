@@ -14,6 +14,8 @@ export interface WorkerSetup {
   /** A start of a container of these images fails. */
   failingImages?: string[];
   metricsIntervalSeconds?: number;
+  /** The devices' MQTT keepalive (default: the agent's). */
+  heartbeatSeconds?: number;
   /**
    * At most this many devices of the worker joining or connecting at a time (0: all at once, a
    * connect storm). A device waits for its session before the next one starts.

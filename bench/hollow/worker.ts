@@ -31,6 +31,7 @@ async function setup(msg: WorkerSetup): Promise<void> {
           ...(failing.size ? { startFailure: (spec) => (failing.has(spec.image) ? 'OCI runtime create failed: exec: executable file not found' : undefined) } : {}),
         },
         ...(msg.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: msg.metricsIntervalSeconds } : {}),
+        ...(msg.heartbeatSeconds !== undefined ? { heartbeatSeconds: msg.heartbeatSeconds } : {}),
       }),
   );
   const errors = new Map<HollowDevice, string>();

@@ -19,6 +19,26 @@ export interface EmbeddedBrokerOptions {
 /** The most messages handed to the hub's handlers in one batch (see deliverInBatches). */
 const MAX_BATCH = 500;
 
+/** Pending connections the MQTT listener queues (Node's default is 511). */
+const LISTEN_BACKLOG = 4096;
+/** How often the keepalive of a device whose message the hub is still working on is renewed. */
+const BUSY_KEEPALIVE_MS = 5_000;
+
+/**
+ * aedes renews a client's keepalive when it takes up the client's next packet, and takes it up
+ * only once the hub has handled the one before (the PUBACK waits for the hub's commit). A
+ * device whose status report waits in a long batch queue is alive all the same: without this,
+ * a busy hub would drop the very devices it is slow to answer, and their reconnects would make
+ * it busier still. A client with a packet in progress has its keepalive renewed.
+ */
+function keepBusyClientsAlive(aedes: Aedes): void {
+  const clients = (aedes as unknown as { clients: Record<string, { _parsingBatch?: number; _keepaliveTimer?: NodeJS.Timeout | null }> }).clients;
+  for (const id in clients) {
+    const client = clients[id]!;
+    if ((client._parsingBatch ?? 0) > 0) client._keepaliveTimer?.refresh();
+  }
+}
+
 export class EmbeddedBroker implements MessageBus {
   private wrapBatch: ((run: () => void) => void) | undefined;
   private readonly pending: { deliver: () => void; done: () => void }[] = [];
@@ -53,9 +73,14 @@ export class EmbeddedBroker implements MessageBus {
       aedes.on('publish', (_packet, client: Client | null) => heard(client));
     }
     const server = createServer(aedes.handle);
+    const alive = setInterval(() => keepBusyClientsAlive(aedes), BUSY_KEEPALIVE_MS);
+    alive.unref();
+    server.once('close', () => clearInterval(alive));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(opts.port, opts.host, () => {
+      // A fleet reconnecting at once (a hub restart, a network blip) must wait in the queue,
+      // not have its SYNs dropped and retried seconds later: the kernel caps this at somaxconn.
+      server.listen({ port: opts.port, host: opts.host, backlog: LISTEN_BACKLOG }, () => {
         server.off('error', reject);
         resolve();
       });

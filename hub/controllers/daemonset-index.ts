@@ -48,6 +48,8 @@ export class DaemonSetIndex {
   private readonly pods = new Map<string, Map<string, DaemonPod>>();
   /** The DaemonSet key of each indexed pod, by pod key. */
   private readonly ownerOf = new Map<string, string>();
+  /** nodeNames(), kept until a node joins or leaves: every pass of every DaemonSet walks it. */
+  private sortedNodes: string[] | undefined;
 
   /** Fills the view from the store; call once, then feed it the watch events after the lists' version. */
   load(store: ObjectStore): { nodesVersion: string; podsVersion: string } {
@@ -61,10 +63,15 @@ export class DaemonSetIndex {
   /** Applies a node change; true when it may change where some DaemonSet runs. */
   onNode(e: WatchEvent): boolean {
     const name = e.object.metadata.name;
-    if (e.type === 'DELETED') return this.nodes.delete(name);
+    if (e.type === 'DELETED') {
+      if (!this.nodes.delete(name)) return false;
+      this.sortedNodes = undefined;
+      return true;
+    }
     const next: DaemonNode = { labels: e.object.metadata.labels ?? {}, ready: isNodeReady(e.object.status as NodeStatus | undefined) };
     const prev = this.nodes.get(name);
     if (prev && prev.ready === next.ready && sameLabels(prev.labels, next.labels)) return false;
+    if (!prev) this.sortedNodes = undefined;
     this.nodes.set(name, next);
     return true;
   }
@@ -101,14 +108,15 @@ export class DaemonSetIndex {
     return touched;
   }
 
-  /** The pods whose controlling owner is the DaemonSet `key` (of that uid when given), by name. */
+  /** The pods whose controlling owner is the DaemonSet `key` (of that uid when given), in no particular order. */
   podsOf(key: string, uid?: string): DaemonPod[] {
-    const owned = [...(this.pods.get(key)?.values() ?? [])].filter((p) => uid === undefined || p.ownerUid === uid);
-    return owned.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const owned: DaemonPod[] = [];
+    for (const pod of this.pods.get(key)?.values() ?? []) if (uid === undefined || pod.ownerUid === uid) owned.push(pod);
+    return owned;
   }
 
-  /** Node names, sorted. */
-  nodeNames(): string[] {
-    return [...this.nodes.keys()].sort();
+  /** Node names, sorted (the same array until a node joins or leaves: do not change it). */
+  nodeNames(): readonly string[] {
+    return (this.sortedNodes ??= [...this.nodes.keys()].sort());
   }
 }

@@ -100,7 +100,7 @@ export class DaemonSetController {
     if (!ds) {
       // A deleted DaemonSet takes its pods with it (Kubernetes' garbage collector, foreground here).
       this.store.transaction(() => {
-        for (const pod of owned.slice(0, budget)) this.deletePod(pod);
+        for (const pod of owned.sort(byName).slice(0, budget)) this.deletePod(pod);
       });
       return owned.length > budget ? { requeueAfterMs: 0 } : undefined;
     }
@@ -123,11 +123,15 @@ export class DaemonSetController {
     let updated = 0;
     let misscheduled = 0;
     const spend = () => budget-- > 0;
+    const createdPods: { pod: StoredObject; node: string }[] = [];
+    const changedPods: { pod: StoredObject; node: string }[] = [];
     this.store.transaction(() => {
       for (const nodeName of index.nodeNames()) {
         const node = index.nodes.get(nodeName)!;
         const pods = podsByNode.get(nodeName) ?? [];
         podsByNode.delete(nodeName);
+        // Which pod a node keeps, when it has several, must not depend on the index's order.
+        if (pods.length > 1) pods.sort(byName);
         if (!matches(nodeSelector, node.labels)) {
           misscheduled += pods.length;
           for (const pod of pods) if (spend()) this.deletePod(pod, `node ${nodeName} no longer matches the nodeSelector`);
@@ -139,7 +143,8 @@ export class DaemonSetController {
         if (!keep) {
           const rev = node.ready ? revisionOf(nodeName, undefined) : undefined;
           if (rev && spend()) {
-            this.createPod(ds, nodeName, rev);
+            const created = this.createPod(ds, nodeName, rev);
+            if (created) createdPods.push(created);
             current++;
             if (rev.hash === hash) updated++;
           }
@@ -150,11 +155,13 @@ export class DaemonSetController {
         if (!rev || keep.hash === rev.hash) {
           if (keep.hash === hash) updated++;
         } else if (spend()) {
-          this.updatePod(keep, rev);
+          const changed = this.updatePod(keep, rev);
+          if (changed) changedPods.push(changed);
           if (rev.hash === hash) updated++;
         }
         if (keep.ready) ready++;
       }
+      this.recordPass(ds, createdPods, changedPods);
       // What is left sits on nodes that are gone.
       for (const [nodeName, pods] of podsByNode) for (const pod of pods) if (spend()) this.deletePod(pod, `node ${nodeName} is gone`);
       const status: DaemonSetStatus = {
@@ -172,12 +179,32 @@ export class DaemonSetController {
     return budget < 0 ? { requeueAfterMs: 0 } : undefined;
   }
 
-  private createPod(ds: StoredObject, nodeName: string, rev: NodeRevision): void {
+  /**
+   * The pass's creations and template changes as Events: one per pod for a few pods; for a
+   * fleet-wide pass (up to BURST_PODS pods) one on the DaemonSet naming the first few and the
+   * count, since an Event per pod cost as much as the pods themselves. Each pod still gets its
+   * Scheduled event.
+   */
+  private recordPass(ds: StoredObject, created: { pod: StoredObject; node: string }[], changed: { pod: StoredObject; node: string }[]): void {
+    if (created.length <= PASS_EVENTS_PER_POD) {
+      for (const { pod, node } of created) this.events.normal(ds, 'SuccessfulCreate', `Created pod: ${pod.metadata.name} on node ${node}`);
+    } else {
+      this.events.normal(ds, 'SuccessfulCreate', `Created ${created.length} pods: ${listed(created)}`);
+    }
+    if (changed.length <= PASS_EVENTS_PER_POD) {
+      for (const { pod, node } of changed) this.events.normal(pod, 'TemplateChanged', `Pod template changed; node ${node} will replace its containers`);
+    } else {
+      this.events.normal(ds, 'TemplateChanged', `Pod template changed on ${changed.length} pods, whose nodes will replace their containers: ${listed(changed)}`);
+    }
+  }
+
+  /** Creates the node's pod; the pod, or undefined when it exists already. */
+  private createPod(ds: StoredObject, nodeName: string, rev: NodeRevision): { pod: StoredObject; node: string } | undefined {
     const { template, hash } = rev;
     const annotations = { ...(template.metadata?.annotations ?? {}), ...(rev.annotations ?? {}) };
-    const name = `${ds.metadata.name}-${stableSuffix(nodeName)}`;
     const namespace = ds.metadata.namespace ?? 'default';
-    if (this.store.get('Pod', namespace, name)) return;
+    const name = this.podName(ds.metadata.name, namespace, nodeName);
+    if (!name) return undefined;
     const pod = this.store.create({
       apiVersion: 'flotilla/v1',
       kind: 'Pod',
@@ -192,13 +219,29 @@ export class DaemonSetController {
       // Created with its status: one write, not two.
       status: { phase: 'Pending' } satisfies PodStatus,
     });
-    this.events.normal(ds, 'SuccessfulCreate', `Created pod: ${pod.metadata.name} on node ${nodeName}`);
     this.events.normal(pod, 'Scheduled', `Successfully assigned ${namespace}/${name} to ${nodeName}`);
+    return { pod, node: nodeName };
   }
 
-  private updatePod(facts: DaemonPod, rev: NodeRevision): void {
+  /**
+   * The pod's name on `nodeName`: the DaemonSet's name and a 5-character hash of the node's, or
+   * a 10-character one when another node's pod holds the short name (at 10,000 nodes a few pairs
+   * of node names share a 5-character hash). Undefined when the node's pod exists already.
+   */
+  private podName(dsName: string, namespace: string, nodeName: string): string | undefined {
+    for (const length of [5, 10]) {
+      const name = `${dsName}-${stableSuffix(nodeName, length)}`;
+      const existing = this.store.get('Pod', namespace, name);
+      if (!existing) return name;
+      if ((existing.spec as { nodeName?: string } | undefined)?.nodeName === nodeName) return undefined;
+    }
+    return undefined;
+  }
+
+  /** Writes the revision into the pod; the pod and its node, or undefined when the pod is gone. */
+  private updatePod(facts: DaemonPod, rev: NodeRevision): { pod: StoredObject; node: string } | undefined {
     const pod = this.store.get('Pod', facts.namespace, facts.name);
-    if (!pod) return;
+    if (!pod) return undefined;
     const { template, hash } = rev;
     const annotations = { ...(template.metadata?.annotations ?? {}), ...(rev.annotations ?? {}) };
     const nodeName = (pod.spec as { nodeName?: string }).nodeName;
@@ -211,7 +254,7 @@ export class DaemonSetController {
       },
       spec: { ...template.spec, nodeName },
     });
-    this.events.normal(pod, 'TemplateChanged', `Pod template changed; node ${nodeName} will replace its containers`);
+    return { pod, node: nodeName ?? facts.node };
   }
 
   private deletePod(facts: DaemonPod, why?: string): void {
@@ -224,4 +267,17 @@ export class DaemonSetController {
     const owner = pod.metadata.ownerReferences?.[0];
     if (owner && why) this.events.normal({ kind: owner.kind, name: owner.name, namespace: pod.metadata.namespace, uid: owner.uid }, 'SuccessfulDelete', `Deleted pod: ${pod.metadata.name} (${why})`);
   }
+}
+
+/** Up to this many pods of a pass get an Event each (see recordPass). */
+const PASS_EVENTS_PER_POD = 3;
+
+/** "a on node x, b on node y, c on node z and 247 more". */
+function listed(pods: { pod: StoredObject; node: string }[]): string {
+  const named = pods.slice(0, PASS_EVENTS_PER_POD).map(({ pod, node }) => `${pod.metadata.name} on node ${node}`).join(', ');
+  return pods.length > PASS_EVENTS_PER_POD ? `${named} and ${pods.length - PASS_EVENTS_PER_POD} more` : named;
+}
+
+function byName(a: DaemonPod, b: DaemonPod): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }

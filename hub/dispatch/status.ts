@@ -87,7 +87,8 @@ export class StatusIngest {
     const now = new Date().toISOString();
     this.store.transaction(() => {
       this.store.mutate('Node', '', nodeName, (cur) => {
-        const status = { ...((cur.status as NodeStatus | undefined) ?? {}) };
+        const before = (cur.status as NodeStatus | undefined) ?? {};
+        const status = { ...before };
         status.nodeInfo = report.node.info;
         status.capacity = report.node.capacity;
         status.allocatable = report.node.capacity;
@@ -95,6 +96,9 @@ export class StatusIngest {
         if (report.observedRev !== null) status.observedRevision = report.observedRev;
         if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
         status.lastHeartbeatTime = now;
+        // The liveness the node lifecycle controller counts on is in memory (every packet); the
+        // stored heartbeat only needs to stay fresh: a report that changes nothing else is not a write.
+        if (onlyHeartbeatMoved(before, status, Date.parse(now))) return undefined;
         return { ...cur, status };
       });
       this.applyReadiness(nodeName, live);
@@ -116,12 +120,12 @@ export class StatusIngest {
   }
 
   private setReady(node: string, ready: Pick<NodeCondition, 'status' | 'reason' | 'message'>): void {
-    const wasReady = this.store.get('Node', '', node);
-    const before = (wasReady?.status as NodeStatus | undefined)?.conditions?.find((c) => c.type === 'Ready');
-    this.store.mutate('Node', '', node, (cur) => {
+    let before: NodeCondition | undefined;
+    const exists = this.store.mutate('Node', '', node, (cur) => {
       const status = { ...((cur.status as NodeStatus | undefined) ?? {}) };
       const others = (status.conditions ?? []).filter((c) => c.type !== 'Ready');
       const prev = status.conditions?.find((c) => c.type === 'Ready');
+      before = prev;
       const changed = prev?.status !== ready.status;
       const condition: NodeCondition = {
         type: 'Ready',
@@ -131,17 +135,16 @@ export class StatusIngest {
       status.conditions = [condition, ...others];
       return { ...cur, status };
     });
-    if (wasReady && before?.status !== ready.status) {
+    if (exists && before?.status !== ready.status) {
       if (ready.status === 'True') this.events.normal({ kind: 'Node', name: node }, 'NodeReady', `Node ${node} status is now: NodeReady`, node);
       else if (before?.status === 'True') this.events.warning({ kind: 'Node', name: node }, 'NodeNotReady', `Node ${node} status is now: ${ready.reason ?? 'NodeNotReady'}`, node);
     }
   }
 
   private applyPodStatus(node: string, report: PodStatusReport, observedRev: number | null): void {
-    const pod = this.store.get('Pod', report.namespace, report.name);
-    // Only a pod that is bound to this node and is the same incarnation (uid) may be written.
-    if (!pod || pod.metadata.uid !== report.uid || (pod.spec as PodSpec).nodeName !== node) return;
     this.store.mutate('Pod', report.namespace, report.name, (cur) => {
+      // Only a pod that is bound to this node and is the same incarnation (uid) may be written.
+      if (cur.metadata.uid !== report.uid || (cur.spec as PodSpec).nodeName !== node) return undefined;
       const prev = (cur.status as PodStatus | undefined) ?? { phase: 'Pending' };
       const allReady = report.containerStatuses.length > 0 && report.containerStatuses.every((c) => c.ready);
       const conditions: PodCondition[] = [
@@ -167,6 +170,25 @@ export class StatusIngest {
 }
 
 const HUB_POD_CONDITIONS: ReadonlySet<string> = new Set(['PodScheduled', 'Ready', 'ContainersReady']);
+
+/** How old the stored heartbeat of a node may grow before a status report that changes nothing else is written anyway. */
+export const HEARTBEAT_WRITE_MS = 30_000;
+
+/**
+ * True when `next` differs from `prev` only in its heartbeat times (the node's and its
+ * conditions') and the stored heartbeat is younger than HEARTBEAT_WRITE_MS at `nowMs`.
+ */
+export function onlyHeartbeatMoved(prev: NodeStatus, next: NodeStatus, nowMs: number): boolean {
+  const beatAt = Date.parse(prev.lastHeartbeatTime ?? '');
+  if (!(nowMs - beatAt < HEARTBEAT_WRITE_MS)) return false;
+  const beats = new Map((prev.conditions ?? []).map((c) => [c.type, c.lastHeartbeatTime]));
+  const withOldBeats: NodeStatus = {
+    ...next,
+    lastHeartbeatTime: prev.lastHeartbeatTime,
+    ...(next.conditions ? { conditions: next.conditions.map((c) => ({ ...c, lastHeartbeatTime: beats.get(c.type) })) } : {}),
+  };
+  return JSON.stringify(withOldBeats) === JSON.stringify(prev);
+}
 
 function condition(prev: PodStatus, type: string, status: 'True' | 'False'): PodCondition {
   const before = prev.conditions?.find((c) => c.type === type);

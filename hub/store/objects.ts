@@ -88,6 +88,11 @@ export class ObjectStore {
   private depth = 0;
   /** Changes written by the open transaction, delivered once it commits. */
   private pending: Change[] = [];
+  /**
+   * A write inside a transaction that failed after its first statement (see write()), at the
+   * transaction depth it ran at: until a rollback undoes it, the outermost transaction must not commit.
+   */
+  private torn: { err: unknown; depth: number } | undefined;
   /** The newest resourceVersion known to be committed: the upper bound of what a watch may replay. */
   private committedRv: number;
   /** The newest resourceVersion taken, committed or not: the counter row, without reading it back. */
@@ -164,7 +169,7 @@ export class ObjectStore {
     const { kind } = input;
     const { name } = input.metadata;
     const namespace = input.metadata.namespace ?? '';
-    return this.transaction(() => {
+    return this.write(() => {
       if (this.sql.getObject.get(kind, namespace, name)) throw alreadyExists(kind, name);
       const rv = this.nextResourceVersion();
       const meta = composeMeta({
@@ -200,7 +205,7 @@ export class ObjectStore {
     const { kind } = input;
     const { name } = input.metadata;
     const namespace = input.metadata.namespace ?? '';
-    return this.transaction(() => {
+    return this.write(() => {
       const cur = this.mustLoad(kind, namespace, name);
       checkPreconditions(cur.obj, input.metadata.resourceVersion, input.metadata.uid);
       return this.replace(cur, composeObject(input, kind, this.nextMeta(cur.obj, input), cur.obj.status));
@@ -212,7 +217,7 @@ export class ObjectStore {
    * @throws StoreError NotFound; Conflict if expectedResourceVersion is given and stale
    */
   updateStatus(kind: string, namespace: string | undefined, name: string, status: unknown, expectedResourceVersion?: string): StoredObject {
-    return this.transaction(() => {
+    return this.write(() => {
       const cur = this.mustLoad(kind, namespace ?? '', name);
       checkPreconditions(cur.obj, expectedResourceVersion, undefined);
       const next = JSON.parse(cur.json) as StoredObject;
@@ -239,7 +244,7 @@ export class ObjectStore {
     fn: (current: StoredObject) => StoredObject | undefined,
   ): StoredObject | undefined {
     const ns = namespace ?? '';
-    return this.transaction(() => {
+    return this.write(() => {
       const cur = this.load(kind, ns, name);
       if (!cur) return undefined;
       const result = fn(JSON.parse(cur.json) as StoredObject);
@@ -259,7 +264,7 @@ export class ObjectStore {
    */
   delete(kind: string, namespace: string | undefined, name: string, expectedResourceVersion?: string): StoredObject {
     const ns = namespace ?? '';
-    return this.transaction(() => {
+    return this.write(() => {
       const cur = this.mustLoad(kind, ns, name);
       checkPreconditions(cur.obj, expectedResourceVersion, undefined);
       const rv = this.nextResourceVersion();
@@ -285,11 +290,22 @@ export class ObjectStore {
   transaction<T>(fn: () => T): T {
     const mark = this.pending.length;
     const indexMark = this.podNodes.mark();
+    const outermost = this.depth === 0;
     this.depth++;
     let result: T;
     try {
-      result = this.runInTransaction(fn) as T;
+      result = this.runInTransaction(
+        outermost
+          ? () => {
+              const out = fn();
+              if (this.torn) throw new Error('a store write failed halfway inside this transaction; nothing of it was committed', { cause: this.torn.err });
+              return out;
+            }
+          : fn,
+      ) as T;
     } catch (err) {
+      // The rollback (of the transaction, or of this savepoint) undid any half write made inside it.
+      if (this.torn && this.torn.depth >= this.depth) this.torn = undefined;
       this.pending.length = mark;
       this.podNodes.rollback(indexMark);
       // The rolled-back writes gave their versions back to the counter.
@@ -303,6 +319,26 @@ export class ObjectStore {
       this.release();
     }
     return result;
+  }
+
+  /**
+   * One write call (create, update, ...). Alone, it is its own transaction. Inside one, it runs
+   * without a savepoint of its own: a SAVEPOINT and RELEASE per write cost about 8 % of a
+   * DaemonSet pass. Its failures before its first statement (NotFound, Conflict, AlreadyExists,
+   * Invalid: the checks come first) leave nothing to undo, so a caller may catch them and go on.
+   * A failure after it (SQLite itself failing) would leave half a write: the outermost
+   * transaction then rolls back as a whole, unless an enclosing store.transaction() rolls back first.
+   */
+  private write<T>(fn: () => T): T {
+    if (this.depth === 0) return this.transaction(fn);
+    const rvBefore = this.latestRv;
+    try {
+      return fn();
+    } catch (err) {
+      // Every write's first statement takes a resourceVersion.
+      if (this.latestRv !== rvBefore && !this.torn) this.torn = { err, depth: this.depth };
+      throw err;
+    }
   }
 
   // ------------------------------------------------------------------------------------------

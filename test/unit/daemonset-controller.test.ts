@@ -188,6 +188,20 @@ describe('DaemonSetController.reconcile', () => {
     expect(dsStatus()).toMatchObject({ desiredNumberScheduled: 2, numberReady: 1 });
   });
 
+  it('gives each node its own pod when two node names share the short name hash', () => {
+    // fan-1216 and fan-3080 hash to the same 5 characters.
+    expect(stableSuffix('fan-1216')).toBe(stableSuffix('fan-3080'));
+    createNode(hub.store, { name: 'fan-1216', labels: SENSORS });
+    createNode(hub.store, { name: 'fan-3080', labels: SENSORS });
+    createSensorReader();
+    controller.reconcile(KEY);
+    expect(podNodes()).toEqual(['fan-1216', 'fan-3080']);
+    expect(hub.store.get('Pod', 'default', `sensor-reader-${stableSuffix('fan-3080', 10)}`)).toBeDefined();
+    controller.reconcile(KEY);
+    expect(podNodes()).toEqual(['fan-1216', 'fan-3080']);
+    expect(dsStatus()).toMatchObject({ desiredNumberScheduled: 2, currentNumberScheduled: 2 });
+  });
+
   it('does not count a pod as scheduled on a matching node that has none yet', () => {
     createNode(hub.store, { name: 'edge-1', labels: SENSORS });
     createNode(hub.store, { name: 'offline', labels: SENSORS, ready: false });
@@ -203,6 +217,16 @@ describe('DaemonSetController.reconcile', () => {
     const pod = podOn('edge-1')!.metadata.name;
     expect(eventsAbout(hub.store, 'DaemonSet', 'sensor-reader')).toEqual([`Normal SuccessfulCreate: Created pod: ${pod} on node edge-1`]);
     expect(eventsAbout(hub.store, 'Pod', pod)).toEqual([`Normal Scheduled: Successfully assigned default/${pod} to edge-1`]);
+  });
+
+  it('records a pass over many nodes as one SuccessfulCreate on the DaemonSet, and Scheduled on each pod', () => {
+    for (let i = 1; i <= 5; i++) createNode(hub.store, { name: `edge-${i}`, labels: SENSORS });
+    createSensorReader();
+    controller.reconcile(KEY);
+    const events = eventsAbout(hub.store, 'DaemonSet', 'sensor-reader');
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatch(new RegExp(`^Normal SuccessfulCreate: Created 5 pods: sensor-reader-\\w+ on node edge-\\d, .* and 2 more$`));
+    for (let i = 1; i <= 5; i++) expect(eventsAbout(hub.store, 'Pod', podOn(`edge-${i}`)!.metadata.name)).toEqual([expect.stringMatching(/^Normal Scheduled: /)]);
   });
 
   it('does nothing for a DaemonSet that never existed', () => {
