@@ -7,7 +7,7 @@ import { RPC_LIMITS, RpcServer } from './link/rpc.js';
 import { serveLogs } from './logs/serve.js';
 import { joinHub, JoinRefused } from './link/join.js';
 import { Backoff } from './link/backoff.js';
-import { nodeReport } from './node/info.js';
+import { NodeReporter } from './node/info.js';
 import { ImageCollector, type NodeEvent } from './node/image-gc.js';
 import { fsUsage } from './node/pressure.js';
 import { ProbeManager } from './probes/manager.js';
@@ -404,7 +404,7 @@ export class Agent {
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: this.observedRev,
-      node: nodeReport(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]),
+      node: this.nodeReporter.report(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]),
       pods,
     };
     const json = JSON.stringify({ ...report, ts: undefined });
@@ -415,6 +415,7 @@ export class Agent {
     }
   }
 
+  private readonly nodeReporter = new NodeReporter();
   private lastPods: StatusReport['pods'] = [];
   private metrics?: MetricsCollector;
   /** The containers of the last reconcile: what the metrics collector reads stats of. */

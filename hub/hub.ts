@@ -155,7 +155,7 @@ export class Hub {
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => replicaSets.stop(), () => deployments.stop(), () => deploymentWaves.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => ingest.stop(), () => replicaSets.stop(), () => deployments.stop(), () => deploymentWaves.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
   }
 
   async stop(): Promise<void> {

@@ -26,6 +26,43 @@ function internalIP(): string | undefined {
   return undefined;
 }
 
+/** How long the system facts (host name, kernel, CPUs, memory, addresses, OS image) are kept. */
+export const NODE_FACTS_TTL_MS = 60_000;
+/** How long a reading of memory and disk pressure is kept: the kubelet's eviction monitoring interval. */
+export const PRESSURE_TTL_MS = 10_000;
+
+/**
+ * nodeReport with its readings kept for a while. A report is built on every status check (every
+ * few seconds) and every reconcile; its facts cost several system calls and file reads (about a
+ * third of a millisecond each time) yet change rarely, so a device reads them at most every
+ * NODE_FACTS_TTL_MS and its memory and disk pressure every PRESSURE_TTL_MS.
+ */
+export class NodeReporter {
+  private facts: { at: number; report: NodeReport } | undefined;
+  private pressure: { at: number; key: string; conditions: NodeReport['conditions'] } | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  report(engine: EngineInfo | undefined, engineError: string | undefined, maxPods: number, pressurePaths: readonly (string | undefined)[] = []): NodeReport {
+    const now = this.now();
+    const paths = pressurePaths.filter((p): p is string => p !== undefined);
+    const key = paths.join('\0');
+    if (!this.pressure || now - this.pressure.at >= PRESSURE_TTL_MS || this.pressure.key !== key) {
+      this.pressure = { at: now, key, conditions: pressureConditions(memoryAvailableBytes(), paths.map((p) => fsUsage(p))) };
+    }
+    if (!this.facts || now - this.facts.at >= NODE_FACTS_TTL_MS) this.facts = { at: now, report: nodeReport(undefined, undefined, maxPods, []) };
+    const base = this.facts.report;
+    return {
+      info: { ...base.info, ...(engine ? { containerRuntimeVersion: `${engine.name}://${engine.version}` } : {}) },
+      capacity: { ...base.capacity, pods: String(maxPods) },
+      addresses: base.addresses,
+      engineReady: engine !== undefined,
+      ...(engineError ? { engineMessage: engineError } : {}),
+      conditions: this.pressure.conditions,
+    };
+  }
+}
+
 /** What a device tells the hub about itself: system info, capacity, addresses, the engine's health. */
 export function nodeReport(engine: EngineInfo | undefined, engineError: string | undefined, maxPods: number, pressurePaths: readonly (string | undefined)[] = []): NodeReport {
   const ip = internalIP();

@@ -19,6 +19,9 @@ export interface EmbeddedBrokerOptions {
 /** The most messages handed to the hub's handlers in one batch (see deliverInBatches). */
 const MAX_BATCH = 500;
 
+/** Messages aedes delivers at once (see start()). */
+const DELIVERY_CONCURRENCY = 2_000;
+
 /** Pending connections the MQTT listener queues (Node's default is 511). */
 const LISTEN_BACKLOG = 4096;
 /** How often the keepalive of a device whose message the hub is still working on is renewed. */
@@ -59,6 +62,11 @@ export class EmbeddedBroker implements MessageBus {
       authorizePublish: opts.auth.authorizePublish,
       authorizeSubscribe: opts.auth.authorizeSubscribe,
       connectTimeout: 10_000,
+      // Messages in delivery at once (aedes' default is 100). Each waits for the hub's batch
+      // commit before its PUBACK, so with 100 the batches stayed small and the rest queued in
+      // mqemitter, whose queue is an array shifted once per message: O(queue) each, a tenth of
+      // the hub's CPU while 10,000 devices reported in.
+      concurrency: DELIVERY_CONCURRENCY,
     });
     indexRetainedByTopic(aedes);
     aedes.on('clientError', (client: Client, err: Error) => opts.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));

@@ -76,18 +76,21 @@ export class DaemonSetIndex {
     return true;
   }
 
-  /** Applies a pod change; the key of each DaemonSet it matters to. */
-  onPod(e: WatchEvent): string[] {
+  /**
+   * Applies a pod change; the key of each DaemonSet it matters to, and whether all that changed
+   * is the pod's readiness (which only the DaemonSet's status counts, not where pods run).
+   */
+  onPod(e: WatchEvent): { keys: string[]; readinessOnly: boolean } {
     const pod = e.object;
     const namespace = pod.metadata.namespace ?? 'default';
     const podKey = objectKey(namespace, pod.metadata.name);
     const before = this.ownerOf.get(podKey);
     const owner = e.type === 'DELETED' ? undefined : daemonSetOwner(pod);
     if (!owner) {
-      if (before === undefined) return [];
+      if (before === undefined) return { keys: [], readinessOnly: false };
       this.pods.get(before)?.delete(pod.metadata.name);
       this.ownerOf.delete(podKey);
-      return [before];
+      return { keys: [before], readinessOnly: false };
     }
     const key = objectKey(namespace, owner.name);
     const facts: DaemonPod = {
@@ -102,10 +105,11 @@ export class DaemonSetIndex {
     if (before !== undefined && before !== key) this.pods.get(before)?.delete(pod.metadata.name);
     let owned = this.pods.get(key);
     if (!owned) this.pods.set(key, (owned = new Map()));
-    if (samePod(owned.get(pod.metadata.name), facts)) return [];
+    const prev = owned.get(pod.metadata.name);
+    if (samePod(prev, facts)) return { keys: [], readinessOnly: false };
     owned.set(pod.metadata.name, facts);
     this.ownerOf.set(podKey, key);
-    return touched;
+    return { keys: touched, readinessOnly: touched.length === 1 && samePod(prev, { ...facts, ready: prev?.ready ?? !facts.ready }) };
   }
 
   /** The pods whose controlling owner is the DaemonSet `key` (of that uid when given), in no particular order. */

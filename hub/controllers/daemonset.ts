@@ -18,6 +18,9 @@ export { REVISION_HASH_LABEL } from './daemonset-index.js';
  */
 export const BURST_PODS = 250;
 
+/** How long a DaemonSet's status may lag its pods' readiness (numberReady), at most. */
+export const READY_PASS_MS = 1_000;
+
 /** A revision a node should run: its hash (controller-revision-hash), template, and annotations to add to the pod. */
 export interface NodeRevision {
   hash: string;
@@ -81,7 +84,14 @@ export class DaemonSetController {
         if (index.onNode(e) && this.started) this.enqueueAll();
       }),
       this.store.watch({ kind: 'Pod', fromResourceVersion: podsVersion }, (e) => {
-        for (const key of index.onPod(e)) if (this.started) this.queue.add(key);
+        const { keys, readinessOnly } = index.onPod(e);
+        if (!this.started) return;
+        // A pod turning Ready changes only the DaemonSet's status counts: while a fleet reports
+        // in, those passes (each a walk of every node) are made at most once per READY_PASS_MS.
+        for (const key of keys) {
+          if (readinessOnly) this.queue.addWithin(key, READY_PASS_MS);
+          else this.queue.add(key);
+        }
       }),
     );
     return index;

@@ -22,6 +22,8 @@ export class WorkQueue {
   private readonly order: string[] = [];
   private readonly failures = new Map<string, number>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** When each timer of `timers` fires (epoch ms). */
+  private readonly timerAt = new Map<string, number>();
   private scheduled = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
@@ -52,10 +54,23 @@ export class WorkQueue {
     if (existing) clearTimeout(existing);
     const timer = setTimeout(() => {
       this.timers.delete(key);
+      this.timerAt.delete(key);
       this.add(key);
     }, delayMs);
     timer.unref();
     this.timers.set(key, timer);
+    this.timerAt.set(key, Date.now() + delayMs);
+  }
+
+  /**
+   * Adds `key` within `delayMs`: unlike addAfter, a sooner timer (or the key already waiting)
+   * stands, so a stream of such triggers makes one pass per `delayMs`, not none until it stops.
+   */
+  addWithin(key: string, delayMs: number): void {
+    if (this.stopped || (this.dirty.has(key) && !this.inFlight.has(key))) return;
+    const at = this.timerAt.get(key);
+    if (at !== undefined && at <= Date.now() + delayMs) return;
+    this.addAfter(key, delayMs);
   }
 
   get length(): number {
@@ -72,6 +87,7 @@ export class WorkQueue {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    this.timerAt.clear();
   }
 
   private schedule(): void {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   decodePayload,
@@ -23,6 +24,28 @@ interface Liveness {
 }
 
 /**
+ * What the hub last wrote (or found already written) for one report of a pod or a node: a
+ * fingerprint of the report, and the object's resourceVersion after it. While nobody else has
+ * written the object since (a watch event with a newer version forgets the entry), the same
+ * report again would write the same thing, and is skipped without reading the object.
+ */
+interface Applied {
+  fp: string;
+  rv: number;
+}
+
+interface NodeApplied extends Applied {
+  /** When the stored lastHeartbeatTime was written (epoch ms). */
+  beatAt: number;
+  /** The Ready condition last set (status, reason, message), while the entry holds. */
+  ready?: string;
+}
+
+function fingerprint(...parts: unknown[]): string {
+  return createHash('sha1').update(JSON.stringify(parts)).digest('base64');
+}
+
+/**
  * Takes in what devices say (status reports and presence) and writes it to Node and Pod
  * status. Every payload is validated first; a malformed one is dropped and logged, and the hub
  * keeps serving. A device can only ever write the status of pods bound to itself: the topic
@@ -30,7 +53,12 @@ interface Liveness {
  */
 export class StatusIngest {
   private readonly liveness = new Map<string, Liveness>();
+  private readonly podsApplied = new Map<string, Applied>();
+  private readonly nodesApplied = new Map<string, NodeApplied>();
+  private unwatch: (() => void)[] = [];
   dropped = 0;
+  /** Pod status reports skipped because the same report was already applied (for tests and benchmarks). */
+  unchangedPodReports = 0;
 
   constructor(
     private readonly store: ObjectStore,
@@ -41,6 +69,19 @@ export class StatusIngest {
   ) {}
 
   async start(): Promise<void> {
+    // A write by anyone else, or a rolled-back one, ends what the memos may assume.
+    const forget = (memo: Map<string, Applied>, key: string, rv: string) => {
+      const entry = memo.get(key);
+      if (entry && Number(rv) > entry.rv) memo.delete(key);
+    };
+    this.unwatch.push(
+      this.store.watch({ kind: 'Pod' }, (e) => forget(this.podsApplied, podKey(e.object.metadata.namespace, e.object.metadata.name), e.object.metadata.resourceVersion)),
+      this.store.watch({ kind: 'Node' }, (e) => (e.type === 'DELETED' ? this.nodesApplied.delete(e.object.metadata.name) : forget(this.nodesApplied, e.object.metadata.name, e.object.metadata.resourceVersion))),
+      this.store.onRollback(() => {
+        this.podsApplied.clear();
+        this.nodesApplied.clear();
+      }),
+    );
     // After a hub restart a node keeps its last Ready status until its agent reports or its
     // grace period runs out (the node lifecycle controller's fresh grace, as in Kubernetes):
     // marking every node Unknown here would turn every pod NotReady on each hub restart.
@@ -76,7 +117,9 @@ export class StatusIngest {
     if (!decoded.ok) return this.drop(parsed.node, 'status', formatFieldErrors(decoded.errors));
     const report: StatusReport = decoded.value;
     const nodeName = parsed.node;
-    if (!this.store.get('Node', '', nodeName)) return;
+    const memo = this.nodesApplied.get(nodeName);
+    // A remembered node exists: the watch forgets a deleted one.
+    if (!memo && !this.store.get('Node', '', nodeName)) return;
     const live = this.liveness.get(nodeName) ?? { online: true, session: 0, engineReady: true };
     // A status report is proof of life even when the presence message was lost.
     live.online = true;
@@ -84,29 +127,44 @@ export class StatusIngest {
     live.engineReady = report.node.engineReady;
     live.engineMessage = report.node.engineMessage;
     this.liveness.set(nodeName, live);
-    const now = new Date().toISOString();
+    const nowMs = Date.now();
+    const now = new Date(nowMs).toISOString();
+    const nodeFp = fingerprint(report.node, report.observedRev);
     this.store.transaction(() => {
-      this.store.mutate('Node', '', nodeName, (cur) => {
-        const before = (cur.status as NodeStatus | undefined) ?? {};
-        const status = { ...before };
-        status.nodeInfo = report.node.info;
-        status.capacity = report.node.capacity;
-        status.allocatable = report.node.capacity;
-        if (report.node.addresses) status.addresses = report.node.addresses;
-        if (report.observedRev !== null) status.observedRevision = report.observedRev;
-        if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
-        status.lastHeartbeatTime = now;
-        // The liveness the node lifecycle controller counts on is in memory (every packet); the
-        // stored heartbeat only needs to stay fresh: a report that changes nothing else is not a write.
-        if (onlyHeartbeatMoved(before, status, Date.parse(now))) return undefined;
-        return { ...cur, status };
-      });
+      // The same node report again, while the stored heartbeat is fresh, would write nothing.
+      if (!memo || memo.fp !== nodeFp || nowMs - memo.beatAt >= HEARTBEAT_WRITE_MS) this.applyNodeStatus(nodeName, report, nodeFp, now);
       this.applyReadiness(nodeName, live);
-      for (const podReport of report.pods) this.applyPodStatus(nodeName, podReport, report.observedRev);
+      for (const podReport of report.pods) this.applyPodStatus(nodeName, podReport);
     });
     if (engineChanged && !report.node.engineReady) {
       this.events.warning({ kind: 'Node', name: nodeName }, 'ContainerRuntimeUnhealthy', report.node.engineMessage ?? 'container engine unavailable', nodeName);
     }
+  }
+
+  private applyNodeStatus(nodeName: string, report: StatusReport, fp: string, now: string): void {
+    let beatAt = Date.parse(now);
+    const after = this.store.mutate('Node', '', nodeName, (cur) => {
+      const before = (cur.status as NodeStatus | undefined) ?? {};
+      const status = { ...before };
+      status.nodeInfo = report.node.info;
+      status.capacity = report.node.capacity;
+      status.allocatable = report.node.capacity;
+      if (report.node.addresses) status.addresses = report.node.addresses;
+      if (report.observedRev !== null) status.observedRevision = report.observedRev;
+      if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
+      status.lastHeartbeatTime = now;
+      // The liveness the node lifecycle controller counts on is in memory (every packet); the
+      // stored heartbeat only needs to stay fresh: a report that changes nothing else is not a write.
+      if (onlyHeartbeatMoved(before, status, beatAt)) {
+        beatAt = Date.parse(before.lastHeartbeatTime!);
+        return undefined;
+      }
+      return { ...cur, status };
+    });
+    if (!after) return;
+    const prev = this.nodesApplied.get(nodeName);
+    const rv = Number(after.metadata.resourceVersion);
+    this.nodesApplied.set(nodeName, { fp, rv, beatAt, ...(prev?.ready !== undefined && prev.rv === rv ? { ready: prev.ready } : {}) });
   }
 
   private applyReadiness(node: string, live: Liveness): void {
@@ -120,6 +178,9 @@ export class StatusIngest {
   }
 
   private setReady(node: string, ready: Pick<NodeCondition, 'status' | 'reason' | 'message'>): void {
+    const readyKey = `${ready.status}\u0000${ready.reason ?? ''}\u0000${ready.message ?? ''}`;
+    const memo = this.nodesApplied.get(node);
+    if (memo?.ready === readyKey) return;
     let before: NodeCondition | undefined;
     const exists = this.store.mutate('Node', '', node, (cur) => {
       const status = { ...((cur.status as NodeStatus | undefined) ?? {}) };
@@ -135,16 +196,36 @@ export class StatusIngest {
       status.conditions = [condition, ...others];
       return { ...cur, status };
     });
+    if (exists && memo) {
+      const current = this.nodesApplied.get(node);
+      if (current) {
+        current.ready = readyKey;
+        current.rv = Number(exists.metadata.resourceVersion);
+      }
+    }
     if (exists && before?.status !== ready.status) {
       if (ready.status === 'True') this.events.normal({ kind: 'Node', name: node }, 'NodeReady', `Node ${node} status is now: NodeReady`, node);
       else if (before?.status === 'True') this.events.warning({ kind: 'Node', name: node }, 'NodeNotReady', `Node ${node} status is now: ${ready.reason ?? 'NodeNotReady'}`, node);
     }
   }
 
-  private applyPodStatus(node: string, report: PodStatusReport, observedRev: number | null): void {
-    this.store.mutate('Pod', report.namespace, report.name, (cur) => {
+  /**
+   * A pod's status, as its device reports it. The desired-set revision the report was made
+   * against is the node's (status.observedRevision), written in the same transaction: a new
+   * revision alone rewrites no pod.
+   */
+  private applyPodStatus(node: string, report: PodStatusReport): void {
+    const key = podKey(report.namespace, report.name);
+    const fp = fingerprint(node, report);
+    if (this.podsApplied.get(key)?.fp === fp) {
+      this.unchangedPodReports++;
+      return;
+    }
+    let accepted = false;
+    const after = this.store.mutate('Pod', report.namespace, report.name, (cur) => {
       // Only a pod that is bound to this node and is the same incarnation (uid) may be written.
       if (cur.metadata.uid !== report.uid || (cur.spec as PodSpec).nodeName !== node) return undefined;
+      accepted = true;
       const prev = (cur.status as PodStatus | undefined) ?? { phase: 'Pending' };
       const allReady = report.containerStatuses.length > 0 && report.containerStatuses.every((c) => c.ready);
       const conditions: PodCondition[] = [
@@ -162,11 +243,21 @@ export class StatusIngest {
         ...(report.startTime ? { startTime: report.startTime } : {}),
         conditions,
         containerStatuses: report.containerStatuses,
-        ...(observedRev !== null ? { observedRevision: observedRev } : {}),
       };
       return { ...cur, status };
     });
+    if (after && accepted) this.podsApplied.set(key, { fp, rv: Number(after.metadata.resourceVersion) });
   }
+
+  /** Stops following the store. */
+  stop(): void {
+    for (const u of this.unwatch) u();
+    this.unwatch = [];
+  }
+}
+
+function podKey(namespace: string | undefined, name: string): string {
+  return `${namespace ?? ''}/${name}`;
 }
 
 const HUB_POD_CONDITIONS: ReadonlySet<string> = new Set(['PodScheduled', 'Ready', 'ContainersReady']);

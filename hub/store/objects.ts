@@ -99,6 +99,7 @@ export class ObjectStore {
   private latestRv: number;
   private readonly atRest: (kind: string) => AtRestCodec | undefined;
   private readonly podNodes: PodNodeIndex;
+  private readonly rollbackListeners = new Set<() => void>();
 
   constructor(db: Database, options: ObjectStoreOptions = {}) {
     const retention = options.changeRetention ?? 10_000;
@@ -310,6 +311,7 @@ export class ObjectStore {
       this.podNodes.rollback(indexMark);
       // The rolled-back writes gave their versions back to the counter.
       this.latestRv = this.counter('resourceVersion');
+      for (const listener of this.rollbackListeners) listener();
       throw err;
     } finally {
       this.depth--;
@@ -339,6 +341,15 @@ export class ObjectStore {
       if (this.latestRv !== rvBefore && !this.torn) this.torn = { err, depth: this.depth };
       throw err;
     }
+  }
+
+  /**
+   * Calls `fn` whenever a transaction (or a nested one's savepoint) rolls back: what a caller
+   * remembered of writes made inside it may not hold. Returns the function that stops it.
+   */
+  onRollback(fn: () => void): () => void {
+    this.rollbackListeners.add(fn);
+    return () => this.rollbackListeners.delete(fn);
   }
 
   // ------------------------------------------------------------------------------------------

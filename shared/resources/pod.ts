@@ -141,6 +141,4 @@ export interface PodStatus {
   startTime?: string;
   conditions?: PodCondition[];
   containerStatuses?: ContainerStatus[];
-  /** The node's desired-set revision that this status was observed against. */
-  observedRevision?: number;
 }

@@ -23,7 +23,7 @@ export interface ContainerStatusJson {
 export interface PodJson {
   metadata: { name: string; uid: string };
   spec: { nodeName?: string };
-  status?: { phase?: string; message?: string; podIP?: string; observedRevision?: number; conditions?: { type: string; status: string }[]; containerStatuses?: ContainerStatusJson[] };
+  status?: { phase?: string; message?: string; podIP?: string; conditions?: { type: string; status: string }[]; containerStatuses?: ContainerStatusJson[] };
 }
 
 export interface NodeConditionJson {

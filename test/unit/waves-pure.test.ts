@@ -80,7 +80,8 @@ describe('assessDevice', () => {
 
   it('does not trust a status of the old spec (old images, or an older desired revision)', () => {
     expect(assess(pod({ images: { app: 'reader:1' } })).state).toBe('updating');
-    expect(assess(pod({ observedRevision: 4 }), { nodeInfo: { ...online, desiredRevision: 5 } }).state).toBe('updating');
+    expect(assess(pod(), { nodeInfo: { ...online, desiredRevision: 5, observedRevision: 4 } }).state).toBe('updating');
+    expect(assess(pod(), { nodeInfo: { ...online, desiredRevision: 5, observedRevision: 5 } }).state).not.toBe('updating');
   });
 
   it('fails on CrashLoopBackOff at once, and on no Ready pod past the progress deadline', () => {

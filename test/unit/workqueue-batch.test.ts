@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WorkQueue } from '../../hub/controllers/queue.js';
 import { testHub, type TestHub } from './builders.js';
 
@@ -77,6 +77,41 @@ describe('WorkQueue with a batch wrap', () => {
     await new Promise((r) => setTimeout(r, 50));
     await queue.idle();
     expect(done.sort()).toEqual(['x', 'y']);
+    queue.stop();
+  });
+});
+
+describe('WorkQueue.addWithin', () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it('makes one pass per period for a stream of triggers, where addAfter would wait for the stream to stop', async () => {
+    const passes: number[] = [];
+    const started = Date.now();
+    const queue = new WorkQueue('test', () => {
+      passes.push(Date.now() - started);
+    }, hub.log);
+    // A trigger every 10 ms for 250 ms, each asking for a pass within 100 ms.
+    for (let t = 0; t < 250; t += 10) {
+      queue.addWithin('ds', 100);
+      await vi.advanceTimersByTimeAsync(10);
+    }
+    await vi.advanceTimersByTimeAsync(150);
+    expect(passes).toEqual([101, 211, 321]);
+    queue.stop();
+  });
+
+  it('keeps a sooner timer, and is shortened to its period when a later one is set', async () => {
+    const passes: number[] = [];
+    const started = Date.now();
+    const queue = new WorkQueue('test', () => {
+      passes.push(Date.now() - started);
+    }, hub.log);
+    queue.addAfter('ds', 5_000);
+    queue.addWithin('ds', 50);
+    queue.addWithin('ds', 80);
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(passes).toEqual([51]);
     queue.stop();
   });
 });

@@ -151,7 +151,7 @@ export class DeploymentWavesController extends Controller {
     const nodes = new Map<string, WaveNode>();
     for (const n of this.store.list('Node').items) {
       const status = n.status as NodeStatus | undefined;
-      nodes.set(n.metadata.name, { uid: n.metadata.uid, labels: n.metadata.labels ?? {}, ready: isNodeReady(status), ...(status?.desiredRevision !== undefined ? { desiredRevision: status.desiredRevision } : {}) });
+      nodes.set(n.metadata.name, { uid: n.metadata.uid, labels: n.metadata.labels ?? {}, ready: isNodeReady(status), ...(status?.desiredRevision !== undefined ? { desiredRevision: status.desiredRevision } : {}), ...(status?.observedRevision !== undefined ? { observedRevision: status.observedRevision } : {}) });
     }
     return nodes;
   }

@@ -71,10 +71,11 @@ function at(text: string | undefined): number | undefined {
 
 /**
  * The pod's status is of its current spec: the agent has applied the node's latest desired set
- * (pod.observedRevision ≥ node.desiredRevision, when both are known) and reports the new images.
+ * (node.observedRevision ≥ node.desiredRevision, when both are known: a device's report carries
+ * its node's status and its pods' together) and reports the new images.
  */
 export function statusIsCurrent(pod: WavePod, node: WaveNode | undefined, toImages: Record<string, string>): boolean {
-  if (pod.observedRevision !== undefined && node?.desiredRevision !== undefined && pod.observedRevision < node.desiredRevision) return false;
+  if (node?.observedRevision !== undefined && node.desiredRevision !== undefined && node.observedRevision < node.desiredRevision) return false;
   const names = Object.keys(toImages);
   return names.length > 0 && names.every((n) => pod.images[n] === toImages[n]);
 }

@@ -19,6 +19,8 @@ export interface WaveNode {
   ready: boolean;
   /** The desired-set revision the hub last published to the node. */
   desiredRevision?: number;
+  /** The desired-set revision the device last reported working to; its pods' statuses are of that set. */
+  observedRevision?: number;
 }
 
 /** What the rollout reads of a DaemonSet's pod. */
@@ -37,7 +39,6 @@ export interface WavePod {
   failure?: { reason: string; message?: string };
   /** Images by container name, as the agent reports them (the spec it works to). */
   images: Record<string, string>;
-  observedRevision?: number;
   /** An update lock is held (the UpdateLocked condition is True) since this time (the lock file's mtime). */
   lockedSince?: string;
   /** The override annotation's value, when set. */
@@ -69,7 +70,6 @@ export function podFacts(pod: StoredObject, owner: { uid: string }): WavePod {
     running: statuses.length > 0 && statuses.every((c) => c.state.running !== undefined),
     ...(failing ? { failure: { reason: failing.state.waiting!.reason!, ...(failing.state.waiting!.message ? { message: failing.state.waiting!.message } : {}) } } : {}),
     images,
-    ...(status?.observedRevision !== undefined ? { observedRevision: status.observedRevision } : {}),
     ...(lock?.status === 'True' ? { lockedSince: lock.lastTransitionTime ?? '' } : {}),
     ...(annotations[UPDATE_LOCK_OVERRIDE_ANNOTATION] ? { overriddenAt: annotations[UPDATE_LOCK_OVERRIDE_ANNOTATION] } : {}),
     ...(annotations[RELEASED_AT_ANNOTATION] ? { releasedAt: annotations[RELEASED_AT_ANNOTATION] } : {}),
@@ -151,6 +151,7 @@ export class WavesView {
       labels: e.object.metadata.labels ?? {},
       ready: isNodeReady(status),
       ...(status?.desiredRevision !== undefined ? { desiredRevision: status.desiredRevision } : {}),
+      ...(status?.observedRevision !== undefined ? { observedRevision: status.observedRevision } : {}),
     };
     const prev = this.nodes.get(name);
     if (sameJson(prev, next)) return false;
