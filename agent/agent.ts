@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type StatusReport } from '../shared/protocol/messages.js';
+import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type NodeReport, type StatusReport } from '../shared/protocol/messages.js';
 import { Topics } from '../shared/protocol/topics.js';
 import { DeviceLink } from './link/link.js';
 import { EVENT_BATCHING, EventBatcher, PodDirectory, deviceNodeEvent, devicePodEvent } from './link/events.js';
@@ -398,24 +398,34 @@ export class Agent {
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
   private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
     if (!this.link?.connected) return;
+    const node = this.nodeReporter.report(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]);
+    // The periodic check with nothing new (the node report last sent, no reconcile since): nothing to compare.
+    if (!force && !containers && node === this.lastSentNode) return;
     const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id), this.updateLocks.view) : this.lastPods;
     this.lastPods = pods;
     const report: StatusReport = {
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: this.observedRev,
-      node: this.nodeReporter.report(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]),
+      node,
       pods,
     };
     const json = JSON.stringify({ ...report, ts: undefined });
-    if (!force && json === this.lastStatusJson) return;
+    if (!force && json === this.lastStatusJson) {
+      this.lastSentNode = node;
+      return;
+    }
+    this.lastSentNode = undefined;
     if (this.link.publishStatus(report)) {
       this.lastStatusJson = json;
+      this.lastSentNode = node;
       this.lastStatusAt = Date.now();
     }
   }
 
   private readonly nodeReporter = new NodeReporter();
+  /** The node report of the status last sent (or found unchanged), while the pods in it are lastPods. */
+  private lastSentNode: NodeReport | undefined;
   private lastPods: StatusReport['pods'] = [];
   private metrics?: MetricsCollector;
   /** The containers of the last reconcile: what the metrics collector reads stats of. */

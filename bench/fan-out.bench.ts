@@ -122,7 +122,7 @@ for (const [broker, devices] of runs) {
       startConcurrency: START_CONCURRENCY,
       onProgress: progressLog(devices),
     });
-    cleanups.push(() => fleet.kill());
+    cleanups.push(() => fleet.end());
     const failed = timings.filter((t) => t.error);
     expect(failed, `devices that did not join: ${failed.slice(0, 3).map((t) => `${t.name}: ${t.error}`).join('; ')}`).toHaveLength(0);
 

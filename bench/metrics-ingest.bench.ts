@@ -31,7 +31,7 @@ const STAGES = (process.env.FLOTILLA_BENCH_METRICS_RATES ?? '1.5,2.5,4').split('
 /** An API that answers: 99 % of the requests within a second, Kubernetes' API call latency SLO for one object. */
 const ANSWERING_P99_MS = 1_000;
 const WARMUP_MS = 5_000;
-const WINDOW_MS = 20_000;
+const WINDOW_MS = 15_000;
 const API_PAUSE_MS = 100;
 const IN_PROCESS_BATCHES = 4_000;
 

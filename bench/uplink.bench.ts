@@ -14,9 +14,9 @@ import { round, writeResult } from './results.js';
 
 const DEVICES = Number(process.env.FLOTILLA_BENCH_UPLINK_DEVICES ?? 100);
 const PODS = 5;
-const SETTLE_MS = Number(process.env.FLOTILLA_BENCH_UPLINK_SETTLE_MS ?? 20_000);
+const SETTLE_MS = Number(process.env.FLOTILLA_BENCH_UPLINK_SETTLE_MS ?? 15_000);
 // At least one status interval (60 s) and six metrics intervals (15 s): `npm run bench` must fit in 15 min.
-const WINDOW_MS = Number(process.env.FLOTILLA_BENCH_UPLINK_WINDOW_MS ?? 90_000);
+const WINDOW_MS = Number(process.env.FLOTILLA_BENCH_UPLINK_WINDOW_MS ?? 60_000);
 
 const cleanups: (() => void | Promise<void>)[] = [];
 afterEach(async () => {

@@ -35,11 +35,14 @@ export const PRESSURE_TTL_MS = 10_000;
  * nodeReport with its readings kept for a while. A report is built on every status check (every
  * few seconds) and every reconcile; its facts cost several system calls and file reads (about a
  * third of a millisecond each time) yet change rarely, so a device reads them at most every
- * NODE_FACTS_TTL_MS and its memory and disk pressure every PRESSURE_TTL_MS.
+ * NODE_FACTS_TTL_MS and its memory and disk pressure every PRESSURE_TTL_MS; while nothing
+ * changed it returns the same object, which a caller can compare by identity.
  */
 export class NodeReporter {
   private facts: { at: number; report: NodeReport } | undefined;
   private pressure: { at: number; key: string; conditions: NodeReport['conditions'] } | undefined;
+  /** The last report and what it was made of: the same inputs give the same object. */
+  private last: { inputs: unknown[]; report: NodeReport } | undefined;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -48,11 +51,20 @@ export class NodeReporter {
     const paths = pressurePaths.filter((p): p is string => p !== undefined);
     const key = paths.join('\0');
     if (!this.pressure || now - this.pressure.at >= PRESSURE_TTL_MS || this.pressure.key !== key) {
-      this.pressure = { at: now, key, conditions: pressureConditions(memoryAvailableBytes(), paths.map((p) => fsUsage(p))) };
+      const conditions = pressureConditions(memoryAvailableBytes(), paths.map((p) => fsUsage(p)));
+      // The same readings keep the same array, so an unchanged report stays the same object.
+      const same = this.pressure && JSON.stringify(this.pressure.conditions) === JSON.stringify(conditions);
+      this.pressure = { at: now, key, conditions: same ? this.pressure!.conditions : conditions };
     }
-    if (!this.facts || now - this.facts.at >= NODE_FACTS_TTL_MS) this.facts = { at: now, report: nodeReport(undefined, undefined, maxPods, []) };
+    if (!this.facts || now - this.facts.at >= NODE_FACTS_TTL_MS) {
+      const report = nodeReport(undefined, undefined, maxPods, []);
+      const same = this.facts && JSON.stringify(this.facts.report) === JSON.stringify(report);
+      this.facts = { at: now, report: same ? this.facts!.report : report };
+    }
+    const inputs = [this.facts.report, this.pressure.conditions, engine?.name, engine?.version, engineError, maxPods];
+    if (this.last && inputs.every((v, i) => v === this.last!.inputs[i])) return this.last.report;
     const base = this.facts.report;
-    return {
+    const report: NodeReport = {
       info: { ...base.info, ...(engine ? { containerRuntimeVersion: `${engine.name}://${engine.version}` } : {}) },
       capacity: { ...base.capacity, pods: String(maxPods) },
       addresses: base.addresses,
@@ -60,6 +72,8 @@ export class NodeReporter {
       ...(engineError ? { engineMessage: engineError } : {}),
       conditions: this.pressure.conditions,
     };
+    this.last = { inputs, report };
+    return report;
   }
 }
 

@@ -26,7 +26,7 @@ export interface FleetOptions {
   heartbeatSeconds?: number;
   /** At most this many devices per worker joining or connecting at once (default 0: all at once). */
   startConcurrency?: number;
-  /** Extra node options of the workers, e.g. a larger heap. */
+  /** Extra node options of the workers, e.g. a larger heap (default: FLOTILLA_BENCH_FLEET_NODE_OPTIONS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them). */
   nodeOptions?: string[];
   onProgress?: (connected: number, joined: number) => void;
 }
@@ -70,7 +70,7 @@ export class HollowFleet {
     const perWorker = Math.ceil(names.length / opts.processes);
     const workers: ChildProcess[] = [];
     for (let w = 0; w < opts.processes && w * perWorker < names.length; w++) {
-      workers.push(fork(WORKER_BUNDLE, [], { execArgv: opts.nodeOptions ?? [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' }));
+      workers.push(fork(WORKER_BUNDLE, [], { execArgv: opts.nodeOptions ?? (process.env.FLOTILLA_BENCH_FLEET_NODE_OPTIONS ?? '').split(' ').filter(Boolean), stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' }));
     }
     const fleet = new HollowFleet(workers, opts);
     const ready = workers.map((worker, w) => {
@@ -151,6 +151,18 @@ export class HollowFleet {
         clearTimeout(timer);
       }),
     );
+  }
+
+  /**
+   * Ends the workers after a run: each exits on its own when its channel closes (writing a CPU
+   * profile when started with --cpu-prof), and whatever is left after `graceMs` is killed.
+   */
+  async end(graceMs = 10_000): Promise<void> {
+    const exits = this.workers.filter((w) => w.exitCode === null && w.signalCode === null).map((w) => new Promise((r) => w.once('exit', r)));
+    for (const w of this.workers) if (w.connected) w.disconnect();
+    const timer = setTimeout(() => this.kill(), graceMs);
+    await Promise.all(exits);
+    clearTimeout(timer);
   }
 
   /** Ends every worker at once, as a power cut of the whole fleet. */

@@ -6,6 +6,7 @@ import { formatFieldErrors } from '../../shared/resources/validate.js';
 import type { MessageBus } from '../broker/bus.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
+import type { StoredObject } from '../store/types.js';
 
 /**
  * The most events one node may have recorded per second (twice what a well-behaved agent
@@ -54,12 +55,14 @@ export class DeviceEventIngest {
     const batch = decoded.value;
     if (batch.dropped) this.log.warn({ node, dropped: batch.dropped }, 'the device dropped events while the hub was away');
     if (!this.store.get('Node', '', node)) return;
+    // A batch usually speaks of a few pods several times (Killing, Created, Started): each is read once.
+    const pods = new Map<string, StoredObject | undefined>();
     this.store.transaction(() => {
-      for (const event of batch.events) this.record(node, event);
+      for (const event of batch.events) this.record(node, event, pods);
     });
   }
 
-  private record(node: string, event: DeviceEvent): void {
+  private record(node: string, event: DeviceEvent, pods: Map<string, StoredObject | undefined>): void {
     if (event.kind === 'Node') {
       // The topic names the sender (the broker's ACL lets a device publish only on its own).
       const self = this.store.get('Node', '', event.node);
@@ -72,7 +75,9 @@ export class DeviceEventIngest {
       this.recorder.record(self, event.type, event.reason, event.message, node, this.eventTime(event.ts));
       return;
     }
-    const pod = this.store.get('Pod', event.namespace, event.podName);
+    const key = `${event.namespace}/${event.podName}`;
+    if (!pods.has(key)) pods.set(key, this.store.get('Pod', event.namespace, event.podName));
+    const pod = pods.get(key);
     if (!pod || pod.metadata.uid !== event.podUid || (pod.spec as PodSpec | undefined)?.nodeName !== node) {
       this.ignored++;
       this.log.warn({ node, pod: `${event.namespace}/${event.podName}`, reason: event.reason }, 'device event about a pod not bound to that node ignored');
