@@ -50,6 +50,7 @@ export interface AgentConfig {
 const MAX_PASSES = 8;
 /** How often the engine is pinged between reconciles, so that `engineReady` follows it promptly. */
 const ENGINE_HEALTH_INTERVAL_MS = 5_000;
+const NO_PODS: ReadonlySet<string> = new Set();
 /** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
 const PULL_STATUS_FOLLOW_UP_MS = 2_000;
 
@@ -246,18 +247,23 @@ export class Agent {
       const images = await this.presentImages(desired);
       const now = Date.now();
       this.noteRunning(containers, now);
-      const updateLocked = this.updateLocks.scan(desired);
-      const plan = planPods({ containers, images }, desired, {
-        pauseImage: this.config.pauseImage,
-        podNetwork: this.config.podNetwork,
-        now,
-        backoff: this.restartBackoff.view,
-        pullBackoff: this.pullBackoff.view,
-        pulledThisPass,
-        resolvedEnv: config.resolvedEnv,
-        blocked: new Set(config.waiting.keys()),
-        updateLocked,
-      });
+      const planWith = (updateLocked: ReadonlySet<string>) =>
+        planPods({ containers, images }, desired, {
+          pauseImage: this.config.pauseImage,
+          podNetwork: this.config.podNetwork,
+          now,
+          backoff: this.restartBackoff.view,
+          pullBackoff: this.pullBackoff.view,
+          pulledThisPass,
+          resolvedEnv: config.resolvedEnv,
+          blocked: new Set(config.waiting.keys()),
+          updateLocked,
+        });
+      // Update locks defer only the replacement of running containers for a spec change: they
+      // are read when the plan has one, and the plan is made again if a lock holds.
+      let plan = planWith(NO_PODS);
+      const updateLocked = this.updateLocks.scanChanging(desired, plan.specChanged);
+      if (updateLocked.size > 0) plan = planWith(updateLocked);
       this.updateLocks.observe(plan, desired);
       const steps = plan.steps;
       if (steps.length === 0) break;

@@ -87,6 +87,7 @@ export class UpdateLocks {
     const locked = new Set<string>();
     this.decisions = new Map();
     for (const pod of pods) {
+      this.makeFolder(pod.uid);
       const decision = lockDecision(pod, this.readLock(pod.uid));
       this.decisions.set(pod.uid, decision);
       if (decision.state === 'held') locked.add(pod.uid);
@@ -156,10 +157,20 @@ export class UpdateLocks {
     this.poll.unref();
   }
 
-  /** The lock file's mtime (ms), or undefined when there is none; makes the pod's lock folder first. */
-  private readLock(uid: string): number | undefined {
-    const dir = updateLockDir(this.stateDir, uid);
+  /**
+   * Makes the lock folders of `pods` (each once: a container mounts it), and reads the locks of
+   * those among `changing` alone, the pods whose running containers a spec change would
+   * replace: a lock defers nothing else, so a reconcile with no update pending reads no file.
+   * Returns the pods whose lock holds back their spec change, by uid.
+   */
+  scanChanging(pods: readonly DesiredPod[], changing: ReadonlySet<string>): ReadonlySet<string> {
+    for (const pod of pods) this.makeFolder(pod.uid);
+    return this.scan(pods.filter((p) => changing.has(p.uid)));
+  }
+
+  private makeFolder(uid: string): void {
     if (!this.made.has(uid)) {
+      const dir = updateLockDir(this.stateDir, uid);
       try {
         if (mkdirSync(dir, { recursive: true }) !== undefined) {
           // Writable by whichever user the pod's containers run as, as an emptyDir is.
@@ -170,6 +181,11 @@ export class UpdateLocks {
         this.log.warn({ pod: uid, err: (err as Error).message }, 'could not make the pod\'s update lock folder');
       }
     }
+  }
+
+  /** The lock file's mtime (ms), or undefined when there is none. */
+  private readLock(uid: string): number | undefined {
+    const dir = updateLockDir(this.stateDir, uid);
     try {
       return statSync(join(dir, UPDATE_LOCK_FILE)).mtimeMs;
     } catch {

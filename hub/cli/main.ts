@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createLogger } from '../../shared/log/logger.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
 import { loadHubConfig } from '../config.js';
+import { limitHeapGrowth } from '../heap.js';
 import { Hub } from '../hub.js';
 import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
 import { registerBrokerConfigCommand } from './broker-config.js';
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
     .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
       const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), nodeGraceSeconds: parseDuration(o.nodeGrace), evictionTimeoutSeconds: parseDuration(o.evictionTimeout), metricsRawRetentionSeconds: parseDuration(o.metricsRawRetention), metricsMinuteRetentionSeconds: parseDuration(o.metrics1mRetention), metricsHourRetentionSeconds: parseDuration(o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
+      limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));
       process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection; the hub keeps serving'));
       const hub = await Hub.start(config, log);

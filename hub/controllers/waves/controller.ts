@@ -160,9 +160,11 @@ export class WavesController extends Controller {
     const strategy = wavesStrategyOf(spec);
     let record = this.latestRecord(namespace, name, ds.metadata.uid);
     if (!strategy) {
+      this.view.untrack(key);
       if (record && isActive(statusOf(record).phase)) this.finish(ds, record, 'Superseded', 'updateStrategy is no longer Waves', 'RolloutSuperseded');
       return;
     }
+    this.view.track(key, ds);
     const now = this.now();
     const hash = templateHash(spec.template);
     if (!record || specOf(record).toHash !== hash) {
@@ -244,6 +246,7 @@ export class WavesController extends Controller {
 
   /** A deleted DaemonSet takes its records with it (they are owned by it). */
   private forget(key: string, namespace: string, name: string): void {
+    this.view.untrack(key);
     this.latest.delete(key);
     this.runtimes.delete(key);
     this.lastRun.delete(key);

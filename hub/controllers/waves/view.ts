@@ -1,3 +1,5 @@
+import { labelSelectorAsSelector, type Selector } from '../../../shared/labels/selector.js';
+import type { DaemonSetSpec } from '../../../shared/resources/daemonset.js';
 import { isNodeReady, type NodeStatus } from '../../../shared/resources/node.js';
 import type { PodStatus } from '../../../shared/resources/pod.js';
 import { UPDATE_LOCK_OVERRIDE_ANNOTATION, UPDATE_LOCKED_CONDITION } from '../../../shared/protocol/update-lock.js';
@@ -102,7 +104,9 @@ function sameJson(a: unknown, b: unknown): boolean {
 /**
  * The rollout controller's view of nodes and DaemonSet pods, kept current by watches (as
  * daemonset-index.ts does for the DaemonSet controller): a pod or node event costs O(1) and says
- * which DaemonSets it may matter to, so a reconcile never lists pods.
+ * which DaemonSets it may matter to, so a reconcile never lists pods. Only the pods of the
+ * DaemonSets it is asked to track (those of type Waves) are kept: a fleet of other DaemonSets
+ * costs it neither memory nor work.
  */
 export class WavesView {
   readonly nodes = new Map<string, WaveNode>();
@@ -112,6 +116,9 @@ export class WavesView {
   private readonly pods = new Map<string, Map<string, WavePod>>();
   /** The DaemonSet key and node of each indexed pod, by pod key. */
   private readonly placeOf = new Map<string, { owner: string; node: string }>();
+  /** The DaemonSets whose pods are kept, by key. */
+  private readonly tracked = new Set<string>();
+  private store: ObjectStore | undefined;
   private unwatch: (() => void)[] = [];
 
   /**
@@ -119,18 +126,42 @@ export class WavesView {
    * pods; `onNodes()` of a change to a node that may matter to every rollout.
    */
   start(store: ObjectStore, onPods: (dsKey: string) => void, onNodes: () => void): void {
+    this.store = store;
     const nodes = store.list('Node');
     for (const node of nodes.items) this.onNode({ type: 'ADDED', object: node });
-    const pods = store.list('Pod', { filter: (p) => daemonSetOwner(p) !== undefined });
-    for (const pod of pods.items) this.onPod({ type: 'ADDED', object: pod });
     this.unwatch.push(
       store.watch({ kind: 'Node', fromResourceVersion: nodes.resourceVersion }, (e) => {
         if (this.onNode(e)) onNodes();
       }),
-      store.watch({ kind: 'Pod', fromResourceVersion: pods.resourceVersion }, (e) => {
+      // Pods of a DaemonSet tracked later are listed then (track()); from now on, every change.
+      store.watch({ kind: 'Pod' }, (e) => {
         for (const key of this.onPod(e)) onPods(key);
       }),
     );
+  }
+
+  /**
+   * Keeps the pods of DaemonSet `ds` (key `key`) from now on: lists them once (by the
+   * DaemonSet's selector, from the label index), then follows them by the watch.
+   */
+  track(key: string, ds: StoredObject): void {
+    if (this.tracked.has(key) || !this.store) return;
+    this.tracked.add(key);
+    let selector: Selector | undefined;
+    try {
+      selector = labelSelectorAsSelector((ds.spec as DaemonSetSpec).selector);
+    } catch {
+      selector = undefined; // owned pods are still found by their owner
+    }
+    const pods = this.store.list('Pod', { namespace: ds.metadata.namespace ?? 'default', ...(selector ? { selector } : {}), filter: (p) => daemonSetOwner(p)?.name === ds.metadata.name });
+    for (const pod of pods.items) this.onPod({ type: 'ADDED', object: pod });
+  }
+
+  /** Forgets the pods of DaemonSet `key` (no longer of type Waves, or gone). */
+  untrack(key: string): void {
+    if (!this.tracked.delete(key)) return;
+    for (const pod of this.pods.get(key)?.values() ?? []) this.placeOf.delete(objectKey(pod.namespace, pod.name));
+    this.pods.delete(key);
   }
 
   stop(): void {
@@ -174,6 +205,7 @@ export class WavesView {
     }
     if (!owner) return before ? [before.owner] : [];
     const key = objectKey(pod.metadata.namespace ?? 'default', owner.name);
+    if (!this.tracked.has(key)) return before ? [before.owner] : [];
     const facts = podFacts(pod, owner);
     let byNode = this.pods.get(key);
     if (!byNode) this.pods.set(key, (byNode = new Map()));
