@@ -50,6 +50,12 @@ export class NodeLifecycleController extends Controller {
   private startedAt: number;
   /** Nodes last seen not Ready: a pod bound to one of them wakes its node. */
   private readonly unready = new Set<string>();
+  /**
+   * What the last event of each node said of what this controller decides on (its Ready status
+   * and taints): a status report that moves only heartbeats or revisions needs no pass, since
+   * the pass already scheduled for the end of the node's grace period reads the latest anyway.
+   */
+  private readonly seen = new Map<string, string>();
 
   constructor(ctx: ControllerContext, opts: NodeLifecycleOptions) {
     super('nodelifecycle', ctx);
@@ -70,9 +76,16 @@ export class NodeLifecycleController extends Controller {
       [
         { kind: 'Node' },
         (e) => {
-          if (e.type !== 'DELETED') return e.object.metadata.name;
-          this.unready.delete(e.object.metadata.name);
-          return undefined;
+          const name = e.object.metadata.name;
+          if (e.type === 'DELETED') {
+            this.unready.delete(name);
+            this.seen.delete(name);
+            return undefined;
+          }
+          const facts = `${nodeCondition(e.object.status as NodeStatus | undefined, 'Ready')?.status ?? ''}|${JSON.stringify((e.object.spec as NodeSpec | undefined)?.taints ?? [])}`;
+          if (this.seen.get(name) === facts) return undefined;
+          this.seen.set(name, facts);
+          return name;
         },
       ],
       [

@@ -54,7 +54,7 @@ export class DeviceEventIngest {
     }
     const batch = decoded.value;
     if (batch.dropped) this.log.warn({ node, dropped: batch.dropped }, 'the device dropped events while the hub was away');
-    if (!this.store.get('Node', '', node)) return;
+    if (!this.store.has('Node', '', node)) return;
     // A batch usually speaks of a few pods several times (Killing, Created, Started): each is read once.
     const pods = new Map<string, StoredObject | undefined>();
     this.store.transaction(() => {

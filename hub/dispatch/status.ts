@@ -119,7 +119,7 @@ export class StatusIngest {
     const nodeName = parsed.node;
     const memo = this.nodesApplied.get(nodeName);
     // A remembered node exists: the watch forgets a deleted one.
-    if (!memo && !this.store.get('Node', '', nodeName)) return;
+    if (!memo && !this.store.has('Node', '', nodeName)) return;
     const live = this.liveness.get(nodeName) ?? { online: true, session: 0, engineReady: true };
     // A status report is proof of life even when the presence message was lost.
     live.online = true;

@@ -38,25 +38,23 @@ export class EventRecorder {
     const name = `${involved.name}.${digest}`;
     const now = at.toISOString();
     try {
+      // In a transaction of its own (a savepoint inside the caller's): a failed write undoes only itself.
       this.store.transaction(() => {
-        const existing = this.store.get('Event', namespace, name);
-        if (existing) {
-          this.store.update({ ...existing, count: ((existing.count as number | undefined) ?? 1) + 1, lastTimestamp: now });
-        } else {
-          this.store.create({
-            apiVersion: 'flotilla/v1',
-            kind: 'Event',
-            metadata: { name, namespace },
-            involvedObject: involved,
-            reason,
-            message,
-            type,
-            count: 1,
-            firstTimestamp: now,
-            lastTimestamp: now,
-            source: { component: this.component, ...(host ? { host } : {}) },
-          });
-        }
+        const bumped = this.store.mutate('Event', namespace, name, (existing) => ({ ...existing, count: ((existing.count as number | undefined) ?? 1) + 1, lastTimestamp: now }));
+        if (bumped) return;
+        this.store.create({
+          apiVersion: 'flotilla/v1',
+          kind: 'Event',
+          metadata: { name, namespace },
+          involvedObject: involved,
+          reason,
+          message,
+          type,
+          count: 1,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          source: { component: this.component, ...(host ? { host } : {}) },
+        });
       });
     } catch (err) {
       // An event is a note about work, never a reason for the work to fail.

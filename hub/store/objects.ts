@@ -124,6 +124,11 @@ export class ObjectStore {
     return this.load(kind, namespace ?? '', name)?.obj;
   }
 
+  /** Whether such an object exists, without reading it. */
+  has(kind: string, namespace: string | undefined, name: string): boolean {
+    return this.sql.hasObject.get(kind, namespace ?? '', name) !== undefined;
+  }
+
   /**
    * Objects of a kind. Requirements of the selector that pin a label to one value are answered
    * from the label index in SQL; the rest of the selector, then `filter`, run on the candidates.
