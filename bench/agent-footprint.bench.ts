@@ -10,7 +10,7 @@ import { MB, MiB, procStat, round, writeResult } from './results.js';
 // its floor measured in the same run: a bare Node.js process doing nothing.
 
 const PODS = 10;
-const SETTLE_MS = 15_000;
+const SETTLE_MS = 10_000;
 // Two collections at the default 15 s metrics interval.
 const WINDOW_MS = 30_000;
 

@@ -16,7 +16,7 @@ import { median, round, writeResult } from './results.js';
 
 const NODE = 'bench';
 const PODS = 10;
-const ROUNDS = Number(process.env.FLOTILLA_BENCH_APPLY_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.FLOTILLA_BENCH_APPLY_ROUNDS ?? 4);
 const POD_NETWORK = 'flotilla';
 
 let dockerd: TestDockerd;
