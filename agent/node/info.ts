@@ -27,7 +27,7 @@ function internalIP(): string | undefined {
 }
 
 /** How long the system facts (host name, kernel, CPUs, memory, addresses, OS image) are kept. */
-export const NODE_FACTS_TTL_MS = 60_000;
+export const NODE_FACTS_TTL_MS = 300_000;
 /** How long a reading of memory and disk pressure is kept: the kubelet's eviction monitoring interval. */
 export const PRESSURE_TTL_MS = 10_000;
 

@@ -1,12 +1,10 @@
 import type { Logger } from 'pino';
 import { decodePayload, eventBatchSchema, type DeviceEvent } from '../../shared/protocol/messages.js';
 import type { Topics } from '../../shared/protocol/topics.js';
-import type { PodSpec } from '../../shared/resources/pod.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
 import type { MessageBus } from '../broker/bus.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
-import type { StoredObject } from '../store/types.js';
 
 /**
  * The most events one node may have recorded per second (twice what a well-behaved agent
@@ -55,14 +53,14 @@ export class DeviceEventIngest {
     const batch = decoded.value;
     if (batch.dropped) this.log.warn({ node, dropped: batch.dropped }, 'the device dropped events while the hub was away');
     if (!this.store.has('Node', '', node)) return;
-    // A batch usually speaks of a few pods several times (Killing, Created, Started): each is read once.
-    const pods = new Map<string, StoredObject | undefined>();
+    // A batch usually speaks of a few pods several times (Killing, Created, Started): each is looked up once.
+    const pods = new Map<string, { uid: string; nodeName: string | undefined } | undefined>();
     this.store.transaction(() => {
       for (const event of batch.events) this.record(node, event, pods);
     });
   }
 
-  private record(node: string, event: DeviceEvent, pods: Map<string, StoredObject | undefined>): void {
+  private record(node: string, event: DeviceEvent, pods: Map<string, { uid: string; nodeName: string | undefined } | undefined>): void {
     if (event.kind === 'Node') {
       // The topic names the sender (the broker's ACL lets a device publish only on its own).
       const self = this.store.get('Node', '', event.node);
@@ -76,15 +74,15 @@ export class DeviceEventIngest {
       return;
     }
     const key = `${event.namespace}/${event.podName}`;
-    if (!pods.has(key)) pods.set(key, this.store.get('Pod', event.namespace, event.podName));
+    if (!pods.has(key)) pods.set(key, this.store.podBinding(event.namespace, event.podName));
     const pod = pods.get(key);
-    if (!pod || pod.metadata.uid !== event.podUid || (pod.spec as PodSpec | undefined)?.nodeName !== node) {
+    if (!pod || pod.uid !== event.podUid || pod.nodeName !== node) {
       this.ignored++;
       this.log.warn({ node, pod: `${event.namespace}/${event.podName}`, reason: event.reason }, 'device event about a pod not bound to that node ignored');
       return;
     }
     if (!this.admit(node)) return;
-    this.recorder.record(pod, event.type, event.reason, event.message, node, this.eventTime(event.ts));
+    this.recorder.record({ kind: 'Pod', name: event.podName, namespace: event.namespace, uid: pod.uid }, event.type, event.reason, event.message, node, this.eventTime(event.ts));
   }
 
   /** A fixed one-second window per node. */

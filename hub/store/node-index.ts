@@ -18,6 +18,12 @@ export class PodNodeIndex {
     return [...(this.built().get(node) ?? [])];
   }
 
+  /** The node the pod row `id` is bound to, if any. */
+  nodeOfPod(id: number): string | undefined {
+    this.built();
+    return this.nodeOf.get(id);
+  }
+
   /** A pod row now bound to `node` (undefined: to none). Nothing to do before the index is first used. */
   set(id: number, node: string | undefined): void {
     if (!this.byNode) return;

@@ -124,6 +124,15 @@ export class ObjectStore {
     return this.load(kind, namespace ?? '', name)?.obj;
   }
 
+  /**
+   * A pod's uid and the node it is bound to (spec.nodeName), from the table's uid column and the
+   * node index, without reading the pod: what is needed to check that a device speaks of its own.
+   */
+  podBinding(namespace: string | undefined, name: string): { uid: string; nodeName: string | undefined } | undefined {
+    const row = this.sql.objectIdentity.get('Pod', namespace ?? '', name);
+    return row ? { uid: row.uid, nodeName: this.podNodes.nodeOfPod(row.id) } : undefined;
+  }
+
   /** Whether such an object exists, without reading it. */
   has(kind: string, namespace: string | undefined, name: string): boolean {
     return this.sql.hasObject.get(kind, namespace ?? '', name) !== undefined;

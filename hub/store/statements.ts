@@ -31,6 +31,7 @@ export interface ReplayParams {
 export class Statements {
   readonly getObject: BetterSqlite3.Statement<[string, string, string], ObjectRow>;
   readonly hasObject: BetterSqlite3.Statement<[string, string, string], number>;
+  readonly objectIdentity: BetterSqlite3.Statement<[string, string, string], { id: number; uid: string }>;
   readonly insertObject: BetterSqlite3.Statement<[string, string, string, string, string]>;
   readonly updateObject: BetterSqlite3.Statement<[string, number]>;
   readonly deleteObject: BetterSqlite3.Statement<[number]>;
@@ -52,6 +53,7 @@ export class Statements {
 
   constructor(private readonly db: Database) {
     this.getObject = db.prepare('SELECT id, object FROM objects WHERE kind = ? AND namespace = ? AND name = ?');
+    this.objectIdentity = db.prepare('SELECT id, uid FROM objects WHERE kind = ? AND namespace = ? AND name = ?');
     this.hasObject = db.prepare<[string, string, string], number>('SELECT 1 FROM objects WHERE kind = ? AND namespace = ? AND name = ?').pluck();
     this.insertObject = db.prepare('INSERT INTO objects (kind, namespace, name, uid, object) VALUES (?, ?, ?, ?, ?)');
     this.updateObject = db.prepare('UPDATE objects SET object = ? WHERE id = ?');

@@ -115,6 +115,40 @@ describe('listing pods by node', () => {
   });
 });
 
+describe('a pod’s binding and an object’s existence, without reading the object', () => {
+  it('gives the uid and node of a pod as they change, and nothing for a missing one', () => {
+    const created = store.create(pod('web', 'edge-1'));
+    expect(store.podBinding('default', 'web')).toEqual({ uid: created.metadata.uid, nodeName: 'edge-1' });
+    bind(store, 'web', 'edge-2');
+    expect(store.podBinding('default', 'web')?.nodeName).toBe('edge-2');
+    bind(store, 'web', undefined);
+    expect(store.podBinding('default', 'web')).toEqual({ uid: created.metadata.uid, nodeName: undefined });
+    expect(store.podBinding('default', 'gone')).toBeUndefined();
+    expect(store.podBinding('other', 'web')).toBeUndefined();
+  });
+
+  it('sees a binding rolled back as never made', () => {
+    store.create(pod('web', 'edge-1'));
+    expect(store.podBinding('default', 'web')?.nodeName).toBe('edge-1');
+    expect(() =>
+      store.transaction(() => {
+        bind(store, 'web', 'edge-2');
+        expect(store.podBinding('default', 'web')?.nodeName).toBe('edge-2');
+        throw new Error('undone');
+      }),
+    ).toThrow('undone');
+    expect(store.podBinding('default', 'web')?.nodeName).toBe('edge-1');
+  });
+
+  it('answers whether an object exists', () => {
+    store.create(pod('web', 'edge-1'));
+    expect(store.has('Pod', 'default', 'web')).toBe(true);
+    expect(store.has('Pod', 'default', 'api')).toBe(false);
+    store.delete('Pod', 'default', 'web');
+    expect(store.has('Pod', 'default', 'web')).toBe(false);
+  });
+});
+
 describe('the store’s version counter', () => {
   it('gives back the versions of a rolled-back transaction', () => {
     store.create(pod('a', undefined));
