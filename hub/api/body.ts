@@ -5,9 +5,16 @@ import { HubError } from './errors.js';
 /** Kubernetes' apiserver takes up to 3 MiB per request: room for a Secret with 1 MiB of data, base64-encoded. */
 export const DEFAULT_BODY_LIMIT = 3 * 1024 * 1024;
 
+/**
+ * How much of a body over the limit is still read (and dropped) before the answer: a client
+ * that is still sending when the hub answers 413 and closes would see its write fail (EPIPE or
+ * a reset) instead of the answer. Past this, the connection is closed without waiting.
+ */
+export const DRAIN_LIMIT = 32 * 1024 * 1024;
+
 export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > limit) {
+  if (declared > limit && declared > DRAIN_LIMIT) {
     req.resume();
     throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit} bytes`);
   }
@@ -15,12 +22,12 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > limit) {
-      req.resume();
-      throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body is over the limit of ${limit} bytes`);
-    }
-    chunks.push(chunk as Buffer);
+    if (size <= limit && declared <= limit) chunks.push(chunk as Buffer);
+    // Over the limit the rest is read and dropped, until DRAIN_LIMIT (leaving the loop ends the request).
+    else if (size > DRAIN_LIMIT) break;
   }
+  if (declared > limit) throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${limit} bytes`);
+  if (size > limit) throw new HubError('HUB_ERR_BODY_TOO_LARGE', `request body is over the limit of ${limit} bytes`);
   return Buffer.concat(chunks);
 }
 
