@@ -20,6 +20,7 @@ import {
   type ContainerRunState,
   type RuntimeContainer,
 } from '../../agent/runtime/runtime.js';
+import type { MessageBus } from '../../hub/broker/bus.js';
 import { EventRecorder } from '../../hub/events/recorder.js';
 import { ObjectStore } from '../../hub/store/objects.js';
 import { openHubDatabase } from '../../hub/store/schema.js';
@@ -30,6 +31,15 @@ import type { Container, PodSpec } from '../../shared/resources/pod.js';
 
 // ---------------------------------------------------------------------------------------------
 // Agent side: desired pods, containers as the engine reports them, plan context.
+
+/** A message bus that carries nothing: for ingest classes whose handlers a test calls directly. */
+export const idleBus: MessageBus = {
+  publish: async () => {},
+  subscribe: async () => {},
+  disconnectNode: () => {},
+  connectedClients: () => 0,
+  close: async () => {},
+};
 
 export const NODE = 'edge-1';
 export const PAUSE_IMAGE = 'flotilla/pause:3.9';

@@ -1,22 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MessageBus } from '../../hub/broker/bus.js';
 import { DeviceEventIngest, MAX_DEVICE_EVENTS_PER_SECOND } from '../../hub/dispatch/events.js';
 import { EventRecorder } from '../../hub/events/recorder.js';
 import { PROTOCOL_VERSION, type DeviceNodeEvent, type DevicePodEvent } from '../../shared/protocol/messages.js';
 import { Topics } from '../../shared/protocol/topics.js';
-import { createNode, podObject, testHub, type TestHub } from './builders.js';
+import { createNode, idleBus, podObject, testHub, type TestHub } from './builders.js';
 
 // The hub's side of the events channel: a device's pod events become Events about the Pod,
 // from flotilla-agent on that node, and only about pods bound to that very node.
 
 const topics = new Topics();
-const idleBus: MessageBus = {
-  publish: async () => {},
-  subscribe: async () => {},
-  disconnectNode: () => {},
-  connectedClients: () => 0,
-  close: async () => {},
-};
 
 let hub: TestHub;
 let ingest: DeviceEventIngest;

@@ -1,24 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MessageBus } from '../../hub/broker/bus.js';
 import { StatusIngest } from '../../hub/dispatch/status.js';
 import { EventRecorder } from '../../hub/events/recorder.js';
 import { PROTOCOL_VERSION, type PodStatusReport, type StatusReport } from '../../shared/protocol/messages.js';
 import { Topics } from '../../shared/protocol/topics.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { PodStatus } from '../../shared/resources/pod.js';
-import { createNode, podObject, testHub, type TestHub } from './builders.js';
+import { createNode, idleBus, podObject, testHub, type TestHub } from './builders.js';
 
 // The hub's side of the status channel, and what it skips: a report it has already applied is
 // not read or written again while nobody else has written the pod or node since.
 
 const topics = new Topics();
-const idleBus: MessageBus = {
-  publish: async () => {},
-  subscribe: async () => {},
-  disconnectNode: () => {},
-  connectedClients: () => 0,
-  close: async () => {},
-};
 
 let hub: TestHub;
 let ingest: StatusIngest;

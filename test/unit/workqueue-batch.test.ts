@@ -85,12 +85,15 @@ describe('WorkQueue.addWithin', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
 
-  it('makes one pass per period for a stream of triggers, where addAfter would wait for the stream to stop', async () => {
+  /** A queue whose passes are noted in milliseconds from now. */
+  function timedQueue(): { queue: WorkQueue; passes: number[] } {
     const passes: number[] = [];
     const started = Date.now();
-    const queue = new WorkQueue('test', () => {
-      passes.push(Date.now() - started);
-    }, hub.log);
+    return { queue: new WorkQueue('test', () => void passes.push(Date.now() - started), hub.log), passes };
+  }
+
+  it('makes one pass per period for a stream of triggers, where addAfter would wait for the stream to stop', async () => {
+    const { queue, passes } = timedQueue();
     // A trigger every 10 ms for 250 ms, each asking for a pass within 100 ms.
     for (let t = 0; t < 250; t += 10) {
       queue.addWithin('ds', 100);
@@ -102,11 +105,7 @@ describe('WorkQueue.addWithin', () => {
   });
 
   it('keeps a sooner timer, and is shortened to its period when a later one is set', async () => {
-    const passes: number[] = [];
-    const started = Date.now();
-    const queue = new WorkQueue('test', () => {
-      passes.push(Date.now() - started);
-    }, hub.log);
+    const { queue, passes } = timedQueue();
     queue.addAfter('ds', 5_000);
     queue.addWithin('ds', 50);
     queue.addWithin('ds', 80);
