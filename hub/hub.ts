@@ -42,6 +42,42 @@ import { ObjectStore } from './store/objects.js';
 export const ADMIN_TOKEN_FILE = 'admin.token';
 export const JOIN_TOKEN_FILE = 'join.token';
 
+/**
+ * Why the hub could not start, naming the flag to look at (`--api-port`, `--data-dir`, …). Start-up
+ * closed everything it had opened before this is thrown.
+ */
+export class HubStartError extends Error {
+  override readonly name = 'HubStartError';
+
+  constructor(
+    readonly flag: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** What start-up has opened so far; closed in reverse order when start-up fails or the hub stops. */
+class OpenedParts {
+  private readonly parts: { name: string; close: () => void | Promise<void> }[] = [];
+
+  add(name: string, close: () => void | Promise<void>): void {
+    this.parts.push({ name, close });
+  }
+
+  /** Closes every part, the last opened first; one that fails to close does not keep the others open. */
+  async closeAll(log: Logger): Promise<void> {
+    for (let part = this.parts.pop(); part; part = this.parts.pop()) {
+      try {
+        await part.close();
+      } catch (err) {
+        log.error({ err, part: part.name }, 'could not close a part of the hub');
+      }
+    }
+  }
+}
+
 /** A running hub: every part, assembled in one place, and an orderly stop. */
 export class Hub {
   private constructor(
@@ -51,17 +87,36 @@ export class Hub {
     readonly broker: MessageBus,
     readonly api: ApiServer,
     readonly apiPort: number,
-    private readonly stoppers: (() => void | Promise<void>)[],
+    private readonly opened: OpenedParts,
     private readonly log: Logger,
   ) {}
 
-  static async start(config: HubConfig, log: Logger): Promise<Hub> {
+  /**
+   * Opens the store, the broker and the API, starts the controllers, and returns the running
+   * hub. When a step fails, or `stopping` is aborted (SIGTERM during start-up), what was opened
+   * is closed again, the last first, before the error is thrown: a hub never runs half started,
+   * with its MQTT port taking logins and no API (a HubStartError names the flag at fault).
+   */
+  static async start(config: HubConfig, log: Logger, stopping?: AbortSignal): Promise<Hub> {
+    const opened = new OpenedParts();
+    try {
+      return await Hub.assemble(config, log, opened, stopping);
+    } catch (err) {
+      await opened.closeAll(log);
+      throw err;
+    }
+  }
+
+  private static async assemble(config: HubConfig, log: Logger, opened: OpenedParts, stopping: AbortSignal | undefined): Promise<Hub> {
     const dataDir = resolve(config.dataDir);
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const db = openHubDatabase(join(dataDir, 'flotilla.db'));
+    const { db, secretKey } = openDataDir(dataDir);
+    opened.add('store', () => {
+      db.close();
+    });
+    stopping?.throwIfAborted();
     // A watcher's failure is logged, never allowed to take the hub down.
     // Secrets are sealed before they reach the database file (DESIGN.md section 2: encrypted at rest).
-    const secretCodec = aesGcmCodec(loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)));
+    const secretCodec = aesGcmCodec(secretKey);
     const store = new ObjectStore(db, {
       onWatchError: (err) => log.error({ err }, 'watch handler failed'),
       atRest: (kind) => (kind === 'Secret' ? secretCodec : undefined),
@@ -70,14 +125,20 @@ export class Hub {
       store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
     }
     const credentials = new Credentials(db);
-    const adminToken = ensureTokenFile(credentials, join(dataDir, ADMIN_TOKEN_FILE), 'admin', log);
-    ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
+    inDataDir(dataDir, () => {
+      ensureTokenFile(credentials, join(dataDir, ADMIN_TOKEN_FILE), 'admin', log);
+      ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
+    });
 
     const topics = new Topics(config.topicPrefix);
     // Every packet a device sends is its heartbeat (status, events, or a keepalive ping when idle).
     const heartbeats = new NodeHeartbeats();
     // The embedded aedes, or an external broker the hub joins as a client (--broker).
-    const { bus: broker, url: mqttUrl, accounts } = await startMessageBus({ config, dataDir, joinTokenFile: join(dataDir, JOIN_TOKEN_FILE), credentials, topics, log: log.child({ part: 'broker' }), onDeviceActivity: (node) => heartbeats.heard(node) });
+    const started = startMessageBus({ config, dataDir, joinTokenFile: join(dataDir, JOIN_TOKEN_FILE), credentials, topics, log: log.child({ part: 'broker' }), onDeviceActivity: (node) => heartbeats.heard(node) });
+    const { bus: broker, url: mqttUrl, accounts } = await untilStopping(started.catch((err: unknown) => {
+      throw brokerStartError(config, err);
+    }), stopping, (late) => late.bus.close());
+    opened.add('broker', () => broker.close());
     // What devices send together (status, presence, events, joins) is written in one commit.
     if (broker instanceof EmbeddedBroker) broker.deliverInBatches((run) => store.transaction(run));
     // Counts every MQTT message both ways: set up before anything subscribes.
@@ -86,41 +147,55 @@ export class Hub {
     const events = new EventRecorder(store, 'flotilla-hub', log);
 
     const ingest = new StatusIngest(store, broker, topics, events, log.child({ part: 'status' }));
+    opened.add('status', () => ingest.stop());
     await ingest.start();
     // Events devices report are the agents' own, as the kubelet's are in Kubernetes.
     const deviceEvents = new DeviceEventIngest(store, broker, topics, new EventRecorder(store, 'flotilla-agent', log), log.child({ part: 'events' }));
     await deviceEvents.start();
     const rpc = new RpcClient(store, broker, topics, log.child({ part: 'rpc' }));
+    opened.add('rpc', () => rpc.stop());
     await rpc.start();
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
+    stopping?.throwIfAborted();
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
     dispatcher.start();
+    opened.add('dispatch', () => dispatcher.stop());
     // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.
     const waves = new WavesController({ store, events, log: log.child({ part: 'waves' }) }, { onRevisionsChanged: (key) => daemonSets.queue.add(key) });
     const daemonSets = new DaemonSetController(store, events, log.child({ part: 'daemonset' }), waves.revisionsFor);
     waves.start();
+    opened.add('waves', () => waves.stop());
     daemonSets.start();
+    opened.add('daemonset', () => daemonSets.stop());
     const scheduler = new Scheduler(store, events, log.child({ part: 'scheduler' }));
     scheduler.start();
+    opened.add('scheduler', () => scheduler.stop());
     const jobs = new JobController({ store, events, log: log.child({ part: 'job' }) });
     jobs.start();
+    opened.add('job', () => jobs.stop());
     const cronJobs = new CronJobController({ store, events, log: log.child({ part: 'cronjob' }) });
     cronJobs.start();
+    opened.add('cronjob', () => cronJobs.stop());
     const nodeLifecycle = new NodeLifecycleController(
       { store, events, log: log.child({ part: 'nodelifecycle' }) },
       { nodeGraceSeconds: config.nodeGraceSeconds, evictionTimeoutSeconds: config.evictionTimeoutSeconds, lastHeardAt: (node) => heartbeats.lastHeardAt(node) },
     );
     nodeLifecycle.start();
+    opened.add('nodelifecycle', () => nodeLifecycle.stop());
     const endpoints = new EndpointsController({ store, events, log: log.child({ part: 'endpoints' }) });
     endpoints.start();
+    opened.add('endpoints', () => endpoints.stop());
     // Waves rollouts of Deployments decide how many pods each wave releases; the Deployment controller sizes the ReplicaSets.
     const deploymentWaves = new DeploymentWavesController({ store, events, log: log.child({ part: 'deployment-waves' }) }, { onScaleChanged: (key) => deployments.queue.add(key) });
     const deployments = new DeploymentController({ store, events, log: log.child({ part: 'deployment' }) }, { wavesScale: deploymentWaves.wavesScale });
     deploymentWaves.start();
+    opened.add('deployment-waves', () => deploymentWaves.stop());
     deployments.start();
+    opened.add('deployment', () => deployments.stop());
     const replicaSets = new ReplicaSetController({ store, events, log: log.child({ part: 'replicaset' }) });
     replicaSets.start();
+    opened.add('replicaset', () => replicaSets.stop());
     for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves, 'deployment-waves': deploymentWaves })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
     const metrics = new MetricsService({
@@ -130,6 +205,7 @@ export class Hub {
       self: selfMetrics,
       log: log.child({ part: 'metrics' }),
     });
+    opened.add('metrics', () => metrics.stop());
     await metrics.start(broker, topics);
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
@@ -138,6 +214,7 @@ export class Hub {
       credentials.forgetNode(e.object.metadata.name);
       broker.disconnectNode(e.object.metadata.name);
     });
+    opened.add('node watch', unwatchNodes);
 
     const resources = new ResourceService(store, log.child({ part: 'api' }));
     const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node), accounts);
@@ -152,18 +229,82 @@ export class Hub {
       new MetricsRoutes(metrics, store),
       new RolloutRoutes(store, waves, deploymentWaves),
     );
-    const apiPort = await api.listen();
-    void adminToken;
+    stopping?.throwIfAborted();
+    const apiPort = await api.listen().catch((err: unknown) => {
+      throw listenError('--api-port', 'the HTTP API', config.listen, config.apiPort, err);
+    });
+    opened.add('api', () => api.close());
+    stopping?.throwIfAborted();
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');
-    return new Hub(config, db, store, broker, api, apiPort, [() => metrics.stop(), () => ingest.stop(), () => replicaSets.stop(), () => deployments.stop(), () => deploymentWaves.stop(), () => endpoints.stop(), () => nodeLifecycle.stop(), () => cronJobs.stop(), () => jobs.stop(), () => scheduler.stop(), () => daemonSets.stop(), () => waves.stop(), () => dispatcher.stop(), () => rpc.stop(), unwatchNodes], log);
+    return new Hub(config, db, store, broker, api, apiPort, opened, log);
   }
 
+  /** Stops the API first (no new writes), then the controllers, the broker and the store, in the reverse order of start. */
   async stop(): Promise<void> {
-    await this.api.close();
-    for (const stop of this.stoppers) await stop();
-    await this.broker.close();
-    this.db.close();
+    await this.opened.closeAll(this.log);
     this.log.info('hub stopped');
+  }
+}
+
+/** Makes the data directory (mode 0700) and opens what it holds: the store and the Secrets' key. */
+function openDataDir(dataDir: string): { db: Database; secretKey: Buffer } {
+  return inDataDir(dataDir, () => {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const db = openHubDatabase(join(dataDir, 'flotilla.db'));
+    try {
+      return { db, secretKey: loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)) };
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  });
+}
+
+/** Runs a step of start-up that reads or writes the data directory; its failure names --data-dir. */
+function inDataDir<T>(dataDir: string, step: () => T): T {
+  try {
+    return step();
+  } catch (err) {
+    throw new HubStartError('--data-dir', `cannot use the data directory ${dataDir} (--data-dir): ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+function brokerStartError(config: HubConfig, err: unknown): HubStartError {
+  if (config.brokerUrl) return new HubStartError('--broker', `cannot join the MQTT broker ${config.brokerUrl} (--broker): ${errorMessage(err)}`, { cause: err });
+  return listenError('--mqtt-port', 'the MQTT broker', config.listen, config.mqttPort, err);
+}
+
+function listenError(flag: string, what: string, host: string, port: number, err: unknown): HubStartError {
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'EADDRINUSE') return new HubStartError(flag, `${what} cannot listen on ${host}:${port}: the port is in use by another program (${flag})`, { cause: err });
+  if (code === 'EACCES') return new HubStartError(flag, `${what} cannot listen on ${host}:${port}: permission denied (${flag}; ports below 1024 need privileges)`, { cause: err });
+  if (code === 'EADDRNOTAVAIL') return new HubStartError('--listen', `${what} cannot listen on ${host}:${port}: no such address on this machine (--listen)`, { cause: err });
+  return new HubStartError(flag, `${what} cannot listen on ${host}:${port} (${flag}): ${errorMessage(err)}`, { cause: err });
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Waits for a step of start-up unless the hub is asked to stop first; then throws at once, and
+ * whatever the step still makes is closed when it comes (a broker that answers late).
+ */
+async function untilStopping<T>(step: Promise<T>, stopping: AbortSignal | undefined, closeLate: (late: T) => unknown): Promise<T> {
+  if (!stopping) return step;
+  stopping.throwIfAborted();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(stopping.reason);
+    stopping.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([step, aborted]);
+  } catch (err) {
+    if (stopping.aborted) step.then(closeLate, () => undefined);
+    throw err;
+  } finally {
+    stopping.removeEventListener('abort', onAbort!);
   }
 }
 

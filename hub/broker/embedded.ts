@@ -84,15 +84,22 @@ export class EmbeddedBroker implements MessageBus {
     const alive = setInterval(() => keepBusyClientsAlive(aedes), BUSY_KEEPALIVE_MS);
     alive.unref();
     server.once('close', () => clearInterval(alive));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      // A fleet reconnecting at once (a hub restart, a network blip) must wait in the queue,
-      // not have its SYNs dropped and retried seconds later: the kernel caps this at somaxconn.
-      server.listen({ port: opts.port, host: opts.host, backlog: LISTEN_BACKLOG }, () => {
-        server.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        // A fleet reconnecting at once (a hub restart, a network blip) must wait in the queue,
+        // not have its SYNs dropped and retried seconds later: the kernel caps this at somaxconn.
+        server.listen({ port: opts.port, host: opts.host, backlog: LISTEN_BACKLOG }, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      // The port is taken (or not ours): aedes' timers would keep a hub that cannot start alive.
+      clearInterval(alive);
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      throw err;
+    }
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     opts.log.info({ host: opts.host, port }, 'mqtt broker listening');

@@ -1,9 +1,9 @@
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createLogger } from '../../shared/log/logger.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
 import { loadHubConfig } from '../config.js';
 import { limitHeapGrowth } from '../heap.js';
-import { Hub } from '../hub.js';
+import { runHub } from '../run.js';
 import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
 import { registerBrokerConfigCommand } from './broker-config.js';
 import { CliError } from './errors.js';
@@ -18,9 +18,26 @@ const err = (text: string) => process.stderr.write(`${text}\n`);
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw CliError.usage(`invalid port '${value}' (0-65535)`);
+  // commander names the option in its message: "option '--api-port <port>' argument 'x' is invalid".
+  if (value.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port is a whole number from 0 to 65535.');
   return n;
 }
+
+/** A duration flag of the hub; its error names the flag. */
+function hubDuration(flag: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (e) {
+    throw CliError.usage(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * How long a hub that has stopped (or failed to start) waits for what is left on the event loop
+ * before it exits anyway: a part that forgot a timer or a socket must not keep the process,
+ * and its ports, alive.
+ */
+const HUB_EXIT_GRACE_MS = 2_000;
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -50,18 +67,20 @@ export function buildProgram(): Command {
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
-      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), nodeGraceSeconds: parseDuration(o.nodeGrace), evictionTimeoutSeconds: parseDuration(o.evictionTimeout), metricsRawRetentionSeconds: parseDuration(o.metricsRawRetention), metricsMinuteRetentionSeconds: parseDuration(o.metrics1mRetention), metricsHourRetentionSeconds: parseDuration(o.metrics1hRetention) });
+      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));
       process.on('unhandledRejection', (e) => log.error({ err: e }, 'unhandled rejection; the hub keeps serving'));
-      const hub = await Hub.start(config, log);
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
-      await hub.stop();
+      try {
+        await runHub(config, log);
+      } finally {
+        // The exit status is set by then (see bin/flotilla.js); process.exit() keeps it.
+        setTimeout(() => {
+          log.warn('handles still open after the hub stopped: exiting anyway');
+          process.exit();
+        }, HUB_EXIT_GRACE_MS).unref();
+      }
     });
 
   program
