@@ -36,6 +36,7 @@ import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { openHubDatabase } from './store/schema.js';
+import { DiskGuard } from './store/disk.js';
 import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
 
@@ -113,6 +114,10 @@ export class Hub {
     opened.add('store', () => {
       db.close();
     });
+    // A full disk must not lock the store: deletes keep working (see store/disk.ts).
+    const disk = new DiskGuard(db, dataDir, log.child({ part: 'disk' }));
+    inDataDir(dataDir, () => disk.start());
+    opened.add('disk guard', () => disk.stop());
     stopping?.throwIfAborted();
     // A watcher's failure is logged, never allowed to take the hub down.
     // Secrets are sealed before they reach the database file (DESIGN.md section 2: encrypted at rest).
@@ -142,7 +147,7 @@ export class Hub {
     // What devices send together (status, presence, events, joins) is written in one commit.
     if (broker instanceof EmbeddedBroker) broker.deliverInBatches((run) => store.transaction(run));
     // Counts every MQTT message both ways: set up before anything subscribes.
-    const selfMetrics = new HubSelfMetrics(db, broker);
+    const selfMetrics = new HubSelfMetrics(db, broker, disk);
     selfMetrics.instrumentBus();
     const events = new EventRecorder(store, 'flotilla-hub', log);
 
@@ -219,7 +224,7 @@ export class Hub {
     const resources = new ResourceService(store, log.child({ part: 'api' }));
     const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node), accounts);
     const api = new ApiServer(
-      { host: config.listen, port: config.apiPort, bodyLimit: config.bodyLimitBytes, authorize: (token) => credentials.verifyToken('admin', token) !== undefined || false },
+      { host: config.listen, port: config.apiPort, bodyLimit: config.bodyLimitBytes, disk, authorize: (token) => credentials.verifyToken('admin', token) !== undefined || false },
       store,
       resources,
       tokens,

@@ -1,4 +1,5 @@
 import type { FieldError } from '../../shared/resources/fields.js';
+import { isDiskFull } from '../store/errors.js';
 
 /**
  * Every error the hub's API can answer with, by code, and the one place that maps a code to an
@@ -81,6 +82,6 @@ export function toHubError(err: unknown): HubError {
   const code = (err as { code?: unknown })?.code;
   if (typeof code === 'string' && STORE_CODES[code]) return new HubError(STORE_CODES[code], (err as Error).message);
   if (typeof code === 'string' && RPC_CODES[code]) return new HubError(RPC_CODES[code], (err as Error).message);
-  if (typeof code === 'string' && code === 'SQLITE_FULL') return new HubError('HUB_ERR_UNAVAILABLE', 'the hub\'s disk is full; nothing was written');
+  if (isDiskFull(err)) return new HubError('HUB_ERR_UNAVAILABLE', 'the hub\'s disk is full; nothing was written (deleting objects still works; free disk space in the hub\'s data directory)');
   return new HubError('HUB_ERR_INTERNAL', 'internal error');
 }

@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import { parseSelector, SelectorError, type Selector } from '../../shared/labels/selector.js';
 import { kindByPlural } from '../../shared/resources/kinds.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
+import type { DiskHealth } from '../store/disk.js';
+import { isDiskFull } from '../store/errors.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { WatchEvent } from '../store/types.js';
 import { DEFAULT_BODY_LIMIT, parseBody, readBody } from './body.js';
@@ -21,6 +23,8 @@ export interface ApiOptions {
   /** Checks the bearer token of a request. */
   authorize: (token: string) => boolean;
   bodyLimit?: number;
+  /** The data directory's disk: told of writes that failed for lack of space, asked for /healthz. */
+  disk?: { health(): DiskHealth; storeFull(err: unknown): boolean };
 }
 
 /**
@@ -78,7 +82,7 @@ export class ApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://hub');
     const method = req.method ?? 'GET';
-    if (url.pathname === '/healthz') return this.send(res, 200, { status: 'ok' });
+    if (url.pathname === '/healthz') return this.send(res, 200, this.health());
     if (!this.authorized(req)) throw new HubError('HUB_ERR_UNAUTHORIZED', 'a valid admin token is required (Authorization: Bearer TOKEN)');
     if (url.pathname === '/version') return this.send(res, 200, { version: FLOTILLA_VERSION });
     if (url.pathname === '/metrics' && this.metrics) return this.metrics.exposition(res);
@@ -154,9 +158,31 @@ export class ApiServer {
         return this.send(res, 200, object, warnings);
       }
       case 'DELETE':
-        return this.send(res, 200, this.resources.delete(kind.plural, namespace, name));
+        return this.send(res, 200, this.makingRoom(() => this.resources.delete(kind.plural, namespace, name)));
       default:
         throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed`);
+    }
+  }
+
+  /**
+   * The hub is up and serving: 200. With its disk full it still serves reads and deletes, so it
+   * says `degraded` with the detail rather than failing, which would only get it restarted.
+   */
+  private health(): Record<string, unknown> {
+    const disk = this.opts.disk?.health();
+    return disk?.full ? { status: 'degraded', disk } : { status: 'ok' };
+  }
+
+  /**
+   * Runs a delete; when it fails for a full disk and the disk guard could make room (its
+   * reserve, the log), runs it once more: deleting is how an operator frees the store.
+   */
+  private makingRoom<T>(run: () => T): T {
+    try {
+      return run();
+    } catch (err) {
+      if (!isDiskFull(err) || !this.opts.disk?.storeFull(err)) throw err;
+      return run();
     }
   }
 
@@ -215,6 +241,7 @@ export class ApiServer {
   }
 
   private fail(res: ServerResponse, err: unknown): void {
+    if (isDiskFull(err)) this.opts.disk?.storeFull(err);
     const hubErr = toHubError(err);
     if (hubErr.code === 'HUB_ERR_INTERNAL') this.log.error({ err }, 'request failed');
     if (res.headersSent) {

@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Database } from 'better-sqlite3';
 import type { MessageBus } from '../broker/bus.js';
+import type { DiskHealth } from '../store/disk.js';
 import { Histogram, type Family } from './prometheus.js';
 
 type Reconcile = (key: string) => unknown;
@@ -22,6 +23,7 @@ export class HubSelfMetrics {
   constructor(
     private readonly db: Database,
     private readonly bus: MessageBus,
+    private readonly disk?: { health(): DiskHealth },
   ) {}
 
   /** Counts every message through the bus, both ways (call before anything subscribes). */
@@ -86,6 +88,17 @@ export class HubSelfMetrics {
       this.reconcile.family(),
       this.dispatch.family(),
       { name: 'flotilla_store_size_bytes', help: 'Size of the hub database and its write-ahead log.', type: 'gauge', samples: [{ value: this.storeSizeBytes() }] },
+      ...this.diskFamilies(),
+    ];
+  }
+
+  private diskFamilies(): Family[] {
+    if (!this.disk) return [];
+    const disk = this.disk.health();
+    return [
+      { name: 'flotilla_store_disk_full', help: '1 while the disk of the hub\'s data directory is full (writes that need space fail; deletes work), else 0.', type: 'gauge', samples: [{ value: disk.full ? 1 : 0 }] },
+      { name: 'flotilla_store_disk_free_bytes', help: 'Free space on the disk of the hub\'s data directory.', type: 'gauge', samples: [{ value: disk.freeBytes }] },
+      { name: 'flotilla_store_disk_reserve_bytes', help: 'Space the hub holds in reserve for deletes on a full disk (0 once spent).', type: 'gauge', samples: [{ value: disk.reserveBytes }] },
     ];
   }
 }

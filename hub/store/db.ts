@@ -3,6 +3,14 @@ import { migrations as defaultMigrations, type Migration } from './migrations.js
 
 export type Database = BetterSqlite3.Database;
 
+/**
+ * A checkpoint (copying the log into the database, with two fsyncs) every 10,000 pages (40 MB)
+ * rather than SQLite's 1,000: a fleet-wide change writes megabytes per commit, and a page
+ * rewritten many times between two checkpoints is copied once. On a low disk the disk guard
+ * checkpoints more often (see disk.ts).
+ */
+export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
+
 /** How long a statement waits for another connection's lock (a backup, the sqlite3 shell) before failing with SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
 
@@ -26,10 +34,7 @@ export function openDatabase(file: string, migrations: readonly Migration[] = de
     // database stays consistent. FULL (an fsync per commit) guards against that case alone, at a
     // large cost per write; the hub's state is rebuilt from agents' reports after such an event.
     db.pragma('synchronous = NORMAL');
-    // A checkpoint (copying the log into the database, with two fsyncs) every 10,000 pages
-    // (40 MB) rather than SQLite's 1,000: a fleet-wide change writes megabytes per commit, and
-    // a page rewritten many times between two checkpoints is copied once.
-    db.pragma('wal_autocheckpoint = 10000');
+    db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
     // The undo journal of a savepoint (every store write nested in a larger transaction, such as
     // a batch of status reports, opens one) in memory rather than in a temporary file: a write
     // then costs no extra write(2) calls. It is never more than one transaction's changed pages.

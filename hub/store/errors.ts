@@ -57,3 +57,12 @@ export function tooOldResourceVersion(requested: number, oldestAvailable: number
 export function invalid(message: string): StoreError {
   return new StoreError('Invalid', message);
 }
+
+/**
+ * Whether a write failed for lack of disk space: SQLite's SQLITE_FULL (its log or database file
+ * could not grow), or ENOSPC from a file the hub writes itself.
+ */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC';
+}
