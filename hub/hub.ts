@@ -109,6 +109,9 @@ export class Hub {
   }
 
   private static async assemble(config: HubConfig, log: Logger, opened: OpenedParts, stopping: AbortSignal | undefined): Promise<Hub> {
+    if (!config.brokerUrl && config.apiPort !== 0 && config.apiPort === config.mqttPort) {
+      throw new HubStartError('--api-port', `--api-port and --mqtt-port are both ${config.apiPort}: the API and the MQTT broker need a port each`);
+    }
     const dataDir = resolve(config.dataDir);
     const { db, secretKey } = openDataDir(dataDir);
     opened.add('store', () => {

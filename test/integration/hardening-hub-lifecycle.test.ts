@@ -171,6 +171,10 @@ describe('a hub that cannot start exits non-zero with the reason and leaves noth
       expect(errorLine(hub), args.join(' ')).toContain(flag);
       expect(hub.log()).not.toContain('hub started');
     }
+    // One port for both: refused before anything opens, rather than the API finding its own broker there.
+    const same = spawnHub(['--data-dir', newDataDir(), '--api-port', String(apiPort), '--mqtt-port', String(apiPort)]);
+    expect(await exitsWithin(same, EXIT_WITHIN_MS)).toBe(1);
+    expect(errorLine(same)).toContain('--api-port and --mqtt-port are both');
     expect(await portIsFree(apiPort)).toBe(true);
     expect(await portIsFree(mqttPort)).toBe(true);
   });
