@@ -15,6 +15,8 @@ const RESERVE_MAX_BYTES = 16 * MiB;
 /** Below this much free space, writes are failing (or about to): the disk is full. */
 const FULL_FREE_BYTES = 64 * 1024;
 const POLL_MS = 1_000;
+/** After a reserve that could not be made for another reason than space (permissions), the next try. */
+const RESERVE_RETRY_MS = 60_000;
 /**
  * The change history (the store's `changes` table, from which a watch resumes) kept while the
  * disk is full. It holds a whole copy of the object for every change, a delete included, so a
@@ -59,6 +61,9 @@ export class DiskGuard {
   private reservePresent = false;
   private fullSince: Date | undefined;
   private lowDisk = false;
+  /** False on a file system that tells nothing of its space (statfs gives 0 blocks): the guard stands aside. */
+  private measurable = true;
+  private nextReserveAttempt = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly pageSize: number;
   private readonly unlimitedPages: number;
@@ -78,11 +83,17 @@ export class DiskGuard {
   start(): void {
     const fs = statfsSync(this.dataDir);
     const total = fs.blocks * fs.bsize;
+    if (total === 0) {
+      this.measurable = false;
+      this.log.warn({ dataDir: this.dataDir }, 'the file system of the data directory does not tell its size: no disk reserve, and a full disk is not detected');
+      return;
+    }
     this.reserveBytes = Math.min(RESERVE_MAX_BYTES, Math.max(RESERVE_MIN_BYTES, Math.floor(total / 64 / MiB) * MiB));
     this.reservePresent = sizeOf(this.reserveFile) >= this.reserveBytes;
     const free = this.freeBytes();
-    if (!this.reservePresent && !(free >= 2 * this.reserveBytes && this.makeReserve())) {
-      this.enterFull(`not enough free space for the reserve of ${this.reserveBytes} bytes`);
+    if (!this.reservePresent) {
+      if (free < 2 * this.reserveBytes) this.enterFull(`${free} bytes free: not enough for the reserve of ${this.reserveBytes} bytes`);
+      else this.makeReserve();
     }
     this.adjustCheckpoints(free);
     this.timer = setInterval(() => this.check(), POLL_MS);
@@ -98,11 +109,12 @@ export class DiskGuard {
    * class) and returns true when it freed some (a write may then be tried once more).
    */
   storeFull(err: unknown): boolean {
-    if (!isDiskFull(err)) return false;
+    if (!isDiskFull(err) || !this.measurable) return false;
     return this.enterFull(`a write failed: ${err instanceof Error ? err.message : String(err)}`);
   }
 
   health(): DiskHealth {
+    if (!this.measurable) return { full: false, freeBytes: 0, reserveBytes: 0 };
     const base = { freeBytes: this.freeBytes(), reserveBytes: this.reservePresent ? this.reserveBytes : 0 };
     if (!this.fullSince) return { full: false, ...base };
     return {
@@ -132,12 +144,12 @@ export class DiskGuard {
     if (!this.fullSince) {
       // A background writer (status, events, metrics) ran the disk out: its errors are its own.
       if (free < FULL_FREE_BYTES) this.enterFull(`${free} bytes free`);
-      else if (!this.reservePresent && free >= 2 * this.reserveBytes) this.makeReserve();
+      else if (!this.reservePresent && free >= 2 * this.reserveBytes && Date.now() >= this.nextReserveAttempt) this.makeReserve();
       return;
     }
     this.compactChanges();
     this.checkpoint();
-    if (this.freeBytes() >= 2 * this.reserveBytes && this.makeReserve()) {
+    if (this.freeBytes() >= 2 * this.reserveBytes && Date.now() >= this.nextReserveAttempt && this.makeReserve()) {
       this.db.pragma(`max_page_count = ${this.unlimitedPages}`);
       this.log.info({ dataDir: this.dataDir, freeBytes: this.freeBytes(), fullSince: this.fullSince.toISOString() }, 'disk space is back: the reserve is made again and writes may grow the store');
       this.fullSince = undefined;
@@ -168,7 +180,8 @@ export class DiskGuard {
       const [result] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
       return walBefore > 0 && result?.busy === 0 && sizeOf(`${this.db.name}-wal`) < walBefore;
     } catch (err) {
-      this.log.warn({ err }, 'checkpoint failed');
+      // Expected, every second, while the disk stays full: not worth a warning each time.
+      this.log[isDiskFull(err) ? 'debug' : 'warn']({ err }, 'checkpoint failed');
       return false;
     }
   }
@@ -185,7 +198,7 @@ export class DiskGuard {
         return pruned > 0;
       })();
     } catch (err) {
-      this.log.warn({ err }, 'could not compact the change history');
+      this.log[isDiskFull(err) ? 'debug' : 'warn']({ err }, 'could not compact the change history');
       return false;
     }
   }
@@ -225,7 +238,10 @@ export class DiskGuard {
       } catch {
         // Nothing was made.
       }
-      if (!isDiskFull(err)) this.log.warn({ err, file: this.reserveFile }, 'could not make the disk reserve');
+      if (!isDiskFull(err)) {
+        this.log.warn({ err, file: this.reserveFile, retryInMs: RESERVE_RETRY_MS }, 'could not make the disk reserve');
+        this.nextReserveAttempt = Date.now() + RESERVE_RETRY_MS;
+      }
       return false;
     }
   }
