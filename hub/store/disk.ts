@@ -43,8 +43,8 @@ export interface DiskHealth {
  * every write fails for good, the deletes that would free space first among them.
  *
  * So the guard keeps a reserve file (as CockroachDB keeps its emergency ballast) and, when a
- * write fails for lack of space (or free space runs out under a background writer):
- * 1. deletes the reserve, which makes room for a checkpoint;
+ * write fails for lack of space (or free space runs out, checked every second):
+ * 1. deletes the reserve (when a write of the hub's own failed), which makes room for a checkpoint;
  * 2. checkpoints with TRUNCATE, which gives the log's space back;
  * 3. compacts the change history (see CHANGES_KEPT_WHEN_FULL), every second while it lasts,
  *    so that what deletes remove is really freed;
@@ -110,7 +110,7 @@ export class DiskGuard {
    */
   storeFull(err: unknown): boolean {
     if (!isDiskFull(err) || !this.measurable) return false;
-    return this.enterFull(`a write failed: ${err instanceof Error ? err.message : String(err)}`);
+    return this.enterFull(`a write failed: ${err instanceof Error ? err.message : String(err)}`, { releaseReserve: true });
   }
 
   health(): DiskHealth {
@@ -125,8 +125,12 @@ export class DiskGuard {
     };
   }
 
-  private enterFull(reason: string): boolean {
-    const released = this.releaseReserve();
+  /**
+   * The reserve is released only for a write of the hub's own that failed: when another
+   * program filled the disk, releasing it at once would only hand it that program too.
+   */
+  private enterFull(reason: string, opts: { releaseReserve: boolean } = { releaseReserve: false }): boolean {
+    const released = opts.releaseReserve && this.releaseReserve();
     const checkpointed = this.checkpoint();
     const compacted = this.compactChanges();
     if (!this.fullSince) {
@@ -142,14 +146,15 @@ export class DiskGuard {
     const free = this.freeBytes();
     this.adjustCheckpoints(free);
     if (!this.fullSince) {
-      // A background writer (status, events, metrics) ran the disk out: its errors are its own.
+      // Another program, or a background writer of the hub's (status, events, metrics), ran the disk out.
       if (free < FULL_FREE_BYTES) this.enterFull(`${free} bytes free`);
       else if (!this.reservePresent && free >= 2 * this.reserveBytes && Date.now() >= this.nextReserveAttempt) this.makeReserve();
       return;
     }
     this.compactChanges();
     this.checkpoint();
-    if (this.freeBytes() >= 2 * this.reserveBytes && Date.now() >= this.nextReserveAttempt && this.makeReserve()) {
+    const room = this.freeBytes() >= (this.reservePresent ? 1 : 2) * this.reserveBytes;
+    if (room && (this.reservePresent || (Date.now() >= this.nextReserveAttempt && this.makeReserve()))) {
       this.db.pragma(`max_page_count = ${this.unlimitedPages}`);
       this.log.info({ dataDir: this.dataDir, freeBytes: this.freeBytes(), fullSince: this.fullSince.toISOString() }, 'disk space is back: the reserve is made again and writes may grow the store');
       this.fullSince = undefined;

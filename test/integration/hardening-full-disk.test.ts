@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../harness/dockerd.js';
@@ -236,5 +236,34 @@ describe('a hub whose disk fills up', () => {
     expect(logCount(hub.process, 'disk space is back')).toBe(1);
     const again = await create('healthy-again');
     expect(isAcked(again), JSON.stringify(again)).toBe(true);
+    if (isAcked(again)) acked.set(again.name, again);
+  });
+
+  it('sees a disk filled by another program, keeps its reserve until a delete needs it, and the delete succeeds', async () => {
+    // Another program writes until the disk has no block left; the hub writes nothing meanwhile.
+    const hog = onDisk(join(mountPoint, 'runaway.log'));
+    const fd = openSync(hog, 'w');
+    const chunk = Buffer.alloc(64 * 1024, 'y');
+    try {
+      for (;;) writeSync(fd, chunk);
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('ENOSPC');
+    } finally {
+      closeSync(fd);
+    }
+    await waitFor('the hub to report its disk full', async () => (await health()).body.disk?.full === true, 10_000, 200);
+    expect(await metric('flotilla_store_disk_full')).toBe(1);
+    // Kept for the hub's own need: released now, it would only have gone to the runaway program.
+    expect(await metric('flotilla_store_disk_reserve_bytes')).toBeGreaterThanOrEqual(1024 * 1024);
+    for (const name of [...acked.keys()].slice(0, 3)) {
+      expect(await remove(name), `delete ${name}`).toBe(200);
+      acked.delete(name);
+    }
+    expect(hub.process.exitCode).toBeUndefined();
+    rmSync(hog);
+    await waitFor('the hub healthy again', async () => (await health()).body.status === 'ok', 10_000, 200);
+    const stored = await storedConfigMaps();
+    for (const a of acked.values()) expect(stored.get(a.name), a.name).toEqual(a);
+    expect(stored.size).toBe(acked.size);
   });
 });
