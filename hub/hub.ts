@@ -35,12 +35,15 @@ import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
 import { DiskGuard } from './store/disk.js';
 import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
+/** Held by the running hub: a second hub on the same data directory refuses to start. */
+export const DATA_DIR_LOCK_FILE = 'hub.lock';
 export const JOIN_TOKEN_FILE = 'join.token';
 
 /**
@@ -113,7 +116,8 @@ export class Hub {
       throw new HubStartError('--api-port', `--api-port and --mqtt-port are both ${config.apiPort}: the API and the MQTT broker need a port each`);
     }
     const dataDir = resolve(config.dataDir);
-    const { db, secretKey } = openDataDir(dataDir);
+    const { db, secretKey, release } = openDataDir(dataDir);
+    opened.add('data directory lock', release);
     opened.add('store', () => {
       db.close();
     });
@@ -254,18 +258,31 @@ export class Hub {
   }
 }
 
-/** Makes the data directory (mode 0700) and opens what it holds: the store and the Secrets' key. */
-function openDataDir(dataDir: string): { db: Database; secretKey: Buffer } {
-  return inDataDir(dataDir, () => {
+/**
+ * Makes the data directory (mode 0700), takes its lock (two hubs on one store would both run
+ * every controller and fight over each object), and opens what it holds: the store and the
+ * Secrets' key. `release` gives the lock back.
+ */
+function openDataDir(dataDir: string): { db: Database; secretKey: Buffer; release: () => void } {
+  const release = inDataDir(dataDir, () => {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const db = openHubDatabase(join(dataDir, 'flotilla.db'));
-    try {
-      return { db, secretKey: loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)) };
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    return holdExclusiveLock(join(dataDir, DATA_DIR_LOCK_FILE));
   });
+  if (!release) throw new HubStartError('--data-dir', `another hub is running on the data directory ${dataDir} (--data-dir): stop it first, or give this hub a data directory of its own`);
+  try {
+    return inDataDir(dataDir, () => {
+      const db = openHubDatabase(join(dataDir, 'flotilla.db'));
+      try {
+        return { db, secretKey: loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)), release };
+      } catch (err) {
+        db.close();
+        throw err;
+      }
+    });
+  } catch (err) {
+    release();
+    throw err;
+  }
 }
 
 /** Runs a step of start-up that reads or writes the data directory; its failure names --data-dir. */

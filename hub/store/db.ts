@@ -50,6 +50,27 @@ export function openDatabase(file: string, migrations: readonly Migration[] = de
   }
 }
 
+/**
+ * Takes SQLite's exclusive lock on `file` (made if missing) and holds it until the returned
+ * function is called; undefined when another process holds it. The lock is a POSIX advisory
+ * lock, which the kernel releases when the process ends, however it ends (kill -9 included):
+ * no stale lock file to clean up after a crash.
+ */
+export function holdExclusiveLock(file: string): (() => void) | undefined {
+  const lock = new BetterSqlite3(file, { timeout: 0 });
+  try {
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN EXCLUSIVE');
+  } catch (err) {
+    lock.close();
+    if ((err as { code?: unknown }).code === 'SQLITE_BUSY') return undefined;
+    throw err;
+  }
+  return () => {
+    lock.close();
+  };
+}
+
 function checkMigrationList(migrations: readonly Migration[]): void {
   migrations.forEach((m, i) => {
     if (m.version !== i + 1) {

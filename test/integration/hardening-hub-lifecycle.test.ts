@@ -156,6 +156,24 @@ describe('a hub that cannot start exits non-zero with the reason and leaves noth
     expect(await portIsFree(mqttPort)).toBe(true);
   });
 
+  it('data directory in use by another hub: exits 1 naming --data-dir; the running hub is untouched; a kill -9 leaves no stale lock', async () => {
+    const dataDir = newDataDir();
+    const first = await startHub({ dataDir });
+    const [apiPort, mqttPort] = [await freePort(), await freePort()];
+    const second = spawnHub(['--data-dir', dataDir, '--api-port', String(apiPort), '--mqtt-port', String(mqttPort)]);
+    expect(await exitsWithin(second, EXIT_WITHIN_MS)).toBe(1);
+    expect(errorLine(second)).toContain('another hub is running on the data directory');
+    expect(errorLine(second)).toContain('--data-dir');
+    expect(await portIsFree(apiPort)).toBe(true);
+    expect(await portIsFree(mqttPort)).toBe(true);
+    expect((await fetch(`${first.apiUrl}/healthz`)).status).toBe(200);
+    expect(first.process.exitCode).toBeUndefined();
+    // The lock goes with the process, however it ends.
+    await first.process.kill();
+    const again = await startHub({ dataDir });
+    expect((await fetch(`${again.apiUrl}/healthz`)).status).toBe(200);
+  });
+
   it('bad flag values: exits 2 naming the flag, before opening anything', async () => {
     const [apiPort, mqttPort] = [await freePort(), await freePort()];
     const cases: [string[], string][] = [
