@@ -127,17 +127,17 @@ export class Hub {
     opened.add('disk guard', () => disk.stop());
     stopping?.throwIfAborted();
     // A watcher's failure is logged, never allowed to take the hub down.
-    // Secrets are sealed before they reach the database file (DESIGN.md section 2: encrypted at rest).
+    // Secrets are sealed before they reach the database file (encrypted at rest).
     const secretCodec = aesGcmCodec(secretKey);
     const store = new ObjectStore(db, {
       onWatchError: (err) => log.error({ err }, 'watch handler failed'),
       atRest: (kind) => (kind === 'Secret' ? secretCodec : undefined),
     });
-    if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
-      store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
-    }
     const credentials = new Credentials(db);
     inDataDir(dataDir, () => {
+      if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
+        store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
+      }
       ensureTokenFile(credentials, join(dataDir, ADMIN_TOKEN_FILE), 'admin', log);
       ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
     });
