@@ -38,6 +38,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
 import { DiskGuard } from './store/disk.js';
+import { brokerStartError, HubStartError, inDataDir, listenError, OpenedParts, untilStopping } from './startup.js';
 import { aesGcmCodec, loadOrCreateKey, SECRET_KEY_FILE } from './store/encryption.js';
 import { ObjectStore } from './store/objects.js';
 
@@ -45,42 +46,6 @@ export const ADMIN_TOKEN_FILE = 'admin.token';
 /** Held by the running hub: a second hub on the same data directory refuses to start. */
 export const DATA_DIR_LOCK_FILE = 'hub.lock';
 export const JOIN_TOKEN_FILE = 'join.token';
-
-/**
- * Why the hub could not start, naming the flag to look at (`--api-port`, `--data-dir`, …). Start-up
- * closed everything it had opened before this is thrown.
- */
-export class HubStartError extends Error {
-  override readonly name = 'HubStartError';
-
-  constructor(
-    readonly flag: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-/** What start-up has opened so far; closed in reverse order when start-up fails or the hub stops. */
-class OpenedParts {
-  private readonly parts: { name: string; close: () => void | Promise<void> }[] = [];
-
-  add(name: string, close: () => void | Promise<void>): void {
-    this.parts.push({ name, close });
-  }
-
-  /** Closes every part, the last opened first; one that fails to close does not keep the others open. */
-  async closeAll(log: Logger): Promise<void> {
-    for (let part = this.parts.pop(); part; part = this.parts.pop()) {
-      try {
-        await part.close();
-      } catch (err) {
-        log.error({ err, part: part.name }, 'could not close a part of the hub');
-      }
-    }
-  }
-}
 
 /** A running hub: every part, assembled in one place, and an orderly stop. */
 export class Hub {
@@ -282,54 +247,6 @@ function openDataDir(dataDir: string): { db: Database; secretKey: Buffer; releas
   } catch (err) {
     release();
     throw err;
-  }
-}
-
-/** Runs a step of start-up that reads or writes the data directory; its failure names --data-dir. */
-function inDataDir<T>(dataDir: string, step: () => T): T {
-  try {
-    return step();
-  } catch (err) {
-    throw new HubStartError('--data-dir', `cannot use the data directory ${dataDir} (--data-dir): ${errorMessage(err)}`, { cause: err });
-  }
-}
-
-function brokerStartError(config: HubConfig, err: unknown): HubStartError {
-  if (config.brokerUrl) return new HubStartError('--broker', `cannot join the MQTT broker ${config.brokerUrl} (--broker): ${errorMessage(err)}`, { cause: err });
-  return listenError('--mqtt-port', 'the MQTT broker', config.listen, config.mqttPort, err);
-}
-
-function listenError(flag: string, what: string, host: string, port: number, err: unknown): HubStartError {
-  const code = (err as { code?: unknown })?.code;
-  if (code === 'EADDRINUSE') return new HubStartError(flag, `${what} cannot listen on ${host}:${port}: the port is in use by another program (${flag})`, { cause: err });
-  if (code === 'EACCES') return new HubStartError(flag, `${what} cannot listen on ${host}:${port}: permission denied (${flag}; ports below 1024 need privileges)`, { cause: err });
-  if (code === 'EADDRNOTAVAIL') return new HubStartError('--listen', `${what} cannot listen on ${host}:${port}: no such address on this machine (--listen)`, { cause: err });
-  return new HubStartError(flag, `${what} cannot listen on ${host}:${port} (${flag}): ${errorMessage(err)}`, { cause: err });
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/**
- * Waits for a step of start-up unless the hub is asked to stop first; then throws at once, and
- * whatever the step still makes is closed when it comes (a broker that answers late).
- */
-async function untilStopping<T>(step: Promise<T>, stopping: AbortSignal | undefined, closeLate: (late: T) => unknown): Promise<T> {
-  if (!stopping) return step;
-  stopping.throwIfAborted();
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => reject(stopping.reason);
-    stopping.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([step, aborted]);
-  } catch (err) {
-    if (stopping.aborted) step.then(closeLate, () => undefined);
-    throw err;
-  } finally {
-    stopping.removeEventListener('abort', onAbort!);
   }
 }
 
