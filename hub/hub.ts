@@ -123,6 +123,8 @@ export class Hub {
     replicaSets.start();
     for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves, 'deployment-waves': deploymentWaves })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
+    selfMetrics.countInvalidMessages(() => ingest.dropped);
+    selfMetrics.countInvalidMessages(() => deviceEvents.invalid);
     const metrics = new MetricsService({
       db,
       store,
@@ -152,6 +154,7 @@ export class Hub {
       new MetricsRoutes(metrics, store),
       new RolloutRoutes(store, waves, deploymentWaves),
     );
+    selfMetrics.countSlowWatches(() => api.slowWatchesClosed);
     const apiPort = await api.listen();
     void adminToken;
     log.info({ dataDir, api: `http://${config.listen}:${apiPort}`, mqtt: mqttUrl }, 'hub started');

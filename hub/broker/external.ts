@@ -1,9 +1,11 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { DEVICE_PUBLISH_CHANNELS, type Topics } from '../../shared/protocol/topics.js';
+import { DEFAULT_MAX_PACKET_BYTES } from '../../shared/protocol/bounds.js';
 import type { MessageBus } from './bus.js';
 import type { ControlLink } from './dynsec.js';
 import { SYS_CLIENTS_CONNECTED } from './mosquitto-acl.js';
+import { EXTERNAL_BROKER_MAX_PACKET_BYTES } from './mosquitto-config.js';
 
 export interface ExternalBrokerOptions {
   /** mqtt://HOST:PORT or mqtts://HOST:PORT. */
@@ -16,6 +18,8 @@ export interface ExternalBrokerOptions {
   /** Called with the node of every message a device sends: its liveness (see below). */
   onDeviceActivity?: (node: string) => void;
   connectTimeoutMs?: number;
+  /** A device message over this many bytes is dropped on arrival (DEFAULT_MAX_PACKET_BYTES when absent). */
+  maxPacketBytes?: number;
 }
 
 type Handler = (topic: string, payload: Buffer) => void;
@@ -25,6 +29,10 @@ const EARLY_BUFFER_LIMIT = 10_000;
 const EARLY_BUFFER_WINDOW_MS = 60_000;
 const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 30_000;
+/** At most one log line this often about oversized messages: a device gone wrong must not flood the log. */
+const OVERSIZE_LOG_INTERVAL_MS = 10_000;
+/** Room for a PUBLISH packet's fixed header, topic and packet id beside its payload. */
+const PUBLISH_OVERHEAD_BYTES = 64 * 1024;
 
 /** Whether `topic` matches the subscription `pattern` ([MQTT-4.7]: `+` one level, `#` the rest; `$` topics only by name). */
 export function topicMatches(pattern: string, topic: string): boolean {
@@ -61,6 +69,9 @@ export function topicMatches(pattern: string, topic: string): boolean {
 export class ExternalBroker implements MessageBus {
   /** The broker's accounts, when the hub manages them (Mosquitto's dynamic security). */
   accounts?: { removeDevice(node: string): Promise<void>; stop(): void };
+  /** Device messages dropped on arrival for their size (the broker refuses larger packets itself, unseen by the hub). */
+  oversizeDropped = 0;
+  private oversizeLoggedAt = 0;
   /** Raw access for the broker's control API: not counted as fleet traffic. */
   readonly control: ControlLink;
   readonly port: number;
@@ -164,6 +175,11 @@ export class ExternalBroker implements MessageBus {
   }
 
   private send(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
+    // The broker would disconnect the hub for a packet over its limit, and the hub would send it
+    // again on reconnecting: refuse it here, once, with the reason.
+    if (payload.length + PUBLISH_OVERHEAD_BYTES > EXTERNAL_BROKER_MAX_PACKET_BYTES) {
+      return Promise.reject(new Error(`a message of ${payload.length} bytes on ${topic} is over the broker's packet limit of ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes`));
+    }
     return new Promise((resolve, reject) => {
       this.client.publish(topic, payload, { qos: opts.qos, retain: opts.retain }, (err) => (err ? reject(err) : resolve()));
     });
@@ -193,6 +209,16 @@ export class ExternalBroker implements MessageBus {
   }
 
   private deliver(topic: string, payload: Buffer): void {
+    const limit = this.opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
+    if (payload.length > limit && !topic.startsWith('$')) {
+      this.oversizeDropped++;
+      const now = Date.now();
+      if (now - this.oversizeLoggedAt >= OVERSIZE_LOG_INTERVAL_MS) {
+        this.oversizeLoggedAt = now;
+        this.opts.log.warn({ topic, bytes: payload.length, limit, dropped: this.oversizeDropped }, 'mqtt message over the size limit dropped');
+      }
+      return;
+    }
     const activity = this.opts.onDeviceActivity;
     if (activity) {
       const parsed = this.opts.topics.parseNodeTopic(topic);
