@@ -56,6 +56,12 @@ export class ApiServer {
   private readonly watchers = new Set<ServerResponse>();
   /** Watches closed because their client fell behind (see DEFAULT_WATCH_BUFFER_BYTES). */
   slowWatchesClosed = 0;
+  /**
+   * Each change's line, encoded once for every watch it goes to (the store hands every watcher
+   * the same frozen object): one buffer, shared by the connections that send it, rather than a
+   * copy per watch.
+   */
+  private readonly lines = new WeakMap<object, Partial<Record<WatchEvent['type'], Buffer>>>();
 
   constructor(
     private readonly opts: ApiOptions,
@@ -218,7 +224,7 @@ export class ApiServer {
         res.end();
         return;
       }
-      res.write(`${JSON.stringify(e)}\n`);
+      res.write(this.line(e));
     };
     try {
       unwatch = this.store.watch({ kind, ...(namespace ? { namespace } : {}), ...(selector ? { selector } : {}), ...(fromResourceVersion ? { fromResourceVersion } : {}) }, (e) => {
@@ -234,6 +240,12 @@ export class ApiServer {
     req.on('close', done);
     res.on('close', done);
     for (const e of pending) send(e);
+  }
+
+  private line(e: WatchEvent): Buffer {
+    let byType = this.lines.get(e.object);
+    if (!byType) this.lines.set(e.object, (byType = {}));
+    return (byType[e.type] ??= Buffer.from(`${JSON.stringify(e)}\n`));
   }
 
   private authorized(req: IncomingMessage): boolean {
