@@ -11,6 +11,12 @@ import type { NodeReport, PodStatusReport, StatusReport } from './messages.js';
 
 /** The most bytes of one MQTT packet a device may send (the embedded broker's default; `flotilla hub --mqtt-max-packet-size`). */
 export const DEFAULT_MAX_PACKET_BYTES = 1024 * 1024;
+/**
+ * The most bytes of a status report the agent sends: under the smallest packet limit a hub takes
+ * (1 MiB), with room for the topic and the packet's header. A device whose every container fails
+ * with a long message could otherwise send more, be cut off for it, and send it again.
+ */
+export const MAX_STATUS_REPORT_BYTES = 768 * 1024;
 /** Names of objects, namespaces, nodes and containers (a DNS subdomain's 253 characters). */
 export const MAX_NAME_LENGTH = 253;
 export const MAX_UID_LENGTH = 128;
@@ -74,31 +80,45 @@ function fitNode(node: NodeReport): NodeReport {
 
 type ContainerState = PodStatusReport['containerStatuses'][number]['state'];
 
-function fitState(state: ContainerState): ContainerState {
+function fitState(state: ContainerState, message: number): ContainerState {
   const out = { ...state };
-  if (out.waiting) out.waiting = cut(cut(out.waiting, 'message', MAX_STATUS_MESSAGE_LENGTH), 'reason', MAX_REASON_LENGTH);
-  if (out.terminated) out.terminated = cut(cut(out.terminated, 'message', MAX_STATUS_MESSAGE_LENGTH), 'reason', MAX_REASON_LENGTH);
+  if (out.waiting) out.waiting = cut(cut(out.waiting, 'message', message), 'reason', MAX_REASON_LENGTH);
+  if (out.terminated) out.terminated = cut(cut(out.terminated, 'message', message), 'reason', MAX_REASON_LENGTH);
   return out;
 }
 
-function fitPod(pod: PodStatusReport): PodStatusReport {
-  const out = cut(cut(pod, 'message', MAX_STATUS_MESSAGE_LENGTH), 'reason', MAX_REASON_LENGTH);
+function fitPod(pod: PodStatusReport, message: number): PodStatusReport {
+  const out = cut(cut(pod, 'message', message), 'reason', MAX_REASON_LENGTH);
   return {
     ...out,
     containerStatuses: out.containerStatuses.slice(0, MAX_CONTAINERS_PER_POD).map((c) => ({
       ...cut(c, 'image', MAX_IMAGE_LENGTH),
-      state: fitState(c.state),
-      ...(c.lastState ? { lastState: fitState(c.lastState) } : {}),
+      state: fitState(c.state, message),
+      ...(c.lastState ? { lastState: fitState(c.lastState, message) } : {}),
     })),
     ...(out.conditions ? { conditions: out.conditions.slice(0, MAX_POD_CONDITIONS) } : {}),
   };
 }
 
+/** Shorter and shorter cuts of the pods' messages, tried in turn until the report fits MAX_STATUS_REPORT_BYTES. */
+const MESSAGE_CUTS = [MAX_STATUS_MESSAGE_LENGTH, 256, 32];
+
 /**
  * A status report cut to the bounds the hub enforces: free text (the engine's error, waiting and
- * termination messages) is truncated, and lists beyond their bound are cut. Names and ids are
- * left alone: the hub refuses a report with one too long, which only a broken device would send.
+ * termination messages) is truncated, and lists beyond their bound are cut; then, while the
+ * whole is over `maxBytes`, the pods' messages are cut shorter, and at last pods are left out
+ * (their status stays as last reported). Names and ids are left alone: the hub refuses a report
+ * with one too long, which only a broken device would send.
  */
-export function fitStatusReport(report: StatusReport): StatusReport {
-  return { ...report, node: fitNode(report.node), pods: report.pods.slice(0, MAX_PODS_PER_REPORT).map(fitPod) };
+export function fitStatusReport(report: StatusReport, maxBytes = MAX_STATUS_REPORT_BYTES): StatusReport {
+  const node = fitNode(report.node);
+  const pods = report.pods.slice(0, MAX_PODS_PER_REPORT);
+  let fitted: StatusReport = report;
+  for (const message of MESSAGE_CUTS) {
+    fitted = { ...report, node, pods: pods.map((p) => fitPod(p, message)) };
+    if (Buffer.byteLength(JSON.stringify(fitted)) <= maxBytes) return fitted;
+  }
+  let count = fitted.pods.length;
+  while (count > 0 && Buffer.byteLength(JSON.stringify({ ...fitted, pods: fitted.pods.slice(0, count) })) > maxBytes) count = Math.floor(count / 2);
+  return { ...fitted, pods: fitted.pods.slice(0, count) };
 }

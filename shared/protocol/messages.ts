@@ -22,6 +22,7 @@ import {
   MAX_STATUS_MESSAGE_LENGTH,
   MAX_TIMESTAMP_LENGTH,
   MAX_UID_LENGTH,
+  truncate,
 } from './bounds.js';
 
 /** Version of the payloads below; every payload carries it as `v` (DESIGN.md section 3). */
@@ -247,9 +248,18 @@ export function decodePayload<T>(schema: z.ZodType<T>, payload: Uint8Array | str
     return { ok: false, errors: [{ path: '(payload)', message: `not JSON: ${(err as Error).message}` }] };
   }
   const parsed = schema.safeParse(json);
-  if (!parsed.success) return { ok: false, errors: fieldErrorsFromZod(parsed.error) };
+  if (!parsed.success) {
+    // A path names the keys of the payload, which may be a megabyte long, and a payload may
+    // break a bound a thousand times: what is logged and answered stays short.
+    const errors = fieldErrorsFromZod(parsed.error);
+    return { ok: false, errors: errors.slice(0, MAX_DECODE_ERRORS).map((e) => ({ path: truncate(e.path, MAX_ERROR_PATH_LENGTH), message: truncate(e.message, MAX_ERROR_PATH_LENGTH) })) };
+  }
   return { ok: true, value: parsed.data };
 }
+
+/** The most field errors a refused payload reports, and the most characters of each path or message. */
+const MAX_DECODE_ERRORS = 5;
+const MAX_ERROR_PATH_LENGTH = 300;
 
 export function encodePayload(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value));
