@@ -26,6 +26,8 @@ type Handler = (topic: string, payload: Buffer) => void;
 
 /** Messages the broker delivers before the part that wants them has subscribed again (a restart). */
 const EARLY_BUFFER_LIMIT = 10_000;
+/** And their bytes: ten thousand messages near the packet limit would be gigabytes. */
+const EARLY_BUFFER_BYTES = 64 * 1024 * 1024;
 const EARLY_BUFFER_WINDOW_MS = 60_000;
 const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 30_000;
@@ -79,6 +81,7 @@ export class ExternalBroker implements MessageBus {
   private readonly routes: { pattern: string; handler: Handler }[] = [];
   private early: { topic: string; payload: Buffer }[] = [];
   private earlyDropped = 0;
+  private earlyBytes = 0;
   private readonly startedAt = Date.now();
   private brokerClients = 0;
   private closing = false;
@@ -191,6 +194,7 @@ export class ExternalBroker implements MessageBus {
     const held = this.early.filter((m) => topicMatches(pattern, m.topic));
     if (held.length > 0) {
       this.early = this.early.filter((m) => !topicMatches(pattern, m.topic));
+      for (const m of held) this.earlyBytes -= m.payload.length;
       for (const m of held) this.call(handler, m.topic, m.payload);
     }
     await this.subscribeAtBroker(pattern);
@@ -232,8 +236,10 @@ export class ExternalBroker implements MessageBus {
       this.call(route.handler, topic, payload);
     }
     if (matched || Date.now() - this.startedAt > EARLY_BUFFER_WINDOW_MS) return;
-    if (this.early.length < EARLY_BUFFER_LIMIT) this.early.push({ topic, payload });
-    else if (this.earlyDropped++ === 0) this.opts.log.warn({ limit: EARLY_BUFFER_LIMIT }, 'too many messages before the hub subscribed; dropping (devices resend their status)');
+    if (this.early.length < EARLY_BUFFER_LIMIT && this.earlyBytes + payload.length <= EARLY_BUFFER_BYTES) {
+      this.early.push({ topic, payload });
+      this.earlyBytes += payload.length;
+    } else if (this.earlyDropped++ === 0) this.opts.log.warn({ limit: EARLY_BUFFER_LIMIT, bytes: EARLY_BUFFER_BYTES }, 'too many messages before the hub subscribed; dropping (devices resend their status)');
   }
 
   private call(handler: Handler, topic: string, payload: Buffer): void {
