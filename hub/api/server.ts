@@ -202,7 +202,8 @@ export class ApiServer {
    * after what it holds, and the connection is cut if even that is not taken within a grace period.
    */
   private watch(req: IncomingMessage, res: ServerResponse, kind: string, namespace: string | undefined, selector: Selector | undefined, fromResourceVersion: string | undefined): void {
-    const limit = this.opts.watchBufferBytes ?? DEFAULT_WATCH_BUFFER_BYTES;
+    const base = this.opts.watchBufferBytes ?? DEFAULT_WATCH_BUFFER_BYTES;
+    let limit = base;
     const pending: WatchEvent[] = [];
     let unwatch: () => void = () => undefined;
     let open = true;
@@ -239,7 +240,17 @@ export class ApiServer {
     this.watchers.add(res);
     req.on('close', done);
     res.on('close', done);
-    for (const e of pending) send(e);
+    // The changes replayed from `resourceVersion` (at most the store's retained changes) go out
+    // whole, and do not count against the limit: a client resuming from an older version is not
+    // behind for having asked for them, as the API server does not count a watch's initial events.
+    // Once they are sent, the limit is the usual one again.
+    for (const e of pending) {
+      const line = this.line(e);
+      limit += line.length;
+      res.write(line);
+    }
+    if (res.writableLength <= base) limit = base;
+    else res.once('drain', () => (limit = base));
   }
 
   private line(e: WatchEvent): Buffer {

@@ -35,11 +35,11 @@ async function metric(name: string, labels: string): Promise<number> {
   return line ? Number(line.split(' ')[1]) : Number.NaN;
 }
 
-/** A watch whose client sends its request and then never reads a byte of the answer. */
-function stuckWatch(path: string): Promise<Socket> {
+/** A watch whose client sends its request and then never reads a byte of the answer (until resumed). */
+function stuckWatch(path: string, query = ''): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port: hub.apiPort }, () => {
-      socket.write(`GET ${path}?watch=true HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer ${hub.adminToken}\r\n\r\n`);
+      socket.write(`GET ${path}?watch=true${query} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer ${hub.adminToken}\r\n\r\n`);
       socket.pause();
       resolve(socket);
     });
@@ -48,8 +48,8 @@ function stuckWatch(path: string): Promise<Socket> {
   });
 }
 
-function configMap(generation: number): string {
-  return JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'big', namespace: 'default' }, data: { generation: String(generation), blob: VALUE } });
+function configMap(generation: number, name = 'big'): string {
+  return JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: 'default' }, data: { generation: String(generation), blob: VALUE } });
 }
 
 beforeAll(async () => {
@@ -110,4 +110,26 @@ describe('watchers that stop reading', () => {
       await healthy.stop();
     }
   }, 90_000);
+
+  it('does not count the changes a watch asked to replay against its limit', async () => {
+    const path = '/api/v1/namespaces/default/configmaps';
+    const closedBefore = await metric('flotilla_api_watches_closed_total', 'reason="slow"');
+    expect((await api(path, { method: 'POST', body: configMap(99, 'replayed') })).status).toBe(201);
+    const list = (await (await api(path)).json()) as { metadata: { resourceVersion: string } };
+    // 5 MB of changes after that version, then a watch resuming from it that is slow to start reading.
+    for (let generation = 100; generation < 110; generation++) expect((await api(`${path}/replayed`, { method: 'PUT', body: configMap(generation, 'replayed') })).status).toBe(200);
+    const resuming = await stuckWatch(path, `&resourceVersion=${list.metadata.resourceVersion}`);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await api(`${path}/replayed`, { method: 'PUT', body: configMap(110, 'replayed') })).status).toBe(200);
+    let text = '';
+    resuming.setEncoding('latin1');
+    resuming.on('data', (chunk: string) => (text += chunk));
+    resuming.resume();
+    await waitFor('the replayed changes and the live one', () => text.includes('"generation":"110"'), 20_000);
+    for (let generation = 100; generation <= 110; generation++) expect(text).toContain(`"generation":"${generation}"`);
+    expect(await metric('flotilla_api_watches_closed_total', 'reason="slow"')).toBe(closedBefore);
+    // Still open, and now held to the usual limit: it gets the next change too.
+    expect((await api(`${path}/replayed`, { method: 'PUT', body: configMap(111, 'replayed') })).status).toBe(200);
+    await waitFor('the next live change', () => text.includes('"generation":"111"'), 10_000);
+  }, 60_000);
 });
