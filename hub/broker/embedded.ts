@@ -25,6 +25,12 @@ const MAX_BATCH = 500;
 /** Messages aedes delivers at once (see start()). */
 const DELIVERY_CONCURRENCY = 2_000;
 
+/**
+ * The most bytes of a packet from a client that is not a joined device: a CONNECT (before the
+ * client is known), or a join request, whose name and 64 labels take a few KiB.
+ */
+const UNJOINED_MAX_PACKET_BYTES = 64 * 1024;
+
 /** Pending connections the MQTT listener queues (Node's default is 511). */
 const LISTEN_BACKLOG = 4096;
 /** How often the keepalive of a device whose message the hub is still working on is renewed. */
@@ -58,12 +64,13 @@ interface PacketParser {
  * closes the connection, as MQTT 5 has a server do with a packet over its Maximum Packet Size
  * [MQTT-3.2.2-15]; MQTT 3.1.1 has no way to refuse one packet and keep the connection.
  */
-function limitPacketSize(parser: PacketParser, max: number, refused: (cmd: string, bytes: number) => void): void {
+function limitPacketSize(parser: PacketParser, limit: () => number, refused: (cmd: string, bytes: number, max: number) => void): void {
   const parseLength = parser._parseLength;
   parser._parseLength = function (this: PacketParser) {
     if (!parseLength.call(this)) return false;
+    const max = limit();
     if (this.packet.length <= max) return true;
-    refused(this.packet.cmd ?? 'unknown', this.packet.length);
+    refused(this.packet.cmd ?? 'unknown', this.packet.length, max);
     this._emitError(new Error(`packet of ${this.packet.length} bytes is over the limit of ${max} bytes`));
     return false;
   };
@@ -117,10 +124,13 @@ export class EmbeddedBroker implements MessageBus {
     const refused = { packets: 0 };
     const server = createServer((socket) => {
       const client = aedes.handle(socket) as unknown as { _parser: PacketParser };
-      limitPacketSize(client._parser, maxPacketBytes, (cmd, bytes) => {
+      // A client not yet authenticated (its CONNECT) and a joining one need a few KiB at most:
+      // only a device that has joined may send up to the packet limit.
+      const limit = () => (opts.auth.identity(client as unknown as Client)?.role === 'device' ? maxPacketBytes : Math.min(maxPacketBytes, UNJOINED_MAX_PACKET_BYTES));
+      limitPacketSize(client._parser, limit, (cmd, bytes, max) => {
         refused.packets++;
         const identity = opts.auth.identity(client as unknown as Client);
-        opts.log.warn({ node: identity?.role === 'device' ? identity.node : undefined, role: identity?.role, remote: socket.remoteAddress, cmd, bytes, limit: maxPacketBytes }, 'mqtt packet over the size limit refused; connection closed');
+        opts.log.warn({ node: identity?.role === 'device' ? identity.node : undefined, role: identity?.role, remote: socket.remoteAddress, cmd, bytes, limit: max }, 'mqtt packet over the size limit refused; connection closed');
       });
     });
     const alive = setInterval(() => keepBusyClientsAlive(aedes), BUSY_KEEPALIVE_MS);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -158,11 +159,19 @@ describe('oversized device messages, embedded broker', () => {
     expect(longestEventMessage(embedded)).toBeLessThanOrEqual(1024);
   });
 
-  it('refuses an oversized join request, and a join request with too many labels by name', async () => {
+  it('refuses an oversized CONNECT and join request, and a join request with too many labels by name', async () => {
     const droppedBefore = await dropped(embedded, 'oversize');
+    // Before it is known, a client may send a few KiB: a CONNECT that says it is 200 KB long is refused from its header.
+    const raw = createConnection({ host: '127.0.0.1', port: embedded.mqttPort });
+    const rawClosed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+    raw.on('error', () => {});
+    raw.write(Buffer.from([0x10, 0xc0, 0x9a, 0x0c])); // CONNECT, remaining length 200,000
+    raw.write(Buffer.alloc(16 * 1024));
+    await rawClosed;
+    // A joining client's request is a name and a few labels: 100 KB is refused, under the devices' 1 MiB.
     const j = await connect(embedded.mqttUrl, { clientId: joinClientId('huge1'), username: JOIN_USERNAME, password: embedded.joinToken });
-    await sendUntilClosed(j, topics.joinRequest(joinClientId('huge1')), JSON.stringify({ v: PROTOCOL_VERSION, name: 'huge', labels: { big: 'z'.repeat(2 * MiB) } }));
-    expect(await dropped(embedded, 'oversize')).toBe(droppedBefore + 1);
+    await sendUntilClosed(j, topics.joinRequest(joinClientId('huge1')), JSON.stringify({ v: PROTOCOL_VERSION, name: 'huge', labels: { big: 'z'.repeat(100 * 1024) } }));
+    expect(await dropped(embedded, 'oversize')).toBe(droppedBefore + 2);
     const labels = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`l${i}`, 'v']));
     await expect(joinHub({ hub: embedded.mqttUrl, token: embedded.joinToken, name: 'many-labels', labels, topics, timeoutMs: 10_000 })).rejects.toThrow(/labels: must have at most 64 entries/);
     const names = getJson<{ items: { metadata: { name: string } }[] }>(embedded, ['nodes']).items.map((n) => n.metadata.name);
