@@ -125,6 +125,8 @@ export class Hub {
     selfMetrics.instrumentDispatcher(dispatcher);
     selfMetrics.countInvalidMessages(() => ingest.dropped);
     selfMetrics.countInvalidMessages(() => deviceEvents.invalid);
+    selfMetrics.countInvalidMessages(() => rpc.invalid);
+    selfMetrics.countInvalidMessages(() => join_.invalid);
     const metrics = new MetricsService({
       db,
       store,

@@ -172,8 +172,11 @@ describe('oversized device messages, embedded broker', () => {
     const j = await connect(embedded.mqttUrl, { clientId: joinClientId('huge1'), username: JOIN_USERNAME, password: embedded.joinToken });
     await sendUntilClosed(j, topics.joinRequest(joinClientId('huge1')), JSON.stringify({ v: PROTOCOL_VERSION, name: 'huge', labels: { big: 'z'.repeat(100 * 1024) } }));
     expect(await dropped(embedded, 'oversize')).toBe(droppedBefore + 2);
+    // Under the packet limit, but 1,000 labels: refused by name, and counted.
+    const invalidBefore = await dropped(embedded, 'invalid');
     const labels = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`l${i}`, 'v']));
     await expect(joinHub({ hub: embedded.mqttUrl, token: embedded.joinToken, name: 'many-labels', labels, topics, timeoutMs: 10_000 })).rejects.toThrow(/labels: must have at most 64 entries/);
+    expect(await dropped(embedded, 'invalid')).toBe(invalidBefore + 1);
     const names = getJson<{ items: { metadata: { name: string } }[] }>(embedded, ['nodes']).items.map((n) => n.metadata.name);
     expect(names).not.toContain('huge');
     expect(names).not.toContain('many-labels');
