@@ -61,8 +61,9 @@ interface PacketParser {
  * Refuses a packet longer than `max` bytes as soon as its header says how long it is, before
  * any of it is buffered: mqtt-packet has no such limit and would gather the whole packet (a
  * 64 MB publish, its PUBACK, and several copies of it on the way to the hub). The parser's error
- * closes the connection, as MQTT 5 has a server do with a packet over its Maximum Packet Size
- * [MQTT-3.2.2-15]; MQTT 3.1.1 has no way to refuse one packet and keep the connection.
+ * closes the connection, as MQTT 5 has a server do with a packet over the Maximum Packet Size it
+ * announced (section 3.2.2.3.6: DISCONNECT, Packet too large); MQTT 3.1.1 has no way to refuse
+ * one packet and keep the connection.
  */
 function limitPacketSize(parser: PacketParser, limit: () => number, refused: (cmd: string, bytes: number, max: number) => void): void {
   const parseLength = parser._parseLength;
