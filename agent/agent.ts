@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type NodeReport, type StatusReport } from '../shared/protocol/messages.js';
 import { Topics } from '../shared/protocol/topics.js';
+import { fitStatusReport } from '../shared/protocol/bounds.js';
 import { DeviceLink } from './link/link.js';
 import { EVENT_BATCHING, EventBatcher, PodDirectory, deviceNodeEvent, devicePodEvent } from './link/events.js';
 import { RPC_LIMITS, RpcServer } from './link/rpc.js';
@@ -409,13 +410,14 @@ export class Agent {
     if (!force && !containers && node === this.lastSentNode) return;
     const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id), this.updateLocks.view) : this.lastPods;
     this.lastPods = pods;
-    const report: StatusReport = {
+    // Cut to the hub's bounds (a long engine error, a long termination message): the hub drops a report over them whole.
+    const report: StatusReport = fitStatusReport({
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: this.observedRev,
       node,
       pods,
-    };
+    });
     const json = JSON.stringify({ ...report, ts: undefined });
     if (!force && json === this.lastStatusJson) {
       this.lastSentNode = node;

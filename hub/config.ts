@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { DEFAULT_MAX_PACKET_BYTES } from '../shared/protocol/bounds.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
 
@@ -15,6 +16,13 @@ export const hubConfigSchema = z.object({
     .refine((s) => /^mqtts?:\/\/[^/?#]+(:\d+)?\/?$/.test(s) && URL.canParse(s), 'must be mqtt://HOST:PORT or mqtts://HOST:PORT')
     .optional(),
   topicPrefix: z.string().min(1).default(DEFAULT_TOPIC_PREFIX),
+  /**
+   * The most bytes of one MQTT packet from a device: the embedded broker closes the connection of
+   * a client that sends a larger one before reading it, and the hub drops a larger message that
+   * an external broker delivers. Not below 1 MiB: an agent keeps its status reports under 768 KiB
+   * (shared/protocol/bounds.ts), and a device cut off for a packet would only send it again.
+   */
+  mqttMaxPacketBytes: z.number().int().min(DEFAULT_MAX_PACKET_BYTES, 'must be at least 1Mi (1048576 bytes)').max(256 * 1024 * 1024).default(DEFAULT_MAX_PACKET_BYTES),
   /** Kubernetes' apiserver's 3 MiB: a Secret or ConfigMap of 1 MiB of data fits, base64 and all. */
   bodyLimitBytes: z.number().int().min(1024).default(3 * 1024 * 1024),
   /**

@@ -175,6 +175,10 @@ export class Hub {
     opened.add('replicaset', () => replicaSets.stop());
     for (const [name, controller] of Object.entries({ daemonset: daemonSets, scheduler, job: jobs, cronjob: cronJobs, nodelifecycle: nodeLifecycle, endpoints, deployment: deployments, replicaset: replicaSets, waves, 'deployment-waves': deploymentWaves })) selfMetrics.instrumentController(name, controller);
     selfMetrics.instrumentDispatcher(dispatcher);
+    selfMetrics.countInvalidMessages(() => ingest.dropped);
+    selfMetrics.countInvalidMessages(() => deviceEvents.invalid);
+    selfMetrics.countInvalidMessages(() => rpc.invalid);
+    selfMetrics.countInvalidMessages(() => join_.invalid);
     const metrics = new MetricsService({
       db,
       store,
@@ -206,6 +210,7 @@ export class Hub {
       new MetricsRoutes(metrics, store),
       new RolloutRoutes(store, waves, deploymentWaves),
     );
+    selfMetrics.countSlowWatches(() => api.slowWatchesClosed);
     stopping?.throwIfAborted();
     const apiPort = await api.listen().catch((err: unknown) => {
       throw listenError('--api-port', 'the HTTP API', config.listen, config.apiPort, err);

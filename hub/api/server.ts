@@ -25,7 +25,20 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** The data directory's disk: told of writes that failed for lack of space, asked for /healthz. */
   disk?: { health(): DiskHealth; storeFull(err: unknown): boolean };
+  /** Unsent bytes a watch may hold for its client (DEFAULT_WATCH_BUFFER_BYTES when absent). */
+  watchBufferBytes?: number;
 }
+
+/**
+ * What a watch may hold for a client that does not read: when the events not yet taken by the
+ * client's connection are over this, the watch is closed and the client lists again, as the
+ * Kubernetes API server's watch cache closes a watcher that does not keep up (cacheWatcher's
+ * "Forcing watcher close due to unresponsiveness"). A watcher that reads keeps its buffer near
+ * empty: the connection takes each event as it is written.
+ */
+export const DEFAULT_WATCH_BUFFER_BYTES = 2 * 1024 * 1024;
+/** How long a watch closed for falling behind may take to send what it holds before its connection is cut. */
+const WATCH_CLOSE_GRACE_MS = 5_000;
 
 /**
  * The hub's HTTP API, Kubernetes-shaped paths over the store:
@@ -45,6 +58,14 @@ export interface ApiOptions {
 export class ApiServer {
   private server?: Server;
   private readonly watchers = new Set<ServerResponse>();
+  /** Watches closed because their client fell behind (see DEFAULT_WATCH_BUFFER_BYTES). */
+  slowWatchesClosed = 0;
+  /**
+   * Each change's line, encoded once for every watch it goes to (the store hands every watcher
+   * the same frozen object): one buffer, shared by the connections that send it, rather than a
+   * copy per watch.
+   */
+  private readonly lines = new WeakMap<object, Partial<Record<WatchEvent['type'], Buffer>>>();
 
   constructor(
     private readonly opts: ApiOptions,
@@ -201,13 +222,40 @@ export class ApiServer {
     }
   }
 
-  /** A watch: newline-delimited JSON events, `{"type":"ADDED","object":{…}}`, until the client goes away. */
+  /**
+   * A watch: newline-delimited JSON events, `{"type":"ADDED","object":{…}}`, until the client goes
+   * away, or until it falls too far behind (see DEFAULT_WATCH_BUFFER_BYTES): then the stream ends
+   * after what it holds, and the connection is cut if even that is not taken within a grace period.
+   */
   private watch(req: IncomingMessage, res: ServerResponse, kind: string, namespace: string | undefined, selector: Selector | undefined, fromResourceVersion: string | undefined): void {
+    const base = this.opts.watchBufferBytes ?? DEFAULT_WATCH_BUFFER_BYTES;
+    let limit = base;
     const pending: WatchEvent[] = [];
-    let unwatch: () => void;
+    let unwatch: () => void = () => undefined;
+    let open = true;
+    const done = () => {
+      open = false;
+      unwatch();
+      this.watchers.delete(res);
+    };
+    const send = (e: WatchEvent) => {
+      if (!open) return;
+      // Bytes written and not yet taken by the client's connection (the socket's included).
+      if (res.writableLength > limit) {
+        done();
+        this.slowWatchesClosed++;
+        this.log.warn({ kind, namespace, unsentBytes: res.writableLength, limit }, 'watch closed: its client does not keep up');
+        const cut = setTimeout(() => res.destroy(), WATCH_CLOSE_GRACE_MS);
+        cut.unref();
+        res.once('close', () => clearTimeout(cut));
+        res.end();
+        return;
+      }
+      res.write(this.line(e));
+    };
     try {
       unwatch = this.store.watch({ kind, ...(namespace ? { namespace } : {}), ...(selector ? { selector } : {}), ...(fromResourceVersion ? { fromResourceVersion } : {}) }, (e) => {
-        if (res.headersSent) res.write(`${JSON.stringify(e)}\n`);
+        if (res.headersSent) send(e);
         else pending.push(e);
       });
     } catch (err) {
@@ -215,14 +263,26 @@ export class ApiServer {
     }
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
     res.flushHeaders();
-    for (const e of pending) res.write(`${JSON.stringify(e)}\n`);
     this.watchers.add(res);
-    const done = () => {
-      unwatch();
-      this.watchers.delete(res);
-    };
     req.on('close', done);
     res.on('close', done);
+    // The changes replayed from `resourceVersion` (at most the store's retained changes) go out
+    // whole, and do not count against the limit: a client resuming from an older version is not
+    // behind for having asked for them, as the API server does not count a watch's initial events.
+    // Once they are sent, the limit is the usual one again.
+    for (const e of pending) {
+      const line = this.line(e);
+      limit += line.length;
+      res.write(line);
+    }
+    if (res.writableLength <= base) limit = base;
+    else res.once('drain', () => (limit = base));
+  }
+
+  private line(e: WatchEvent): Buffer {
+    let byType = this.lines.get(e.object);
+    if (!byType) this.lines.set(e.object, (byType = {}));
+    return (byType[e.type] ??= Buffer.from(`${JSON.stringify(e)}\n`));
   }
 
   private authorized(req: IncomingMessage): boolean {

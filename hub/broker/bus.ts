@@ -9,5 +9,7 @@ export interface MessageBus {
   /** Cuts off a connected device at once (revocation, deletion). */
   disconnectNode(node: string): void;
   connectedClients(): number;
+  /** Messages from devices refused or dropped for their size (over the hub's packet limit). */
+  readonly oversizeDropped?: number;
   close(): Promise<void>;
 }

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:net';
 import { Readable } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from 'pino';
+import { DEFAULT_MAX_PACKET_BYTES } from '../../shared/protocol/bounds.js';
 import { deviceClientId } from '../../shared/protocol/topics.js';
 import type { BrokerAuth } from './auth.js';
 import type { MessageBus } from './bus.js';
@@ -13,6 +14,8 @@ export interface EmbeddedBrokerOptions {
   log: Logger;
   /** Called with the node of every packet a device sends (publish or keepalive ping): its liveness. */
   onDeviceActivity?: (node: string) => void;
+  /** The most bytes of one MQTT packet a client may send (DEFAULT_MAX_PACKET_BYTES when absent). */
+  maxPacketBytes?: number;
 }
 
 /** The embedded aedes broker on a TCP port, with the hub's auth hooks, as a MessageBus. */
@@ -21,6 +24,12 @@ const MAX_BATCH = 500;
 
 /** Messages aedes delivers at once (see start()). */
 const DELIVERY_CONCURRENCY = 2_000;
+
+/**
+ * The most bytes of a packet from a client that is not a joined device: a CONNECT (before the
+ * client is known), or a join request, whose name and 64 labels take a few KiB.
+ */
+const UNJOINED_MAX_PACKET_BYTES = 64 * 1024;
 
 /** Pending connections the MQTT listener queues (Node's default is 511). */
 const LISTEN_BACKLOG = 4096;
@@ -42,6 +51,32 @@ function keepBusyClientsAlive(aedes: Aedes): void {
   }
 }
 
+interface PacketParser {
+  packet: { cmd?: string; length: number };
+  _parseLength(): boolean;
+  _emitError(err: Error): void;
+}
+
+/**
+ * Refuses a packet longer than `max` bytes as soon as its header says how long it is, before
+ * any of it is buffered: mqtt-packet has no such limit and would gather the whole packet (a
+ * 64 MB publish, its PUBACK, and several copies of it on the way to the hub). The parser's error
+ * closes the connection, as MQTT 5 has a server do with a packet over the Maximum Packet Size it
+ * announced (section 3.2.2.3.6: DISCONNECT, Packet too large); MQTT 3.1.1 has no way to refuse
+ * one packet and keep the connection.
+ */
+function limitPacketSize(parser: PacketParser, limit: () => number, refused: (cmd: string, bytes: number, max: number) => void): void {
+  const parseLength = parser._parseLength;
+  parser._parseLength = function (this: PacketParser) {
+    if (!parseLength.call(this)) return false;
+    const max = limit();
+    if (this.packet.length <= max) return true;
+    refused(this.packet.cmd ?? 'unknown', this.packet.length, max);
+    this._emitError(new Error(`packet of ${this.packet.length} bytes is over the limit of ${max} bytes`));
+    return false;
+  };
+}
+
 export class EmbeddedBroker implements MessageBus {
   private wrapBatch: ((run: () => void) => void) | undefined;
   private readonly pending: { deliver: () => void; done: () => void }[] = [];
@@ -53,7 +88,13 @@ export class EmbeddedBroker implements MessageBus {
     private readonly server: Server,
     private readonly log: Logger,
     readonly port: number,
+    private readonly refused: { packets: number },
   ) {}
+
+  /** Packets refused for their size (each closed its client's connection). */
+  get oversizeDropped(): number {
+    return this.refused.packets;
+  }
 
   static async start(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     // aedes 1.x: createBroker, not the old `aedes()` factory.
@@ -80,7 +121,19 @@ export class EmbeddedBroker implements MessageBus {
       aedes.on('ping', (_packet, client: Client) => heard(client));
       aedes.on('publish', (_packet, client: Client | null) => heard(client));
     }
-    const server = createServer(aedes.handle);
+    const maxPacketBytes = opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
+    const refused = { packets: 0 };
+    const server = createServer((socket) => {
+      const client = aedes.handle(socket) as unknown as { _parser: PacketParser };
+      // A client not yet authenticated (its CONNECT) and a joining one need a few KiB at most:
+      // only a device that has joined may send up to the packet limit.
+      const limit = () => (opts.auth.identity(client as unknown as Client)?.role === 'device' ? maxPacketBytes : Math.min(maxPacketBytes, UNJOINED_MAX_PACKET_BYTES));
+      limitPacketSize(client._parser, limit, (cmd, bytes, max) => {
+        refused.packets++;
+        const identity = opts.auth.identity(client as unknown as Client);
+        opts.log.warn({ node: identity?.role === 'device' ? identity.node : undefined, role: identity?.role, remote: socket.remoteAddress, cmd, bytes, limit: max }, 'mqtt packet over the size limit refused; connection closed');
+      });
+    });
     const alive = setInterval(() => keepBusyClientsAlive(aedes), BUSY_KEEPALIVE_MS);
     alive.unref();
     server.once('close', () => clearInterval(alive));
@@ -102,8 +155,8 @@ export class EmbeddedBroker implements MessageBus {
     }
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
-    opts.log.info({ host: opts.host, port }, 'mqtt broker listening');
-    return new EmbeddedBroker(aedes, server, opts.log, port);
+    opts.log.info({ host: opts.host, port, maxPacketBytes }, 'mqtt broker listening');
+    return new EmbeddedBroker(aedes, server, opts.log, port, refused);
   }
 
   publish(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {

@@ -1,9 +1,11 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { DEVICE_PUBLISH_CHANNELS, type Topics } from '../../shared/protocol/topics.js';
+import { DEFAULT_MAX_PACKET_BYTES } from '../../shared/protocol/bounds.js';
 import type { MessageBus } from './bus.js';
 import type { ControlLink } from './dynsec.js';
 import { SYS_CLIENTS_CONNECTED } from './mosquitto-acl.js';
+import { EXTERNAL_BROKER_MAX_PACKET_BYTES } from './mosquitto-config.js';
 
 export interface ExternalBrokerOptions {
   /** mqtt://HOST:PORT or mqtts://HOST:PORT. */
@@ -16,15 +18,23 @@ export interface ExternalBrokerOptions {
   /** Called with the node of every message a device sends: its liveness (see below). */
   onDeviceActivity?: (node: string) => void;
   connectTimeoutMs?: number;
+  /** A device message over this many bytes is dropped on arrival (DEFAULT_MAX_PACKET_BYTES when absent). */
+  maxPacketBytes?: number;
 }
 
 type Handler = (topic: string, payload: Buffer) => void;
 
 /** Messages the broker delivers before the part that wants them has subscribed again (a restart). */
 const EARLY_BUFFER_LIMIT = 10_000;
+/** And their bytes: ten thousand messages near the packet limit would be gigabytes. */
+const EARLY_BUFFER_BYTES = 64 * 1024 * 1024;
 const EARLY_BUFFER_WINDOW_MS = 60_000;
 const RECONNECT_MIN_MS = 1_000;
 const RECONNECT_MAX_MS = 30_000;
+/** At most one log line this often about oversized messages: a device gone wrong must not flood the log. */
+const OVERSIZE_LOG_INTERVAL_MS = 10_000;
+/** Room for a PUBLISH packet's fixed header, topic and packet id beside its payload. */
+const PUBLISH_OVERHEAD_BYTES = 64 * 1024;
 
 /** Whether `topic` matches the subscription `pattern` ([MQTT-4.7]: `+` one level, `#` the rest; `$` topics only by name). */
 export function topicMatches(pattern: string, topic: string): boolean {
@@ -61,6 +71,9 @@ export function topicMatches(pattern: string, topic: string): boolean {
 export class ExternalBroker implements MessageBus {
   /** The broker's accounts, when the hub manages them (Mosquitto's dynamic security). */
   accounts?: { removeDevice(node: string): Promise<void>; stop(): void };
+  /** Device messages dropped on arrival for their size (the broker refuses larger packets itself, unseen by the hub). */
+  oversizeDropped = 0;
+  private oversizeLoggedAt = 0;
   /** Raw access for the broker's control API: not counted as fleet traffic. */
   readonly control: ControlLink;
   readonly port: number;
@@ -68,6 +81,7 @@ export class ExternalBroker implements MessageBus {
   private readonly routes: { pattern: string; handler: Handler }[] = [];
   private early: { topic: string; payload: Buffer }[] = [];
   private earlyDropped = 0;
+  private earlyBytes = 0;
   private readonly startedAt = Date.now();
   private brokerClients = 0;
   private closing = false;
@@ -164,6 +178,11 @@ export class ExternalBroker implements MessageBus {
   }
 
   private send(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
+    // The broker would disconnect the hub for a packet over its limit, and the hub would send it
+    // again on reconnecting: refuse it here, once, with the reason.
+    if (payload.length + PUBLISH_OVERHEAD_BYTES > EXTERNAL_BROKER_MAX_PACKET_BYTES) {
+      return Promise.reject(new Error(`a message of ${payload.length} bytes on ${topic} is over the broker's packet limit of ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes`));
+    }
     return new Promise((resolve, reject) => {
       this.client.publish(topic, payload, { qos: opts.qos, retain: opts.retain }, (err) => (err ? reject(err) : resolve()));
     });
@@ -175,6 +194,7 @@ export class ExternalBroker implements MessageBus {
     const held = this.early.filter((m) => topicMatches(pattern, m.topic));
     if (held.length > 0) {
       this.early = this.early.filter((m) => !topicMatches(pattern, m.topic));
+      for (const m of held) this.earlyBytes -= m.payload.length;
       for (const m of held) this.call(handler, m.topic, m.payload);
     }
     await this.subscribeAtBroker(pattern);
@@ -193,6 +213,16 @@ export class ExternalBroker implements MessageBus {
   }
 
   private deliver(topic: string, payload: Buffer): void {
+    const limit = this.opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
+    if (payload.length > limit && !topic.startsWith('$')) {
+      this.oversizeDropped++;
+      const now = Date.now();
+      if (now - this.oversizeLoggedAt >= OVERSIZE_LOG_INTERVAL_MS) {
+        this.oversizeLoggedAt = now;
+        this.opts.log.warn({ topic, bytes: payload.length, limit, dropped: this.oversizeDropped }, 'mqtt message over the size limit dropped');
+      }
+      return;
+    }
     const activity = this.opts.onDeviceActivity;
     if (activity) {
       const parsed = this.opts.topics.parseNodeTopic(topic);
@@ -206,8 +236,10 @@ export class ExternalBroker implements MessageBus {
       this.call(route.handler, topic, payload);
     }
     if (matched || Date.now() - this.startedAt > EARLY_BUFFER_WINDOW_MS) return;
-    if (this.early.length < EARLY_BUFFER_LIMIT) this.early.push({ topic, payload });
-    else if (this.earlyDropped++ === 0) this.opts.log.warn({ limit: EARLY_BUFFER_LIMIT }, 'too many messages before the hub subscribed; dropping (devices resend their status)');
+    if (this.early.length < EARLY_BUFFER_LIMIT && this.earlyBytes + payload.length <= EARLY_BUFFER_BYTES) {
+      this.early.push({ topic, payload });
+      this.earlyBytes += payload.length;
+    } else if (this.earlyDropped++ === 0) this.opts.log.warn({ limit: EARLY_BUFFER_LIMIT, bytes: EARLY_BUFFER_BYTES }, 'too many messages before the hub subscribed; dropping (devices resend their status)');
   }
 
   private call(handler: Handler, topic: string, payload: Buffer): void {

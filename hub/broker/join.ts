@@ -23,6 +23,9 @@ export interface BrokerAccounts {
  * node first, so a leaked join token cannot take over an existing device's identity.
  */
 export class JoinService {
+  /** Join requests refused by their schema (malformed, or a field over its bound). */
+  invalid = 0;
+
   constructor(
     private readonly store: ObjectStore,
     private readonly credentials: Credentials,
@@ -60,7 +63,10 @@ export class JoinService {
 
   handle(payload: Buffer): JoinResponse {
     const decoded = decodePayload(joinRequestSchema, payload);
-    if (!decoded.ok) return { v: PROTOCOL_VERSION, ok: false, error: `malformed join request: ${formatFieldErrors(decoded.errors)}` };
+    if (!decoded.ok) {
+      this.invalid++;
+      return { v: PROTOCOL_VERSION, ok: false, error: `malformed join request: ${formatFieldErrors(decoded.errors)}` };
+    }
     const { name, labels } = decoded.value;
     const nameProblems = validateDns1123Subdomain(name);
     if (nameProblems.length > 0) return { v: PROTOCOL_VERSION, ok: false, error: `invalid node name '${name}': ${nameProblems.join('; ')}` };

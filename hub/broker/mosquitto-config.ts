@@ -114,6 +114,15 @@ export function findDynsecPlugin(exists: (path: string) => boolean = existsSync)
   return DYNSEC_PLUGIN_PATHS.find(exists) ?? DYNSEC_PLUGIN_PATHS[0]!;
 }
 
+/**
+ * The most bytes of one MQTT packet the external broker takes (its `max_packet_size`; a client
+ * that sends a larger one is disconnected before the packet is read). Mosquitto has one limit
+ * for every client, the hub included, so it must hold the hub's largest desired set (pods with
+ * ConfigMaps and Secrets of up to 1 MiB each) as well as the devices' messages; the hub drops
+ * any device message over its own, smaller limit (`--mqtt-max-packet-size`) on arrival.
+ */
+export const EXTERNAL_BROKER_MAX_PACKET_BYTES = 8 * 1024 * 1024;
+
 export interface MosquittoConfOptions {
   host: string;
   port: number;
@@ -138,6 +147,9 @@ export function buildMosquittoConf(o: MosquittoConfOptions): string {
     `plugin_opt_config_file ${o.dynsecFile}`,
     '# $SYS/broker/clients/connected, read by the hub, is refreshed this often (seconds).',
     'sys_interval 10',
+    '# A client sending a larger packet is disconnected before the packet is read (it must hold',
+    '# the hub\'s largest desired set; the hub drops device messages over its own limit).',
+    `max_packet_size ${EXTERNAL_BROKER_MAX_PACKET_BYTES}`,
   ];
   if (o.persistenceDir) {
     lines.push(

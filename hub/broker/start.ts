@@ -35,11 +35,11 @@ export async function startMessageBus(opts: {
   const { config, topics, log } = opts;
   if (!config.brokerUrl) {
     const auth = new BrokerAuth(opts.credentials, topics, log);
-    const broker = await EmbeddedBroker.start({ host: config.listen, port: config.mqttPort, auth, log, onDeviceActivity: opts.onDeviceActivity });
+    const broker = await EmbeddedBroker.start({ host: config.listen, port: config.mqttPort, auth, log, onDeviceActivity: opts.onDeviceActivity, maxPacketBytes: config.mqttMaxPacketBytes });
     return { bus: broker, url: `mqtt://${config.listen}:${broker.port}` };
   }
   const password = loadBrokerPassword(opts.dataDir, { create: false });
-  const broker = await ExternalBroker.connect({ url: config.brokerUrl, username: HUB_USERNAME, password, clientId: hubClientId(password), topics, log, onDeviceActivity: opts.onDeviceActivity });
+  const broker = await ExternalBroker.connect({ url: config.brokerUrl, username: HUB_USERNAME, password, clientId: hubClientId(password), topics, log, onDeviceActivity: opts.onDeviceActivity, maxPacketBytes: config.mqttMaxPacketBytes });
   try {
     const dynsec = new DynsecControl(broker.control);
     await dynsec.start();

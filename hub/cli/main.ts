@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createLogger } from '../../shared/log/logger.js';
+import { bytes } from '../../shared/quantities/quantity.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
 import { loadHubConfig } from '../config.js';
 import { limitHeapGrowth } from '../heap.js';
@@ -39,6 +40,18 @@ function hubDuration(flag: string, value: string): number {
  */
 const HUB_EXIT_GRACE_MS = 2_000;
 
+/** A size in bytes, as a number or a quantity (1Mi, 512Ki). */
+function byteSize(value: string): number {
+  let n: number;
+  try {
+    n = bytes(value);
+  } catch {
+    throw CliError.usage(`invalid size '${value}' (bytes, or a quantity such as 1Mi)`);
+  }
+  if (!Number.isInteger(n) || n <= 0) throw CliError.usage(`invalid size '${value}' (a whole number of bytes)`);
+  return n;
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -62,12 +75,13 @@ export function buildProgram(): Command {
     .option('--mqtt-port <port>', 'MQTT port of the embedded broker', port, 1883)
     .option('--broker <url>', 'use an external MQTT broker (mqtt://HOST:PORT) instead of the embedded one; see flotilla broker-config')
     .option('--node-grace <duration>', 'silence before a node is marked Unknown', '40s')
+    .option('--mqtt-max-packet-size <bytes>', 'the largest MQTT packet a device may send (e.g. 1Mi); a client that sends a larger one is disconnected', byteSize)
     .option('--eviction-timeout <duration>', 'how long before pods of an unreachable node are replaced', '5m')
     .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
-    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
-      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
+    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));

@@ -23,6 +23,9 @@ const MAX_EVENT_AGE_MS = 24 * 3_600_000;
  * refused (ignored and counted).
  */
 export class DeviceEventIngest {
+  /** Batches refused by their schema (malformed, or a field over its bound). */
+  invalid = 0;
+  /** Batches refused by their schema, and events over the rate limit. */
   dropped = 0;
   ignored = 0;
   private readonly windows = new Map<string, { start: number; count: number; overflowLogged: boolean }>();
@@ -46,6 +49,7 @@ export class DeviceEventIngest {
     const node = parsed.node;
     const decoded = decodePayload(eventBatchSchema, payload);
     if (!decoded.ok) {
+      this.invalid++;
       this.dropped++;
       this.log.warn({ node, channel: 'events', reason: formatFieldErrors(decoded.errors) }, 'malformed payload dropped');
       return;

@@ -62,6 +62,8 @@ interface Call {
  * once; one that stops answering, or goes offline mid-stream, ends the call with an error.
  */
 export class RpcClient {
+  /** Answers refused by their schema (malformed, or a field over its bound). */
+  invalid = 0;
   private readonly calls = new Map<string, Call>();
   private readonly forgotten = new Set<string>();
   private unwatch?: () => void;
@@ -149,6 +151,7 @@ export class RpcClient {
     if (!parsed || parsed.channel !== 'rpc/res') return;
     const decoded = decodePayload(rpcResponseSchema, payload);
     if (!decoded.ok) {
+      this.invalid++;
       this.log.warn({ node: parsed.node, channel: 'rpc/res', reason: formatFieldErrors(decoded.errors) }, 'malformed payload dropped');
       return;
     }

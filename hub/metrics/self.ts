@@ -18,6 +18,10 @@ export class HubSelfMetrics {
   /** Messages the hub published (desired sets, rpc requests, peer tables). */
   mqttSent = 0;
   readonly reconcile = new Histogram('flotilla_reconcile_duration_seconds', 'Time a controller took to reconcile one key.', 'controller');
+  /** Counts of device messages the hub's parts refused by their schema (each part counts its own). */
+  private readonly invalidSources: (() => number)[] = [];
+  /** Watches the API closed because their client did not keep up. */
+  private slowWatches: () => number = () => 0;
   readonly dispatch = new Histogram('flotilla_dispatch_latency_seconds', 'Time from taking a node off the dispatch queue to its desired set being published.', 'stage');
 
   constructor(
@@ -40,6 +44,16 @@ export class HubSelfMetrics {
         this.mqttReceived++;
         handler(topic, payload);
       });
+  }
+
+  /** Adds a part's count of device messages refused by their schema to flotilla_mqtt_messages_dropped_total{reason="invalid"}. */
+  countInvalidMessages(count: () => number): void {
+    this.invalidSources.push(count);
+  }
+
+  /** The API's count of watches closed for falling behind. */
+  countSlowWatches(count: () => number): void {
+    this.slowWatches = count;
   }
 
   /** Times a controller's reconcile (its work queue calls it through the instance, so the wrapper sees every call). */
@@ -84,6 +98,16 @@ export class HubSelfMetrics {
     return [
       { name: 'flotilla_connected_devices', help: 'MQTT clients connected to the embedded broker (devices, and devices joining).', type: 'gauge', samples: [{ value: this.bus.connectedClients() }] },
       { name: 'flotilla_mqtt_messages_received_total', help: 'MQTT messages delivered to the hub from devices.', type: 'counter', samples: [{ value: this.mqttReceived }] },
+      {
+        name: 'flotilla_mqtt_messages_dropped_total',
+        help: 'MQTT messages from devices dropped, by reason: oversize (over the packet limit; the embedded broker closes the connection before reading the packet), invalid (refused by the message schema: a field over its bound, a malformed payload).',
+        type: 'counter',
+        samples: [
+          { labels: { reason: 'oversize' }, value: this.bus.oversizeDropped ?? 0 },
+          { labels: { reason: 'invalid' }, value: this.invalidSources.reduce((sum, count) => sum + count(), 0) },
+        ],
+      },
+      { name: 'flotilla_api_watches_closed_total', help: 'API watches closed because their client fell too far behind (its unsent events over the limit); the client lists again.', type: 'counter', samples: [{ labels: { reason: 'slow' }, value: this.slowWatches() }] },
       { name: 'flotilla_mqtt_messages_sent_total', help: 'MQTT messages the hub published.', type: 'counter', samples: [{ value: this.mqttSent }] },
       this.reconcile.family(),
       this.dispatch.family(),

@@ -1,12 +1,40 @@
 import * as z from 'zod';
 import { podSpecSchema } from '../resources/pod.js';
 import { fieldErrorsFromZod, type FieldError } from '../resources/fields.js';
+import {
+  boundedRecord,
+  boundedString,
+  MAX_ADDRESS_LENGTH,
+  MAX_ADDRESSES,
+  MAX_CAPACITY_ENTRIES,
+  MAX_CONTAINERS_PER_POD,
+  MAX_IMAGE_LENGTH,
+  MAX_INFO_LENGTH,
+  MAX_JOIN_LABELS,
+  MAX_LABEL_KEY_LENGTH,
+  MAX_NAME_LENGTH,
+  MAX_NODE_CONDITIONS,
+  MAX_NODE_MESSAGE_LENGTH,
+  MAX_POD_CONDITIONS,
+  MAX_PODS_PER_REPORT,
+  MAX_QUANTITY_LENGTH,
+  MAX_REASON_LENGTH,
+  MAX_STATUS_MESSAGE_LENGTH,
+  MAX_TIMESTAMP_LENGTH,
+  MAX_UID_LENGTH,
+  truncate,
+} from './bounds.js';
 
 /** Version of the payloads below; every payload carries it as `v` (DESIGN.md section 3). */
 export const PROTOCOL_VERSION = 1;
 
 const v = z.literal(PROTOCOL_VERSION, { error: `unsupported protocol version (this side speaks v${PROTOCOL_VERSION})` });
-const timestamp = z.string();
+const timestamp = z.string().max(MAX_TIMESTAMP_LENGTH);
+// What a device sends is bounded field by field (see bounds.ts); what the hub sends is not.
+const name = z.string().min(1).max(MAX_NAME_LENGTH);
+const reason = boundedString(MAX_REASON_LENGTH);
+const statusMessage = boundedString(MAX_STATUS_MESSAGE_LENGTH);
+const info = boundedString(MAX_INFO_LENGTH);
 
 export const desiredPodSchema = z.object({
   uid: z.string().min(1),
@@ -42,12 +70,12 @@ export const desiredStateSchema = z.object({
 
 const containerStateSchema = z.object({
   running: z.object({ startedAt: timestamp.optional() }).optional(),
-  waiting: z.object({ reason: z.string().optional(), message: z.string().optional() }).optional(),
+  waiting: z.object({ reason: reason.optional(), message: statusMessage.optional() }).optional(),
   terminated: z
     .object({
       exitCode: z.number().int(),
-      reason: z.string().optional(),
-      message: z.string().optional(),
+      reason: reason.optional(),
+      message: statusMessage.optional(),
       startedAt: timestamp.optional(),
       finishedAt: timestamp.optional(),
     })
@@ -55,10 +83,10 @@ const containerStateSchema = z.object({
 });
 
 export const containerStatusSchema = z.object({
-  name: z.string(),
-  image: z.string(),
-  imageID: z.string().optional(),
-  containerID: z.string().optional(),
+  name: boundedString(MAX_NAME_LENGTH),
+  image: boundedString(MAX_IMAGE_LENGTH),
+  imageID: boundedString(MAX_IMAGE_LENGTH).optional(),
+  containerID: boundedString(MAX_INFO_LENGTH).optional(),
   ready: z.boolean(),
   restartCount: z.number().int().min(0),
   state: containerStateSchema,
@@ -72,42 +100,43 @@ export const containerStatusSchema = z.object({
 export const podConditionReportSchema = z.object({
   type: z.string().min(1).max(64),
   status: z.enum(['True', 'False', 'Unknown']),
-  reason: z.string().max(128).optional(),
-  message: z.string().max(1024).optional(),
+  reason: reason.optional(),
+  message: boundedString(1024).optional(),
   lastTransitionTime: timestamp.optional(),
 });
 
 export const podStatusReportSchema = z.object({
-  uid: z.string().min(1),
-  name: z.string(),
-  namespace: z.string(),
+  uid: z.string().min(1).max(MAX_UID_LENGTH),
+  name: boundedString(MAX_NAME_LENGTH),
+  namespace: boundedString(MAX_NAME_LENGTH),
   phase: z.enum(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown']),
-  reason: z.string().optional(),
-  message: z.string().optional(),
-  podIP: z.string().optional(),
+  reason: reason.optional(),
+  message: statusMessage.optional(),
+  podIP: boundedString(MAX_ADDRESS_LENGTH).optional(),
   startTime: timestamp.optional(),
-  containerStatuses: z.array(containerStatusSchema),
-  conditions: z.array(podConditionReportSchema).max(8).optional(),
+  containerStatuses: z.array(containerStatusSchema).max(MAX_CONTAINERS_PER_POD),
+  conditions: z.array(podConditionReportSchema).max(MAX_POD_CONDITIONS).optional(),
 });
 
 export const nodeReportSchema = z.object({
   info: z.object({
-    hostname: z.string(),
-    operatingSystem: z.string(),
-    osImage: z.string().optional(),
-    kernelVersion: z.string().optional(),
-    architecture: z.string(),
-    containerRuntimeVersion: z.string().optional(),
-    agentVersion: z.string(),
+    hostname: info,
+    operatingSystem: info,
+    osImage: info.optional(),
+    kernelVersion: info.optional(),
+    architecture: info,
+    containerRuntimeVersion: info.optional(),
+    agentVersion: info,
   }),
-  capacity: z.record(z.string(), z.string()),
-  addresses: z.array(z.object({ type: z.enum(['Hostname', 'InternalIP', 'ExternalIP']), address: z.string() })).optional(),
+  capacity: boundedRecord(MAX_CAPACITY_ENTRIES, MAX_NAME_LENGTH, MAX_QUANTITY_LENGTH),
+  addresses: z.array(z.object({ type: z.enum(['Hostname', 'InternalIP', 'ExternalIP']), address: boundedString(MAX_ADDRESS_LENGTH) })).max(MAX_ADDRESSES).optional(),
   /** The container engine answers; when false the node is not ready for pods, with a reason. */
   engineReady: z.boolean(),
-  engineMessage: z.string().optional(),
+  engineMessage: boundedString(MAX_NODE_MESSAGE_LENGTH).optional(),
   /** The device's own conditions besides Ready: DiskPressure and MemoryPressure. */
   conditions: z
-    .array(z.object({ type: z.enum(['DiskPressure', 'MemoryPressure']), status: z.enum(['True', 'False', 'Unknown']), reason: z.string().optional(), message: z.string().optional() }))
+    .array(z.object({ type: z.enum(['DiskPressure', 'MemoryPressure']), status: z.enum(['True', 'False', 'Unknown']), reason: reason.optional(), message: boundedString(MAX_NODE_MESSAGE_LENGTH).optional() }))
+    .max(MAX_NODE_CONDITIONS)
     .optional(),
 });
 
@@ -117,7 +146,7 @@ export const statusReportSchema = z.object({
   ts: timestamp,
   observedRev: z.number().int().min(0).nullable(),
   node: nodeReportSchema,
-  pods: z.array(podStatusReportSchema),
+  pods: z.array(podStatusReportSchema).max(MAX_PODS_PER_REPORT),
 });
 
 /** agent (and its last will) → hub, retained. */
@@ -135,8 +164,8 @@ export const presenceSchema = z.object({
 
 export const joinRequestSchema = z.object({
   v,
-  name: z.string().min(1),
-  labels: z.record(z.string(), z.string()).optional(),
+  name,
+  labels: boundedRecord(MAX_JOIN_LABELS, MAX_LABEL_KEY_LENGTH, MAX_NAME_LENGTH).optional(),
 });
 
 export const joinResponseSchema = z.discriminatedUnion('ok', [
@@ -157,10 +186,10 @@ export const MAX_EVENT_REASON_LENGTH = 128;
 export const podEventSchema = z.object({
   /** Absent in the first agents' events, which were all about pods. */
   kind: z.literal('Pod').optional(),
-  podUid: z.string().min(1),
-  podName: z.string().min(1),
-  namespace: z.string().min(1),
-  container: z.string().min(1).optional(),
+  podUid: z.string().min(1).max(MAX_UID_LENGTH),
+  podName: name,
+  namespace: name,
+  container: name.optional(),
   type: z.enum(['Normal', 'Warning']),
   reason: z.string().min(1).max(MAX_EVENT_REASON_LENGTH),
   message: z.string().max(MAX_EVENT_MESSAGE_LENGTH),
@@ -175,7 +204,7 @@ export const podEventSchema = z.object({
 export const nodeEventSchema = z.object({
   kind: z.literal('Node'),
   /** The node it is about: the sender's own (the hub refuses an event about any other). */
-  node: z.string().min(1),
+  node: name,
   type: z.enum(['Normal', 'Warning']),
   reason: z.string().min(1).max(MAX_EVENT_REASON_LENGTH),
   message: z.string().max(MAX_EVENT_MESSAGE_LENGTH),
@@ -219,9 +248,18 @@ export function decodePayload<T>(schema: z.ZodType<T>, payload: Uint8Array | str
     return { ok: false, errors: [{ path: '(payload)', message: `not JSON: ${(err as Error).message}` }] };
   }
   const parsed = schema.safeParse(json);
-  if (!parsed.success) return { ok: false, errors: fieldErrorsFromZod(parsed.error) };
+  if (!parsed.success) {
+    // A path names the keys of the payload, which may be a megabyte long, and a payload may
+    // break a bound a thousand times: what is logged and answered stays short.
+    const errors = fieldErrorsFromZod(parsed.error);
+    return { ok: false, errors: errors.slice(0, MAX_DECODE_ERRORS).map((e) => ({ path: truncate(e.path, MAX_ERROR_PATH_LENGTH), message: truncate(e.message, MAX_ERROR_PATH_LENGTH) })) };
+  }
   return { ok: true, value: parsed.data };
 }
+
+/** The most field errors a refused payload reports, and the most characters of each path or message. */
+const MAX_DECODE_ERRORS = 5;
+const MAX_ERROR_PATH_LENGTH = 300;
 
 export function encodePayload(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value));
