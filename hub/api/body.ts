@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { depthMessage, jsonTooDeep } from '../../shared/resources/depth.js';
 import { ManifestSyntaxError, parseManifests, type ManifestDocument } from '../../shared/resources/manifest.js';
 import { HubError } from './errors.js';
 
@@ -31,12 +32,16 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   return Buffer.concat(chunks);
 }
 
-/** Parses a JSON or YAML body into manifest documents; syntax errors name line and column. */
+/**
+ * Parses a JSON or YAML body into manifest documents; syntax errors name line and column. Depth
+ * is checked on the text, before a tree is built (parseManifests does the same for YAML).
+ */
 export function parseBody(req: IncomingMessage, body: Buffer): ManifestDocument[] {
   const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
   const text = body.toString('utf8');
   if (text.trim() === '') throw new HubError('HUB_ERR_BAD_REQUEST', 'request body is empty');
   if (type === 'application/json' || type === 'application/merge-patch+json') {
+    if (jsonTooDeep(text)) throw new HubError('HUB_ERR_BAD_REQUEST', `body is not accepted: ${depthMessage()}`);
     try {
       const value: unknown = JSON.parse(text);
       if (Array.isArray(value)) return value.map((v, i) => ({ source: `item ${i}`, value: v }));

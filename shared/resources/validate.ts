@@ -55,6 +55,7 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
     warnings.push(...droppedFields(doc.metadata, metaResult.data, ['metadata']).map(unsupported));
     const { name, namespace, labels, annotations, resourceVersion } = metaResult.data;
     metadata = { name };
+    if (kind.maxNameLength !== undefined && name.length > kind.maxNameLength) errors.push({ path: 'metadata.name', message: `must be no more than ${kind.maxNameLength} characters for a ${kind.kind}` });
     if (namespace !== undefined) {
       if (kind.namespaced) metadata.namespace = namespace;
       else warnings.push(`metadata.namespace: ignored, ${kind.kind} is not namespaced`);
