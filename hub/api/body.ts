@@ -7,6 +7,14 @@ import { HubError } from './errors.js';
 export const DEFAULT_BODY_LIMIT = 3 * 1024 * 1024;
 
 /**
+ * The most tokens a YAML body may have. The yaml library needs some 700 bytes of memory per
+ * token (syntax tree, then document) where JSON.parse needs a few: 50,000 tokens is a YAML
+ * manifest of 100 KB or more, and costs the hub about 35 MB while it is read. The CLI sends
+ * JSON, whatever its files hold; a larger YAML body can be sent as JSON.
+ */
+export const MAX_YAML_BODY_TOKENS = 50_000;
+
+/**
  * How much of a body over the limit is still read (and dropped) before the answer: a client
  * that is still sending when the hub answers 413 and closes would see its write fail (EPIPE or
  * a reset) instead of the answer. Past this, the connection is closed without waiting.
@@ -55,7 +63,7 @@ export function parseBody(req: IncomingMessage, body: Buffer): ManifestDocument[
   }
   if (type === 'application/yaml' || type === 'application/x-yaml' || type === 'text/yaml') {
     try {
-      return parseManifests(text, 'body');
+      return parseManifests(text, 'body', { maxTokens: MAX_YAML_BODY_TOKENS });
     } catch (err) {
       if (err instanceof ManifestSyntaxError) throw new HubError('HUB_ERR_BAD_REQUEST', err.message);
       throw err;

@@ -35,19 +35,25 @@ export function jsonTooDeep(text: string, max = MAX_MANIFEST_DEPTH): boolean {
 const COLLECTIONS = new Set(['block-map', 'block-seq', 'flow-collection']);
 
 /**
- * Whether YAML text (JSON included) nests collections deeper than `max`. The text goes through
- * the yaml library's lexer and concrete-syntax parser one token at a time, and the parser's
- * stack of open nodes is watched: block nesting (`- - - x`, indentation) and flow nesting
- * (`[[[`) are counted alike, and reading stops at the first level too many.
+ * What is wrong with the shape of YAML text (JSON included), if anything: collections nested
+ * deeper than `maxDepth`, or more than `maxTokens` tokens. The text goes through the yaml
+ * library's lexer and concrete-syntax parser one token at a time, and the parser's stack of open
+ * nodes is watched: block nesting (`- - - x`, indentation) and flow nesting (`[[[`) count alike.
+ * Reading stops at the first level or token too many, so the cost is bounded by the limits, not
+ * by the text: the library's syntax tree takes some 350 bytes per token.
  */
-export function yamlTooDeep(text: string, max = MAX_MANIFEST_DEPTH): boolean {
+export function yamlShapeProblem(text: string, limits: { maxDepth?: number; maxTokens?: number } = {}): string | undefined {
+  const maxDepth = limits.maxDepth ?? MAX_MANIFEST_DEPTH;
+  const maxTokens = limits.maxTokens ?? Infinity;
   const parser = new Parser();
+  let tokens = 0;
   for (const lexeme of new Lexer().lex(text)) {
+    if (++tokens > maxTokens) return `more than ${maxTokens} YAML tokens (a larger manifest can be sent as JSON)`;
     for (const token of parser.next(lexeme)) void token;
     // The stack also holds the document and scalars: count only collections, and only when it could matter.
-    if (parser.stack.length > max && parser.stack.filter((t) => COLLECTIONS.has(t.type)).length > max) return true;
+    if (parser.stack.length > maxDepth && parser.stack.filter((t) => COLLECTIONS.has(t.type)).length > maxDepth) return depthMessage(maxDepth);
   }
-  return false;
+  return undefined;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { LineCounter, parseAllDocuments } from 'yaml';
-import { depthMessage, expansionProblem, MAX_EXPANDED_BYTES, yamlTooDeep } from './depth.js';
+import { expansionProblem, MAX_EXPANDED_BYTES, yamlShapeProblem } from './depth.js';
 
 export interface ManifestDocument {
   /** Where the document came from, for messages: `file.yaml` or `file.yaml (document 2)`. */
@@ -21,12 +21,13 @@ export class ManifestSyntaxError extends Error {
 /**
  * Parses YAML or JSON text (JSON is YAML) holding one or more documents separated by `---`.
  * A `kind: List` document (`{items: [...]}`, what `get -o yaml` prints for a list) is flattened.
- * Syntax errors name the line and column. A text nested deeper than MAX_MANIFEST_DEPTH is
- * refused before any tree is built; aliases may be used at most 100 times, may not refer to a
+ * Syntax errors name the line and column. A text nested deeper than MAX_MANIFEST_DEPTH, or
+ * with more than `limits.maxTokens` tokens, is refused before any tree is built; aliases may be used at most 100 times, may not refer to a
  * node containing them, and may not expand a document past MAX_EXPANDED_BYTES.
  */
-export function parseManifests(text: string, source = 'input'): ManifestDocument[] {
-  if (yamlTooDeep(text)) throw new ManifestSyntaxError(`${source}: invalid YAML: ${depthMessage()}`);
+export function parseManifests(text: string, source = 'input', limits: { maxTokens?: number } = {}): ManifestDocument[] {
+  const shape = yamlShapeProblem(text, limits);
+  if (shape) throw new ManifestSyntaxError(`${source}: YAML not accepted: ${shape}`);
   const lineCounter = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter, prettyErrors: true });
   const out: ManifestDocument[] = [];
