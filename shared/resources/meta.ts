@@ -39,7 +39,7 @@ export function metadataSchema(opts: { nameRule: 'subdomain' | 'label' }) {
 
 export const templateMetadataSchema = z.object({
   labels: labelMap.optional(),
-  annotations: z.record(z.string(), z.string()).optional(),
+  annotations: annotationMap.optional(),
 });
 
 /**
