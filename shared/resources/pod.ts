@@ -18,9 +18,14 @@ const objectName = z.string({ error: 'is required' }).superRefine((v, ctx) => {
 const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0');
 const port = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be between 1 and 65535').max(65535, 'must be between 1 and 65535');
 
+/** Kubernetes keeps a quantity in an int64: '1e308' of cpu would reach the engine as Infinity. */
+const MAX_QUANTITY = parseQuantity('9223372036854775807');
+
 const quantity = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
   try {
-    if (parseQuantity(v).milli() < 0) ctx.addIssue({ code: 'custom', message: `must be greater than or equal to 0, not '${v}'` });
+    const q = parseQuantity(v);
+    if (q.milli() < 0) ctx.addIssue({ code: 'custom', message: `must be greater than or equal to 0, not '${v}'` });
+    else if (q.compare(MAX_QUANTITY) > 0) ctx.addIssue({ code: 'custom', message: `must be no more than 9223372036854775807 (2^63-1), not '${v}'` });
   } catch (err) {
     ctx.addIssue({ code: 'custom', message: (err as Error).message });
   }

@@ -134,6 +134,12 @@ describe('resources', () => {
     expectValid(validateManifest(pod({ containers: [container({ resources: { requests: { cpu: 4 } } })] })));
   });
 
+  it('refuses a quantity beyond int64, which would reach the engine as Infinity', () => {
+    expectRefused(validateManifest(pod({ containers: [container({ resources: { limits: { cpu: '1e308' } } })] })), 'spec.containers[0].resources.limits.cpu', /no more than 9223372036854775807/);
+    expectRefused(validateManifest(pod({ containers: [container({ resources: { limits: { memory: '8Ei' } } })] })), 'spec.containers[0].resources.limits.memory', /no more than/);
+    expectValid(validateManifest(pod({ containers: [container({ resources: { limits: { memory: '7Ei' } } })] })));
+  });
+
   it('refuses an unknown resource name without a domain, and accepts extended and hugepages resources', () => {
     expectRefused(validateManifest(pod({ containers: [container({ resources: { limits: { cpus: 1 } } })] })), 'spec.containers[0].resources.limits.cpus', /standard resource/);
     expectValid(validateManifest(pod({ containers: [container({ resources: { limits: { 'example.com/dongle': 1, 'hugepages-2Mi': '4Mi', 'ephemeral-storage': '1Gi', pids: 10 } } })] })));
