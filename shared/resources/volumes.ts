@@ -46,10 +46,15 @@ const relativePath = z.string().min(1, 'is required').superRefine((p, ctx) => {
 
 const keyToPath = z.array(z.object({ key: configKey, path: relativePath, mode: z.number().int().min(0).max(0o777).optional() }));
 
+/** The device binds a mount as `source:target[:ro]`: a ':' in either path would be read as a separator. */
+const BIND_COLON = "must not contain ':' (the engine's bind syntax, source:target:options, cannot hold it)";
+
 /** Kubernetes' validatePathNoBacksteps: a host path with a `..` element could climb out of what it names. */
 const hostPathSchema = z.string({ error: 'is required' }).startsWith('/', 'must be an absolute path').superRefine((p, ctx) => {
   if (p.split('/').includes('..')) ctx.addIssue({ code: 'custom', message: "must not contain '..'" });
+  if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
 });
+
 
 const HOST_PATH_TYPES = ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'] as const;
 
@@ -68,9 +73,20 @@ export const volumeSchema = z
 
 export const volumeMountSchema = z.object({
   name: z.string().min(1, 'is required'),
-  mountPath: z.string().startsWith('/', 'must be an absolute path'),
+  mountPath: z
+    .string()
+    .startsWith('/', 'must be an absolute path')
+    .superRefine((p, ctx) => {
+      if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
+      // The engine refuses a mount over the container's root.
+      if (/^\/+$/.test(p)) ctx.addIssue({ code: 'custom', message: "must not be '/'" });
+    }),
   readOnly: z.boolean().optional(),
-  subPath: relativePath.optional(),
+  subPath: relativePath
+    .superRefine((p, ctx) => {
+      if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
+    })
+    .optional(),
 });
 
 export const securityContextSchema = z.object({

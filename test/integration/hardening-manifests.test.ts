@@ -91,6 +91,12 @@ const REFUSED: { what: string; manifest: Manifest; path: string; message: RegExp
   // Found beside the issue's list, by Kubernetes' validation.
   { what: 'an envFrom prefix with a space', manifest: pod('env-prefix', { containers: [container({ envFrom: [{ configMapRef: { name: 'cm' }, prefix: 'MY PREFIX' }] })] }), path: 'spec.containers[0].envFrom[0].prefix', message: /environment variable name/ },
   {
+    what: "a mountPath with ':', the bind syntax's separator",
+    manifest: pod('colon-mount', { containers: [container({ volumeMounts: [{ name: 'cfg', mountPath: '/etc/app:rw' }] })], volumes: [{ name: 'cfg', configMap: { name: 'cm' } }] }),
+    path: 'spec.containers[0].volumeMounts[0].mountPath',
+    message: /must not contain ':'/,
+  },
+  {
     what: 'two mounts on one path',
     manifest: pod('same-mount', { containers: [container({ volumeMounts: [{ name: 'a', mountPath: '/data' }, { name: 'b', mountPath: '/data' }] })], volumes: [{ name: 'a', emptyDir: {} }, { name: 'b', emptyDir: {} }] }),
     path: 'spec.containers[0].volumeMounts[1].mountPath',

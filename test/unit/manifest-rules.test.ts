@@ -185,6 +185,15 @@ describe('volumes', () => {
     expectValid(validateManifest(pod(spec('/data/..hidden/x..y'))));
   });
 
+  it("refuses a ':' in a hostPath, mountPath or subPath (the bind syntax's separator), and a mount on '/'", () => {
+    const spec = (path: string, mount: Fields) => ({ volumes: [{ name: 'h', hostPath: { path } }], containers: [container({ volumeMounts: [{ name: 'h', ...mount }] })] });
+    expectRefused(validateManifest(pod(spec('/a:/b', { mountPath: '/m' }))), 'spec.volumes[0].hostPath.path', /must not contain ':'/);
+    expectRefused(validateManifest(pod(spec('/a', { mountPath: '/m:rw' }))), 'spec.containers[0].volumeMounts[0].mountPath', /must not contain ':'/);
+    expectRefused(validateManifest(pod(spec('/a', { mountPath: '/m', subPath: 'x:y' }))), 'spec.containers[0].volumeMounts[0].subPath', /must not contain ':'/);
+    expectRefused(validateManifest(pod(spec('/a', { mountPath: '/' }))), 'spec.containers[0].volumeMounts[0].mountPath', /must not be '\/'/);
+    expectValid(validateManifest(pod(spec('/a', { mountPath: '/m', subPath: 'x/y' }))));
+  });
+
   it('refuses two mounts on one path in a container', () => {
     const spec = { volumes: [{ name: 'a', emptyDir: {} }, { name: 'b', emptyDir: {} }], containers: [container({ volumeMounts: [{ name: 'a', mountPath: '/d' }, { name: 'b', mountPath: '/d' }] })] };
     expectRefused(validateManifest(pod(spec)), 'spec.containers[0].volumeMounts[1].mountPath', /must be unique/);
