@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { validateLabelValue, validateQualifiedName } from '../labels/validation.js';
+import { validateDns1123Label, validateLabelValue, validateQualifiedName } from '../labels/validation.js';
 import { labelSelectorSchema } from './meta.js';
 
 /**
@@ -43,7 +43,13 @@ const weight = z.number({ error: 'must be a number' }).int('must be an integer')
 export const podAffinityTermSchema = z.object({
   labelSelector: labelSelectorSchema.optional(),
   /** Namespaces the selector looks in; the pod's own namespace when absent. */
-  namespaces: z.array(z.string()).optional(),
+  namespaces: z
+    .array(
+      z.string().superRefine((ns, ctx) => {
+        for (const message of validateDns1123Label(ns)) ctx.addIssue({ code: 'custom', message: `invalid namespace '${ns}': ${message}` });
+      }),
+    )
+    .optional(),
   /** The node label whose value makes a topology domain: `kubernetes.io/hostname` (a device) or e.g. `site`. */
   topologyKey: z.string({ error: 'is required' }).min(1, 'is required').pipe(qualifiedName),
 });

@@ -310,9 +310,12 @@ describe('scheduling fields', () => {
     expectValid(validateManifest(affinity({ key: 'cores', operator: 'Gt', values: ['4'] })));
   });
 
-  it('refuses a topologyKey that is no label key', () => {
-    const spec = { affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: { app: 'w' } }, topologyKey: 'not a key' }] } } };
-    expectRefused(validateManifest(pod(spec)), 'spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey', /invalid key/);
+  it('refuses a topologyKey that is no label key, and a namespace that is no DNS label', () => {
+    const spec = (term: Fields) => ({ affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: { app: 'w' } }, topologyKey: 'kubernetes.io/hostname', ...term }] } } });
+    const at = 'spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]';
+    expectRefused(validateManifest(pod(spec({ topologyKey: 'not a key' }))), `${at}.topologyKey`, /invalid key/);
+    expectRefused(validateManifest(pod(spec({ namespaces: ['Team_A'] }))), `${at}.namespaces[0]`, /invalid namespace/);
+    expectValid(validateManifest(pod(spec({ namespaces: ['team-a'] }))));
   });
 
   it('refuses a Node with the same taint twice, or a taint key that is no label key', () => {
