@@ -41,7 +41,7 @@ function daemonSet(name: string, opts: { selector?: Manifest; templateSpec?: Man
 const container = (fields: Manifest = {}): Manifest => ({ name: 'web', image: IMAGE, ...fields });
 
 /** Each manifest is refused at `path`, and the message matches. */
-const REFUSED: { what: string; manifest: Manifest; path: string; message: RegExp }[] = [
+const REFUSED: { what: string; manifest: Manifest | string; path: string; message: RegExp }[] = [
   {
     what: 'annotations over 256 KiB in total',
     manifest: pod('big-annotations', { containers: [container()] }, { annotations: { a: 'x'.repeat(200 * 1024), b: 'y'.repeat(100 * 1024) } }),
@@ -124,6 +124,12 @@ const REFUSED: { what: string; manifest: Manifest; path: string; message: RegExp
     message: /less than or equal to 2147483647/,
   },
   {
+    what: "a label key '__proto__', which vanished from the map",
+    manifest: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"proto","labels":{"__proto__":"x"}},"spec":{"containers":[{"name":"web","image":"${IMAGE}"}]}}`,
+    path: 'metadata.labels.__proto__',
+    message: /not accepted/,
+  },
+  {
     what: 'a toleration with a value and operator Exists',
     manifest: pod('tolerate', { containers: [container()], tolerations: [{ key: 'k', operator: 'Exists', value: 'v' }] }),
     path: 'spec.tolerations[0].value',
@@ -204,7 +210,7 @@ afterAll(async () => {
 
 describe('manifests Kubernetes refuses are refused with their field path', () => {
   it.each(REFUSED)('$what: through `flotilla apply`', async ({ manifest, path, message }) => {
-    const f = file(JSON.stringify(manifest, null, 2), 'json');
+    const f = file(typeof manifest === 'string' ? manifest : JSON.stringify(manifest, null, 2), 'json');
     const r = cli(hub, ['apply', '-f', f]);
     expect(r.code, r.stdout).toBe(1);
     expect(r.stderr).toContain(f);
@@ -214,7 +220,7 @@ describe('manifests Kubernetes refuses are refused with their field path', () =>
   });
 
   it.each(REFUSED)('$what: through the API', async ({ manifest, path, message }) => {
-    const r = await post(JSON.stringify(manifest), 'application/json');
+    const r = await post(typeof manifest === 'string' ? manifest : JSON.stringify(manifest), 'application/json');
     expect(r.status, r.body.message).toBe(422);
     expect(r.body.code).toBe('HUB_ERR_INVALID');
     const field = r.body.details?.fields?.find((f) => f.path === path);

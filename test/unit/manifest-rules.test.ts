@@ -72,6 +72,15 @@ describe('annotations', () => {
   });
 });
 
+describe('__proto__ keys', () => {
+  it('refuses a __proto__ key anywhere, rather than letting it vanish from a map', () => {
+    const doc = JSON.parse('{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"__proto__":"x"}},"spec":{"containers":[{"name":"a","image":"b","resources":{"limits":{"__proto__":{"cpu":"1"}}}}]}}') as Fields;
+    const result = validateManifest(doc);
+    expect(result.object).toBeUndefined();
+    expect(result.errors.map((e) => e.path).sort()).toEqual(['metadata.labels.__proto__', 'spec.containers[0].resources.limits.__proto__']);
+  });
+});
+
 describe('environment variables', () => {
   it.each(['A=B', 'HAS SPACE', '1ST', ''])('refuses the env var name %j on its path', (name) => {
     expectRefused(validateManifest(pod({ containers: [container({ env: [{ name, value: 'x' }] })] })), 'spec.containers[0].env[0].name', name === '' ? /is required/ : /environment variable name/);
