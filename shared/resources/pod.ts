@@ -87,7 +87,8 @@ export const containerSchema = z.object({
     }),
   command: z.array(z.string()).optional(),
   args: z.array(z.string()).optional(),
-  workingDir: z.string().optional(),
+  // The engine refuses a relative working directory when it creates the container, on the device.
+  workingDir: z.string().startsWith('/', 'must be an absolute path').optional(),
   env: z.array(envVarSchema).optional(),
   envFrom: z.array(envFromSchema).optional(),
   volumeMounts: z.array(volumeMountSchema).optional(),

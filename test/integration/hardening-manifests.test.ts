@@ -103,6 +103,7 @@ const REFUSED: { what: string; manifest: Manifest | string; path: string; messag
     message: /must be unique/,
   },
   { what: 'a cpu limit of 1e308', manifest: pod('infinite-cpu', { containers: [container({ resources: { limits: { cpu: '1e308' } } })] }), path: 'spec.containers[0].resources.limits.cpu', message: /no more than 9223372036854775807/ },
+  { what: 'a relative workingDir', manifest: pod('relative-dir', { containers: [container({ workingDir: 'srv' })] }), path: 'spec.containers[0].workingDir', message: /absolute path/ },
   { what: 'a misspelt resource name', manifest: pod('cpus', { containers: [container({ resources: { limits: { cpus: '1' } } })] }), path: 'spec.containers[0].resources.limits.cpus', message: /standard resource/ },
   { what: 'an annotation key that is no qualified name', manifest: pod('bad-annotation', { containers: [container()] }, { annotations: { 'not a key!': 'x' } }), path: 'metadata.annotations.not a key!', message: /invalid annotation key/ },
   {

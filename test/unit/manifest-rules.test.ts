@@ -186,6 +186,13 @@ describe('images', () => {
   });
 });
 
+describe('workingDir', () => {
+  it('refuses a relative workingDir, which the engine refuses on the device', () => {
+    expectRefused(validateManifest(pod({ containers: [container({ workingDir: 'srv' })] })), 'spec.containers[0].workingDir', /absolute path/);
+    expectValid(validateManifest(pod({ containers: [container({ workingDir: '/srv' })] })));
+  });
+});
+
 describe('volumes', () => {
   it("refuses a hostPath with a '..' element, and accepts one with '..' inside a name", () => {
     const spec = (path: string) => ({ volumes: [{ name: 'h', hostPath: { path } }] });
