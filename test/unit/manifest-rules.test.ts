@@ -171,6 +171,7 @@ describe('images', () => {
     'nginx',
     'nginx:1.27-alpine',
     'registry.example:5000/team/app:v1',
+    '127.0.0.1:40123/flotilla/big:1',
     'localhost/app',
     'Registry.Example/app:1',
     '[::1]:5000/app:1',
