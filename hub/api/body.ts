@@ -1,9 +1,18 @@
 import type { IncomingMessage } from 'node:http';
+import { depthMessage, jsonTooDeep } from '../../shared/resources/depth.js';
 import { ManifestSyntaxError, parseManifests, type ManifestDocument } from '../../shared/resources/manifest.js';
 import { HubError } from './errors.js';
 
 /** Kubernetes' apiserver takes up to 3 MiB per request: room for a Secret with 1 MiB of data, base64-encoded. */
 export const DEFAULT_BODY_LIMIT = 3 * 1024 * 1024;
+
+/**
+ * The most tokens a YAML body may have. The yaml library needs some 700 bytes of memory per
+ * token (syntax tree, then document) where JSON.parse needs a few: 50,000 tokens is a YAML
+ * manifest of 100 KB or more, and costs the hub about 35 MB while it is read. The CLI sends
+ * JSON, whatever its files hold; a larger YAML body can be sent as JSON.
+ */
+export const MAX_YAML_BODY_TOKENS = 50_000;
 
 /**
  * How much of a body over the limit is still read (and dropped) before the answer: a client
@@ -31,12 +40,16 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   return Buffer.concat(chunks);
 }
 
-/** Parses a JSON or YAML body into manifest documents; syntax errors name line and column. */
+/**
+ * Parses a JSON or YAML body into manifest documents; syntax errors name line and column. Depth
+ * is checked on the text, before a tree is built (parseManifests does the same for YAML).
+ */
 export function parseBody(req: IncomingMessage, body: Buffer): ManifestDocument[] {
   const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
   const text = body.toString('utf8');
   if (text.trim() === '') throw new HubError('HUB_ERR_BAD_REQUEST', 'request body is empty');
   if (type === 'application/json' || type === 'application/merge-patch+json') {
+    if (jsonTooDeep(text)) throw new HubError('HUB_ERR_BAD_REQUEST', `body is not accepted: ${depthMessage()}`);
     try {
       const value: unknown = JSON.parse(text);
       if (Array.isArray(value)) return value.map((v, i) => ({ source: `item ${i}`, value: v }));
@@ -50,7 +63,7 @@ export function parseBody(req: IncomingMessage, body: Buffer): ManifestDocument[
   }
   if (type === 'application/yaml' || type === 'application/x-yaml' || type === 'text/yaml') {
     try {
-      return parseManifests(text, 'body');
+      return parseManifests(text, 'body', { maxTokens: MAX_YAML_BODY_TOKENS });
     } catch (err) {
       if (err instanceof ManifestSyntaxError) throw new HubError('HUB_ERR_BAD_REQUEST', err.message);
       throw err;

@@ -142,3 +142,48 @@ export function validateLabels(labels: Record<string, string>): LabelProblem[] {
   }
   return problems;
 }
+
+/** Kubernetes' TotalAnnotationSizeLimitB: the keys and values of an object's annotations together. */
+export const TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024;
+
+/**
+ * Kubernetes' ValidateAnnotations: every key a qualified name (checked in lower case, so upper
+ * case passes as it does there), and keys plus values no more than 256 KiB in all.
+ */
+export function validateAnnotations(annotations: Record<string, string>): LabelProblem[] {
+  const problems: LabelProblem[] = [];
+  let total = 0;
+  for (const [key, value] of Object.entries(annotations)) {
+    for (const msg of validateQualifiedName(key.toLowerCase())) problems.push({ key, message: `invalid annotation key '${key}': ${msg}` });
+    total += Buffer.byteLength(key) + (typeof value === 'string' ? Buffer.byteLength(value) : 0);
+  }
+  if (total > TOTAL_ANNOTATION_SIZE_LIMIT) problems.push({ key: '', message: `annotations must have at most ${TOTAL_ANNOTATION_SIZE_LIMIT} bytes in all (keys and values), not ${total}` });
+  return problems;
+}
+
+const envVarNameFmt = '[-._a-zA-Z][-._a-zA-Z0-9]*';
+const envVarNameRegexp = new RegExp(`^${envVarNameFmt}$`);
+
+/**
+ * Kubernetes' IsEnvVarName: letters, digits, '_', '-' and '.', not starting with a digit. A
+ * name with '=' or a space would be cut or misread by the engine's `NAME=value` list.
+ */
+export function validateEnvVarName(value: string): string[] {
+  if (envVarNameRegexp.test(value)) return [];
+  return [regexError("a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit", envVarNameFmt, 'my.env-name', 'MY_ENV.NAME', 'MyEnvName1')];
+}
+
+const portNameFmt = '[-a-z0-9]+';
+const portNameRegexp = /^[-a-z0-9]+$/;
+const portNameOneLetter = /[a-z]/;
+
+/** Kubernetes' IsValidPortName (an IANA_SVC_NAME): at most 15 of [-a-z0-9], a letter among them, no '--', no '-' at either end. */
+export function validatePortName(value: string): string[] {
+  const errs: string[] = [];
+  if (value.length > 15) errs.push(maxLenError(15));
+  if (!portNameRegexp.test(value)) errs.push(regexError("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)", portNameFmt));
+  if (!portNameOneLetter.test(value)) errs.push('must contain at least one letter (a-z)');
+  if (value.includes('--')) errs.push("must not contain consecutive hyphens ('--')");
+  if (value.startsWith('-') || value.endsWith('-')) errs.push("must not begin or end with a hyphen ('-')");
+  return errs;
+}

@@ -73,7 +73,50 @@ export const secretFieldsSchema = z
     for (const [key, value] of Object.entries(s.data ?? {})) if (!(s.stringData && key in s.stringData)) bytes += base64Length(value);
     for (const value of Object.values(s.stringData ?? {})) bytes += Buffer.byteLength(value);
     checkSize(bytes, ctx, 'Secret');
+    checkSecretType(s, ctx);
   });
+
+/**
+ * Kubernetes' ValidateSecret: the keys each well-known type requires, and for the two kinds of
+ * registry credentials, a JSON object in them (what the device pulls images with).
+ */
+const REQUIRED_KEYS: Record<string, { keys: string[]; json?: boolean; anyOf?: boolean }> = {
+  'kubernetes.io/dockerconfigjson': { keys: ['.dockerconfigjson'], json: true },
+  'kubernetes.io/dockercfg': { keys: ['.dockercfg'], json: true },
+  'kubernetes.io/tls': { keys: ['tls.crt', 'tls.key'] },
+  'kubernetes.io/ssh-auth': { keys: ['ssh-privatekey'] },
+  'kubernetes.io/basic-auth': { keys: ['username', 'password'], anyOf: true },
+};
+
+function checkSecretType(s: { type: string; data?: Record<string, string> | undefined; stringData?: Record<string, string> | undefined }, ctx: z.RefinementCtx): void {
+  const rule = REQUIRED_KEYS[s.type];
+  if (!rule) return;
+  // stringData's value wins over data's, as on write.
+  const valueOf = (key: string): string | undefined => s.stringData?.[key] ?? (s.data?.[key] !== undefined && isBase64(s.data[key]) ? Buffer.from(s.data[key], 'base64').toString('utf8') : undefined);
+  const present = rule.keys.filter((key) => (valueOf(key) ?? '') !== '');
+  if (rule.anyOf) {
+    if (present.length === 0) ctx.addIssue({ code: 'custom', path: ['data'], message: `must have at least one of ${rule.keys.map((k) => `'${k}'`).join(' or ')} for type ${s.type}` });
+    return;
+  }
+  for (const key of rule.keys) {
+    const where = s.stringData?.[key] !== undefined ? 'stringData' : 'data';
+    if (where === 'data' && s.data?.[key] !== undefined && !isBase64(s.data[key])) continue; // reported as not base64 already
+    const value = valueOf(key);
+    if (!value) {
+      ctx.addIssue({ code: 'custom', path: [`data[${key}]`], message: `Required value: a Secret of type ${s.type} must have the key '${key}'` });
+      continue;
+    }
+    if (!rule.json) continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: [`${where}[${key}]`], message: `must be JSON: ${(err as Error).message}` });
+      continue;
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) ctx.addIssue({ code: 'custom', path: [`${where}[${key}]`], message: 'must be a JSON object' });
+  }
+}
 
 export type ConfigMapFields = z.infer<typeof configMapFieldsSchema>;
 export type SecretFields = z.infer<typeof secretFieldsSchema>;

@@ -21,6 +21,16 @@ export const daemonSetSpecSchema = z.object({
       ...wavesFieldsShape,
     })
     .superRefine((s, ctx) => {
+      // Kubernetes' ValidateRollingUpdateDaemonSet: at most 100 %, and not both 0 (nothing could ever move).
+      const rolling = s.rollingUpdate;
+      for (const field of ['maxUnavailable', 'maxSurge'] as const) {
+        const v = rolling?.[field];
+        if (typeof v === 'string' && Number(v.slice(0, -1)) > 100) ctx.addIssue({ code: 'custom', path: ['rollingUpdate', field], message: 'must not be greater than 100%' });
+      }
+      const isZero = (v: number | string | undefined) => v === 0 || v === '0%';
+      if (rolling && isZero(rolling.maxUnavailable) && (rolling.maxSurge === undefined || isZero(rolling.maxSurge))) {
+        ctx.addIssue({ code: 'custom', path: ['rollingUpdate', 'maxUnavailable'], message: 'may not be 0 when maxSurge is 0 (the rollout could never make progress)' });
+      }
       if (s.type === WAVES) {
         if (!s.waves) ctx.addIssue({ code: 'custom', path: ['waves'], message: 'is required with type Waves' });
         if (s.rollingUpdate) ctx.addIssue({ code: 'custom', path: ['rollingUpdate'], message: 'only with type RollingUpdate' });

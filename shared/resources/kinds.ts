@@ -10,6 +10,7 @@ import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
 import { ROLLOUT_KIND, rolloutSpecSchema } from './rollout.js';
 import type { FieldError } from './fields.js';
+import { labelSelectorAsSelector, matches, selectorToString, type LabelSelector } from '../labels/selector.js';
 
 export const API_VERSION = 'flotilla/v1';
 
@@ -22,6 +23,8 @@ export interface KindInfo {
   /** apiVersions accepted in manifests: ours, and the Kubernetes one of the same kind. */
   apiVersions: string[];
   nameRule: 'subdomain' | 'label';
+  /** A shorter limit on the name than its rule's, where Kubernetes has one (CronJob). */
+  maxNameLength?: number;
   /** Where the kind keeps its user-written fields: under `spec`, or at the top level (Event). */
   body: { field: 'spec'; schema: z.ZodType; required: boolean } | { field: 'top'; schema: z.ZodObject };
   /** Checks across fields that the schema cannot express. */
@@ -72,7 +75,7 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'apps/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: daemonSetSpecSchema, required: true },
-    check: checkSelectorMatchesTemplate,
+    check: (body) => [...checkSelectorMatchesTemplate(body), ...checkRestartAlways(body)],
   },
   {
     kind: 'Deployment',
@@ -83,7 +86,7 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'apps/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: deploymentSpecSchema, required: true },
-    check: (body) => [...checkSelectorMatchesTemplate(body), ...checkDeploymentSpec(body)],
+    check: (body) => [...checkSelectorMatchesTemplate(body), ...checkRestartAlways(body), ...checkDeploymentSpec(body)],
   },
   {
     kind: 'ReplicaSet',
@@ -94,7 +97,7 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'apps/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: replicaSetSpecSchema, required: true },
-    check: checkSelectorMatchesTemplate,
+    check: (body) => [...checkSelectorMatchesTemplate(body), ...checkRestartAlways(body)],
   },
   {
     kind: 'Job',
@@ -116,6 +119,8 @@ const kinds: KindInfo[] = [
     namespaced: true,
     apiVersions: [API_VERSION, 'batch/v1'],
     nameRule: 'subdomain',
+    // Kubernetes' limit: the Jobs it makes are named <cronjob>-<11 characters>, within 63.
+    maxNameLength: 52,
     body: { field: 'spec', schema: cronJobSpecSchema, required: true },
   },
   {
@@ -202,16 +207,36 @@ export function allKinds(): readonly KindInfo[] {
   return kinds;
 }
 
-/** Kubernetes refuses a workload whose selector does not select its own template ("selector does not match template labels"). */
+/**
+ * Kubernetes refuses a workload whose selector does not select its own template ("selector does
+ * not match template labels"): matchLabels and matchExpressions alike, as
+ * LabelSelectorAsSelector(selector).Matches(template labels).
+ */
 function checkSelectorMatchesTemplate(body: Record<string, unknown>): FieldError[] {
-  const spec = body as { selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] }; template?: { metadata?: { labels?: Record<string, string> } } };
-  const matchLabels = spec.selector?.matchLabels ?? {};
+  const spec = body as { selector?: LabelSelector; template?: { metadata?: { labels?: Record<string, string> } } };
   const labels = spec.template?.metadata?.labels ?? {};
-  if (Object.keys(matchLabels).length === 0 && (spec.selector?.matchExpressions?.length ?? 0) === 0) {
+  if (Object.keys(spec.selector?.matchLabels ?? {}).length === 0 && (spec.selector?.matchExpressions?.length ?? 0) === 0) {
     return [{ path: 'spec.selector', message: 'empty selector is invalid for a workload' }];
   }
-  for (const [k, v] of Object.entries(matchLabels)) {
-    if (labels[k] !== v) return [{ path: 'spec.template.metadata.labels', message: `selector does not match template labels (${k}=${v} is missing)` }];
+  let selector;
+  try {
+    selector = labelSelectorAsSelector(spec.selector);
+  } catch {
+    return []; // the selector's own error is reported by its schema
   }
-  return [];
+  if (matches(selector, labels)) return [];
+  const unmet = selector.requirements.find((r) => !matches({ requirements: [r] }, labels));
+  const text = unmet ? selectorToString({ requirements: [unmet] }) : '';
+  const which = !unmet ? '' : unmet.operator === 'In' && unmet.values.length === 1 ? ` (${text} is missing)` : ` ('${text}' does not hold)`;
+  return [{ path: 'spec.template.metadata.labels', message: `selector does not match template labels${which}` }];
+}
+
+/**
+ * The pods of a DaemonSet, Deployment or ReplicaSet are kept running by their controller:
+ * Kubernetes allows them restartPolicy Always only.
+ */
+function checkRestartAlways(body: Record<string, unknown>): FieldError[] {
+  const policy = (body as { template?: { spec?: { restartPolicy?: string } } }).template?.spec?.restartPolicy;
+  if (policy === undefined || policy === 'Always') return [];
+  return [{ path: 'spec.template.spec.restartPolicy', message: `Unsupported value: '${policy}': supported values: 'Always'` }];
 }

@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { validateLabelValue, validateQualifiedName } from '../labels/validation.js';
 
 export const nodeSpecSchema = z.object({
   /** Cordoned: no new pods are placed here (DaemonSet pods included, as `kubectl cordon`). */
@@ -14,6 +15,17 @@ export const nodeSpecSchema = z.object({
         timeAdded: z.string().optional(),
       }),
     )
+    // Kubernetes' validateNodeTaints: the key a label key, the value a label value, one taint per key and effect.
+    .superRefine((taints, ctx) => {
+      const seen = new Set<string>();
+      taints.forEach((t, i) => {
+        for (const message of validateQualifiedName(t.key)) ctx.addIssue({ code: 'custom', path: [i, 'key'], message: `invalid key '${t.key}': ${message}` });
+        if (t.value) for (const message of validateLabelValue(t.value)) ctx.addIssue({ code: 'custom', path: [i, 'value'], message: `invalid value '${t.value}': ${message}` });
+        const key = `${t.key}:${t.effect}`;
+        if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i], message: `taints must be unique by key and effect pair: '${key}' is given twice` });
+        seen.add(key);
+      });
+    })
     .optional(),
 });
 

@@ -1,6 +1,7 @@
 import * as z from 'zod';
-import { validateDns1123Label, validateQualifiedName } from '../labels/validation.js';
-import { parseQuantity } from '../quantities/quantity.js';
+import { validateDns1123Label, validateDns1123Subdomain, validatePortName, validateQualifiedName } from '../labels/validation.js';
+import { parseQuantity, type Quantity } from '../quantities/quantity.js';
+import { validateImageReference } from './image.js';
 import { labelMap } from './labelmap.js';
 import { envFromSchema, envVarSchema, securityContextSchema, volumeMountSchema, volumeSchema } from './volumes.js';
 import { livenessProbeSchema, readinessProbeSchema, startupProbeSchema } from './probe.js';
@@ -10,40 +11,84 @@ const dnsLabel = z.string().superRefine((v, ctx) => {
   for (const message of validateDns1123Label(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
 });
 
+const objectName = z.string({ error: 'is required' }).superRefine((v, ctx) => {
+  for (const message of validateDns1123Subdomain(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
+});
+
 const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0');
 const port = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be between 1 and 65535').max(65535, 'must be between 1 and 65535');
 
+/** Kubernetes keeps a quantity in an int64: '1e308' of cpu would reach the engine as Infinity. */
+const MAX_QUANTITY = parseQuantity('9223372036854775807');
+
 const quantity = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
   try {
-    if (parseQuantity(v).milli() < 0) ctx.addIssue({ code: 'custom', message: `must be greater than or equal to 0, not '${v}'` });
+    const q = parseQuantity(v);
+    if (q.milli() < 0) ctx.addIssue({ code: 'custom', message: `must be greater than or equal to 0, not '${v}'` });
+    else if (q.compare(MAX_QUANTITY) > 0) ctx.addIssue({ code: 'custom', message: `must be no more than 9223372036854775807 (2^63-1), not '${v}'` });
   } catch (err) {
     ctx.addIssue({ code: 'custom', message: (err as Error).message });
   }
 });
 
-const resourceList = z.record(z.string(), quantity);
+/**
+ * Kubernetes' validateContainerResourceName: the standard names, or a name with a domain prefix
+ * (an extended resource such as example.com/dongle). `pids` is Flotilla's own. A typo such as
+ * `cpus` is refused rather than ignored.
+ */
+const STANDARD_RESOURCES = new Set(['cpu', 'memory', 'ephemeral-storage', 'pids']);
+const resourceList = z.record(z.string(), quantity).superRefine((list, ctx) => {
+  for (const name of Object.keys(list)) {
+    const problems = validateQualifiedName(name);
+    if (problems.length === 0 && !name.includes('/') && !STANDARD_RESOURCES.has(name) && !name.startsWith('hugepages-')) {
+      problems.push(`must be a standard resource for containers (${[...STANDARD_RESOURCES].join(', ')}, hugepages-<size>) or have a domain prefix`);
+    }
+    for (const message of problems) ctx.addIssue({ code: 'custom', path: [name], message: `invalid resource name '${name}': ${message}` });
+  }
+});
+
+function quantityOf(v: string | number): Quantity | undefined {
+  try {
+    return parseQuantity(v);
+  } catch {
+    return undefined; // the quantity's own error is reported already
+  }
+}
 
 /** Flotilla's own resource `pids` (the engine's pids limit of the container) is a count: a positive integer. */
 const resourceRequirements = z
   .object({ limits: resourceList.optional(), requests: resourceList.optional() })
   .superRefine((r, ctx) => {
+    // Kubernetes: a request may not exceed the limit of the same resource.
+    for (const [name, request] of Object.entries(r.requests ?? {})) {
+      const limit = r.limits?.[name];
+      if (limit === undefined) continue;
+      const [req, lim] = [quantityOf(request), quantityOf(limit)];
+      if (req && lim && req.compare(lim) > 0) ctx.addIssue({ code: 'custom', path: ['requests', name], message: `must be less than or equal to ${name} limit of ${String(limit)}, not '${String(request)}'` });
+    }
     const pids = r.limits?.pids;
     if (pids === undefined) return;
-    let milli: number;
-    try {
-      milli = parseQuantity(pids).milli();
-    } catch {
-      return; // the quantity's own error is reported already
-    }
+    const milli = quantityOf(pids)?.milli();
+    if (milli === undefined) return;
     if (milli < 1000 || milli % 1000 !== 0) ctx.addIssue({ code: 'custom', path: ['limits', 'pids'], message: `must be a positive integer, not '${pids}'` });
   });
 
+const portName = z.string().superRefine((v, ctx) => {
+  for (const message of validatePortName(v)) ctx.addIssue({ code: 'custom', message: `invalid port name '${v}': ${message}` });
+});
+
 export const containerSchema = z.object({
   name: dnsLabel,
-  image: z.string({ error: 'is required' }).trim().min(1, 'is required'),
+  image: z
+    .string({ error: 'is required' })
+    .superRefine((v, ctx) => {
+      if (v.trim() === '') ctx.addIssue({ code: 'custom', message: 'is required' });
+      else for (const message of validateImageReference(v)) ctx.addIssue({ code: 'custom', message });
+    }),
   command: z.array(z.string()).optional(),
   args: z.array(z.string()).optional(),
-  workingDir: z.string().optional(),
+  // The engine refuses a relative working directory when it creates the container, on the device.
+  workingDir: z.string().startsWith('/', 'must be an absolute path').optional(),
   env: z.array(envVarSchema).optional(),
   envFrom: z.array(envFromSchema).optional(),
   volumeMounts: z.array(volumeMountSchema).optional(),
@@ -51,7 +96,7 @@ export const containerSchema = z.object({
   ports: z
     .array(
       z.object({
-        name: z.string().optional(),
+        name: portName.optional(),
         containerPort: port,
         hostPort: port.optional(),
         protocol: z.enum(['TCP', 'UDP']).optional(),
@@ -69,7 +114,7 @@ export const podSpecSchema = z
   .object({
     containers: z.array(containerSchema, { error: 'is required' }).min(1, 'must have at least one container'),
     restartPolicy: z.enum(['Always', 'OnFailure', 'Never']).optional(),
-    nodeName: z.string().optional(),
+    nodeName: objectName.optional(),
     nodeSelector: labelMap.optional(),
     affinity: affinitySchema.optional(),
     tolerations: z.array(tolerationSchema).optional(),
@@ -79,7 +124,7 @@ export const podSpecSchema = z
     terminationGracePeriodSeconds: nonNegativeInt.optional(),
     volumes: z.array(volumeSchema).optional(),
     /** Secrets of type kubernetes.io/dockerconfigjson whose credentials the node pulls the pod's images with. */
-    imagePullSecrets: z.array(z.object({ name: z.string().min(1) })).optional(),
+    imagePullSecrets: z.array(z.object({ name: objectName })).optional(),
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
@@ -100,7 +145,45 @@ export const podSpecSchema = z
     for (const key of Object.keys(spec.nodeSelector ?? {})) {
       for (const message of validateQualifiedName(key)) ctx.addIssue({ code: 'custom', path: ['nodeSelector', key], message });
     }
+    checkPorts(spec, ctx);
+    spec.containers.forEach((c, i) => {
+      // Kubernetes' ValidateVolumeMounts: one mount per path in a container.
+      const paths = new Set<string>();
+      c.volumeMounts?.forEach((m, j) => {
+        if (paths.has(m.mountPath)) ctx.addIssue({ code: 'custom', path: ['containers', i, 'volumeMounts', j, 'mountPath'], message: `must be unique: '${m.mountPath}' is mounted already` });
+        paths.add(m.mountPath);
+      });
+    });
   });
+
+/**
+ * Kubernetes' port rules across a pod: port names unique within a container; a host port (with
+ * its protocol) used once in the whole pod, since the engine can bind it only once; and with
+ * hostNetwork, a host port equal to its container port, since there is no mapping.
+ */
+function checkPorts(spec: { containers: { name: string; ports?: { name?: string | undefined; containerPort: number; hostPort?: number | undefined; protocol?: string | undefined }[] | undefined }[]; hostNetwork?: boolean | undefined }, ctx: z.RefinementCtx): void {
+  const hostPorts = new Map<string, string>();
+  spec.containers.forEach((c, i) => {
+    const names = new Set<string>();
+    c.ports?.forEach((p, j) => {
+      const at = ['containers', i, 'ports', j];
+      if (p.name !== undefined) {
+        if (names.has(p.name)) ctx.addIssue({ code: 'custom', path: [...at, 'name'], message: `Duplicate value: '${p.name}'` });
+        names.add(p.name);
+      }
+      if (spec.hostNetwork && p.hostPort !== undefined && p.hostPort !== p.containerPort) {
+        ctx.addIssue({ code: 'custom', path: [...at, 'hostPort'], message: 'must match containerPort when hostNetwork is true' });
+      }
+      // With hostNetwork every container port is a port of the host.
+      const hostPort = p.hostPort ?? (spec.hostNetwork ? p.containerPort : undefined);
+      if (hostPort === undefined) return;
+      const key = `${hostPort}/${p.protocol ?? 'TCP'}`;
+      const first = hostPorts.get(key);
+      if (first) ctx.addIssue({ code: 'custom', path: [...at, p.hostPort !== undefined ? 'hostPort' : 'containerPort'], message: `Duplicate value: '${key}' (the host port is already used by ${first})` });
+      else hostPorts.set(key, `container '${c.name}'`);
+    });
+  });
+}
 
 export type Container = z.infer<typeof containerSchema>;
 export type PodSpec = z.infer<typeof podSpecSchema>;

@@ -1,5 +1,5 @@
 
-import { droppedFields, fieldErrorsFromZod, isPlainObject, type FieldError } from './fields.js';
+import { droppedFields, fieldErrorsFromZod, formatPath, isPlainObject, type FieldError } from './fields.js';
 import { API_VERSION, allKinds, lookupKind, type KindInfo } from './kinds.js';
 import { metadataSchema } from './meta.js';
 
@@ -42,6 +42,8 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
     return { warnings, errors: [{ path: 'kind', message: `unknown kind '${kindName}' (known kinds: ${known})` }] };
   }
   if (kind.systemOnly && !opts.allowSystemKinds) return { warnings, errors: [{ path: 'kind', message: `${kind.kind} objects are written by the hub only` }] };
+  const protoKeys = protoKeyPaths(doc);
+  if (protoKeys.length > 0) return { warnings, errors: protoKeys.map((path) => ({ path, message: "the key '__proto__' is not accepted" })) };
   if (typeof doc.apiVersion !== 'string') errors.push({ path: 'apiVersion', message: 'is required' });
   else if (!kind.apiVersions.includes(doc.apiVersion)) {
     errors.push({ path: 'apiVersion', message: `'${doc.apiVersion}' is not accepted for ${kind.kind} (use ${kind.apiVersions.join(' or ')})` });
@@ -55,6 +57,7 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
     warnings.push(...droppedFields(doc.metadata, metaResult.data, ['metadata']).map(unsupported));
     const { name, namespace, labels, annotations, resourceVersion } = metaResult.data;
     metadata = { name };
+    if (kind.maxNameLength !== undefined && name.length > kind.maxNameLength) errors.push({ path: 'metadata.name', message: `must be no more than ${kind.maxNameLength} characters for a ${kind.kind}` });
     if (namespace !== undefined) {
       if (kind.namespaced) metadata.namespace = namespace;
       else warnings.push(`metadata.namespace: ignored, ${kind.kind} is not namespaced`);
@@ -90,6 +93,25 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
   }
   if (errors.length > 0) return { kind, warnings, errors };
   return { object, kind, warnings, errors };
+}
+
+/**
+ * Where a document has a `__proto__` key of its own (JSON.parse and YAML make one). Assigned to
+ * a map it would set the map's prototype instead of adding an entry, so it would vanish without
+ * a word; no Kubernetes field or key can be named so.
+ */
+function protoKeyPaths(doc: unknown): string[] {
+  const found: string[] = [];
+  const stack: { value: unknown; path: (string | number)[] }[] = [{ value: doc, path: [] }];
+  while (stack.length > 0 && found.length < 10) {
+    const { value, path } = stack.pop()!;
+    if (Array.isArray(value)) value.forEach((item, i) => stack.push({ value: item, path: [...path, i] }));
+    else if (isPlainObject(value)) {
+      if (Object.prototype.hasOwnProperty.call(value, '__proto__')) found.push(formatPath([...path, '__proto__']));
+      for (const [key, item] of Object.entries(value)) stack.push({ value: item, path: [...path, key] });
+    }
+  }
+  return found;
 }
 
 function unsupported(path: string): string {

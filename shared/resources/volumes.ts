@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { validateDns1123Label, validateDns1123Subdomain } from '../labels/validation.js';
+import { validateDns1123Label, validateDns1123Subdomain, validateEnvVarName } from '../labels/validation.js';
 import { validateConfigKey } from './config.js';
 
 // The parts of a pod spec that bring configuration and storage in: env from ConfigMaps and
@@ -15,9 +15,13 @@ const configKey = z.string({ error: 'is required' }).superRefine((v, ctx) => {
 
 const keyRef = z.object({ name: objectName, key: configKey, optional: z.boolean().optional() });
 
+const envVarName = z.string({ error: 'is required' }).min(1, 'is required').superRefine((v, ctx) => {
+  for (const message of validateEnvVarName(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
+});
+
 export const envVarSchema = z
   .object({
-    name: z.string().min(1, 'is required'),
+    name: envVarName,
     value: z.string().optional(),
     valueFrom: z
       .object({ configMapKeyRef: keyRef.optional(), secretKeyRef: keyRef.optional() })
@@ -29,7 +33,7 @@ export const envVarSchema = z
 const sourceRef = z.object({ name: objectName, optional: z.boolean().optional() });
 
 export const envFromSchema = z
-  .object({ configMapRef: sourceRef.optional(), secretRef: sourceRef.optional(), prefix: z.string().optional() })
+  .object({ configMapRef: sourceRef.optional(), secretRef: sourceRef.optional(), prefix: envVarName.optional() })
   .refine((v) => Boolean(v.configMapRef) !== Boolean(v.secretRef), 'must have exactly one of configMapRef or secretRef');
 
 /** Relative paths inside a volume: no `..` element and not absolute, as Kubernetes' validateLocalDescendingPath. */
@@ -42,6 +46,16 @@ const relativePath = z.string().min(1, 'is required').superRefine((p, ctx) => {
 
 const keyToPath = z.array(z.object({ key: configKey, path: relativePath, mode: z.number().int().min(0).max(0o777).optional() }));
 
+/** The device binds a mount as `source:target[:ro]`: a ':' in either path would be read as a separator. */
+const BIND_COLON = "must not contain ':' (the engine's bind syntax, source:target:options, cannot hold it)";
+
+/** Kubernetes' validatePathNoBacksteps: a host path with a `..` element could climb out of what it names. */
+const hostPathSchema = z.string({ error: 'is required' }).startsWith('/', 'must be an absolute path').superRefine((p, ctx) => {
+  if (p.split('/').includes('..')) ctx.addIssue({ code: 'custom', message: "must not contain '..'" });
+  if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
+});
+
+
 const HOST_PATH_TYPES = ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'] as const;
 
 export const volumeSchema = z
@@ -51,7 +65,7 @@ export const volumeSchema = z
     }),
     // medium (tmpfs) and sizeLimit are not supported yet: left out, so a manifest using them is warned.
     emptyDir: z.object({}).optional(),
-    hostPath: z.object({ path: z.string().startsWith('/', 'must be an absolute path'), type: z.enum(HOST_PATH_TYPES).optional() }).optional(),
+    hostPath: z.object({ path: hostPathSchema, type: z.enum(HOST_PATH_TYPES).optional() }).optional(),
     configMap: z.object({ name: objectName, items: keyToPath.optional(), optional: z.boolean().optional(), defaultMode: z.number().int().min(0).max(0o777).optional() }).optional(),
     secret: z.object({ secretName: objectName, items: keyToPath.optional(), optional: z.boolean().optional(), defaultMode: z.number().int().min(0).max(0o777).optional() }).optional(),
   })
@@ -59,9 +73,20 @@ export const volumeSchema = z
 
 export const volumeMountSchema = z.object({
   name: z.string().min(1, 'is required'),
-  mountPath: z.string().startsWith('/', 'must be an absolute path'),
+  mountPath: z
+    .string()
+    .startsWith('/', 'must be an absolute path')
+    .superRefine((p, ctx) => {
+      if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
+      // The engine refuses a mount over the container's root.
+      if (/^\/+$/.test(p)) ctx.addIssue({ code: 'custom', message: "must not be '/'" });
+    }),
   readOnly: z.boolean().optional(),
-  subPath: relativePath.optional(),
+  subPath: relativePath
+    .superRefine((p, ctx) => {
+      if (p.includes(':')) ctx.addIssue({ code: 'custom', message: BIND_COLON });
+    })
+    .optional(),
 });
 
 export const securityContextSchema = z.object({

@@ -8,8 +8,11 @@ export const intOrPercent = z.union([
 
 export type IntOrPercent = z.infer<typeof intOrPercent>;
 
-export const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0');
-export const positiveInt = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be greater than or equal to 1');
+/** Kubernetes' int32 fields (replicas, seconds, limits): a larger number is refused, not wrapped. */
+export const INT32_MAX = 2147483647;
+
+export const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0').max(INT32_MAX, `must be less than or equal to ${INT32_MAX}`);
+export const positiveInt = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be greater than or equal to 1').max(INT32_MAX, `must be less than or equal to ${INT32_MAX}`);
 
 /**
  * The absolute value of an IntOrPercent against a total, as Kubernetes'

@@ -99,9 +99,10 @@ describe('validateManifest: valid manifests', () => {
       args: ['-c', 'sleep 1'],
       workingDir: '/srv',
       env: [{ name: 'MODE', value: 'edge' }],
-      ports: [{ name: 'http', containerPort: 8080, hostPort: 80, protocol: 'TCP' }],
+      // With hostNetwork a host port is its container port, and requests stay within limits (as Kubernetes requires).
+      ports: [{ name: 'http', containerPort: 8080, hostPort: 8080, protocol: 'TCP' }],
       imagePullPolicy: 'IfNotPresent',
-      resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: 0.1, memory: '1G' } },
+      resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: 0.1, memory: '32Mi' } },
     });
     const result = validateManifest(podManifest({ containers: [full], spec: { restartPolicy: 'OnFailure', hostNetwork: true, terminationGracePeriodSeconds: 0, nodeSelector: { fleet: 'sensors' } } }));
     const object = expectValid(result);
