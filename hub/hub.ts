@@ -60,7 +60,7 @@ export class Hub {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const db = openHubDatabase(join(dataDir, 'flotilla.db'));
     // A watcher's failure is logged, never allowed to take the hub down.
-    // Secrets are sealed before they reach the database file (DESIGN.md section 2: encrypted at rest).
+    // Secrets are sealed before they reach the database file (docs/ARCHITECTURE.md, 'Security': encrypted at rest).
     const secretCodec = aesGcmCodec(loadOrCreateKey(join(dataDir, SECRET_KEY_FILE)));
     const store = new ObjectStore(db, {
       onWatchError: (err) => log.error({ err }, 'watch handler failed'),
