@@ -9,7 +9,7 @@ export default tseslint.config(
     languageOptions: { globals: { process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', Buffer: 'readonly', URL: 'readonly' } },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
-      // The house rule of DESIGN.md section 1: agent/ and hub/ never import each other; shared/ imports neither.
+      // The house rule of docs/ARCHITECTURE.md, 'Rules of the house': agent/ and hub/ never import each other; shared/ imports neither.
       'no-restricted-imports': 'off',
     },
   },

@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Two tiers, as DESIGN.md section 5 asks: fast unit tests of pure code, and integration tests
+// Two tiers, as docs/ARCHITECTURE.md, 'Testing with real parts', describes: fast unit tests of pure code, and integration tests
 // that run real processes (hub, agents), a real dockerd and real network namespaces.
 export default defineConfig({
   test: {

@@ -6,7 +6,7 @@ import { buildTestImages, TEST_IMAGE } from '../test/harness/images.js';
 import { cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../test/harness/processes.js';
 import { MB, MiB, procStat, round, writeResult } from './results.js';
 
-// Agent footprint at rest (DESIGN.md section 6: ≤ 60 MB RSS with 10 pods, aim ≤ 50 MB), beside
+// Agent footprint at rest (docs/ARCHITECTURE.md, 'Performance targets': ≤ 60 MB RSS with 10 pods, aim ≤ 50 MB), beside
 // its floor measured in the same run: a bare Node.js process doing nothing.
 
 const PODS = 10;

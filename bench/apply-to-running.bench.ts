@@ -7,7 +7,7 @@ import { startAgent, stopAll, tempDir, waitFor, type RunningHub } from '../test/
 import { hubApi, startBenchHub } from './hollow/setup.js';
 import { median, round, writeResult } from './results.js';
 
-// Apply → pod running (DESIGN.md section 6: ≤ 1.3 × the floor, aim ≤ 1.1 ×), image present:
+// Apply → pod running (docs/ARCHITECTURE.md, 'Performance targets': ≤ 1.3 × the floor, aim ≤ 1.1 ×), image present:
 // `flotilla apply` of 10 pods until the hub shows all 10 Running (API, scheduler, dispatch,
 // MQTT, agent, engine, status back), against the floor of making the same containers directly
 // over the Docker API in the same run — per pod an infra container on the pod network and an

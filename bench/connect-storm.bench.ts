@@ -9,7 +9,7 @@ import { MB, progressLog, quantile, round, sampleProcess, writeResult } from './
 // Connect storm: N hollow devices that have joined the fleet all connect at once, as after a
 // hub restart or the end of a network outage; the time until every one is connected again, and
 // the hub's memory with them. The joins come first, a few at a time (as devices are installed),
-// and their pace is reported too. No target in DESIGN.md section 6; the figures bound the fleet
+// and their pace is reported too. No target in docs/ARCHITECTURE.md, 'Performance targets'; the figures bound the fleet
 // benchmarks (fan-out, uplink), which start from such a fleet.
 
 const SIZES = (process.env.FLOTILLA_BENCH_CONNECT_SIZES ?? '1000,10000').split(',').map(Number);

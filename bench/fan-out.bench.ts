@@ -6,7 +6,7 @@ import { HollowFleet } from './hollow/fleet.js';
 import { appImages, applyObjects, daemonSets, deviceBrokerUrl, HOLLOW_BASE_IMAGES, HOLLOW_LABELS, hollowDaemonSet, startBenchHub, stateRoot } from './hollow/setup.js';
 import { MB, procStat, progressLog, quantile, round, sampleProcess, writeResult, type TargetFigure } from './results.js';
 
-// Fan-out (DESIGN.md section 6): a fleet-wide DaemonSet change (a new image tag for a DaemonSet
+// Fan-out (docs/ARCHITECTURE.md, 'Performance targets'): a fleet-wide DaemonSet change (a new image tag for a DaemonSet
 // whose nodeSelector matches every device) applied, until every hollow device has reported its
 // new pod running — the hub's acknowledgement of that status report, timed on the device. The
 // fleet runs 5 pods per device (5 DaemonSets), so the hub's memory is that of N devices × 5 pods.

@@ -15,7 +15,7 @@ import { stopAll, tempDir } from '../test/harness/processes.js';
 import { startBenchHub } from './hollow/setup.js';
 import { median, quantile, round, sampleProcess, writeResult } from './results.js';
 
-// Metrics ingest on the hub (DESIGN.md section 6: ≥ 50,000 samples/s, aim ≥ 200,000): devices'
+// Metrics ingest on the hub (docs/ARCHITECTURE.md, 'Performance targets': ≥ 50,000 samples/s, aim ≥ 200,000): devices'
 // batches over real MQTT into a real hub process, with the API asked all along how it is doing;
 // beside it the same ingest in-process (no MQTT), and its floor measured in the same run: SQLite
 // inserting the same rows in one transaction, the least any ingest into SQLite can cost.

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { REPO } from '../test/harness/processes.js';
 
 /**
- * The shape every benchmark writes to bench/results/<name>.json (DESIGN.md section 6): the
+ * The shape every benchmark writes to bench/results/<name>.json (docs/ARCHITECTURE.md, 'Performance targets'): the
  * machine, the parameters, the figures, the floor measured in the same run where one exists,
  * and the figures that stand against a target of the design. bench/summary.ts turns the
  * targets of every file into bench/RESULTS.md.

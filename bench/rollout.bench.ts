@@ -6,7 +6,7 @@ import { HollowFleet } from './hollow/fleet.js';
 import { appImages, applyObjects, daemonSets, deviceBrokerUrl, HOLLOW_BASE_IMAGES, HOLLOW_LABELS, hollowDaemonSet, hubApi, startBenchHub, stateRoot } from './hollow/setup.js';
 import { MB, procStat, progressLog, quantile, round, sampleProcess, writeResult } from './results.js';
 
-// A Waves rollout across a fleet (DESIGN.md section 6, issue 6): hollow devices, 5 % of them
+// A Waves rollout across a fleet (docs/ARCHITECTURE.md, 'Performance targets'; issue 6): hollow devices, 5 % of them
 // labelled channel=canary, run a Waves DaemonSet; a new template goes out in four waves (the
 // canaries, 10 %, 50 %, the rest), each behind a health gate of minReadySeconds, with
 // maxUnavailable 100 % and no pauses, so that only the gates should hold it back. Per wave: the

@@ -13,7 +13,7 @@ import type { PodSpec } from '../shared/resources/pod.js';
 import { HOSTNAME_LABEL } from '../shared/resources/scheduling.js';
 import { median, round, writeResult } from './results.js';
 
-// The scheduler at fleet scale (DESIGN.md section 6: ≥ 2,000 pods/s with 10,000 nodes, aim
+// The scheduler at fleet scale (docs/ARCHITECTURE.md, 'Performance targets': ≥ 2,000 pods/s with 10,000 nodes, aim
 // ≥ 10,000): Node objects made directly in an ObjectStore on a temporary SQLite file, then pods
 // with requests and a mix of placement rules, timed from their creation until every one has its
 // node. The floor, measured in the same run, makes the same pods and writes the same number of

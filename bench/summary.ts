@@ -4,7 +4,7 @@ import { REPO } from '../test/harness/processes.js';
 import { machineFacts, RESULTS_DIR, round, type TargetFigure } from './results.js';
 
 /**
- * bench/RESULTS.md: every target of DESIGN.md section 6 with the figure last measured beside it,
+ * bench/RESULTS.md: every target of docs/ARCHITECTURE.md ('Performance targets') with the figure last measured beside it,
  * from bench/results/*.json. The bench project's global teardown rewrites it after every bench
  * run, whichever benchmarks ran.
  */
@@ -18,7 +18,7 @@ interface Row {
   target: string;
 }
 
-/** The rows of DESIGN.md section 6, in its order. */
+/** The targets that docs/ARCHITECTURE.md, 'Performance targets', refers to, in the order RESULTS.md shows them. */
 const DESIGN_TARGETS: Row[] = [
   { what: 'apply → pod running (image present) vs the same containers made directly over the Docker API', must: '≤ 1.3 ×', aim: '≤ 1.1 ×', file: 'apply-to-running', target: 'applyToRunning' },
   { what: 'a fleet-wide DaemonSet change applied → all hollow devices report running, one 2-core hub', must: '10,000 in ≤ 5 s', aim: '50,000 in ≤ 5 s', file: 'fan-out', target: 'fanOut10k' },
@@ -81,7 +81,7 @@ export function summaryMarkdown(results: Map<string, ResultFile>): string {
     '# Benchmark results',
     '',
     'Written by `npm run bench` (bench/summary.ts) from bench/results/*.json after every run: each target of',
-    "DESIGN.md section 6 beside the figure last measured for it. The runs share a 2-core machine, so the",
+    "docs/ARCHITECTURE.md ('Performance targets') beside the figure last measured for it. The runs share a 2-core machine, so the",
     'load average of each run is given; the JSON files hold the parameters, every figure and the floors.',
     '',
     '| what | must | aim | measured | verdict | run (UTC) |',

@@ -7,7 +7,7 @@ import { HollowFleet } from './hollow/fleet.js';
 import { appImages, applyObjects, HOLLOW_BASE_IMAGES, HOLLOW_LABELS, hollowDaemonSet, startBenchHub, stateRoot } from './hollow/setup.js';
 import { round, writeResult } from './results.js';
 
-// Device uplink at steady state (DESIGN.md section 6: ≤ 200 B/s per device with metrics on, aim
+// Device uplink at steady state (docs/ARCHITECTURE.md, 'Performance targets': ≤ 200 B/s per device with metrics on, aim
 // ≤ 32 B/s): hollow devices with 5 pods each, at the agent's default intervals (heartbeat,
 // status resync, metrics), connected through a byte-counting TCP proxy in front of the hub's
 // MQTT port. Every byte a device sends counts, TCP payload as the broker receives it.

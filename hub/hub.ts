@@ -92,7 +92,7 @@ export class Hub {
     opened.add('disk guard', () => disk.stop());
     stopping?.throwIfAborted();
     // A watcher's failure is logged, never allowed to take the hub down.
-    // Secrets are sealed before they reach the database file (encrypted at rest).
+    // Secrets are sealed before they reach the database file (docs/ARCHITECTURE.md, 'Security': encrypted at rest).
     const secretCodec = aesGcmCodec(secretKey);
     const store = new ObjectStore(db, {
       onWatchError: (err) => log.error({ err }, 'watch handler failed'),

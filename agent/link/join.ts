@@ -18,7 +18,7 @@ const CONNACK_REFUSALS: Record<number, string> = {
 };
 
 /**
- * Joins the fleet over MQTT with the join token (DESIGN.md section 3): the device's one
+ * Joins the fleet over MQTT with the join token (docs/PROTOCOL.md, 'Joining and credentials'): the device's one
  * outbound connection is all it needs, NAT or not. Resolves with the device's own credentials.
  */
 export async function joinHub(opts: { hub: string; token: string; name: string; labels: Record<string, string>; topics: Topics; timeoutMs?: number }): Promise<DeviceCredentials> {

@@ -36,7 +36,7 @@ function makeInfraSpecHash(pod: DesiredPod, pauseImage: string, podNetwork: stri
 }
 
 /**
- * The hash of one app container's spec (DESIGN.md section 4: a change of hash means replace).
+ * The hash of one app container's spec (docs/ARCHITECTURE.md, 'The agent and the container engine': a change of hash means replace).
  * It includes the infra hash, because a container joined to a replaced infra container has
  * lost its network namespace and must be made again.
  */

@@ -151,7 +151,7 @@ export interface ContainerRuntime {
   watchContainers(labels: Record<string, string>, onChange: () => void, onError: (err: Error) => void): Promise<() => void>;
 }
 
-/** Labels on every container the agent makes (DESIGN.md section 4). */
+/** Labels on every container the agent makes (docs/ARCHITECTURE.md, 'The agent and the container engine'). */
 export const LABEL_NODE = 'flotilla.node';
 export const LABEL_POD_UID = 'flotilla.pod-uid';
 export const LABEL_POD = 'flotilla.pod';

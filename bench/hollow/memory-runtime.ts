@@ -24,7 +24,7 @@ export interface MemoryImage {
 export type MemoryLatency = Partial<Record<'create' | 'start' | 'stop' | 'remove' | 'pull' | 'list', number>>;
 
 export interface MemoryRuntimeOptions {
-  /** Images present from the start (the "image present" case of DESIGN.md section 6). */
+  /** Images present from the start (the "image present" case of docs/ARCHITECTURE.md, 'Performance targets'). */
   images?: readonly (string | MemoryImage)[];
   /** What a pull can fetch; pulling anything else fails as an unreachable registry would. */
   registry?: readonly (string | MemoryImage)[];

@@ -22,7 +22,7 @@ function refuse(message: string, returnCode: number): AuthenticateError {
 }
 
 /**
- * The broker's three hooks, enforcing DESIGN.md section 3: no anonymous client; a device
+ * The broker's three hooks, enforcing docs/PROTOCOL.md, 'Who may publish and subscribe': no anonymous client; a device
  * publishes only its own status, presence, metrics, events and rpc/res, and subscribes only to
  * its own desired set, its rpc/req and the network table; a joining client only to its own
  * join exchange.

@@ -1,6 +1,6 @@
 /**
  * How the hub's parts reach MQTT, whichever broker carries it: the embedded aedes (here) or an
- * external broker that the hub joins as a client (DESIGN.md section 3).
+ * external broker that the hub joins as a client (docs/PROTOCOL.md, 'Basics').
  */
 export interface MessageBus {
   publish(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void>;

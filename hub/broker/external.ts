@@ -49,7 +49,7 @@ export function topicMatches(pattern: string, topic: string): boolean {
 }
 
 /**
- * The hub as a client of an external MQTT broker (DESIGN.md section 3: how a fleet grows past
+ * The hub as a client of an external MQTT broker (docs/PROTOCOL.md, 'Basics' and 'Sessions, keepalive and liveness'; how a fleet grows past
  * one machine), speaking MQTT 3.1.1 with mqtt.js.
  *
  * * One session under a fixed client id with clean session off: the broker keeps the hub's

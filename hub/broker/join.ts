@@ -15,7 +15,7 @@ export interface BrokerAccounts {
 }
 
 /**
- * The join exchange (DESIGN.md section 3). A device that has only the hub's URL and a join
+ * The join exchange (docs/PROTOCOL.md, 'Joining and credentials'). A device that has only the hub's URL and a join
  * token connects as `join`, publishes {name, labels} on its own join request topic, and reads
  * its own credentials from the response topic. The hub creates the Node (labels from the
  * request, as the kubelet's --node-labels at registration) and issues a password that only the

@@ -1,7 +1,7 @@
 import { DEVICE_PUBLISH_CHANNELS, DEVICE_SUBSCRIBE_CHANNELS, type Topics } from '../../shared/protocol/topics.js';
 
 /**
- * The rules of DESIGN.md section 3 written as Mosquitto dynamic-security roles, so that an
+ * The rules of docs/PROTOCOL.md, 'Who may publish and subscribe', written as Mosquitto dynamic-security roles, so that an
  * external Mosquitto enforces what the embedded broker's hooks (auth.ts) enforce:
  *
  * * `flotilla-hub`: the hub's own account: everything under the fleet's topic prefix, the

@@ -14,7 +14,7 @@ export interface ApiAnswer<T> {
   warnings: string[];
 }
 
-/** The CLI's view of the hub's HTTP API: finds the server and token as DESIGN.md section 7 says. */
+/** The CLI's view of the hub's HTTP API: finds the server and token as docs/ARCHITECTURE.md, 'The command line', says. */
 export class HubClient {
   readonly server: string;
   private readonly token: string;

@@ -92,7 +92,7 @@ export async function getCommand(kindName: string, name: string | undefined, opt
   const { body } = await client.request<{ items: Obj[]; metadata: { resourceVersion: string } }>('GET', `${path}${query.size ? `?${query}` : ''}`);
   const items = name ? body.items.filter((o) => o.metadata.name === name) : body.items;
   if (!name) {
-    // -o json|yaml print the list exactly as the API returns it (DESIGN.md section 7).
+    // -o json|yaml print the list exactly as the API returns it (docs/ARCHITECTURE.md, 'The command line').
     if (format === 'json') out(JSON.stringify(body, null, 2));
     else if (format === 'yaml') out(stringify(body).trimEnd());
     else if (items.length === 0 && format !== 'name') out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
@@ -101,7 +101,7 @@ export async function getCommand(kindName: string, name: string | undefined, opt
   if (!opts.watch) return;
   query.set('watch', 'true');
   query.set('resourceVersion', body.metadata.resourceVersion);
-  // On a terminal, an image pull's progress events show as one line that grows (DESIGN.md section 7).
+  // On a terminal, an image pull's progress events show as one line that grows (docs/ARCHITECTURE.md, 'The command line').
   const progress = kind.kind === 'Event' && process.stdout.isTTY && (format === 'table' || format === 'wide') ? new ProgressLines() : undefined;
   await client.watch(`${path}?${query}`, (event) => {
     const o = event.object as Obj;

@@ -21,7 +21,7 @@ function isPodReady(pod: StoredObject): boolean {
 /**
  * Where one of the Service's ports reaches one pod, or undefined when the pod has no such port
  * (a named targetPort none of its containers declares: Kubernetes leaves the pod out for that
- * port). Until the overlay gives pods routable IPs (DESIGN.md section 8), the reachable form is
+ * port). Until the overlay gives pods routable IPs (docs/ARCHITECTURE.md, 'Planned next'), the reachable form is
  * the container's hostPort on the node's address; a port with no hostPort is listed as the pod
  * would be reached once it has an overlay IP: its podIP (else the node's address) and the
  * container port, which only a client on the same device can use today.

@@ -22,7 +22,7 @@ CREATE TABLE dispatch (
 
 /**
  * Publishes each node's whole desired set, retained, with a revision that grows whenever the
- * set changes (DESIGN.md section 3; level-triggered: an agent that missed any number of
+ * set changes (docs/PROTOCOL.md, 'Payloads'; level-triggered: an agent that missed any number of
  * messages converges from the last one). The revision and a hash of the set are kept in SQLite,
  * so a restarted hub republishes the same revision for an unchanged set.
  */
@@ -112,7 +112,7 @@ export class Dispatcher {
 
   /**
    * The ConfigMaps and Secrets that the node's pods refer to, and only those: a device never
-   * receives a Secret that none of its pods uses (DESIGN.md section 2). A missing one is left
+   * receives a Secret that none of its pods uses (docs/ARCHITECTURE.md, 'Security'). A missing one is left
    * out; the agent reports the pod's CreateContainerConfigError.
    */
   desiredConfigs(pods: readonly DesiredPod[]): { configs: DesiredConfig[]; secrets: DesiredConfig[] } {

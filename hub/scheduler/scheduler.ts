@@ -39,7 +39,7 @@ export function feasibleNodesToFind(nodes: number, percentage = 0): number {
 }
 
 /**
- * Places pods that have no node (DESIGN.md section 1, hub/scheduler): filters, then scores,
+ * Places pods that have no node (docs/ARCHITECTURE.md, 'The parts': hub/scheduler): filters, then scores,
  * over an in-memory cache of the fleet; binds a batch of pods in one store transaction. DaemonSet
  * pods arrive with their node set and are only counted.
  */

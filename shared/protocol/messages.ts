@@ -25,7 +25,7 @@ import {
   truncate,
 } from './bounds.js';
 
-/** Version of the payloads below; every payload carries it as `v` (DESIGN.md section 3). */
+/** Version of the payloads below; every payload carries it as `v` (docs/PROTOCOL.md, 'Basics'). */
 export const PROTOCOL_VERSION = 1;
 
 const v = z.literal(PROTOCOL_VERSION, { error: `unsupported protocol version (this side speaks v${PROTOCOL_VERSION})` });

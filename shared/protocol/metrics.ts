@@ -2,7 +2,7 @@ import { deflateSync, inflateSync } from 'node:zlib';
 import type { FieldError } from '../resources/fields.js';
 
 /**
- * Metrics batches on `…/nodes/{node}/metrics` (DESIGN.md section 3; QoS 0, agent → hub),
+ * Metrics batches on `…/nodes/{node}/metrics` (docs/PROTOCOL.md, 'Topics' and 'Payloads'; QoS 0, agent → hub),
  * encoding version 1. A device samples its node and its containers every interval (15 s by
  * default) and publishes one batch per interval. The payload is JSON: as text (its first byte
  * is `{`) or compressed with zlib (RFC 1950: a two-byte header whose first byte's low four bits

@@ -3,7 +3,7 @@ import { PROTOCOL_VERSION } from './messages.js';
 
 /**
  * Requests the hub makes of one device over `…/nodes/{node}/rpc/req`, and the device's answers
- * over `…/rpc/res` (DESIGN.md section 3), correlated by `id`. An answer may come in many
+ * over `…/rpc/res` (docs/PROTOCOL.md, 'Payloads'), correlated by `id`. An answer may come in many
  * messages, numbered by `seq` from 0; one with `eof` or `error` is the last.
  */
 

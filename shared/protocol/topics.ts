@@ -1,5 +1,5 @@
 /**
- * MQTT topics of DESIGN.md section 3. Everything lives under one prefix (default
+ * MQTT topics (docs/PROTOCOL.md, 'Topics'). Everything lives under one prefix (default
  * `flotilla/v1`, configurable) so that a shared external broker can host several fleets.
  */
 export const DEFAULT_TOPIC_PREFIX = 'flotilla/v1';

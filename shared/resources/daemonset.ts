@@ -17,7 +17,7 @@ export const daemonSetSpecSchema = z.object({
     .object({
       type: z.enum(['RollingUpdate', 'OnDelete', WAVES]).optional(),
       rollingUpdate: z.object({ maxUnavailable: intOrPercent.optional(), maxSurge: intOrPercent.optional() }).optional(),
-      // type Waves (shared/resources/waves.ts): beside `type`, as DESIGN.md section 2 writes them.
+      // type Waves (shared/resources/waves.ts): beside `type`, as docs/ARCHITECTURE.md, 'Waves rollouts', lists them.
       ...wavesFieldsShape,
     })
     .superRefine((s, ctx) => {

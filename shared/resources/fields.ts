@@ -29,7 +29,7 @@ export function fieldErrorsFromZod(error: z.ZodError, prefix = ''): FieldError[]
 
 /**
  * The fields that validation dropped: present in the input, absent from the parsed value.
- * DESIGN.md section 2: a field that Flotilla does not support is reported back as a warning,
+ * docs/ARCHITECTURE.md, 'Rules of the house': a field that Flotilla does not support is reported back as a warning,
  * never silently dropped.
  */
 export function droppedFields(input: unknown, parsed: unknown, path: PropertyKey[] = []): string[] {

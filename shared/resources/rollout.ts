@@ -5,7 +5,7 @@ import type { WavesStrategy } from './waves.js';
 
 /**
  * A Rollout is the hub's record of one move of a DaemonSet with `updateStrategy.type: Waves` from
- * one template revision to the next (DESIGN.md section 2): written by the hub only, named
+ * one template revision to the next (docs/ARCHITECTURE.md, 'Waves rollouts'): written by the hub only, named
  * `<daemonset>-<revision>`, in the DaemonSet's namespace, owned by it. Its spec is decided once,
  * when the rollout starts (the waves and their devices are fixed then); its status is where the
  * rollout stands, so that a hub restarted mid-wave goes on from there. Kept after the rollout

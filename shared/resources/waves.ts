@@ -3,7 +3,7 @@ import { parseSelector } from '../labels/selector.js';
 import { intOrPercent, nonNegativeInt, positiveInt } from './workload.js';
 
 /**
- * Flotilla's wave strategy for DaemonSets (DESIGN.md section 2, "Label-targeted fleet rollouts"):
+ * Flotilla's wave strategy for DaemonSets (docs/ARCHITECTURE.md, 'Waves rollouts'):
  * the targeted devices move from one template revision to the next in waves, each behind a
  * health gate, with pauses, a rate limit, automatic rollback and update locks.
  */

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { AGENT_BUNDLE, cli, tempDir } from '../harness/processes.js';
 
 // The agent ships as one JavaScript file that runs with plain node on a device that has no
-// node_modules and no compiler (DESIGN.md section 1).
+// node_modules and no compiler (docs/ARCHITECTURE.md, 'Rules of the house').
 
 const dir = tempDir('bundle');
 afterAll(() => dir.remove());

@@ -5,7 +5,7 @@ import { apply, engineContainers, getPod, logCount, podManifest, podRunning, rea
 import { TEST_IMAGE, buildTestImages } from '../harness/images.js';
 import { startAgent, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 
-// Edge autonomy (DESIGN.md section 1): with the hub gone, the device keeps running its last
+// Edge autonomy (docs/ARCHITECTURE.md, 'Rules of the house'): with the hub gone, the device keeps running its last
 // desired set, restarts what fails by policy, and survives its own restart; when the hub is back
 // it resyncs, with nothing made twice.
 

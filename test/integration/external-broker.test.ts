@@ -16,7 +16,7 @@ import { cli, getJson, startAgent, startHub, stopAll, tempDir, waitFor, type Run
 // The fleet on an external broker: Debian's Mosquitto 2.0, configured by
 // `flotilla broker-config mosquitto`, the hub joining it as a client (`--broker`), a real agent
 // joining through it and running a pod on a real engine, and the broker, not the hub, holding
-// the line: every client authenticated, every topic authorised (DESIGN.md section 3).
+// the line: every client authenticated, every topic authorised (docs/PROTOCOL.md, 'Who may publish and subscribe').
 
 const MOSQUITTO_PUB = '/usr/bin/mosquitto_pub';
 const NOT_AUTHORIZED = 5;

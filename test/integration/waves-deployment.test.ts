@@ -5,7 +5,7 @@ import { buildTestImages, TEST_IMAGE } from '../harness/images.js';
 import { cli, getJson, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 import { applyManifest, events, fleetAgent, isReady, nodeReady, recordCreates, rollouts, type DsPodJson, type RolloutJson } from '../harness/waves.js';
 
-// A Deployment with strategy type Waves (DESIGN.md section 2) on two real agents sharing the
+// A Deployment with strategy type Waves (docs/ARCHITECTURE.md, 'Waves rollouts') on two real agents sharing the
 // test dockerd: its waves count pods (the scheduler places them), the new ReplicaSet grows wave
 // by wave behind each wave's health gate, and a bad version rolls back by itself.
 

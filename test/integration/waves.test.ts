@@ -5,7 +5,7 @@ import { buildTestImages, TEST_IMAGE } from '../harness/images.js';
 import { cli, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 import { allOn, applyManifest, events, fleetAgent, nodeReady, nodesInOutput, recordCreates, rollout, versionsByNode, waitForPhase, wavesDaemonSet, wavesStarted } from '../harness/waves.js';
 
-// Waves rollouts (DESIGN.md section 2) on four real agents sharing the test dockerd: w1 is the
+// Waves rollouts (docs/ARCHITECTURE.md, 'Waves rollouts') on four real agents sharing the test dockerd: w1 is the
 // canary (channel=canary). What each device ran is read from the engine's own event stream.
 
 const NODES = ['w1', 'w2', 'w3', 'w4'];

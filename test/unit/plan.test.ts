@@ -178,7 +178,7 @@ describe('planSteps: removal', () => {
 
   it('removes whatever undesired container it is given, whichever node it is labelled for: the caller lists only its own node', () => {
     // The planner does not read LABEL_NODE. The agent must pass only the containers it lists
-    // with its own node label (DESIGN.md section 4: several agents may share one engine), or it
+    // with its own node label (docs/ARCHITECTURE.md, 'The agent and the container engine': several agents may share one engine), or it
     // would remove its neighbours' pods.
     const neighbours = desiredPod({ name: 'theirs', containers: [container({ name: 'app', image: 'img:1' })] });
     const foreign = runtimeContainer({ pod: neighbours, container: 'app', node: 'edge-2' });

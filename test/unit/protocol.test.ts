@@ -90,7 +90,7 @@ describe('Topics: builders', () => {
     expect(topics.prefix).toBe('flotilla/v1');
   });
 
-  it('builds the node topics of DESIGN.md section 3', () => {
+  it('builds the node topics of docs/PROTOCOL.md', () => {
     expect(topics.desired('pi-01')).toBe('flotilla/v1/nodes/pi-01/desired');
     expect(topics.status('pi-01')).toBe('flotilla/v1/nodes/pi-01/status');
     expect(topics.presence('pi-01')).toBe('flotilla/v1/nodes/pi-01/presence');

@@ -32,7 +32,7 @@ export type RolloutAction = 'pause' | 'resume' | 'abort';
 export type ActionResult = { ok: true; record: StoredObject } | { ok: false; status: 404 | 409; message: string };
 
 /**
- * Waves rollouts of DaemonSets (DESIGN.md section 2, "Label-targeted fleet rollouts"): keeps one
+ * Waves rollouts of DaemonSets (docs/ARCHITECTURE.md, 'Waves rollouts'): keeps one
  * Rollout record per revision of a DaemonSet with `updateStrategy.type: Waves`, moves its devices
  * wave by wave behind health gates, and tells the DaemonSet controller which revision each node
  * runs (`revisionsFor`). All state that matters is in the records and the pods, so a restarted

@@ -8,7 +8,7 @@ import { waveUnavailable } from './release.js';
 import { podFacts, type WaveNode } from './view.js';
 
 /**
- * One step of a Deployment's Waves rollout (DESIGN.md section 2). A Deployment's pods are placed
+ * One step of a Deployment's Waves rollout (docs/ARCHITECTURE.md, 'Waves rollouts'). A Deployment's pods are placed
  * by the scheduler, so its waves count pods: releasing a pod means the new ReplicaSet grows by
  * one (and an old one shrinks by one, hub/controllers/deployment-sync.ts). How many pods each
  * wave has released is kept in the record (status.waves[i].released), so a restarted hub knows;

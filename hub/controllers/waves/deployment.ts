@@ -31,7 +31,7 @@ export interface DeploymentWavesOptions {
 }
 
 /**
- * Waves rollouts of Deployments (`spec.strategy.type: Waves`, DESIGN.md section 2): one Rollout
+ * Waves rollouts of Deployments (`spec.strategy.type: Waves`, docs/ARCHITECTURE.md, 'Waves rollouts'): one Rollout
  * record per revision, as for DaemonSets, with waves that count pods. This controller decides how
  * many pods each wave releases and judges each wave's health gate; the Deployment controller
  * sizes the ReplicaSets from that (`wavesScale`). All state is in the records, the ReplicaSets

@@ -11,7 +11,7 @@ import { objectKey } from '../queue.js';
 /** When the hub released a pod's update (ISO 8601): written with the pod, so a restarted hub knows. */
 export const RELEASED_AT_ANNOTATION = 'flotilla.io/rollout-released-at';
 
-/** The container waiting reasons that fail a device at once (DESIGN.md section 2, health gate). */
+/** The container waiting reasons that fail a device at once (docs/ARCHITECTURE.md, 'Waves rollouts': the health gate). */
 export const FAILING_REASONS = new Set(['CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull']);
 
 /** What the rollout reads of a node. */
