@@ -42,7 +42,7 @@ function involved(pod: StoredObject): InvolvedObject {
 }
 
 /** The status with its PodScheduled condition replaced (phase Pending when there was none). */
-function withScheduled(status: PodStatus | undefined, condition: PodCondition): PodStatus {
+export function withScheduled(status: PodStatus | undefined, condition: PodCondition): PodStatus {
   const others = (status?.conditions ?? []).filter((c) => c.type !== 'PodScheduled');
   return { ...status, phase: status?.phase ?? 'Pending', conditions: [condition, ...others] };
 }

@@ -8,6 +8,7 @@ import { bindPod, markUnschedulable } from './binding.js';
 import { SchedulerCache, type NodeState } from './cache.js';
 import { PodSpecError } from './errors.js';
 import { countReasons, fitErrorMessage, prepareCycle, unfit, type Cycle } from './filters.js';
+import { MissingNodePods } from './missing-node.js';
 import { SchedulingQueue, type QueuedPod, type QueueTiming } from './queue.js';
 import { boundPodRequirements, isTerminal, podRequirements, podVersion } from './requirements.js';
 import { pickNode, strategyScore } from './scores.js';
@@ -39,13 +40,15 @@ export function feasibleNodesToFind(nodes: number, percentage = 0): number {
 }
 
 /**
- * Places pods that have no node (DESIGN.md section 1, hub/scheduler): filters, then scores,
+ * Places pods that have no node (hub/scheduler): filters, then scores,
  * over an in-memory cache of the fleet; binds a batch of pods in one store transaction. DaemonSet
- * pods arrive with their node set and are only counted.
+ * pods arrive with their node set and are only counted. A pod bound by spec.nodeName to a node
+ * that does not exist is left Pending with a condition that says so (MissingNodePods).
  */
 export class Scheduler {
   readonly cache = new SchedulerCache();
   readonly queue: SchedulingQueue;
+  readonly missingNodes: MissingNodePods;
   private readonly batchSize: number;
   private readonly percentage: number;
   private readonly random: () => number;
@@ -67,6 +70,7 @@ export class Scheduler {
     this.random = options.random ?? Math.random;
     const timing: QueueTiming = { initialBackoffMs: options.initialBackoffMs ?? 1_000, maxBackoffMs: options.maxBackoffMs ?? 10_000, unschedulableFlushMs: options.unschedulableFlushMs ?? 300_000 };
     this.queue = new SchedulingQueue(timing, () => this.kick());
+    this.missingNodes = new MissingNodePods(store, events, log, (name) => this.cache.node(name) !== undefined);
   }
 
   start(): void {
@@ -84,6 +88,7 @@ export class Scheduler {
     for (const u of this.unwatch) u();
     this.unwatch = [];
     this.queue.stop();
+    this.missingNodes.stop();
     this.releaseIdle();
   }
 
@@ -101,13 +106,18 @@ export class Scheduler {
   // Watches: keep the cache current, and queue pods that need a node.
 
   private onNode(e: WatchEvent): void {
+    const name = e.object.metadata.name;
     if (e.type === 'DELETED') {
       // Its pods leave their topology domains: a domain-wide anti-affinity may now be met.
-      this.cache.removeNode(e.object.metadata.name);
+      this.cache.removeNode(name);
+      // Those of them that stay (bound by spec.nodeName, or bare) wait for the node to come back.
+      for (const key of this.cache.podKeysOn(name)) this.missingNodes.bound(key, name);
       return this.clusterChanged('all');
     }
+    const isNew = this.cache.node(name) === undefined;
     // A heartbeat changes nothing scheduling reads; a new node, a label, a taint or readiness may.
     if (this.cache.upsertNode(e.object)) this.clusterChanged('all');
+    if (isNew) this.missingNodes.nodeAdded(name);
   }
 
   private onPod(e: WatchEvent): void {
@@ -116,12 +126,15 @@ export class Scheduler {
     const nodeName = (pod.spec as PodSpec | undefined)?.nodeName;
     if (e.type === 'DELETED' || isTerminal(pod) || (!nodeName && pod.metadata.deletionTimestamp)) {
       this.queue.delete(key);
+      this.missingNodes.gone(key);
       // Its resources, ports and anti-affinity no longer stand in anyone's way.
       if (this.cache.removePod(key)) this.clusterChanged('all');
       return;
     }
     if (nodeName) {
       this.queue.delete(key);
+      if (pod.metadata.deletionTimestamp) this.missingNodes.gone(key);
+      else this.missingNodes.bound(key, nodeName);
       const version = podVersion(pod);
       const counted = this.cache.pod(key);
       if (counted && counted.nodeName === nodeName && counted.req.uid === pod.metadata.uid && (counted.assumed || counted.version === version)) {
