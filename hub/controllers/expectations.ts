@@ -51,9 +51,17 @@ export class ControllerExpectations {
     if (e) e.deletes--;
   }
 
-  /** Forgets the key: its object is gone, or its pass's writes were rolled back and will never be seen. */
+  /** Forgets the key: its object is gone. */
   forget(key: string): void {
     this.records.delete(key);
+  }
+
+  /**
+   * Forgets every key: a store transaction rolled back, and writes expected from it will never
+   * be seen. Cheap to get wrong in this direction: a pass that is let through reads the store.
+   */
+  forgetAll(): void {
+    this.records.clear();
   }
 
   /** What the key still awaits, for tests and logs. */

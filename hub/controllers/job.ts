@@ -22,6 +22,7 @@ import {
   wantedActive,
   withCondition,
 } from './job-pods.js';
+import { ControllerExpectations, EXPECTATIONS_TIMEOUT_MS } from './expectations.js';
 import { KeyTimers } from './job-timers.js';
 import { stableSuffix } from './names.js';
 import { objectKey, splitKey } from './queue.js';
@@ -53,6 +54,8 @@ export interface JobControllerOptions {
  * - Pods are created without a node; the scheduler binds them.
  * - ttlSecondsAfterFinished deletes the Job and its pods that long after it finished (Kubernetes'
  *   TTL-after-finished controller, here in the same loop).
+ * - Controller expectations, as Kubernetes' Job controller: the pods a pass created or deleted
+ *   must be seen back through the pod watch before the next pass creates or deletes more.
  */
 export class JobController extends Controller {
   private readonly now: () => number;
@@ -63,6 +66,10 @@ export class JobController extends Controller {
   private readonly failureSeen = new Map<string, number>();
   /** The back-off end last recorded in an event, per Job uid: one event per wait. */
   private readonly announcedBackoff = new Map<string, number>();
+  private readonly expectations: ControllerExpectations;
+  /** The pods this pass of a key created and deleted, for its expectations. */
+  private made = 0;
+  private removed = 0;
 
   constructor(ctx: ControllerContext, opts: JobControllerOptions = {}) {
     super('job', ctx);
@@ -70,6 +77,7 @@ export class JobController extends Controller {
     this.backoffBaseMs = opts.backoffBaseMs ?? DEFAULT_BACKOFF_BASE_MS;
     this.backoffMaxMs = opts.backoffMaxMs ?? DEFAULT_BACKOFF_MAX_MS;
     this.timers = new KeyTimers((key) => this.queue.add(key), this.now);
+    this.expectations = new ControllerExpectations(this.now);
   }
 
   protected triggers(): [WatchOptions, (e: WatchEvent) => string | undefined][] {
@@ -94,6 +102,7 @@ export class JobController extends Controller {
   }
 
   reconcile(key: string): void {
+    this.observePods('Job', this.expectations);
     const { namespace, name } = splitKey(key);
     const job = this.store.get('Job', namespace, name);
     // Pods of this name's Jobs, the current one's or an earlier one's of the same name.
@@ -105,6 +114,7 @@ export class JobController extends Controller {
     if (!job) {
       // A deleted Job takes its pods with it (Kubernetes' garbage collector).
       this.timers.clear(key);
+      this.expectations.forget(key);
       for (const p of named) for (const o of p.metadata.ownerReferences ?? []) this.announcedBackoff.delete(o.uid);
       this.store.transaction(() => named.forEach((p) => this.deletePod(p)));
       return;
@@ -113,16 +123,20 @@ export class JobController extends Controller {
     // selector given in the manifest must select the template's labels (checked at apply), so
     // it picks the same pods, and only pods this Job controls are ever counted.
     const mine = this.store.list('Pod', { namespace, selector: selectorFromMap({ [CONTROLLER_UID_LABEL]: job.metadata.uid }), filter: (p) => isControlledBy(p, job) }).items;
+    this.made = 0;
+    this.removed = 0;
     const wakeAt = this.store.transaction(() => {
       for (const p of named) if (!isControlledBy(p, job)) this.deletePod(p);
-      return this.sync(job, mine);
+      const at = this.sync(key, job, mine);
+      this.expectations.expect(key, this.made, this.removed);
+      return at;
     });
     if (wakeAt === undefined) this.timers.clear(key);
     else this.timers.set(key, wakeAt);
   }
 
   /** Works one Job against its pods; returns when it is next due. */
-  private sync(job: StoredObject, pods: StoredObject[]): number | undefined {
+  private sync(key: string, job: StoredObject, pods: StoredObject[]): number | undefined {
     const spec = job.spec as JobSpec;
     const prev = (job.status as JobStatus | undefined) ?? {};
     const now = this.now();
@@ -180,7 +194,10 @@ export class JobController extends Controller {
 
     let wakeAt = deadlineAt;
     const want = wantedActive(spec, active.length, succeeded.length);
-    if (active.length > want) {
+    if (!this.expectations.satisfied(key)) {
+      // The watch wakes the key when the last pass's pods are seen; this is the backstop.
+      wakeAt = Math.min(wakeAt ?? Infinity, now + EXPECTATIONS_TIMEOUT_MS);
+    } else if (active.length > want) {
       const extra = deletionOrder(active).slice(0, active.length - want);
       for (const p of extra) this.deletePod(p, job, 'more pods than needed');
       active = active.filter((p) => !extra.includes(p));
@@ -255,6 +272,7 @@ export class JobController extends Controller {
       spec: { ...template.spec },
       status: { phase: 'Pending' } satisfies PodStatus,
     });
+    this.made++;
     this.events.normal(job, 'SuccessfulCreate', `Created pod: ${name}`);
     return pod;
   }
@@ -266,6 +284,7 @@ export class JobController extends Controller {
     } catch {
       return; // already gone
     }
+    this.removed++;
     if (job && why) this.events.normal(job, 'SuccessfulDelete', `Deleted pod: ${pod.metadata.name} (${why})`);
   }
 }

@@ -48,7 +48,6 @@ export class ReplicaSetController extends Controller {
   private readonly burst: number;
   private readonly expectations: ControllerExpectations;
   private readonly replacements: ReplacementBackoff;
-  private unobserve: (() => void) | undefined;
 
   constructor(ctx: ControllerContext, opts: ReplicaSetControllerOptions = {}) {
     super('replicaset', ctx);
@@ -78,17 +77,11 @@ export class ReplicaSetController extends Controller {
   }
 
   reconcile(key: string): ReconcileResult | void {
-    this.observe();
+    this.observePods('ReplicaSet', this.expectations);
     const { namespace, name } = splitKey(key);
     const rs = this.store.get('ReplicaSet', namespace, name);
     const named = this.store.list('Pod', { namespace, ...this.podSelector(rs), filter: (p) => controllerNamed(p, 'ReplicaSet', name) }).items;
-    try {
-      return this.store.transaction(() => (rs ? this.sync(key, rs, named) : this.cascade(key, named)));
-    } catch (err) {
-      // Rolled back: what the pass expected to see will never come.
-      this.expectations.forget(key);
-      throw err;
-    }
+    return this.store.transaction(() => (rs ? this.sync(key, rs, named) : this.cascade(key, named)));
   }
 
   /** A deleted ReplicaSet takes its pods with it (the garbage collector's cascade). */
@@ -156,28 +149,6 @@ export class ReplicaSetController extends Controller {
   private announceBackOff(key: string, rs: StoredObject, until: number, waitMs: number): void {
     if (!this.replacements.announce(key, until)) return;
     this.events.warning(rs, 'BackOff', `Back-off ${Math.ceil(waitMs / 1000)}s before replacing pods that exited (${this.replacements.failures(key)} times in a row): its template's pods do not keep running`);
-  }
-
-  /** The pod watch that tells the expectations what was seen (started by the first reconcile, or by start()). */
-  private observe(): void {
-    if (this.unobserve) return;
-    this.unobserve = this.store.watch({ kind: 'Pod' }, (e) => {
-      const key = ownerKey(e.object, 'ReplicaSet');
-      if (!key) return;
-      if (e.type === 'ADDED') this.expectations.creationObserved(key);
-      else if (e.type === 'DELETED') this.expectations.deletionObserved(key);
-    });
-  }
-
-  override start(): void {
-    this.observe();
-    super.start();
-  }
-
-  override stop(): void {
-    this.unobserve?.();
-    this.unobserve = undefined;
-    super.stop();
   }
 
   /**
