@@ -27,6 +27,9 @@ import { KeyTimers } from './job-timers.js';
 import { stableSuffix } from './names.js';
 import { objectKey, splitKey } from './queue.js';
 
+/** The most pods one pass creates, as Kubernetes' Job controller (MaxPodCreateDeletePerSync). */
+export const MAX_PODS_PER_PASS = 500;
+
 export interface JobControllerOptions {
   /** The controller's clock (ms since the epoch); tests pass their own. */
   now?: () => number;
@@ -211,7 +214,10 @@ export class JobController extends Controller {
         }
       } else {
         this.announcedBackoff.delete(job.metadata.uid);
-        for (let i = active.length; i < want; i++) active.push(this.createPod(job, spec));
+        const count = Math.min(want - active.length, MAX_PODS_PER_PASS);
+        for (let i = 0; i < count; i++) active.push(this.createPod(job, spec));
+        // The rest in the next pass, once these are seen: a huge parallelism never holds the hub in one pass.
+        if (active.length < want) wakeAt = now;
       }
     }
 

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DaemonSetController } from '../../hub/controllers/daemonset.js';
 import { ControllerExpectations, EXPECTATIONS_TIMEOUT_MS } from '../../hub/controllers/expectations.js';
-import { JobController } from '../../hub/controllers/job.js';
+import { JobController, MAX_PODS_PER_PASS } from '../../hub/controllers/job.js';
 import { ReplacementBackoff } from '../../hub/controllers/replacement-backoff.js';
 import { ReplicaSetController } from '../../hub/controllers/replicaset.js';
 import type { NewObject, StoredObject } from '../../hub/store/types.js';
@@ -183,6 +183,24 @@ describe('controllers with expectations', () => {
     });
     c.reconcile('default/batch');
     expect(pods()).toHaveLength(2);
+  });
+
+  it('Job: a huge parallelism is made MAX_PODS_PER_PASS pods at a time, each pass once the last one is seen', () => {
+    hub.store.create({
+      apiVersion: 'flotilla/v1',
+      kind: 'Job',
+      metadata: { name: 'wide', namespace: 'default' },
+      spec: { parallelism: 1_200, completions: 1_200, template: { spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: IMAGE }] } } },
+    } as NewObject);
+    const c = new JobController({ store: hub.store, events: hub.events, log: hub.log }, { now: () => clock });
+    stops.push(() => c.stop());
+    c.reconcile('default/wide');
+    expect(pods()).toHaveLength(MAX_PODS_PER_PASS);
+    expect(c.dueAt('default/wide')).toBe(clock);
+    c.reconcile('default/wide');
+    c.reconcile('default/wide');
+    expect(pods()).toHaveLength(1_200);
+    expect(c.dueAt('default/wide')).toBeUndefined();
   });
 
   it('DaemonSet: a pass whose pods are not seen yet in its view makes no more', () => {
