@@ -148,7 +148,8 @@ export class ReplicaSetController extends Controller {
   /** One BackOff event per wait, not one per pass. */
   private announceBackOff(key: string, rs: StoredObject, until: number, waitMs: number): void {
     if (!this.replacements.announce(key, until)) return;
-    this.events.warning(rs, 'BackOff', `Back-off ${Math.ceil(waitMs / 1000)}s before replacing pods that exited (${this.replacements.failures(key)} times in a row): its template's pods do not keep running`);
+    // No count in the message: at the longest wait the same Event is counted up, not made anew.
+    this.events.warning(rs, 'BackOff', `Back-off ${Math.ceil(waitMs / 1000)}s before replacing pods that exited: its template's pods do not keep running`);
   }
 
   /**

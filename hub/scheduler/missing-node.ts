@@ -10,6 +10,19 @@ import { isTerminal } from './requirements.js';
 export const NODE_NOT_FOUND = 'NodeNotFound';
 
 const RETRY_MS = 1_000;
+/** Pods marked or cleared per store transaction. */
+const BATCH = 256;
+
+/** Takes up to `n` entries out of `set`, oldest first. */
+function take(set: Set<string>, n: number): string[] {
+  const out: string[] = [];
+  for (const key of set) {
+    if (out.length >= n) break;
+    out.push(key);
+  }
+  for (const key of out) set.delete(key);
+  return out;
+}
 
 export function nodeNotFoundMessage(node: string): string {
   return `node "${node}" not found: the pod is bound to it by spec.nodeName and stays Pending until a node of that name joins`;
@@ -106,10 +119,9 @@ export class MissingNodePods {
 
   private flush(): void {
     if (this.stopped) return;
-    const mark = [...this.toMark];
-    const clear = [...this.toClear];
-    this.toMark.clear();
-    this.toClear.clear();
+    // A batch per turn of the event loop: thousands of pods pinned at once must not hold it.
+    const mark = take(this.toMark, BATCH);
+    const clear = take(this.toClear, BATCH - mark.length);
     try {
       this.store.transaction(() => {
         for (const key of mark) this.mark(key);
@@ -120,7 +132,9 @@ export class MissingNodePods {
       for (const key of mark) if (this.nodeOf.has(key)) this.toMark.add(key);
       for (const key of clear) this.toClear.add(key);
       this.schedule(RETRY_MS);
+      return;
     }
+    if (this.toMark.size > 0 || this.toClear.size > 0) this.schedule();
   }
 
   private mark(key: string): void {

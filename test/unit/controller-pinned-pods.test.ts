@@ -167,6 +167,18 @@ describe('the scheduler and a pod bound to a node that does not exist', () => {
     expect(f.scheduler.missingNodes.size).toBe(0);
   });
 
+  it('marks many pinned pods a batch per turn of the event loop, not all in one transaction', async () => {
+    f.nodes({ name: 'edge-1' }).start();
+    f.hub.store.transaction(() => {
+      for (let i = 0; i < 600; i++) f.pods({ name: `p-${i}`, nodeName: 'ghost' });
+    });
+    const marked = () => f.hub.store.list('Pod').items.filter((p) => (p.status as PodStatus | undefined)?.conditions?.some((c) => c.reason === 'NodeNotFound')).length;
+    await turn();
+    expect(marked()).toBe(256);
+    for (let i = 0; i < 5; i++) await turn();
+    expect(marked()).toBe(600);
+  });
+
   it('marks the pods left on a node that is deleted, and forgets a pod once it is gone', async () => {
     f.nodes({ name: 'edge-1' }).start();
     f.pods({ name: 'bare', nodeName: 'edge-1' });
