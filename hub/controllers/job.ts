@@ -128,10 +128,12 @@ export class JobController extends Controller {
     const mine = this.store.list('Pod', { namespace, selector: selectorFromMap({ [CONTROLLER_UID_LABEL]: job.metadata.uid }), filter: (p) => isControlledBy(p, job) }).items;
     this.made = 0;
     this.removed = 0;
+    // While the last pass's pods are not seen back, this pass starts and stops no pods.
+    const manage = this.expectations.satisfied(key);
     const wakeAt = this.store.transaction(() => {
       for (const p of named) if (!isControlledBy(p, job)) this.deletePod(p);
-      const at = this.sync(key, job, mine);
-      this.expectations.expect(key, this.made, this.removed);
+      const at = this.sync(job, mine, manage);
+      if (manage) this.expectations.expect(key, this.made, this.removed);
       return at;
     });
     if (wakeAt === undefined) this.timers.clear(key);
@@ -139,7 +141,7 @@ export class JobController extends Controller {
   }
 
   /** Works one Job against its pods; returns when it is next due. */
-  private sync(key: string, job: StoredObject, pods: StoredObject[]): number | undefined {
+  private sync(job: StoredObject, pods: StoredObject[], manage: boolean): number | undefined {
     const spec = job.spec as JobSpec;
     const prev = (job.status as JobStatus | undefined) ?? {};
     const now = this.now();
@@ -197,7 +199,7 @@ export class JobController extends Controller {
 
     let wakeAt = deadlineAt;
     const want = wantedActive(spec, active.length, succeeded.length);
-    if (!this.expectations.satisfied(key)) {
+    if (!manage) {
       // The watch wakes the key when the last pass's pods are seen; this is the backstop.
       wakeAt = Math.min(wakeAt ?? Infinity, now + EXPECTATIONS_TIMEOUT_MS);
     } else if (active.length > want) {
