@@ -35,8 +35,8 @@ export function nodeNotFoundMessage(node: string): string {
  * node of that name joins, PodScheduled turns True and its device gets the pod. Nothing is
  * deleted or made again: the pod waits, and costs no writes while it does.
  *
- * The watch handlers only note which pods to look at; the writes are made together, after the
- * events of the turn, in one store transaction.
+ * The watch handlers only note which pods to look at; the writes are made after the events of
+ * the turn, up to 256 pods per store transaction and turn of the event loop.
  */
 export class MissingNodePods {
   /** Pod keys waiting for each missing node. */
@@ -44,7 +44,8 @@ export class MissingNodePods {
   private readonly nodeOf = new Map<string, string>();
   private readonly toMark = new Set<string>();
   private readonly toClear = new Set<string>();
-  private flushing: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  /** Cancels the flush that is scheduled, if one is. */
+  private flushing: (() => void) | undefined;
   private stopped = false;
 
   constructor(
@@ -101,10 +102,7 @@ export class MissingNodePods {
 
   stop(): void {
     this.stopped = true;
-    if (this.flushing) {
-      clearImmediate(this.flushing as NodeJS.Immediate);
-      clearTimeout(this.flushing as NodeJS.Timeout);
-    }
+    this.flushing?.();
     this.flushing = undefined;
   }
 
@@ -114,7 +112,13 @@ export class MissingNodePods {
       this.flushing = undefined;
       this.flush();
     };
-    this.flushing = delayMs > 0 ? setTimeout(run, delayMs).unref() : setImmediate(run);
+    if (delayMs > 0) {
+      const timer = setTimeout(run, delayMs).unref();
+      this.flushing = () => clearTimeout(timer);
+    } else {
+      const immediate = setImmediate(run);
+      this.flushing = () => clearImmediate(immediate);
+    }
   }
 
   private flush(): void {
