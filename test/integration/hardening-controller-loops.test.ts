@@ -204,6 +204,10 @@ describe('controllers driven with pathological specs', () => {
       expect(notFound.map((e) => e.involvedObject.name).sort()).toEqual(pinned.map((p) => p.metadata.name).sort());
       // Said once per pod, not once per pass.
       for (const e of notFound) expect(e.count ?? 1).toBe(1);
+      const described = cli(hub, ['describe', 'pod', pinned[0]!.metadata.name, '-n', namespace]);
+      expect(described.code, described.stderr).toBe(0);
+      expect(described.stdout).toMatch(/PodScheduled\s+False\s+node "ghost" not found/);
+      expect(described.stdout).toMatch(/Warning\s+NodeNotFound/);
     }
   });
 
