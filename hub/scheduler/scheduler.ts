@@ -3,7 +3,7 @@ import type { PodSpec } from '../../shared/resources/pod.js';
 import { objectKey, splitKey } from '../controllers/queue.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
-import type { WatchEvent } from '../store/types.js';
+import type { StoredObject, WatchEvent } from '../store/types.js';
 import { bindPod, markUnschedulable } from './binding.js';
 import { SchedulerCache, type NodeState } from './cache.js';
 import { PodSpecError } from './errors.js';
@@ -27,6 +27,12 @@ export interface SchedulerOptions extends Partial<QueueTiming> {
   percentageOfNodesToScore?: number;
   /** For the random strategy (and tests). */
   random?: () => number;
+  /**
+   * A pod that fails again with the same message has its FailedScheduling event counted up at
+   * most this often (default 60 s): every change of the fleet retries the waiting pods, and
+   * thousands of them must not each write an event on every change.
+   */
+  failedSchedulingEventEveryMs?: number;
 }
 
 const MIN_FEASIBLE_NODES = 100;
@@ -58,6 +64,9 @@ export class Scheduler {
   private nextStart = 0;
   private pendingChange: 'none' | 'pods' | 'all' = 'none';
   private idleWaiters: (() => void)[] = [];
+  private readonly failedEventEveryMs: number;
+  /** The FailedScheduling message last recorded for each waiting pod, and when (by pod uid). */
+  private readonly failureNoted = new Map<string, { message: string; at: number }>();
 
   constructor(
     private readonly store: ObjectStore,
@@ -68,6 +77,7 @@ export class Scheduler {
     this.batchSize = options.batchSize ?? 256;
     this.percentage = options.percentageOfNodesToScore ?? 0;
     this.random = options.random ?? Math.random;
+    this.failedEventEveryMs = options.failedSchedulingEventEveryMs ?? 60_000;
     const timing: QueueTiming = { initialBackoffMs: options.initialBackoffMs ?? 1_000, maxBackoffMs: options.maxBackoffMs ?? 10_000, unschedulableFlushMs: options.unschedulableFlushMs ?? 300_000 };
     this.queue = new SchedulingQueue(timing, () => this.kick());
     this.missingNodes = new MissingNodePods(store, events, log, (name) => this.cache.node(name) !== undefined);
@@ -124,6 +134,7 @@ export class Scheduler {
     const pod = e.object;
     const key = objectKey(pod.metadata.namespace, pod.metadata.name);
     const nodeName = (pod.spec as PodSpec | undefined)?.nodeName;
+    if (e.type === 'DELETED' || isTerminal(pod) || nodeName || pod.metadata.deletionTimestamp) this.failureNoted.delete(pod.metadata.uid);
     if (e.type === 'DELETED' || isTerminal(pod) || (!nodeName && pod.metadata.deletionTimestamp)) {
       this.queue.delete(key);
       this.missingNodes.gone(key);
@@ -240,14 +251,14 @@ export class Scheduler {
     } catch (err) {
       if (!(err instanceof PodSpecError)) throw err;
       // Only an edit of the pod can help: it is not tried again until then.
-      markUnschedulable(this.store, this.events, entry.pod, `the pod cannot be scheduled: ${err.message}`);
+      markUnschedulable(this.store, this.events, entry.pod, `the pod cannot be scheduled: ${err.message}`, (m) => this.recordFailure(entry.pod, m));
       this.queue.unschedulable(entry, true);
       return;
     }
     entry.waitsForPods = cycle.affinity.length > 0;
     const node = this.findNode(cycle);
     if (typeof node === 'string') {
-      markUnschedulable(this.store, this.events, entry.pod, node);
+      markUnschedulable(this.store, this.events, entry.pod, node, (m) => this.recordFailure(entry.pod, m));
       this.queue.unschedulable(entry);
       return;
     }
@@ -260,6 +271,15 @@ export class Scheduler {
       if (before) this.cache.addPod(key, before.req, before.nodeName, before.assumed);
     }
     this.queue.done(entry);
+  }
+
+  /** Whether this failure of the pod is worth an event: a new message, or the same one not told for a while. */
+  private recordFailure(pod: StoredObject, message: string): boolean {
+    const now = Date.now();
+    const last = this.failureNoted.get(pod.metadata.uid);
+    if (last && last.message === message && now - last.at < this.failedEventEveryMs) return false;
+    this.failureNoted.set(pod.metadata.uid, { message, at: now });
+    return true;
   }
 
   private entryFromStore(key: string): QueuedPod | undefined {

@@ -79,7 +79,8 @@ const SPECS: Record<string, Record<string, unknown>[]> = {
   ],
   'deploy-notready-node': [deployment('pinned', 2, { nodeName: 'sleepy' })],
   'deploy-cordoned-node': [deployment('pinned', 2, { nodeName: 'corded' })],
-  'deploy-no-node-matches': [deployment('picky', 2, { nodeSelector: { nowhere: 'true' } })],
+  // Many replicas: every change of the fleet retries each waiting pod.
+  'deploy-no-node-matches': [deployment('picky', 30, { nodeSelector: { nowhere: 'true' } })],
   'deploy-pods-exit': [deployment('quitter', 1, { restartPolicy: 'Never', containers: [container({ command: ['true'] })] })],
   'ds-pinned': [daemonSet('pinned', { nodeName: 'ghost' })],
   'ds-impossible': [
