@@ -3,6 +3,7 @@ import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject, WatchEvent } from '../store/types.js';
 import type { WatchOptions } from '../store/watch.js';
+import type { ControllerExpectations } from './expectations.js';
 import { objectKey, WorkQueue, type ReconcileResult } from './queue.js';
 
 /** What every controller is given: the store, an event recorder, a logger. */
@@ -24,6 +25,7 @@ export abstract class Controller {
   protected readonly events: EventRecorder;
   protected readonly log: Logger;
   private unwatch: (() => void)[] = [];
+  private unobservePods: (() => void) | undefined;
 
   constructor(name: string, ctx: ControllerContext) {
     this.store = ctx.store;
@@ -57,7 +59,30 @@ export abstract class Controller {
   stop(): void {
     for (const u of this.unwatch) u();
     this.unwatch = [];
+    this.unobservePods?.();
+    this.unobservePods = undefined;
     this.queue.stop();
+  }
+
+  /**
+   * Feeds `expectations` from the store's pod watch: each pod whose controller is an `ownerKind`
+   * that is created or deleted is an observation for its owner's key; a rolled-back transaction
+   * forgets them all. Call it at the top of reconcile: the watch starts with the first pass.
+   */
+  protected observePods(ownerKind: string, expectations: ControllerExpectations): void {
+    if (this.unobservePods) return;
+    const unwatch = this.store.watch({ kind: 'Pod' }, (e) => {
+      const key = ownerKey(e.object, ownerKind);
+      if (key === undefined) return;
+      if (e.type === 'ADDED') expectations.creationObserved(key);
+      else if (e.type === 'DELETED') expectations.deletionObserved(key);
+    });
+    // Writes rolled back are never seen: what was expected of them is forgotten.
+    const unlisten = this.store.onRollback(() => expectations.forgetAll());
+    this.unobservePods = () => {
+      unwatch();
+      unlisten();
+    };
   }
 
   /** Keys of every object of a kind. */

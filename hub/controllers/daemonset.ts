@@ -4,8 +4,9 @@ import type { DaemonSetSpec, DaemonSetStatus, PodTemplate } from '../../shared/r
 import type { PodStatus } from '../../shared/resources/pod.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
-import type { StoredObject } from '../store/types.js';
+import type { StoredObject, WatchEvent } from '../store/types.js';
 import { DaemonSetIndex, REVISION_HASH_LABEL, type DaemonPod } from './daemonset-index.js';
+import { ControllerExpectations, EXPECTATIONS_TIMEOUT_MS } from './expectations.js';
 import { objectKey, splitKey, WorkQueue, type ReconcileResult } from './queue.js';
 import { stableSuffix, templateHash } from './names.js';
 
@@ -41,12 +42,19 @@ export type RevisionChooser = (ds: StoredObject) => ((node: string, podHash: str
  * controller. A pod is only created on a node that is Ready (its agent is connected), but an
  * existing pod stays with its node while the node is unreachable: the device keeps running it
  * (edge autonomy), and a new desired set would only reach it on return anyway.
+ * Controller expectations, as Kubernetes' DaemonSet controller: the pods a pass created or
+ * deleted must be seen back in the controller's view before the next pass creates or deletes
+ * more for that DaemonSet.
  */
 export class DaemonSetController {
   readonly queue: WorkQueue;
   private unwatch: (() => void)[] = [];
   private index: DaemonSetIndex | undefined;
   private started = false;
+  private readonly expectations = new ControllerExpectations();
+  /** The pods the running pass created and deleted, for its expectations. */
+  private made = 0;
+  private removed = 0;
 
   constructor(
     private readonly store: ObjectStore,
@@ -83,7 +91,10 @@ export class DaemonSetController {
       this.store.watch({ kind: 'Node', fromResourceVersion: nodesVersion }, (e) => {
         if (index.onNode(e) && this.started) this.enqueueAll();
       }),
+      // Writes rolled back are never seen: what was expected of them is forgotten.
+      this.store.onRollback(() => this.expectations.forgetAll()),
       this.store.watch({ kind: 'Pod', fromResourceVersion: podsVersion }, (e) => {
+        this.observe(e);
         const { keys, readinessOnly } = index.onPod(e);
         if (!this.started) return;
         // A pod turning Ready changes only the DaemonSet's status counts: while a fleet reports
@@ -97,6 +108,16 @@ export class DaemonSetController {
     return index;
   }
 
+  /** A pod of a DaemonSet created or deleted: an observation for its expectations. */
+  private observe(e: WatchEvent): void {
+    if (e.type === 'MODIFIED') return;
+    const owner = e.object.metadata.ownerReferences?.find((o) => o.controller && o.kind === 'DaemonSet');
+    if (!owner) return;
+    const key = objectKey(e.object.metadata.namespace, owner.name);
+    if (e.type === 'ADDED') this.expectations.creationObserved(key);
+    else this.expectations.deletionObserved(key);
+  }
+
   private enqueueAll(): void {
     for (const ds of this.store.list('DaemonSet').items) this.queue.add(objectKey(ds.metadata.namespace, ds.metadata.name));
   }
@@ -108,12 +129,15 @@ export class DaemonSetController {
     const owned = index.podsOf(key, ds?.metadata.uid);
     let budget = BURST_PODS;
     if (!ds) {
+      this.expectations.forget(key);
       // A deleted DaemonSet takes its pods with it (Kubernetes' garbage collector, foreground here).
       this.store.transaction(() => {
         for (const pod of owned.sort(byName).slice(0, budget)) this.deletePod(pod);
       });
       return owned.length > budget ? { requeueAfterMs: 0 } : undefined;
     }
+    // While the last pass's pods are not seen back, this pass counts and writes status only.
+    const manage = this.expectations.satisfied(key);
     const spec = ds.spec as DaemonSetSpec;
     const nodeSelector = selectorFromMap(spec.template.spec.nodeSelector ?? {});
     const hash = templateHash(spec.template);
@@ -132,9 +156,11 @@ export class DaemonSetController {
     let current = 0;
     let updated = 0;
     let misscheduled = 0;
-    const spend = () => budget-- > 0;
+    const spend = () => manage && budget-- > 0;
     const createdPods: { pod: StoredObject; node: string }[] = [];
     const changedPods: { pod: StoredObject; node: string }[] = [];
+    this.made = 0;
+    this.removed = 0;
     this.store.transaction(() => {
       for (const nodeName of index.nodeNames()) {
         const node = index.nodes.get(nodeName)!;
@@ -184,7 +210,10 @@ export class DaemonSetController {
         observedGeneration: ds.metadata.generation,
       };
       this.store.mutate('DaemonSet', namespace, name, (cur) => ({ ...cur, status }));
+      if (manage) this.expectations.expect(key, this.made, this.removed);
     });
+    // The view wakes the key when the pods are seen; this is the backstop.
+    if (!manage) return { requeueAfterMs: EXPECTATIONS_TIMEOUT_MS };
     // Out of budget: the rest in the next pass, after other work has had its turn.
     return budget < 0 ? { requeueAfterMs: 0 } : undefined;
   }
@@ -229,6 +258,7 @@ export class DaemonSetController {
       // Created with its status: one write, not two.
       status: { phase: 'Pending' } satisfies PodStatus,
     });
+    this.made++;
     this.events.normal(pod, 'Scheduled', `Successfully assigned ${namespace}/${name} to ${nodeName}`);
     return { pod, node: nodeName };
   }
@@ -274,6 +304,7 @@ export class DaemonSetController {
     } catch {
       return; // already gone
     }
+    this.removed++;
     const owner = pod.metadata.ownerReferences?.[0];
     if (owner && why) this.events.normal({ kind: owner.kind, name: owner.name, namespace: pod.metadata.namespace, uid: owner.uid }, 'SuccessfulDelete', `Deleted pod: ${pod.metadata.name} (${why})`);
   }

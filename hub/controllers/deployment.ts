@@ -130,7 +130,8 @@ export class DeploymentController extends Controller {
 
   private view(rs: StoredObject, minReadySeconds: number, nodes: ReadonlySet<string>, now: number): { view: ReplicaSetView; nextAvailableInMs?: number } {
     const pods = this.podsOf(rs);
-    const active = pods.filter((p) => podStanding(p, nodes) === 'active');
+    const pinnedNode = (rs.spec as ReplicaSetSpec).template.spec.nodeName || undefined;
+    const active = pods.filter((p) => podStanding(p, nodes, pinnedNode) === 'active');
     const counts = countReplicas(active, minReadySeconds, now);
     const annotations = rs.metadata.annotations ?? {};
     const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);

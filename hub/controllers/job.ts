@@ -22,9 +22,13 @@ import {
   wantedActive,
   withCondition,
 } from './job-pods.js';
+import { ControllerExpectations, EXPECTATIONS_TIMEOUT_MS } from './expectations.js';
 import { KeyTimers } from './job-timers.js';
 import { stableSuffix } from './names.js';
 import { objectKey, splitKey } from './queue.js';
+
+/** The most pods one pass creates, as Kubernetes' Job controller (MaxPodCreateDeletePerSync). */
+export const MAX_PODS_PER_PASS = 500;
 
 export interface JobControllerOptions {
   /** The controller's clock (ms since the epoch); tests pass their own. */
@@ -53,6 +57,8 @@ export interface JobControllerOptions {
  * - Pods are created without a node; the scheduler binds them.
  * - ttlSecondsAfterFinished deletes the Job and its pods that long after it finished (Kubernetes'
  *   TTL-after-finished controller, here in the same loop).
+ * - Controller expectations, as Kubernetes' Job controller: the pods a pass created or deleted
+ *   must be seen back through the pod watch before the next pass creates or deletes more.
  */
 export class JobController extends Controller {
   private readonly now: () => number;
@@ -63,6 +69,10 @@ export class JobController extends Controller {
   private readonly failureSeen = new Map<string, number>();
   /** The back-off end last recorded in an event, per Job uid: one event per wait. */
   private readonly announcedBackoff = new Map<string, number>();
+  private readonly expectations: ControllerExpectations;
+  /** The pods this pass of a key created and deleted, for its expectations. */
+  private made = 0;
+  private removed = 0;
 
   constructor(ctx: ControllerContext, opts: JobControllerOptions = {}) {
     super('job', ctx);
@@ -70,6 +80,7 @@ export class JobController extends Controller {
     this.backoffBaseMs = opts.backoffBaseMs ?? DEFAULT_BACKOFF_BASE_MS;
     this.backoffMaxMs = opts.backoffMaxMs ?? DEFAULT_BACKOFF_MAX_MS;
     this.timers = new KeyTimers((key) => this.queue.add(key), this.now);
+    this.expectations = new ControllerExpectations(this.now);
   }
 
   protected triggers(): [WatchOptions, (e: WatchEvent) => string | undefined][] {
@@ -94,6 +105,7 @@ export class JobController extends Controller {
   }
 
   reconcile(key: string): void {
+    this.observePods('Job', this.expectations);
     const { namespace, name } = splitKey(key);
     const job = this.store.get('Job', namespace, name);
     // Pods of this name's Jobs, the current one's or an earlier one's of the same name.
@@ -105,6 +117,7 @@ export class JobController extends Controller {
     if (!job) {
       // A deleted Job takes its pods with it (Kubernetes' garbage collector).
       this.timers.clear(key);
+      this.expectations.forget(key);
       for (const p of named) for (const o of p.metadata.ownerReferences ?? []) this.announcedBackoff.delete(o.uid);
       this.store.transaction(() => named.forEach((p) => this.deletePod(p)));
       return;
@@ -113,16 +126,22 @@ export class JobController extends Controller {
     // selector given in the manifest must select the template's labels (checked at apply), so
     // it picks the same pods, and only pods this Job controls are ever counted.
     const mine = this.store.list('Pod', { namespace, selector: selectorFromMap({ [CONTROLLER_UID_LABEL]: job.metadata.uid }), filter: (p) => isControlledBy(p, job) }).items;
+    this.made = 0;
+    this.removed = 0;
+    // While the last pass's pods are not seen back, this pass starts and stops no pods.
+    const manage = this.expectations.satisfied(key);
     const wakeAt = this.store.transaction(() => {
       for (const p of named) if (!isControlledBy(p, job)) this.deletePod(p);
-      return this.sync(job, mine);
+      const at = this.sync(job, mine, manage);
+      if (manage) this.expectations.expect(key, this.made, this.removed);
+      return at;
     });
     if (wakeAt === undefined) this.timers.clear(key);
     else this.timers.set(key, wakeAt);
   }
 
   /** Works one Job against its pods; returns when it is next due. */
-  private sync(job: StoredObject, pods: StoredObject[]): number | undefined {
+  private sync(job: StoredObject, pods: StoredObject[], manage: boolean): number | undefined {
     const spec = job.spec as JobSpec;
     const prev = (job.status as JobStatus | undefined) ?? {};
     const now = this.now();
@@ -180,7 +199,10 @@ export class JobController extends Controller {
 
     let wakeAt = deadlineAt;
     const want = wantedActive(spec, active.length, succeeded.length);
-    if (active.length > want) {
+    if (!manage) {
+      // The watch wakes the key when the last pass's pods are seen; this is the backstop.
+      wakeAt = Math.min(wakeAt ?? Infinity, now + EXPECTATIONS_TIMEOUT_MS);
+    } else if (active.length > want) {
       const extra = deletionOrder(active).slice(0, active.length - want);
       for (const p of extra) this.deletePod(p, job, 'more pods than needed');
       active = active.filter((p) => !extra.includes(p));
@@ -194,7 +216,10 @@ export class JobController extends Controller {
         }
       } else {
         this.announcedBackoff.delete(job.metadata.uid);
-        for (let i = active.length; i < want; i++) active.push(this.createPod(job, spec));
+        const count = Math.min(want - active.length, MAX_PODS_PER_PASS);
+        for (let i = 0; i < count; i++) active.push(this.createPod(job, spec));
+        // The rest in the next pass, once these are seen: a huge parallelism never holds the hub in one pass.
+        if (active.length < want) wakeAt = now;
       }
     }
 
@@ -255,6 +280,7 @@ export class JobController extends Controller {
       spec: { ...template.spec },
       status: { phase: 'Pending' } satisfies PodStatus,
     });
+    this.made++;
     this.events.normal(job, 'SuccessfulCreate', `Created pod: ${name}`);
     return pod;
   }
@@ -266,6 +292,7 @@ export class JobController extends Controller {
     } catch {
       return; // already gone
     }
+    this.removed++;
     if (job && why) this.events.normal(job, 'SuccessfulDelete', `Deleted pod: ${pod.metadata.name} (${why})`);
   }
 }

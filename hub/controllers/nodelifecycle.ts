@@ -32,10 +32,12 @@ const SILENT_MESSAGE = 'Agent stopped posting node status.';
  * - Its pods' Ready condition turns False (reason NodeNotReady), so Services stop sending to them.
  * - A pod that does not tolerate the taint for longer is deleted once it has been there for its
  *   tolerationSeconds (the eviction timeout when the pod has no toleration of its own); the
- *   owner's controller makes a replacement that the scheduler places on a Ready node. DaemonSet
- *   pods stay with their node (Kubernetes gives them tolerations without a limit), and so do
- *   pods that have finished: there is nothing left to move. A bare pod is deleted as well, and
- *   is gone for good, as in Kubernetes.
+ *   owner's controller makes a replacement that the scheduler places on a Ready node. The time
+ *   counts from the taint, or from the pod's creation when it came later. DaemonSet pods stay
+ *   with their node (Kubernetes gives them tolerations without a limit), and so do pods whose
+ *   controller's template pins them to it by spec.nodeName (a replacement would come back to
+ *   the same node) and pods that have finished: there is nothing left to move. A bare pod is
+ *   deleted as well, and is gone for good, as in Kubernetes.
  * - After a (hub) restart, every node gets a fresh grace period and every taint a fresh
  *   toleration period, as Kubernetes' controllers restart their clocks: a node whose last
  *   heartbeat is old is not evicted the moment the hub comes back.
@@ -136,20 +138,43 @@ export class NodeLifecycleController extends Controller {
     const taintedAt = Math.max(Date.parse(taint.timeAdded ?? '') || now, this.startedAt);
     // From the store's node index: a fleet with many unready nodes must not read every pod per node.
     const pods = this.store.list('Pod', { nodeName: name }).items;
+    const pinned = new Map<string, boolean>();
     this.store.transaction(() => {
       for (const pod of pods) {
         const phase = (pod.status as PodStatus | undefined)?.phase;
         if (phase === 'Succeeded' || phase === 'Failed') continue;
         this.markPodNotReady(pod, nowIso);
         if (pod.metadata.ownerReferences?.some((o) => o.controller && o.kind === 'DaemonSet')) continue;
+        if (this.pinnedByOwner(pod, name, pinned)) continue;
         const seconds = toleratedSeconds((pod.spec as PodSpec).tolerations, taint, this.evictionTimeoutSeconds);
         if (seconds === Infinity) continue;
-        const dueAt = taintedAt + seconds * 1000;
+        // A pod's time counts from when it came to the tainted node, as the taint manager starts
+        // a pod's timer when it first sees it there: a pod bound after the taint gets its full time.
+        const dueAt = Math.max(taintedAt, Date.parse(pod.metadata.creationTimestamp) || 0) + seconds * 1000;
         if (now >= dueAt) this.evict(pod, name, taint);
         else wakeAt = Math.min(wakeAt, dueAt);
       }
     });
     return after(wakeAt, now);
+  }
+
+  /**
+   * Whether the pod's controller (a ReplicaSet, a Job) pins its pods to this node by the
+   * template's spec.nodeName. Such a pod stays, as a DaemonSet's does: its replacement would be
+   * made for this same node, so an eviction would only start a delete/create loop, once per
+   * toleration period. Answers are kept per owner for the pass in `cache`.
+   */
+  private pinnedByOwner(pod: StoredObject, nodeName: string, cache: Map<string, boolean>): boolean {
+    const owner = pod.metadata.ownerReferences?.find((o) => o.controller);
+    if (!owner) return false;
+    let pinned = cache.get(owner.uid);
+    if (pinned === undefined) {
+      const obj = this.store.get(owner.kind, pod.metadata.namespace, owner.name);
+      const template = (obj?.spec as { template?: { spec?: PodSpec } } | undefined)?.template;
+      pinned = obj?.metadata.uid === owner.uid && template?.spec?.nodeName === nodeName;
+      cache.set(owner.uid, pinned);
+    }
+    return pinned;
   }
 
   /** Ready=Unknown for a node gone silent, as Kubernetes' tryUpdateNodeHealth does past the grace period. */

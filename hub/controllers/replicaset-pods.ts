@@ -9,7 +9,10 @@ export type PodStanding =
   | 'terminating'
   /** Failed or Succeeded: replaced, as Kubernetes' FilterActivePods leaves it out. */
   | 'finished'
-  /** Bound to a node that no longer exists: nothing will ever run it (Kubernetes' pod GC removes it). */
+  /**
+   * Bound by the scheduler to a node that no longer exists: nothing will ever run it, and a
+   * replacement can be placed elsewhere (Kubernetes' pod GC removes it).
+   */
   | 'node-gone';
 
 export function podPhase(pod: StoredObject): PodPhase {
@@ -20,12 +23,18 @@ function nodeNameOf(pod: StoredObject): string | undefined {
   return (pod.spec as PodSpec | undefined)?.nodeName || undefined;
 }
 
-export function podStanding(pod: StoredObject, nodes: ReadonlySet<string>): PodStanding {
+/**
+ * `pinnedNode` is the node the owner's template names in spec.nodeName, if any. A pod on it is
+ * active even when no such node exists: its replacement would be made for the very same node,
+ * so deleting it would only start a create/delete loop. As in Kubernetes, a pod bound by
+ * spec.nodeName waits Pending until a node of that name joins (the scheduler says so on the pod).
+ */
+export function podStanding(pod: StoredObject, nodes: ReadonlySet<string>, pinnedNode?: string): PodStanding {
   if (pod.metadata.deletionTimestamp) return 'terminating';
   const phase = podPhase(pod);
   if (phase === 'Failed' || phase === 'Succeeded') return 'finished';
   const node = nodeNameOf(pod);
-  if (node !== undefined && !nodes.has(node)) return 'node-gone';
+  if (node !== undefined && node !== pinnedNode && !nodes.has(node)) return 'node-gone';
   return 'active';
 }
 

@@ -5,7 +5,9 @@ import type { PodSpec, PodStatus } from '../../shared/resources/pod.js';
 import type { StoredObject, WatchEvent } from '../store/types.js';
 import type { WatchOptions } from '../store/watch.js';
 import { Controller, ownerKey, type ControllerContext } from './controller.js';
+import { ControllerExpectations, EXPECTATIONS_TIMEOUT_MS } from './expectations.js';
 import { stableSuffix } from './names.js';
+import { ReplacementBackoff } from './replacement-backoff.js';
 import { objectKey, splitKey, type ReconcileResult } from './queue.js';
 import { controllerNamed, countReplicas, deletionOrder, isControlledBy, podPhase, podStanding } from './replicaset-pods.js';
 
@@ -18,6 +20,8 @@ export interface ReplicaSetControllerOptions {
   /** The controller's clock (ms since the epoch); tests pass their own. */
   now?: () => number;
   burst?: number;
+  /** The first wait before replacing pods that keep finishing (default 10 s; see ReplacementBackoff). */
+  replacementBackoffMs?: number;
 }
 
 /**
@@ -27,8 +31,13 @@ export interface ReplicaSetControllerOptions {
  * not Ready, then newest). Decisions worth knowing:
  * - A pod that has Failed or Succeeded is deleted and replaced: there is no separate pod garbage
  *   collector on the hub, and a finished pod left behind would keep its dead containers on the
- *   device.
- * - A pod bound to a node that no longer exists is deleted and replaced (the pod GC's rule).
+ *   device. When that keeps happening, replacements back off (10 s doubling to 5 min, see
+ *   ReplacementBackoff), so a template whose pods exit at once is not replaced in a loop.
+ * - A pod the scheduler bound to a node that no longer exists is deleted and replaced (the pod
+ *   GC's rule). A pod the template pins to a node by spec.nodeName stays, Pending, whether that
+ *   node exists or not: its replacement would go to the same node (see podStanding).
+ * - Controller expectations, as Kubernetes': the creations and deletions of a pass must be seen
+ *   back through the pod watch before the next pass creates or deletes for the same ReplicaSet.
  * - A pod with metadata.deletionTimestamp is on its way out: not counted, not touched.
  * - A deleted ReplicaSet takes its pods with it (the garbage collector's cascade).
  * Status counts the active pods: replicas, readyReplicas, and availableReplicas (Ready for the
@@ -37,11 +46,15 @@ export interface ReplicaSetControllerOptions {
 export class ReplicaSetController extends Controller {
   private readonly now: () => number;
   private readonly burst: number;
+  private readonly expectations: ControllerExpectations;
+  private readonly replacements: ReplacementBackoff;
 
   constructor(ctx: ControllerContext, opts: ReplicaSetControllerOptions = {}) {
     super('replicaset', ctx);
     this.now = opts.now ?? Date.now;
     this.burst = opts.burst ?? DEFAULT_BURST;
+    this.expectations = new ControllerExpectations(this.now);
+    this.replacements = new ReplacementBackoff(opts.replacementBackoffMs);
   }
 
   protected triggers(): [WatchOptions, (e: WatchEvent) => Iterable<string> | string | undefined][] {
@@ -64,45 +77,79 @@ export class ReplicaSetController extends Controller {
   }
 
   reconcile(key: string): ReconcileResult | void {
+    this.observePods('ReplicaSet', this.expectations);
     const { namespace, name } = splitKey(key);
     const rs = this.store.get('ReplicaSet', namespace, name);
     const named = this.store.list('Pod', { namespace, ...this.podSelector(rs), filter: (p) => controllerNamed(p, 'ReplicaSet', name) }).items;
-    return this.store.transaction(() => {
-      if (!rs) {
-        for (const pod of named) this.deletePod(pod);
-        return undefined;
+    return this.store.transaction(() => (rs ? this.sync(key, rs, named) : this.cascade(key, named)));
+  }
+
+  /** A deleted ReplicaSet takes its pods with it (the garbage collector's cascade). */
+  private cascade(key: string, named: StoredObject[]): undefined {
+    this.replacements.delete(key);
+    this.expectations.expect(key, 0, named.length);
+    for (const pod of named) this.deletePod(key, pod);
+    return undefined;
+  }
+
+  private sync(key: string, rs: StoredObject, named: StoredObject[]): ReconcileResult | undefined {
+    const spec = rs.spec as ReplicaSetSpec;
+    const want = spec.replicas ?? 1;
+    const now = this.now();
+    // Pods pinned by the template stay with their node, whether it exists or not (see podStanding).
+    const pinnedNode = spec.template.spec.nodeName || undefined;
+    const nodes = new Set(this.store.list('Node').items.map((n) => n.metadata.name));
+    let active: StoredObject[] = [];
+    const stale: StoredObject[] = [];
+    const finished: StoredObject[] = [];
+    const stranded: StoredObject[] = [];
+    for (const pod of named) {
+      // A pod of an earlier ReplicaSet of the same name belongs to no one now.
+      if (!isControlledBy(pod, rs)) stale.push(pod);
+      else {
+        const standing = podStanding(pod, nodes, pinnedNode);
+        if (standing === 'active') active.push(pod);
+        else if (standing === 'finished') finished.push(pod);
+        else if (standing === 'node-gone') stranded.push(pod);
       }
-      const nodes = new Set(this.store.list('Node').items.map((n) => n.metadata.name));
-      let active: StoredObject[] = [];
-      for (const pod of named) {
-        // A pod of an earlier ReplicaSet of the same name belongs to no one now.
-        if (!isControlledBy(pod, rs)) this.deletePod(pod);
-        else {
-          const standing = podStanding(pod, nodes);
-          if (standing === 'active') active.push(pod);
-          else if (standing === 'finished') this.deletePod(pod, rs, `it has ${podPhase(pod)}; a new pod replaces it`);
-          else if (standing === 'node-gone') this.deletePod(pod, rs, `its node ${(pod.spec as PodSpec).nodeName} is gone; a new pod replaces it`);
-        }
-      }
-      const spec = rs.spec as ReplicaSetSpec;
-      const want = spec.replicas ?? 1;
-      let requeueAfterMs: number | undefined;
+    }
+    let requeueAfterMs: number | undefined;
+    // Controller expectations: no creations or deletions while earlier ones are not seen back.
+    if (this.expectations.satisfied(key)) {
+      if (finished.length > 0) this.replacements.failed(key, now);
+      const waitMs = this.replacements.waitMs(key, now);
+      let create = 0;
+      let surplus: StoredObject[] = [];
+      if (active.length < want) create = waitMs > 0 ? 0 : Math.min(want - active.length, this.burst);
+      else if (active.length > want) surplus = deletionOrder(active).slice(0, active.length - want);
+      this.expectations.expect(key, create, stale.length + finished.length + stranded.length + surplus.length);
+      for (const pod of stale) this.deletePod(key, pod);
+      for (const pod of finished) this.deletePod(key, pod, rs, `it has ${podPhase(pod)}; a new pod replaces it`);
+      for (const pod of stranded) this.deletePod(key, pod, rs, `its node ${(pod.spec as PodSpec).nodeName} is gone; a new pod replaces it`);
+      for (const pod of surplus) this.deletePod(key, pod, rs, `more than the ${want} replicas wanted`);
+      if (surplus.length > 0) active = active.filter((p) => !surplus.includes(p));
+      for (let i = 0; i < create; i++) active.push(this.createPod(rs, spec));
       if (active.length < want) {
-        const count = Math.min(want - active.length, this.burst);
-        for (let i = 0; i < count; i++) active.push(this.createPod(rs, spec));
-        if (active.length < want) requeueAfterMs = 0;
-      } else if (active.length > want) {
-        const surplus = new Set(deletionOrder(active).slice(0, active.length - want));
-        for (const pod of surplus) this.deletePod(pod, rs, `more than the ${want} replicas wanted`);
-        active = active.filter((p) => !surplus.has(p));
+        if (waitMs > 0) this.announceBackOff(key, rs, now + waitMs, waitMs);
+        requeueAfterMs = waitMs;
       }
-      const counts = countReplicas(active, spec.minReadySeconds ?? 0, this.now());
-      const status: ReplicaSetStatus = { replicas: counts.replicas, readyReplicas: counts.ready, availableReplicas: counts.available, observedGeneration: rs.metadata.generation };
-      this.store.updateStatus('ReplicaSet', namespace, name, status);
-      // Look again when a Ready pod has been Ready for minReadySeconds.
-      if (counts.nextAvailableInMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, counts.nextAvailableInMs + 1);
-      return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
-    });
+    } else {
+      // The watch wakes the key when the writes are seen; this is the backstop for a lost event.
+      requeueAfterMs = EXPECTATIONS_TIMEOUT_MS;
+    }
+    const counts = countReplicas(active, spec.minReadySeconds ?? 0, now);
+    const status: ReplicaSetStatus = { replicas: counts.replicas, readyReplicas: counts.ready, availableReplicas: counts.available, observedGeneration: rs.metadata.generation };
+    this.store.updateStatus('ReplicaSet', rs.metadata.namespace, rs.metadata.name, status);
+    // Look again when a Ready pod has been Ready for minReadySeconds.
+    if (counts.nextAvailableInMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, counts.nextAvailableInMs + 1);
+    return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
+  }
+
+  /** One BackOff event per wait, not one per pass. */
+  private announceBackOff(key: string, rs: StoredObject, until: number, waitMs: number): void {
+    if (!this.replacements.announce(key, until)) return;
+    // No count in the message: at the longest wait the same Event is counted up, not made anew.
+    this.events.warning(rs, 'BackOff', `Back-off ${Math.ceil(waitMs / 1000)}s before replacing pods that exited: its template's pods do not keep running`);
   }
 
   /**
@@ -152,11 +199,12 @@ export class ReplicaSetController extends Controller {
   }
 
   /** Deletes a pod; with the ReplicaSet and a reason, records the decision. */
-  private deletePod(pod: StoredObject, rs?: StoredObject, why?: string): void {
+  private deletePod(key: string, pod: StoredObject, rs?: StoredObject, why?: string): void {
     try {
       this.store.delete('Pod', pod.metadata.namespace ?? 'default', pod.metadata.name);
     } catch {
-      return; // already gone
+      this.expectations.deletionObserved(key); // already gone: no deletion of ours to see
+      return;
     }
     if (rs && why) this.events.normal(rs, 'SuccessfulDelete', `Deleted pod: ${pod.metadata.name} (${why})`);
   }

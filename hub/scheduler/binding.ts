@@ -24,8 +24,11 @@ export function bindPod(store: ObjectStore, events: EventRecorder, pod: StoredOb
   return bound;
 }
 
-/** PodScheduled=False (Unschedulable) with the message, and a FailedScheduling Warning with the same. */
-export function markUnschedulable(store: ObjectStore, events: EventRecorder, pod: StoredObject, message: string): void {
+/**
+ * PodScheduled=False (Unschedulable) with the message, and a FailedScheduling Warning with the
+ * same, unless `recordEvent` says this failure was told recently enough.
+ */
+export function markUnschedulable(store: ObjectStore, events: EventRecorder, pod: StoredObject, message: string, recordEvent: (message: string) => boolean = () => true): void {
   const { name, uid } = pod.metadata;
   let current = false;
   store.mutate('Pod', pod.metadata.namespace ?? 'default', name, (cur) => {
@@ -34,7 +37,7 @@ export function markUnschedulable(store: ObjectStore, events: EventRecorder, pod
     return { ...cur, status: withScheduled(cur.status as PodStatus | undefined, { type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message }) };
   });
   // The recorder counts a repeat on the same Event rather than adding one.
-  if (current) events.warning(involved(pod), 'FailedScheduling', message);
+  if (current && recordEvent(message)) events.warning(involved(pod), 'FailedScheduling', message);
 }
 
 function involved(pod: StoredObject): InvolvedObject {
@@ -42,7 +45,7 @@ function involved(pod: StoredObject): InvolvedObject {
 }
 
 /** The status with its PodScheduled condition replaced (phase Pending when there was none). */
-function withScheduled(status: PodStatus | undefined, condition: PodCondition): PodStatus {
+export function withScheduled(status: PodStatus | undefined, condition: PodCondition): PodStatus {
   const others = (status?.conditions ?? []).filter((c) => c.type !== 'PodScheduled');
   return { ...status, phase: status?.phase ?? 'Pending', conditions: [condition, ...others] };
 }

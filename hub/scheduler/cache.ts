@@ -101,6 +101,11 @@ export class SchedulerCache {
     return this.pods.get(key);
   }
 
+  /** The keys of the pods counted on `nodeName` (a node that has gone keeps its pods here until they go). */
+  podKeysOn(nodeName: string): string[] {
+    return [...(this.usages.get(nodeName)?.members ?? [])].map((p) => p.key);
+  }
+
   /** The nodes that carry label `key` = `value`. */
   nodesWithLabel(key: string, value: string): readonly NodeState[] {
     return this.nodesByLabel.get(key + PAIR + value) ?? [];

@@ -3,11 +3,12 @@ import type { PodSpec } from '../../shared/resources/pod.js';
 import { objectKey, splitKey } from '../controllers/queue.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
-import type { WatchEvent } from '../store/types.js';
+import type { StoredObject, WatchEvent } from '../store/types.js';
 import { bindPod, markUnschedulable } from './binding.js';
 import { SchedulerCache, type NodeState } from './cache.js';
 import { PodSpecError } from './errors.js';
 import { countReasons, fitErrorMessage, prepareCycle, unfit, type Cycle } from './filters.js';
+import { MissingNodePods } from './missing-node.js';
 import { SchedulingQueue, type QueuedPod, type QueueTiming } from './queue.js';
 import { boundPodRequirements, isTerminal, podRequirements, podVersion } from './requirements.js';
 import { pickNode, strategyScore } from './scores.js';
@@ -26,6 +27,12 @@ export interface SchedulerOptions extends Partial<QueueTiming> {
   percentageOfNodesToScore?: number;
   /** For the random strategy (and tests). */
   random?: () => number;
+  /**
+   * A pod that fails again with the same message has its FailedScheduling event counted up at
+   * most this often (default 60 s): every change of the fleet retries the waiting pods, and
+   * thousands of them must not each write an event on every change.
+   */
+  failedSchedulingEventEveryMs?: number;
 }
 
 const MIN_FEASIBLE_NODES = 100;
@@ -41,11 +48,13 @@ export function feasibleNodesToFind(nodes: number, percentage = 0): number {
 /**
  * Places pods that have no node (docs/ARCHITECTURE.md, 'The parts': hub/scheduler): filters, then scores,
  * over an in-memory cache of the fleet; binds a batch of pods in one store transaction. DaemonSet
- * pods arrive with their node set and are only counted.
+ * pods arrive with their node set and are only counted. A pod bound by spec.nodeName to a node
+ * that does not exist is left Pending with a condition that says so (MissingNodePods).
  */
 export class Scheduler {
   readonly cache = new SchedulerCache();
   readonly queue: SchedulingQueue;
+  readonly missingNodes: MissingNodePods;
   private readonly batchSize: number;
   private readonly percentage: number;
   private readonly random: () => number;
@@ -55,6 +64,9 @@ export class Scheduler {
   private nextStart = 0;
   private pendingChange: 'none' | 'pods' | 'all' = 'none';
   private idleWaiters: (() => void)[] = [];
+  private readonly failedEventEveryMs: number;
+  /** The FailedScheduling message last recorded for each waiting pod, and when (by pod uid). */
+  private readonly failureNoted = new Map<string, { message: string; at: number }>();
 
   constructor(
     private readonly store: ObjectStore,
@@ -65,8 +77,10 @@ export class Scheduler {
     this.batchSize = options.batchSize ?? 256;
     this.percentage = options.percentageOfNodesToScore ?? 0;
     this.random = options.random ?? Math.random;
+    this.failedEventEveryMs = options.failedSchedulingEventEveryMs ?? 60_000;
     const timing: QueueTiming = { initialBackoffMs: options.initialBackoffMs ?? 1_000, maxBackoffMs: options.maxBackoffMs ?? 10_000, unschedulableFlushMs: options.unschedulableFlushMs ?? 300_000 };
     this.queue = new SchedulingQueue(timing, () => this.kick());
+    this.missingNodes = new MissingNodePods(store, events, log, (name) => this.cache.node(name) !== undefined);
   }
 
   start(): void {
@@ -84,6 +98,7 @@ export class Scheduler {
     for (const u of this.unwatch) u();
     this.unwatch = [];
     this.queue.stop();
+    this.missingNodes.stop();
     this.releaseIdle();
   }
 
@@ -101,27 +116,36 @@ export class Scheduler {
   // Watches: keep the cache current, and queue pods that need a node.
 
   private onNode(e: WatchEvent): void {
+    const name = e.object.metadata.name;
     if (e.type === 'DELETED') {
       // Its pods leave their topology domains: a domain-wide anti-affinity may now be met.
-      this.cache.removeNode(e.object.metadata.name);
+      this.cache.removeNode(name);
+      // Those of them that stay (bound by spec.nodeName, or bare) wait for the node to come back.
+      for (const key of this.cache.podKeysOn(name)) this.missingNodes.bound(key, name);
       return this.clusterChanged('all');
     }
+    const isNew = this.cache.node(name) === undefined;
     // A heartbeat changes nothing scheduling reads; a new node, a label, a taint or readiness may.
     if (this.cache.upsertNode(e.object)) this.clusterChanged('all');
+    if (isNew) this.missingNodes.nodeAdded(name);
   }
 
   private onPod(e: WatchEvent): void {
     const pod = e.object;
     const key = objectKey(pod.metadata.namespace, pod.metadata.name);
     const nodeName = (pod.spec as PodSpec | undefined)?.nodeName;
+    if (e.type === 'DELETED' || isTerminal(pod) || nodeName || pod.metadata.deletionTimestamp) this.failureNoted.delete(pod.metadata.uid);
     if (e.type === 'DELETED' || isTerminal(pod) || (!nodeName && pod.metadata.deletionTimestamp)) {
       this.queue.delete(key);
+      this.missingNodes.gone(key);
       // Its resources, ports and anti-affinity no longer stand in anyone's way.
       if (this.cache.removePod(key)) this.clusterChanged('all');
       return;
     }
     if (nodeName) {
       this.queue.delete(key);
+      if (pod.metadata.deletionTimestamp) this.missingNodes.gone(key);
+      else this.missingNodes.bound(key, nodeName);
       const version = podVersion(pod);
       const counted = this.cache.pod(key);
       if (counted && counted.nodeName === nodeName && counted.req.uid === pod.metadata.uid && (counted.assumed || counted.version === version)) {
@@ -227,14 +251,14 @@ export class Scheduler {
     } catch (err) {
       if (!(err instanceof PodSpecError)) throw err;
       // Only an edit of the pod can help: it is not tried again until then.
-      markUnschedulable(this.store, this.events, entry.pod, `the pod cannot be scheduled: ${err.message}`);
+      markUnschedulable(this.store, this.events, entry.pod, `the pod cannot be scheduled: ${err.message}`, (m) => this.recordFailure(entry.pod, m));
       this.queue.unschedulable(entry, true);
       return;
     }
     entry.waitsForPods = cycle.affinity.length > 0;
     const node = this.findNode(cycle);
     if (typeof node === 'string') {
-      markUnschedulable(this.store, this.events, entry.pod, node);
+      markUnschedulable(this.store, this.events, entry.pod, node, (m) => this.recordFailure(entry.pod, m));
       this.queue.unschedulable(entry);
       return;
     }
@@ -247,6 +271,15 @@ export class Scheduler {
       if (before) this.cache.addPod(key, before.req, before.nodeName, before.assumed);
     }
     this.queue.done(entry);
+  }
+
+  /** Whether this failure of the pod is worth an event: a new message, or the same one not told for a while. */
+  private recordFailure(pod: StoredObject, message: string): boolean {
+    const now = Date.now();
+    const last = this.failureNoted.get(pod.metadata.uid);
+    if (last && last.message === message && now - last.at < this.failedEventEveryMs) return false;
+    this.failureNoted.set(pod.metadata.uid, { message, at: now });
+    return true;
   }
 
   private entryFromStore(key: string): QueuedPod | undefined {

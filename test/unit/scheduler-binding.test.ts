@@ -79,13 +79,28 @@ describe('when nothing fits', () => {
     expect(f.hub.store.list('Event').items.map((e) => e.count)).toEqual([1]);
   });
 
-  it('tries again when a node changes, counting a repeated failure on the same event', async () => {
+  it('tries again when a node changes, and counts the same failure up on its event at most once a minute', async () => {
+    const rv = f.hub.store.currentResourceVersion();
     f.hub.store.mutate('Node', '', 'gateway-1', (n) => ({ ...n, metadata: { ...n.metadata, labels: { fleet: 'gateways', rack: 'a' } } }));
     await new Promise((r) => setImmediate(r));
     await f.settle();
     const events = f.hub.store.list('Event').items;
     expect(events).toHaveLength(1);
-    expect(events[0]!.count).toBe(2);
+    expect(events[0]!.count).toBe(1);
+    // The node's write only: the retry wrote neither the pod (same condition) nor its event.
+    expect(Number(f.hub.store.currentResourceVersion())).toBe(Number(rv) + 1);
+
+    const every = new SchedulerFixture({ failedSchedulingEventEveryMs: 0 });
+    try {
+      every.nodes({ name: 'gateway-1', labels: { fleet: 'gateways' } }).start();
+      await every.schedule({ name: 'reader', nodeSelector: SENSORS });
+      every.hub.store.mutate('Node', '', 'gateway-1', (n) => ({ ...n, metadata: { ...n.metadata, labels: { fleet: 'gateways', rack: 'a' } } }));
+      await new Promise((r) => setImmediate(r));
+      await every.settle();
+      expect(every.hub.store.list('Event').items.map((e) => e.count)).toEqual([2]);
+    } finally {
+      every.close();
+    }
   });
 
   it('binds the pod once a node becomes Ready', async () => {

@@ -115,7 +115,8 @@ export class DeploymentWavesController extends Controller {
     const nodes = this.nodes();
     const newRS = this.ownedReplicaSets(d).find((rs) => sameTemplate(rs, spec.template));
     const pods = newRS ? this.store.list('Pod', { namespace, filter: (p) => controllerNamed(p, 'ReplicaSet', newRS.metadata.name) }).items : [];
-    const newPods = pods.filter((p) => podStanding(p, new Set(nodes.keys())) === 'active').sort((a, b) => a.metadata.creationTimestamp.localeCompare(b.metadata.creationTimestamp) || a.metadata.name.localeCompare(b.metadata.name));
+    const pinnedNode = newRS ? (newRS.spec as ReplicaSetSpec).template.spec.nodeName || undefined : undefined;
+    const newPods = pods.filter((p) => podStanding(p, new Set(nodes.keys()), pinnedNode) === 'active').sort((a, b) => a.metadata.creationTimestamp.localeCompare(b.metadata.creationTimestamp) || a.metadata.name.localeCompare(b.metadata.name));
     // A rollback is over once the new ReplicaSet is asked for no pods and has none left.
     const newRemaining = pods.filter((p) => !p.metadata.deletionTimestamp).length + (newRS ? ((newRS.spec as ReplicaSetSpec).replicas ?? 1) : 0);
     let nextAt: number | undefined;
