@@ -51,6 +51,8 @@ const MAX_PASSES = 8;
 /** How often the engine is pinged between reconciles, so that `engineReady` follows it promptly. */
 const ENGINE_HEALTH_INTERVAL_MS = 5_000;
 const NO_PODS: ReadonlySet<string> = new Set();
+/** A device whose join is refused asks again at most this far apart (5 minutes). */
+const JOIN_REFUSED_MAX_DELAY_MS = 300_000;
 /** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
 const PULL_STATUS_FOLLOW_UP_MS = 2_000;
 
@@ -75,6 +77,7 @@ export class Agent {
   private lastStatusAt = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  private endPause?: () => void;
   private readonly executor: StepExecutor;
   private readonly configurator: PodConfigurator;
   private readonly updateLocks: UpdateLocks;
@@ -118,14 +121,53 @@ export class Agent {
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
-  /** Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no. */
+  /**
+   * Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no to a device
+   * that has nothing to run yet; a device that kept a desired set runs it while it asks again.
+   */
   async start(): Promise<void> {
-    const creds = await this.credentials();
-    if (creds.node !== this.config.name) this.log.warn({ joinedAs: creds.node }, 'this device joined under another name; keeping it');
-    (this.config as { name: string }).name = creds.node;
-    this.desired = this.state.desired();
+    const saved = this.state.credentials();
+    if (!saved && (!this.config.hub || !this.config.token)) throw new JoinRefused(`no credentials in ${this.config.stateDir}: give --hub and --token to join`);
+    if (saved && saved.node !== this.config.name) this.log.warn({ joinedAs: saved.node }, 'this device joined under another name; keeping it');
+    (this.config as { name: string }).name = saved?.node ?? this.config.name;
+    const restored = this.state.restoreDesired();
+    this.desired = restored.desired;
     if (this.desired) this.log.info({ rev: this.desired.rev, pods: this.desired.pods.length }, 'restored the last desired set from disk');
+    if (restored.lost) {
+      const message = `${restored.lost}: every container is left as it is until the hub sends the desired set`;
+      this.log.warn(message);
+      this.onNodeEvent({ type: 'Warning', reason: 'DesiredStateUnreadable', message });
+    }
     this.podNames.remember(this.desired?.pods ?? []);
+    if (saved) this.connect(this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved);
+    // With nothing to run, a refusal ends the agent (a wrong token, a name taken): the user sees why.
+    else if (!this.desired) this.connect(await this.join(true));
+    else {
+      // Credentials lost, desired set kept: the pods run from disk while the device joins again.
+      this.log.warn({ stateDir: this.config.stateDir }, 'no usable credentials; running the desired set from disk while joining again');
+      void this.join(false).then(
+        (creds) => {
+          if (!this.stopped) this.connect(creds);
+        },
+        (err: Error) => this.log.error({ err: err.message }, 'gave up joining'),
+      );
+    }
+    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
+    this.metrics.setInterval(this.metricsInterval());
+    await this.engine.check();
+    this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
+    // A reconcile pings the engine anyway; between them this notices an engine that went away
+    // (or came back) with nothing else to do, and the event stream with it.
+    this.timers.push(
+      setInterval(() => {
+        if (!this.reconciling) void this.engine.check();
+      }, ENGINE_HEALTH_INTERVAL_MS),
+    );
+    this.timers.push(setInterval(() => this.publishStatus(Date.now() - this.lastStatusAt >= this.config.statusIntervalMs), 5_000));
+    this.trigger();
+  }
+
+  private connect(creds: DeviceCredentials): void {
     this.link = new DeviceLink(
       creds,
       this.topics,
@@ -143,23 +185,11 @@ export class Agent {
       this.config.heartbeatSeconds,
     );
     this.link.start();
-    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
-    this.metrics.setInterval(this.metricsInterval());
-    await this.engine.check();
-    this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
-    // A reconcile pings the engine anyway; between them this notices an engine that went away
-    // (or came back) with nothing else to do, and the event stream with it.
-    this.timers.push(
-      setInterval(() => {
-        if (!this.reconciling) void this.engine.check();
-      }, ENGINE_HEALTH_INTERVAL_MS),
-    );
-    this.timers.push(setInterval(() => this.publishStatus(Date.now() - this.lastStatusAt >= this.config.statusIntervalMs), 5_000));
-    this.trigger();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.endPause?.();
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
     this.engine.stop();
@@ -171,25 +201,55 @@ export class Agent {
     await this.link?.stop();
   }
 
-  private async credentials(): Promise<DeviceCredentials> {
-    const saved = this.state.credentials();
-    if (saved) return this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved;
-    if (!this.config.hub || !this.config.token) throw new JoinRefused(`no credentials in ${this.config.stateDir}: give --hub and --token to join`);
+  /**
+   * Joins with the join token until the hub answers. A connection problem is retried with
+   * back-off up to a minute. A refusal ends the join when `refusalIsFinal`; otherwise it is
+   * logged with its reason and what the operator can do, and asked again at most every
+   * JOIN_REFUSED_MAX_DELAY_MS: an operator's fix (or the hub noticing the device's old
+   * connection is gone) lets the device in without a restart.
+   */
+  private async join(refusalIsFinal: boolean): Promise<DeviceCredentials> {
     const backoff = new Backoff(1_000, 60_000);
     for (;;) {
       try {
-        const creds = await joinHub({ hub: this.config.hub, token: this.config.token, name: this.config.name, labels: this.config.labels, topics: this.topics });
-        this.state.saveCredentials(creds);
+        const creds = await joinHub({ hub: this.config.hub!, token: this.config.token!, name: this.config.name, labels: this.config.labels, topics: this.topics });
+        try {
+          this.state.saveCredentials(creds);
+        } catch (err) {
+          // Kept in memory: the device runs; the next start joins again.
+          this.log.error({ err: (err as Error).message, stateDir: this.config.stateDir }, 'could not save the credentials to disk');
+        }
         this.log.info({ node: creds.node }, 'joined the fleet');
         return creds;
       } catch (err) {
-        if (err instanceof JoinRefused) throw err;
-        const delay = backoff.next();
-        this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not join yet');
-        await new Promise((r) => setTimeout(r, delay));
+        if (err instanceof JoinRefused && refusalIsFinal) throw err;
+        if (this.stopped) throw err;
+        if (err instanceof JoinRefused) {
+          const delay = backoff.next(JOIN_REFUSED_MAX_DELAY_MS);
+          this.log.error(
+            { reason: err.message, retryInMs: delay, node: this.config.name },
+            `the hub refused to let this device join again; its pods keep running from the desired set on disk. To let it in: put its credentials.json back in ${this.config.stateDir}, or run \`flotilla delete node ${this.config.name}\` on the hub`,
+          );
+          await this.pause(delay);
+        } else {
+          const delay = backoff.next();
+          this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not join yet');
+          await this.pause(delay);
+        }
         if (this.stopped) throw err;
       }
     }
+  }
+
+  /** Waits between join attempts; stop() ends the wait at once. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.endPause = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   private onDesired(desired: DesiredState): void {
