@@ -54,7 +54,7 @@ export async function joinHub(opts: { hub: string; token: string; name: string; 
       client.on('connect', () => {
         client.subscribe(opts.topics.joinResponse(clientId), { qos: 1 }, (err, granted) => {
           if (err || granted?.[0]?.qos === 128) return reject(new Error('could not subscribe to the join response'));
-          client.publish(opts.topics.joinRequest(clientId), encodePayload({ v: PROTOCOL_VERSION, name: opts.name, labels: opts.labels }), { qos: 1 });
+          client.publish(opts.topics.joinRequest(clientId), encodePayload({ v: PROTOCOL_VERSION, name: opts.name, labels: opts.labels, token: opts.token }), { qos: 1 });
         });
       });
     });

@@ -137,6 +137,12 @@ export const joinRequestSchema = z.object({
   v,
   name: z.string().min(1),
   labels: z.record(z.string(), z.string()).optional(),
+  /**
+   * The join token again, so that the hub knows which token's label rule applies whichever
+   * broker checked it at CONNECT (a join request without one is refused). Only the hub reads
+   * join requests.
+   */
+  token: z.string().optional(),
 });
 
 export const joinResponseSchema = z.discriminatedUnion('ok', [
