@@ -25,7 +25,8 @@ export interface BrokerAccounts {
  * A name that has joined before may join again only to recover a device that lost its
  * credentials: with the same join token it first joined with (still valid), while no device is
  * connected under that name, and when the node carries no label the token could not have given
- * it (an operator's trust is not handed to a token holder). The earlier credentials are revoked
+ * it (an operator's trust is not handed to a token holder; the same holds for a node registered
+ * ahead of its device). The earlier credentials are revoked
  * and a `Rejoined` event says so. Anything else is refused; the operator deletes the node first.
  * Kubernetes lets a bootstrap token re-register any node name; this is narrower on purpose.
  */
@@ -86,6 +87,11 @@ export class JoinService {
       const refusal = this.rejoinRefusal(name, joinToken);
       if (refusal) return refuse(`node name '${name}' is already taken: ${refusal}`);
       rejoin = true;
+    } else {
+      // A node registered ahead of its device: the first device to join gets its labels, so the token must be able to grant them.
+      const registered = this.store.get('Node', '', name);
+      const beyond = registered ? firstLabelBeyondRule(registered.metadata.labels ?? {}, rule) : undefined;
+      if (beyond) return refuse(`node '${name}' was registered with label ${beyond}, which join token ${joinToken.id} cannot grant (it allows ${describeRule(rule)}); remove the label (flotilla label node ${name} ${beyond}-), let the device join, then set it again`);
     }
     let password = '';
     try {

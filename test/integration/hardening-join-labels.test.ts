@@ -70,6 +70,13 @@ describe('join tokens and labels (embedded broker)', () => {
     expect(labelsOf(hub, 'free')).toMatchObject({ fleet: 'demo' });
   });
 
+  it('does not let a token join a node registered ahead with an operator-only label', async () => {
+    const applied = cli(hub, ['apply', '-f', '-'], { input: `apiVersion: v1\nkind: Node\nmetadata:\n  name: vault-1\n  labels: {${RESERVED}: "true"}\n` });
+    expect(applied.code, applied.stderr).toBe(0);
+    await expect(joinAs(hub.mqttUrl, hub.joinToken, 'vault-1', {})).rejects.toThrow(/node 'vault-1' was registered with label node-restriction\.flotilla\.io\/secrets, which join token [a-z0-9]+ cannot grant/);
+    expect(labelsOf(hub, 'vault-1')).toEqual({ [RESERVED]: 'true' });
+  });
+
   it('lets operators set the reserved prefix with flotilla label, and refuses it in a token', () => {
     const labelled = cli(hub, ['label', 'node', 'b-1', `${RESERVED}=true`]);
     expect(labelled.code, labelled.stderr).toBe(0);

@@ -113,6 +113,13 @@ describe('joining again under a name that has joined', () => {
     expect(error(request('pi-1'))).toMatch(/the node carries label node-restriction\.flotilla\.io\/vault, which join token [a-z0-9]+ cannot grant .*remove the label \(flotilla label node pi-1 node-restriction\.flotilla\.io\/vault-\)/);
   });
 
+  it('refuses a node registered ahead of its device with a label the token cannot grant', () => {
+    hub.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name: 'gw-1', labels: { 'node-restriction.flotilla.io/vault': 'true', site: 'north' } }, spec: {} });
+    expect(error(request('gw-1'))).toMatch(/^node 'gw-1' was registered with label node-restriction\.flotilla\.io\/vault, which join token [a-z0-9]+ cannot grant/);
+    hub.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name: 'gw-2', labels: { site: 'north' } }, spec: {} });
+    expect(request('gw-2').ok).toBe(true);
+  });
+
   it('goes by the Ready condition when the broker cannot tell who is connected', () => {
     join = new JoinService(hub.store, credentials, { disconnectNode: () => undefined } as unknown as MessageBus, new Topics(), hub.events, hub.log);
     request('pi-1');
