@@ -127,7 +127,7 @@ export class Agent {
    */
   async start(): Promise<void> {
     const saved = this.state.credentials();
-    if (!saved && (!this.config.hub || !this.config.token)) throw new JoinRefused(`no credentials in ${this.config.stateDir}: give --hub and --token to join`);
+    const canJoin = Boolean(this.config.hub && this.config.token);
     if (saved && saved.node !== this.config.name) this.log.warn({ joinedAs: saved.node }, 'this device joined under another name; keeping it');
     (this.config as { name: string }).name = saved?.node ?? this.config.name;
     const restored = this.state.restoreDesired();
@@ -139,7 +139,12 @@ export class Agent {
       this.onNodeEvent({ type: 'Warning', reason: 'DesiredStateUnreadable', message });
     }
     this.podNames.remember(this.desired?.pods ?? []);
-    if (saved) this.connect(this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved);
+    const noCredentials = `no usable credentials in ${this.config.stateDir}`;
+    if (!saved && !canJoin && !this.desired) throw new JoinRefused(`${noCredentials}: give --hub and --token to join`);
+    if (!saved && !canJoin) {
+      // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
+      this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
+    } else if (saved) this.connect(this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved);
     // With nothing to run, a refusal ends the agent (a wrong token, a name taken): the user sees why.
     else if (!this.desired) this.connect(await this.join(true));
     else {
