@@ -1,5 +1,5 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type * as z from 'zod';
 
 /** One copy of a state file as read: its value when it is whole and of the right shape, else why not. */
@@ -21,11 +21,34 @@ export class StateFiles {
     return join(this.dir, name);
   }
 
-  /** Writes both copies, the main file first: a power cut between them leaves the new value in the main file. */
+  /** Writes both copies of one file. */
   write(name: string, value: unknown): void {
-    const text = JSON.stringify(value, null, 1);
-    writeAtomically(this.path(name), text);
-    writeAtomically(`${this.path(name)}.bak`, text);
+    this.writeAll([[name, value]]);
+  }
+
+  /**
+   * Writes both copies of each file: every temporary file is written and fsynced, then each is
+   * renamed in place (main file, then its `.bak`, in the order given), then the folder is
+   * fsynced once. Nothing is durable before the end; a power cut on the way leaves each copy
+   * whole, old or new.
+   */
+  writeAll(files: readonly (readonly [name: string, value: unknown])[]): void {
+    const staged: string[] = [];
+    try {
+      for (const [name, value] of files) {
+        const text = JSON.stringify(value, null, 1);
+        for (const file of [this.path(name), `${this.path(name)}.bak`]) {
+          writeSynced(`${file}.tmp`, text);
+          staged.push(file);
+        }
+      }
+      for (const file of staged) renameSync(`${file}.tmp`, file);
+    } catch (err) {
+      // A full disk leaves partial temporary files: they would only take more space.
+      for (const file of staged) rmSync(`${file}.tmp`, { force: true });
+      throw err;
+    }
+    syncDir(this.dir);
   }
 
   /** Both copies, main file first; a missing one is left out quietly, a damaged one says why. */
@@ -61,23 +84,19 @@ export class StateFiles {
   }
 }
 
-function writeAtomically(file: string, text: string): void {
-  const tmp = `${file}.tmp`;
+function writeSynced(file: string, text: string): void {
   try {
-    const fd = openSync(tmp, 'w', 0o600);
+    const fd = openSync(file, 'w', 0o600);
     try {
       writeSync(fd, text);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, file);
   } catch (err) {
-    // A full disk leaves a partial temporary file: it would only take more space.
-    rmSync(tmp, { force: true });
+    rmSync(file, { force: true });
     throw err;
   }
-  syncDir(dirname(file));
 }
 
 function readJson(file: string): unknown {

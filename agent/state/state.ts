@@ -94,15 +94,19 @@ export class AgentState {
   }
 
   /**
-   * Records the revision first, then both copies of the set: whatever a power cut leaves, no
-   * copy older than a revision that may have run is taken at the next start. When the set
+   * Records the revision and both copies of the set, all durable before the set is run: no copy
+   * older than a revision that may have run is ever taken at a start (a power cut on the way
+   * leaves at worst copies of the set about to run, or older copies with the new revision
+   * recorded, which are refused). When the set
    * cannot be written (a full disk), the copies left would be older than what is about to run:
    * they are removed (unlinking needs no space), so a restart waits for the hub instead.
    */
   saveDesired(desired: DesiredState): void {
     try {
-      this.files.write(REVISION_FILE, { rev: desired.rev });
-      this.files.write(DESIRED_FILE, desired);
+      this.files.writeAll([
+        [REVISION_FILE, { rev: desired.rev }],
+        [DESIRED_FILE, desired],
+      ]);
     } catch (err) {
       try {
         this.files.remove(DESIRED_FILE);
