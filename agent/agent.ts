@@ -78,6 +78,7 @@ export class Agent {
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
   private endPause?: () => void;
+  private joiningAgain = false;
   private readonly executor: StepExecutor;
   private readonly configurator: PodConfigurator;
   private readonly updateLocks: UpdateLocks;
@@ -185,6 +186,7 @@ export class Agent {
         onRpcRequest: (req) => this.rpc.handle(req),
         // Nothing sent now would arrive; the hub ends its side when the node goes offline.
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
+        onRefused: () => this.joinAgainAfterRefusal(),
       },
       this.log,
       this.config.heartbeatSeconds,
@@ -244,6 +246,30 @@ export class Agent {
         if (this.stopped) throw err;
       }
     }
+  }
+
+  /**
+   * The hub refused the credentials on disk (a copy that is whole but wrong, or credentials
+   * replaced by a rejoin elsewhere): with a join token at hand the device joins again, under the
+   * hub's rules for a name that has joined before, and switches to the new
+   * credentials. Its pods keep running meanwhile. An operator's revocation stays in force: the
+   * hub refuses such a rejoin, and says why in this log.
+   */
+  private joinAgainAfterRefusal(): void {
+    if (this.joiningAgain || this.stopped || !this.config.hub || !this.config.token) return;
+    this.joiningAgain = true;
+    this.log.warn({ node: this.config.name }, 'the hub refused this device\'s credentials; joining again with the join token');
+    void this.join(false)
+      .then(async (creds) => {
+        const refused = this.link;
+        this.link = undefined;
+        await refused?.stop();
+        if (!this.stopped) this.connect(creds);
+      })
+      .catch((err: Error) => this.log.error({ err: err.message }, 'gave up joining again'))
+      .finally(() => {
+        this.joiningAgain = false;
+      });
   }
 
   /** Waits between join attempts; stop() ends the wait at once. */

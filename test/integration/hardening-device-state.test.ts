@@ -171,6 +171,22 @@ describe('damaged credentials', () => {
     expect(cli(hub, ['get', 'events']).stdout).toContain('Rejoined');
   });
 
+  it('joins again when the hub refuses credentials that are whole but wrong, its pods untouched', async () => {
+    const before = await containers();
+    await agent.stop();
+    const creds = JSON.parse(readFileSync(stateFile('credentials.json'), 'utf8')) as { password: string };
+    const wrong = JSON.stringify({ ...creds, password: `${creds.password.slice(0, -2)}xx` });
+    writeFileSync(stateFile('credentials.json'), wrong);
+    writeFileSync(stateFile('credentials.json.bak'), wrong);
+    agent = runAgent();
+    await waitFor('joined again', () => logCount(agent, 'joined the fleet') > 0, 60_000);
+    expect(logCount(agent, 'the hub refused this device\'s credentials; joining again with the join token')).toBe(1);
+    await waitFor('the node Ready', () => readyCondition(hub, NODE)?.status === 'True', 30_000);
+    await waitFor('both pods reported Running', () => podRunning(hub, 'first') && podRunning(hub, 'second'), 30_000);
+    expect(await containers()).toEqual(before);
+    expect(JSON.parse(readFileSync(stateFile('credentials.json'), 'utf8'))).not.toEqual(JSON.parse(wrong));
+  });
+
   it('keeps its pods running when the hub refuses the rejoin, says why, and gets in once the operator acts', async () => {
     const labelled = cli(hub, ['label', 'node', NODE, `${RESERVED_LABEL}=true`]);
     expect(labelled.code, labelled.stderr).toBe(0);
