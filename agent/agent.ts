@@ -5,8 +5,7 @@ import { DeviceLink } from './link/link.js';
 import { EVENT_BATCHING, EventBatcher, PodDirectory, deviceNodeEvent, devicePodEvent } from './link/events.js';
 import { RPC_LIMITS, RpcServer } from './link/rpc.js';
 import { serveLogs } from './logs/serve.js';
-import { joinHub, JoinRefused } from './link/join.js';
-import { Backoff } from './link/backoff.js';
+import { JoinLoop, JoinRefused } from './link/join.js';
 import { NodeReporter } from './node/info.js';
 import { ImageCollector, type NodeEvent } from './node/image-gc.js';
 import { fsUsage } from './node/pressure.js';
@@ -51,8 +50,6 @@ const MAX_PASSES = 8;
 /** How often the engine is pinged between reconciles, so that `engineReady` follows it promptly. */
 const ENGINE_HEALTH_INTERVAL_MS = 5_000;
 const NO_PODS: ReadonlySet<string> = new Set();
-/** A device whose join is refused asks again at most this far apart (5 minutes). */
-const JOIN_REFUSED_MAX_DELAY_MS = 300_000;
 /** After a failed pull, how soon the status moves on from ErrImagePull to ImagePullBackOff. */
 const PULL_STATUS_FOLLOW_UP_MS = 2_000;
 
@@ -77,8 +74,8 @@ export class Agent {
   private lastStatusAt = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
-  private endPause?: () => void;
   private joiningAgain = false;
+  private readonly joiner: JoinLoop;
   private readonly executor: StepExecutor;
   private readonly configurator: PodConfigurator;
   private readonly updateLocks: UpdateLocks;
@@ -98,6 +95,7 @@ export class Agent {
   ) {
     this.state = new AgentState(config.stateDir, (message) => log.warn(message));
     this.topics = new Topics(config.topicPrefix);
+    this.joiner = new JoinLoop(config, this.topics, (creds) => this.state.saveCredentials(creds), log);
     // Given the config itself: the node's name is only settled once the credentials are read.
     this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
     // `node` is read at each step: start() may switch to the name the device joined under.
@@ -147,11 +145,11 @@ export class Agent {
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
     } else if (saved) this.connect(this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved);
     // With nothing to run, a refusal ends the agent (a wrong token, a name taken): the user sees why.
-    else if (!this.desired) this.connect(await this.join(true));
+    else if (!this.desired) this.connect(await this.joiner.run(true));
     else {
       // Credentials lost, desired set kept: the pods run from disk while the device joins again.
       this.log.warn({ stateDir: this.config.stateDir }, 'no usable credentials; running the desired set from disk while joining again');
-      void this.join(false).then(
+      void this.joiner.run(false).then(
         (creds) => {
           if (!this.stopped) this.connect(creds);
         },
@@ -196,7 +194,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.endPause?.();
+    this.joiner.stop();
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
     this.engine.stop();
@@ -206,46 +204,6 @@ export class Agent {
     this.rpc.stopAll('agent stopping');
     this.events.stop();
     await this.link?.stop();
-  }
-
-  /**
-   * Joins with the join token until the hub answers. A connection problem is retried with
-   * back-off up to a minute. A refusal ends the join when `refusalIsFinal`; otherwise it is
-   * logged with its reason and what the operator can do, and asked again at most every
-   * JOIN_REFUSED_MAX_DELAY_MS: an operator's fix (or the hub noticing the device's old
-   * connection is gone) lets the device in without a restart.
-   */
-  private async join(refusalIsFinal: boolean): Promise<DeviceCredentials> {
-    const backoff = new Backoff(1_000, 60_000);
-    for (;;) {
-      try {
-        const creds = await joinHub({ hub: this.config.hub!, token: this.config.token!, name: this.config.name, labels: this.config.labels, topics: this.topics });
-        try {
-          this.state.saveCredentials(creds);
-        } catch (err) {
-          // Kept in memory: the device runs; the next start joins again.
-          this.log.error({ err: (err as Error).message, stateDir: this.config.stateDir }, 'could not save the credentials to disk');
-        }
-        this.log.info({ node: creds.node }, 'joined the fleet');
-        return creds;
-      } catch (err) {
-        if (err instanceof JoinRefused && refusalIsFinal) throw err;
-        if (this.stopped) throw err;
-        if (err instanceof JoinRefused) {
-          const delay = backoff.next(JOIN_REFUSED_MAX_DELAY_MS);
-          this.log.error(
-            { reason: err.message, retryInMs: delay, node: this.config.name },
-            `the hub refused to let this device join again; its pods keep running from the desired set on disk. To let it in: put its credentials.json back in ${this.config.stateDir}, or run \`flotilla delete node ${this.config.name}\` on the hub`,
-          );
-          await this.pause(delay);
-        } else {
-          const delay = backoff.next();
-          this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not join yet');
-          await this.pause(delay);
-        }
-        if (this.stopped) throw err;
-      }
-    }
   }
 
   /**
@@ -259,7 +217,7 @@ export class Agent {
     if (this.joiningAgain || this.stopped || !this.config.hub || !this.config.token) return;
     this.joiningAgain = true;
     this.log.warn({ node: this.config.name }, 'the hub refused this device\'s credentials; joining again with the join token');
-    void this.join(false)
+    void this.joiner.run(false)
       .then(async (creds) => {
         const refused = this.link;
         this.link = undefined;
@@ -270,17 +228,6 @@ export class Agent {
       .finally(() => {
         this.joiningAgain = false;
       });
-  }
-
-  /** Waits between join attempts; stop() ends the wait at once. */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.endPause = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
   }
 
   private onDesired(desired: DesiredState): void {
