@@ -196,10 +196,11 @@ export async function labelCommand(kindName: string, name: string, changes: stri
 }
 
 export async function tokenCommand(action: string, id: string | undefined, opts: ClientOptions & { description?: string; ttl?: string; output?: string; labels?: string; labelPrefix?: string[] }, out: Out): Promise<void> {
+  // Flags are checked before the hub is asked anything: a usage error needs no hub.
+  const labels = opts.labels === undefined ? undefined : parseLabelPairs(opts.labels, '--labels');
   const client = new HubClient(opts);
   if (action === 'create') {
     const ttlSeconds = opts.ttl ? parseDuration(opts.ttl) : undefined;
-    const labels = opts.labels === undefined ? undefined : parseLabelPairs(opts.labels, '--labels');
     const labelPrefixes = opts.labelPrefix?.flatMap((p) => p.split(',')).map((p) => p.trim());
     const { body } = await client.request<{ token: string }>('POST', '/api/v1/tokens', {
       ...(opts.description ? { description: opts.description } : {}),
