@@ -1,5 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
 import { Credentials } from '../../hub/auth/credentials.js';
+import { openDatabase } from '../../hub/store/db.js';
+import { hubMigrations, openHubDatabase } from '../../hub/store/schema.js';
 import { firstLabelBeyondRule, isReservedLabel, joinLabelsRefusal, validateLabelRule } from '../../hub/auth/join-labels.js';
 import type { MessageBus } from '../../hub/broker/bus.js';
 import { JoinService } from '../../hub/broker/join.js';
@@ -127,5 +132,24 @@ describe('joining again under a name that has joined', () => {
     expect(error(request('pi-1'))).toMatch(/a device is connected/);
     hub.store.updateStatus('Node', '', 'pi-1', { conditions: [{ type: 'Ready', status: 'Unknown' }] });
     expect(request('pi-1').ok).toBe(true);
+  });
+});
+
+describe('a hub database from before join token rules', () => {
+  it('keeps its tokens and devices: old tokens have no rule, old devices no join token (so only a deleted node joins again)', () => {
+    const dir = mkdtempSync(joinPath(tmpdir(), 'flotilla-upgrade-'));
+    try {
+      const file = joinPath(dir, 'flotilla.db');
+      const before = openDatabase(file, hubMigrations.filter((m) => m.name !== 'join token rules'));
+      before.prepare("INSERT INTO credentials (id, kind, secret_hash, node, description, created_at) VALUES ('oldjoin1', 'join', 'x', NULL, '', '2026-01-01T00:00:00Z'), ('dev-1', 'device', 'y', 'pi-1', '', '2026-01-01T00:00:00Z')").run();
+      before.close();
+      const after = openHubDatabase(file);
+      const credentials = new Credentials(after);
+      expect(credentials.get('oldjoin1')).toEqual({ id: 'oldjoin1', kind: 'join', node: null, description: '', createdAt: '2026-01-01T00:00:00Z', expiresAt: null, revokedAt: null });
+      expect(credentials.deviceCredentials('pi-1')?.joinTokenId).toBeUndefined();
+      after.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
