@@ -105,6 +105,16 @@ describe('a damaged desired.json, with the hub away', () => {
     expect(desiredOnDisk().pods.map((p) => p.name).sort()).toEqual(['first', 'second']);
   });
 
+  it('the revision record damaged (both copies): the main copy of the set runs, and the record is written again', async () => {
+    expect(
+      await restartAfter(() => {
+        writeFileSync(stateFile('desired-revision.json'), randomBytes(16));
+        writeFileSync(stateFile('desired-revision.json.bak'), '{"rev":"x"}');
+      }),
+    ).toBe('reconciled');
+    expect(JSON.parse(readFileSync(stateFile('desired-revision.json'), 'utf8'))).toEqual({ rev: desiredOnDisk().rev });
+  });
+
   it('refuses a .bak of an older revision (the main copy torn): no pod is removed', async () => {
     expect(
       await restartAfter(() => {
