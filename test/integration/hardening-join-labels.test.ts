@@ -3,7 +3,7 @@ import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { joinHub } from '../../agent/link/join.js';
 import { PROTOCOL_VERSION, decodePayload, encodePayload, joinResponseSchema } from '../../shared/protocol/messages.js';
-import { JOIN_USERNAME, Topics, joinClientId } from '../../shared/protocol/topics.js';
+import { JOIN_USERNAME, Topics, deviceClientId, deviceUsername, joinClientId } from '../../shared/protocol/topics.js';
 import { startMosquitto } from '../harness/mosquitto.js';
 import { cli, getJson, startHub, stopAll, tempDir, type RunningHub } from '../harness/processes.js';
 
@@ -120,7 +120,7 @@ describe('join tokens and labels (embedded broker)', () => {
 });
 
 describe('join tokens and labels through Mosquitto', () => {
-  it('applies the token\'s rule although the hub never sees the CONNECT', async () => {
+  it('applies the token\'s rule although the hub never sees the CONNECT, and lets the same token recover a device', async () => {
     const hubDir = join(dirs.path, 'hub-ext');
     const mosquitto = await startMosquitto({ dir: join(dirs.path, 'broker'), hubDataDir: hubDir });
     try {
@@ -129,8 +129,16 @@ describe('join tokens and labels through Mosquitto', () => {
       const token = createToken(hub, ['--labels', 'fleet=lab']);
       await expect(joinAs(mosquitto.url, token, 'm-1', { fleet: 'prod' })).rejects.toThrow(/label fleet=prod is not allowed by join token/);
       await expect(joinAs(mosquitto.url, token, 'm-1', { [RESERVED]: 'x' })).rejects.toThrow(/reserved for operators/);
-      await joinAs(mosquitto.url, token, 'm-1', {});
+      const first = await joinAs(mosquitto.url, token, 'm-1', {});
       expect(labelsOf(hub, 'm-1')).toMatchObject({ fleet: 'lab' });
+      // A device that lost its credentials joins again with the same token; Mosquitto takes the
+      // new password and refuses the old one.
+      const again = await joinAs(mosquitto.url, token, 'm-1', {});
+      const connectWith = (password: string) =>
+        mqtt.connectAsync(mosquitto.url, { clientId: deviceClientId('m-1'), username: deviceUsername('m-1'), password, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000 });
+      const ok = await connectWith(again.password);
+      await ok.endAsync(true);
+      await expect(connectWith(first.password)).rejects.toMatchObject({ code: 5 });
     } finally {
       await stopAll();
       await mosquitto.stop();
