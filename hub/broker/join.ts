@@ -53,12 +53,16 @@ export class JoinService {
     if (!parsed || parsed.direction !== 'req') return;
     let response = this.handle(payload);
     if (response.ok && this.accounts) {
+      const node = response.node;
       try {
-        await this.accounts.registerDevice(response.node, response.password);
+        await this.accounts.registerDevice(node, response.password);
       } catch (err) {
-        // The name has not joined as far as anyone can tell: it may try again.
-        this.credentials.forgetNode(response.node);
-        this.events.warning({ kind: 'Node', name: response.node }, 'JoinFailed', `the MQTT broker did not take the account of node ${response.node}: ${(err as Error).message}`, response.node);
+        // A first join: the name has not joined as far as anyone can tell, and may try again. A
+        // rejoin keeps its record (the new password never left the hub), so that only the same
+        // join token may try again.
+        const rejoin = this.credentials.list().filter((c) => c.kind === 'device' && c.node === node).length > 1;
+        if (!rejoin) this.credentials.forgetNode(node);
+        this.events.warning({ kind: 'Node', name: node }, 'JoinFailed', `the MQTT broker did not take the account of node ${node}: ${(err as Error).message}`, node);
         response = { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
       }
     }
