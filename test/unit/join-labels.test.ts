@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
@@ -9,7 +9,7 @@ import { firstLabelBeyondRule, isReservedLabel, joinLabelsRefusal, validateLabel
 import type { MessageBus } from '../../hub/broker/bus.js';
 import { JoinService } from '../../hub/broker/join.js';
 import { PROTOCOL_VERSION, type JoinResponse } from '../../shared/protocol/messages.js';
-import { Topics } from '../../shared/protocol/topics.js';
+import { Topics, joinClientId } from '../../shared/protocol/topics.js';
 import { testHub, type TestHub } from './builders.js';
 
 const berlin = { labels: { fleet: 'berlin' }, prefixes: ['site.example.com/'] };
@@ -132,6 +132,51 @@ describe('joining again under a name that has joined', () => {
     expect(error(request('pi-1'))).toMatch(/a device is connected/);
     hub.store.updateStatus('Node', '', 'pi-1', { conditions: [{ type: 'Ready', status: 'Unknown' }] });
     expect(request('pi-1').ok).toBe(true);
+  });
+});
+
+describe('an external broker that does not take the account', () => {
+  it('forgets a first join, and keeps a rejoin\'s record so that only the same token may try again', async () => {
+    const hub = testHub();
+    try {
+      const credentials = new Credentials(hub.db);
+      const token = credentials.createToken('join').token;
+      const topics = new Topics();
+      let deliver: (topic: string, payload: Buffer) => void = () => undefined;
+      const answers: Buffer[] = [];
+      const bus = {
+        subscribe: (_pattern: string, handler: (topic: string, payload: Buffer) => void) => {
+          deliver = handler;
+          return Promise.resolve();
+        },
+        publish: (_topic: string, payload: Buffer) => {
+          answers.push(payload);
+          return Promise.resolve();
+        },
+        disconnectNode: () => undefined,
+      } as unknown as MessageBus;
+      let brokerUp = true;
+      const accounts = { registerDevice: () => (brokerUp ? Promise.resolve() : Promise.reject(new Error('dynsec timeout'))) };
+      const join = new JoinService(hub.store, credentials, bus, topics, hub.events, hub.log, accounts);
+      await join.start();
+      const ask = async (name: string) => {
+        deliver(topics.joinRequest(joinClientId(name)), Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, name, token })));
+        await vi.waitFor(() => expect(answers.length).toBeGreaterThan(0));
+        return JSON.parse(answers.splice(0).at(-1)!.toString()) as JoinResponse;
+      };
+      brokerUp = false;
+      expect(await ask('pi-new')).toMatchObject({ ok: false, error: 'join failed: dynsec timeout' });
+      expect(credentials.hasEverJoined('pi-new')).toBe(false);
+      brokerUp = true;
+      expect((await ask('pi-1')).ok).toBe(true);
+      brokerUp = false;
+      expect((await ask('pi-1')).ok).toBe(false);
+      expect(credentials.deviceCredentials('pi-1')?.joinTokenId).toBe(token.split('.')[0]);
+      brokerUp = true;
+      expect((await ask('pi-1')).ok).toBe(true);
+    } finally {
+      hub.db.close();
+    }
   });
 });
 
