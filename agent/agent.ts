@@ -6,8 +6,7 @@ import { DeviceLink } from './link/link.js';
 import { EVENT_BATCHING, EventBatcher, PodDirectory, deviceNodeEvent, devicePodEvent } from './link/events.js';
 import { RPC_LIMITS, RpcServer } from './link/rpc.js';
 import { serveLogs } from './logs/serve.js';
-import { joinHub, JoinRefused } from './link/join.js';
-import { Backoff } from './link/backoff.js';
+import { JoinLoop, JoinRefused } from './link/join.js';
 import { NodeReporter } from './node/info.js';
 import { ImageCollector, type NodeEvent } from './node/image-gc.js';
 import { fsUsage } from './node/pressure.js';
@@ -76,6 +75,8 @@ export class Agent {
   private lastStatusAt = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  private joiningAgain = false;
+  private readonly joiner: JoinLoop;
   private readonly executor: StepExecutor;
   private readonly configurator: PodConfigurator;
   private readonly updateLocks: UpdateLocks;
@@ -95,6 +96,7 @@ export class Agent {
   ) {
     this.state = new AgentState(config.stateDir, (message) => log.warn(message));
     this.topics = new Topics(config.topicPrefix);
+    this.joiner = new JoinLoop(config, this.topics, (creds) => this.state.saveCredentials(creds), log);
     // Given the config itself: the node's name is only settled once the credentials are read.
     this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
     // `node` is read at each step: start() may switch to the name the device joined under.
@@ -119,31 +121,42 @@ export class Agent {
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
-  /** Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no. */
+  /**
+   * Joins if needed, then runs until stop(). Throws JoinRefused when the hub says no to a device
+   * that has nothing to run yet; a device that kept a desired set runs it while it asks again.
+   */
   async start(): Promise<void> {
-    const creds = await this.credentials();
-    if (creds.node !== this.config.name) this.log.warn({ joinedAs: creds.node }, 'this device joined under another name; keeping it');
-    (this.config as { name: string }).name = creds.node;
-    this.desired = this.state.desired();
+    const saved = this.state.credentials();
+    const canJoin = Boolean(this.config.hub && this.config.token);
+    if (saved && saved.node !== this.config.name) this.log.warn({ joinedAs: saved.node }, 'this device joined under another name; keeping it');
+    (this.config as { name: string }).name = saved?.node ?? this.config.name;
+    const restored = this.state.restoreDesired();
+    this.desired = restored.desired;
     if (this.desired) this.log.info({ rev: this.desired.rev, pods: this.desired.pods.length }, 'restored the last desired set from disk');
+    if (restored.lost) {
+      const message = `${restored.lost}: every container is left as it is until the hub sends the desired set`;
+      this.log.warn(message);
+      this.onNodeEvent({ type: 'Warning', reason: 'DesiredStateUnreadable', message });
+    }
     this.podNames.remember(this.desired?.pods ?? []);
-    this.link = new DeviceLink(
-      creds,
-      this.topics,
-      {
-        onDesired: (d) => this.onDesired(d),
-        onConnected: () => {
-          this.publishStatus(true);
-          this.events.kick();
+    const noCredentials = `no usable credentials in ${this.config.stateDir}`;
+    if (!saved && !canJoin && !this.desired) throw new JoinRefused(`${noCredentials}: give --hub and --token to join`);
+    if (!saved && !canJoin) {
+      // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
+      this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
+    } else if (saved) this.connect(this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved);
+    // With nothing to run, a refusal ends the agent (a wrong token, a name taken): the user sees why.
+    else if (!this.desired) this.connect(await this.joiner.run(true));
+    else {
+      // Credentials lost, desired set kept: the pods run from disk while the device joins again.
+      this.log.warn({ stateDir: this.config.stateDir }, 'no usable credentials; running the desired set from disk while joining again');
+      void this.joiner.run(false).then(
+        (creds) => {
+          if (!this.stopped) this.connect(creds);
         },
-        onRpcRequest: (req) => this.rpc.handle(req),
-        // Nothing sent now would arrive; the hub ends its side when the node goes offline.
-        onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
-      },
-      this.log,
-      this.config.heartbeatSeconds,
-    );
-    this.link.start();
+        (err: Error) => this.log.error({ err: err.message }, 'gave up joining'),
+      );
+    }
     this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
     this.metrics.setInterval(this.metricsInterval());
     await this.engine.check();
@@ -159,8 +172,30 @@ export class Agent {
     this.trigger();
   }
 
+  private connect(creds: DeviceCredentials): void {
+    this.link = new DeviceLink(
+      creds,
+      this.topics,
+      {
+        onDesired: (d) => this.onDesired(d),
+        onConnected: () => {
+          this.publishStatus(true);
+          this.events.kick();
+        },
+        onRpcRequest: (req) => this.rpc.handle(req),
+        // Nothing sent now would arrive; the hub ends its side when the node goes offline.
+        onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
+        onRefused: () => this.joinAgainAfterRefusal(),
+      },
+      this.log,
+      this.config.heartbeatSeconds,
+    );
+    this.link.start();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    this.joiner.stop();
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
     this.engine.stop();
@@ -172,25 +207,28 @@ export class Agent {
     await this.link?.stop();
   }
 
-  private async credentials(): Promise<DeviceCredentials> {
-    const saved = this.state.credentials();
-    if (saved) return this.config.hub && this.config.hub !== saved.hub ? { ...saved, hub: this.config.hub } : saved;
-    if (!this.config.hub || !this.config.token) throw new JoinRefused(`no credentials in ${this.config.stateDir}: give --hub and --token to join`);
-    const backoff = new Backoff(1_000, 60_000);
-    for (;;) {
-      try {
-        const creds = await joinHub({ hub: this.config.hub, token: this.config.token, name: this.config.name, labels: this.config.labels, topics: this.topics });
-        this.state.saveCredentials(creds);
-        this.log.info({ node: creds.node }, 'joined the fleet');
-        return creds;
-      } catch (err) {
-        if (err instanceof JoinRefused) throw err;
-        const delay = backoff.next();
-        this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'could not join yet');
-        await new Promise((r) => setTimeout(r, delay));
-        if (this.stopped) throw err;
-      }
-    }
+  /**
+   * The hub refused the credentials on disk (a copy that is whole but wrong, or credentials
+   * replaced by a rejoin elsewhere): with a join token at hand the device joins again, under the
+   * hub's rules for a name that has joined before, and switches to the new
+   * credentials. Its pods keep running meanwhile. An operator's revocation stays in force: the
+   * hub refuses such a rejoin, and says why in this log.
+   */
+  private joinAgainAfterRefusal(): void {
+    if (this.joiningAgain || this.stopped || !this.config.hub || !this.config.token) return;
+    this.joiningAgain = true;
+    this.log.warn({ node: this.config.name }, 'the hub refused this device\'s credentials; joining again with the join token');
+    void this.joiner.run(false)
+      .then(async (creds) => {
+        const refused = this.link;
+        this.link = undefined;
+        await refused?.stop();
+        if (!this.stopped) this.connect(creds);
+      })
+      .catch((err: Error) => this.log.error({ err: err.message }, 'gave up joining again'))
+      .finally(() => {
+        this.joiningAgain = false;
+      });
   }
 
   private onDesired(desired: DesiredState): void {

@@ -24,7 +24,8 @@ Options:
   --token TOKEN         join token (only needed to join; see \`flotilla token create\`)
   --token-file FILE     read the join token from FILE (keeps it out of the process list)
   --name NAME           node name (default: this host's name)
-  --labels k=v,...      node labels given at join
+  --labels k=v,...      node labels asked for at join (within the join token's label rule;
+                        never node-restriction.flotilla.io/, which only operators set)
   --state-dir DIR       where credentials and the last desired state live (default: ./flotilla-agent)
   --docker-host URL     container engine API (default: $DOCKER_HOST or unix:///var/run/docker.sock)
   --pause-image IMAGE   image of the pods' infra containers (default: ${PAUSE_IMAGE}, built in)

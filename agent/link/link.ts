@@ -20,6 +20,8 @@ export interface LinkHandlers {
   /** A request of the hub on this node's rpc/req topic (logs, cancel, keepalive), validated. */
   onRpcRequest?: (req: RpcRequest) => void;
   onDisconnected?: () => void;
+  /** The hub refused this device's credentials (revoked, replaced, or damaged on disk). */
+  onRefused?: () => void;
 }
 
 /**
@@ -105,6 +107,7 @@ export class DeviceLink {
         // Revoked or deleted: keep running pods, and ask again only rarely.
         this.log.error({ node }, 'the hub refused this device\'s credentials (revoked?); pods keep running');
         this.refusedUntilMs = Date.now() + 60_000;
+        this.handlers.onRefused?.();
       } else this.log.warn({ err: err.message }, 'mqtt error');
     });
     client.on('close', () => {

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CredentialRecord, Credentials } from '../auth/credentials.js';
+import { validateLabelRule, type JoinLabelRule } from '../auth/join-labels.js';
 import { HubError } from './errors.js';
 
 /** An external broker that must learn of join tokens (hub/broker/mosquitto-accounts.ts). */
@@ -24,7 +25,7 @@ export class TokenRoutes {
     if (rest.length === 0 && method === 'GET') return send(200, { kind: 'TokenList', items: this.credentials.list() });
     if (rest.length === 0 && method === 'POST') {
       const raw = (await body()).toString('utf8');
-      let input: { description?: unknown; ttlSeconds?: unknown } = {};
+      let input: { description?: unknown; ttlSeconds?: unknown; labels?: unknown; labelPrefixes?: unknown } = {};
       if (raw.trim()) {
         try {
           input = JSON.parse(raw) as typeof input;
@@ -36,9 +37,11 @@ export class TokenRoutes {
       if (input.ttlSeconds !== undefined && (typeof input.ttlSeconds !== 'number' || !Number.isInteger(input.ttlSeconds) || input.ttlSeconds <= 0)) {
         throw new HubError('HUB_ERR_INVALID', 'ttlSeconds: must be a positive integer', [{ path: 'ttlSeconds', message: 'must be a positive integer' }]);
       }
+      const labelRule = parseLabelRule(input.labels, input.labelPrefixes);
       const { token, record } = this.credentials.createToken('join', {
         ...(typeof input.description === 'string' ? { description: input.description } : {}),
         ...(typeof input.ttlSeconds === 'number' ? { ttlSeconds: input.ttlSeconds } : {}),
+        ...(labelRule ? { labelRule } : {}),
       });
       if (this.joinTokens) {
         try {
@@ -64,4 +67,20 @@ export class TokenRoutes {
     }
     throw new HubError('HUB_ERR_NOT_FOUND', 'no such token route');
   }
+}
+
+/**
+ * A join token's label rule from the request body: `labels` (a map of strings) and
+ * `labelPrefixes` (a list of strings), both optional; undefined when neither is given.
+ */
+function parseLabelRule(labels: unknown, labelPrefixes: unknown): JoinLabelRule | undefined {
+  if (labels === undefined && labelPrefixes === undefined) return undefined;
+  const invalid = (path: string, message: string) => new HubError('HUB_ERR_INVALID', `${path}: ${message}`, [{ path, message }]);
+  if (labels !== undefined && (labels === null || typeof labels !== 'object' || Array.isArray(labels))) throw invalid('labels', 'must be a map of label keys to values');
+  for (const [key, value] of Object.entries(labels ?? {})) if (typeof value !== 'string') throw invalid(`labels.${key}`, 'must be a string');
+  if (labelPrefixes !== undefined && (!Array.isArray(labelPrefixes) || labelPrefixes.some((p) => typeof p !== 'string'))) throw invalid('labelPrefixes', 'must be a list of strings');
+  const rule: JoinLabelRule = { labels: (labels ?? {}) as Record<string, string>, prefixes: (labelPrefixes ?? []) as string[] };
+  const problems = validateLabelRule(rule);
+  if (problems.length > 0) throw new HubError('HUB_ERR_INVALID', problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems);
+  return rule;
 }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
+import type { JoinLabelRule } from './join-labels.js';
 
 /**
  * Every secret the hub hands out: the admin token (CLI and API), join tokens (devices that
@@ -17,6 +18,11 @@ export interface CredentialRecord {
   createdAt: string;
   expiresAt: string | null;
   revokedAt: string | null;
+  /** A join token's label rule (join-labels.ts); absent: its devices may claim any label outside the reserved prefix. */
+  labels?: Record<string, string>;
+  labelPrefixes?: string[];
+  /** A device's credentials: the join token it joined with, which alone may make it join again. */
+  joinTokenId?: string;
 }
 
 export const CREDENTIALS_MIGRATION = `
@@ -33,6 +39,12 @@ CREATE TABLE credentials (
 CREATE INDEX credentials_node ON credentials(node) WHERE node IS NOT NULL;
 `;
 
+/** A join token's label rule (JSON), and the join token a device's credentials were issued to. */
+export const JOIN_TOKEN_RULES_MIGRATION = `
+ALTER TABLE credentials ADD COLUMN label_rule TEXT;
+ALTER TABLE credentials ADD COLUMN join_token_id TEXT;
+`;
+
 interface Row {
   id: string;
   kind: CredentialKind;
@@ -42,6 +54,8 @@ interface Row {
   created_at: string;
   expires_at: string | null;
   revoked_at: string | null;
+  label_rule: string | null;
+  join_token_id: string | null;
 }
 
 function hashSecret(secret: string): string {
@@ -55,7 +69,23 @@ function sameHash(a: string, b: string): boolean {
 }
 
 function toRecord(row: Row): CredentialRecord {
-  return { id: row.id, kind: row.kind, node: row.node, description: row.description, createdAt: row.created_at, expiresAt: row.expires_at, revokedAt: row.revoked_at };
+  const rule = row.label_rule ? (JSON.parse(row.label_rule) as JoinLabelRule) : undefined;
+  return {
+    id: row.id,
+    kind: row.kind,
+    node: row.node,
+    description: row.description,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    ...(rule ? { labels: rule.labels, labelPrefixes: rule.prefixes } : {}),
+    ...(row.join_token_id ? { joinTokenId: row.join_token_id } : {}),
+  };
+}
+
+/** A join token's label rule from its record; undefined for a token without one. */
+export function labelRuleOf(record: CredentialRecord): JoinLabelRule | undefined {
+  return record.labels || record.labelPrefixes ? { labels: record.labels ?? {}, prefixes: record.labelPrefixes ?? [] } : undefined;
 }
 
 /** Tokens read `<id>.<secret>`, like Kubernetes bootstrap tokens: the id is public, the secret is not. */
@@ -75,7 +105,7 @@ export class Credentials {
   private readonly forgetStmt;
 
   constructor(private readonly db: Database) {
-    this.insert = db.prepare('INSERT INTO credentials (id, kind, secret_hash, node, description, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.insert = db.prepare('INSERT INTO credentials (id, kind, secret_hash, node, description, created_at, expires_at, label_rule, join_token_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
     this.byId = db.prepare<[string], Row>('SELECT * FROM credentials WHERE id = ?');
     this.deviceByNode = db.prepare<[string], Row>("SELECT * FROM credentials WHERE kind = 'device' AND node = ? AND revoked_at IS NULL");
     this.revokeStmt = db.prepare('UPDATE credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL');
@@ -86,12 +116,12 @@ export class Credentials {
   }
 
   /** Issues a token of `kind`; returns it in the clear once, and keeps only its hash. */
-  createToken(kind: 'admin' | 'join' | 'hub', opts: { description?: string; ttlSeconds?: number } = {}): { token: string; record: CredentialRecord } {
+  createToken(kind: 'admin' | 'join' | 'hub', opts: { description?: string; ttlSeconds?: number; labelRule?: JoinLabelRule } = {}): { token: string; record: CredentialRecord } {
     const id = randomBytes(5).toString('hex').slice(0, 8);
     const secret = randomBytes(24).toString('base64url');
     const now = new Date();
     const expiresAt = opts.ttlSeconds ? new Date(now.getTime() + opts.ttlSeconds * 1000).toISOString() : null;
-    this.insert.run(id, kind, hashSecret(secret), null, opts.description ?? '', now.toISOString(), expiresAt);
+    this.insert.run(id, kind, hashSecret(secret), null, opts.description ?? '', now.toISOString(), expiresAt, opts.labelRule ? JSON.stringify(opts.labelRule) : null, null);
     return { token: `${id}.${secret}`, record: toRecord(this.byId.get(id)!) };
   }
 
@@ -106,12 +136,12 @@ export class Credentials {
   }
 
   /** Issues a device's own MQTT password at join, revoking any earlier one for that node. */
-  issueDevicePassword(node: string): string {
+  issueDevicePassword(node: string, joinTokenId?: string): string {
     const password = randomBytes(32).toString('base64url');
     const now = new Date().toISOString();
     this.db.transaction(() => {
       this.revokeNodeStmt.run(now, node);
-      this.insert.run(`dev-${randomBytes(6).toString('hex')}`, 'device', hashSecret(password), node, `credentials of node ${node}`, now, null);
+      this.insert.run(`dev-${randomBytes(6).toString('hex')}`, 'device', hashSecret(password), node, `credentials of node ${node}`, now, null, null, joinTokenId ?? null);
     })();
     return password;
   }
@@ -123,6 +153,12 @@ export class Credentials {
 
   hasDeviceCredentials(node: string): boolean {
     return this.deviceByNode.get(node) !== undefined;
+  }
+
+  /** A node's credentials in force (not revoked), if any. */
+  deviceCredentials(node: string): CredentialRecord | undefined {
+    const row = this.deviceByNode.get(node);
+    return row ? toRecord(row) : undefined;
   }
 
   /** Whether a device ever joined under this name (revoked credentials count: revocation must stick). */

@@ -8,6 +8,8 @@ export interface MessageBus {
   subscribe(pattern: string, handler: (topic: string, payload: Buffer) => void): Promise<void>;
   /** Cuts off a connected device at once (revocation, deletion). */
   disconnectNode(node: string): void;
+  /** Whether a device is connected as `node` now; absent when the broker cannot tell (the hub then goes by the node's Ready condition). */
+  nodeConnected?(node: string): boolean;
   connectedClients(): number;
   /** Messages from devices refused or dropped for their size (over the hub's packet limit). */
   readonly oversizeDropped?: number;

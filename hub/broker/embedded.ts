@@ -233,6 +233,11 @@ export class EmbeddedBroker implements MessageBus {
     }
   }
 
+  nodeConnected(node: string): boolean {
+    const clients = (this.aedes as unknown as { clients: Record<string, Client> }).clients;
+    return clients[deviceClientId(node)] !== undefined;
+  }
+
   connectedClients(): number {
     return this.aedes.connectedClients;
   }

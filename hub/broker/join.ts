@@ -4,7 +4,8 @@ import { PROTOCOL_VERSION, decodePayload, encodePayload, joinRequestSchema, type
 import { deviceUsername, type Topics } from '../../shared/protocol/topics.js';
 import { HOSTNAME_LABEL } from '../../shared/resources/scheduling.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
-import type { Credentials } from '../auth/credentials.js';
+import { labelRuleOf, type CredentialRecord, type Credentials } from '../auth/credentials.js';
+import { describeRule, firstLabelBeyondRule, joinLabelsRefusal } from '../auth/join-labels.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { MessageBus } from './bus.js';
@@ -16,11 +17,18 @@ export interface BrokerAccounts {
 
 /**
  * The join exchange (docs/PROTOCOL.md, 'Joining and credentials'). A device that has only the hub's URL and a join
- * token connects as `join`, publishes {name, labels} on its own join request topic, and reads
- * its own credentials from the response topic. The hub creates the Node (labels from the
- * request, as the kubelet's --node-labels at registration) and issues a password that only the
- * device keeps in the clear. A name that has joined before is refused: the operator deletes the
- * node first, so a leaked join token cannot take over an existing device's identity.
+ * token connects as `join`, publishes {name, labels, token} on its own join request topic, and
+ * reads its own credentials from the response topic. The hub creates the Node (labels from the
+ * request, as the kubelet's --node-labels at registration, within the token's label rule: see
+ * auth/join-labels.ts) and issues a password that only the device keeps in the clear.
+ *
+ * A name that has joined before may join again only to recover a device that lost its
+ * credentials: with the same join token it first joined with (still valid), while no device is
+ * connected under that name, and when the node carries no label the token could not have given
+ * it (an operator's trust is not handed to a token holder; the same holds for a node registered
+ * ahead of its device). The earlier credentials are revoked
+ * and a `Rejoined` event says so. Anything else is refused; the operator deletes the node first.
+ * Kubernetes lets a bootstrap token re-register any node name; this is narrower on purpose.
  */
 export class JoinService {
   /** Join requests refused by their schema (malformed, or a field over its bound). */
@@ -48,12 +56,16 @@ export class JoinService {
     if (!parsed || parsed.direction !== 'req') return;
     let response = this.handle(payload);
     if (response.ok && this.accounts) {
+      const node = response.node;
       try {
-        await this.accounts.registerDevice(response.node, response.password);
+        await this.accounts.registerDevice(node, response.password);
       } catch (err) {
-        // The name has not joined as far as anyone can tell: it may try again.
-        this.credentials.forgetNode(response.node);
-        this.events.warning({ kind: 'Node', name: response.node }, 'JoinFailed', `the MQTT broker did not take the account of node ${response.node}: ${(err as Error).message}`, response.node);
+        // A first join: the name has not joined as far as anyone can tell, and may try again. A
+        // rejoin keeps its record (the new password never left the hub), so that only the same
+        // join token may try again.
+        const rejoin = this.credentials.list().filter((c) => c.kind === 'device' && c.node === node).length > 1;
+        if (!rejoin) this.credentials.forgetNode(node);
+        this.events.warning({ kind: 'Node', name: node }, 'JoinFailed', `the MQTT broker did not take the account of node ${node}: ${(err as Error).message}`, node);
         response = { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
       }
     }
@@ -62,18 +74,34 @@ export class JoinService {
   }
 
   handle(payload: Buffer): JoinResponse {
+    const refuse = (error: string): JoinResponse => ({ v: PROTOCOL_VERSION, ok: false, error });
     const decoded = decodePayload(joinRequestSchema, payload);
     if (!decoded.ok) {
       this.invalid++;
-      return { v: PROTOCOL_VERSION, ok: false, error: `malformed join request: ${formatFieldErrors(decoded.errors)}` };
+      return refuse(`malformed join request: ${formatFieldErrors(decoded.errors)}`);
     }
-    const { name, labels } = decoded.value;
+    const { name, labels, token } = decoded.value;
+    // The broker checked a token at CONNECT; this one says whose label rule applies.
+    const joinToken = token === undefined ? undefined : this.credentials.verifyToken('join', token);
+    if (!joinToken) return refuse(token === undefined ? 'the join request carries no join token (an agent older than the hub?)' : 'bad join token');
     const nameProblems = validateDns1123Subdomain(name);
-    if (nameProblems.length > 0) return { v: PROTOCOL_VERSION, ok: false, error: `invalid node name '${name}': ${nameProblems.join('; ')}` };
-    const labelProblems = validateLabels(labels ?? {});
-    if (labelProblems.length > 0) return { v: PROTOCOL_VERSION, ok: false, error: `invalid label ${labelProblems[0]!.key}: ${labelProblems[0]!.message}` };
+    if (nameProblems.length > 0) return refuse(`invalid node name '${name}': ${nameProblems.join('; ')}`);
+    const requested = labels ?? {};
+    const labelProblems = validateLabels(requested);
+    if (labelProblems.length > 0) return refuse(`invalid label ${labelProblems[0]!.key}: ${labelProblems[0]!.message}`);
+    const rule = labelRuleOf(joinToken);
+    const labelRefusal = joinLabelsRefusal(requested, rule, joinToken.id);
+    if (labelRefusal) return refuse(labelRefusal);
+    let rejoin = false;
     if (this.credentials.hasEverJoined(name)) {
-      return { v: PROTOCOL_VERSION, ok: false, error: `node name '${name}' is already taken; delete the node (flotilla delete node ${name}) before it joins again` };
+      const refusal = this.rejoinRefusal(name, joinToken);
+      if (refusal) return refuse(`node name '${name}' is already taken: ${refusal}`);
+      rejoin = true;
+    } else {
+      // A node registered ahead of its device: the first device to join gets its labels, so the token must be able to grant them.
+      const registered = this.store.get('Node', '', name);
+      const beyond = registered ? firstLabelBeyondRule(registered.metadata.labels ?? {}, rule) : undefined;
+      if (beyond) return refuse(`node '${name}' was registered with label ${beyond}, which join token ${joinToken.id} cannot grant (it allows ${describeRule(rule)}); remove the label (flotilla label node ${name} ${beyond}-), let the device join, then set it again`);
     }
     let password = '';
     try {
@@ -83,19 +111,49 @@ export class JoinService {
         // topology key that spreads pods over devices. A name too long for a label value goes
         // without; the scheduler takes the node's name for that key then.
         const hostname: Record<string, string> = validateLabelValue(name).length === 0 ? { [HOSTNAME_LABEL]: name } : {};
+        const granted = { ...requested, ...(rule?.labels ?? {}) };
         if (existing) {
-          // A node the operator registered ahead of the device: keep its labels, add the device's.
-          this.store.update({ ...existing, metadata: { ...existing.metadata, labels: { ...hostname, ...(labels ?? {}), ...(existing.metadata.labels ?? {}) } } });
+          // A node the operator registered ahead of the device (or a device joining again): keep its labels, add the device's.
+          this.store.update({ ...existing, metadata: { ...existing.metadata, labels: { ...hostname, ...granted, ...(existing.metadata.labels ?? {}) } } });
         } else {
-          this.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name, labels: { ...(labels ?? {}), ...hostname } }, spec: {} });
+          this.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name, labels: { ...granted, ...hostname } }, spec: {} });
         }
-        password = this.credentials.issueDevicePassword(name);
+        password = this.credentials.issueDevicePassword(name, joinToken.id);
       });
     } catch (err) {
-      return { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
+      return refuse(`join failed: ${(err as Error).message}`);
     }
-    this.log.info({ node: name }, 'device joined');
-    this.events.normal({ kind: 'Node', name }, 'Joined', `Node ${name} joined the fleet`, name);
+    if (rejoin) {
+      // Whatever still holds the old credentials is cut off (issueDevicePassword revoked them).
+      this.bus.disconnectNode(name);
+      this.log.warn({ node: name, joinToken: joinToken.id }, 'device joined again; its earlier credentials are revoked');
+      this.events.warning({ kind: 'Node', name }, 'Rejoined', `Node ${name} joined again with join token ${joinToken.id} (it had lost its credentials); its earlier credentials are revoked`, name);
+    } else {
+      this.log.info({ node: name }, 'device joined');
+      this.events.normal({ kind: 'Node', name }, 'Joined', `Node ${name} joined the fleet`, name);
+    }
     return { v: PROTOCOL_VERSION, ok: true, node: name, username: deviceUsername(name), password };
+  }
+
+  /** Why a device may not join again under a name that has joined before; undefined when it may (see the class comment). */
+  private rejoinRefusal(name: string, joinToken: CredentialRecord): string | undefined {
+    const deleteFirst = `delete the node first (flotilla delete node ${name})`;
+    const current = this.credentials.deviceCredentials(name);
+    if (!current) return `its credentials were revoked; ${deleteFirst} to let it join again`;
+    if (current.joinTokenId !== joinToken.id) return `it joined with another join token; join with that token, or ${deleteFirst}`;
+    if (this.connected(name)) return 'a device is connected under that name; a join token cannot take over a connected node';
+    const node = this.store.get('Node', '', name);
+    const beyond = firstLabelBeyondRule(node?.metadata.labels ?? {}, labelRuleOf(joinToken));
+    if (beyond) return `the node carries label ${beyond}, which join token ${joinToken.id} cannot grant (it allows ${describeRule(labelRuleOf(joinToken))}); remove the label (flotilla label node ${name} ${beyond}-) or ${deleteFirst}`;
+    return undefined;
+  }
+
+  /** The broker's word when it has one; else the node's Ready condition (Unknown once its agent is gone). */
+  private connected(name: string): boolean {
+    const known = this.bus.nodeConnected?.(name);
+    if (known !== undefined) return known;
+    const status = this.store.get('Node', '', name)?.status as { conditions?: { type: string; status: string }[] } | undefined;
+    const ready = status?.conditions?.find((c) => c.type === 'Ready');
+    return ready !== undefined && ready.status !== 'Unknown';
   }
 }

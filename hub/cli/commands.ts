@@ -195,18 +195,28 @@ export async function labelCommand(kindName: string, name: string, changes: stri
   out(`${kind.singular}/${name} labeled`);
 }
 
-export async function tokenCommand(action: string, id: string | undefined, opts: ClientOptions & { description?: string; ttl?: string; output?: string }, out: Out): Promise<void> {
+export async function tokenCommand(action: string, id: string | undefined, opts: ClientOptions & { description?: string; ttl?: string; output?: string; labels?: string; labelPrefix?: string[] }, out: Out): Promise<void> {
+  // Flags are checked before the hub is asked anything: a usage error needs no hub.
+  const labels = opts.labels === undefined ? undefined : parseLabelPairs(opts.labels, '--labels');
   const client = new HubClient(opts);
   if (action === 'create') {
     const ttlSeconds = opts.ttl ? parseDuration(opts.ttl) : undefined;
-    const { body } = await client.request<{ token: string }>('POST', '/api/v1/tokens', { ...(opts.description ? { description: opts.description } : {}), ...(ttlSeconds ? { ttlSeconds } : {}) });
+    const labelPrefixes = opts.labelPrefix?.flatMap((p) => p.split(',')).map((p) => p.trim());
+    const { body } = await client.request<{ token: string }>('POST', '/api/v1/tokens', {
+      ...(opts.description ? { description: opts.description } : {}),
+      ...(ttlSeconds ? { ttlSeconds } : {}),
+      ...(labels ? { labels } : {}),
+      ...(labelPrefixes ? { labelPrefixes } : {}),
+    });
     out(body.token);
     return;
   }
   if (action === 'list') {
-    const { body } = await client.request<{ items: { id: string; kind: string; node: string | null; description: string; createdAt: string; expiresAt: string | null; revokedAt: string | null }[] }>('GET', '/api/v1/tokens');
+    const { body } = await client.request<{ items: { id: string; kind: string; node: string | null; description: string; createdAt: string; expiresAt: string | null; revokedAt: string | null; labels?: Record<string, string>; labelPrefixes?: string[] }[] }>('GET', '/api/v1/tokens');
     if (opts.output === 'json') return out(JSON.stringify(body, null, 2));
-    out(table([['ID', 'KIND', 'NODE', 'CREATED', 'EXPIRES', 'REVOKED', 'DESCRIPTION'], ...body.items.map((t) => [t.id, t.kind, t.node ?? '-', t.createdAt, t.expiresAt ?? '-', t.revokedAt ?? '-', t.description])]));
+    // A join token's label rule: its labels, and its prefixes ending in '*'; '*' for no rule (any label outside the reserved prefix).
+    const rule = (t: (typeof body.items)[number]) => (t.kind !== 'join' ? '-' : t.labels || t.labelPrefixes ? [...Object.entries(t.labels ?? {}).map(([k, v]) => `${k}=${v}`), ...(t.labelPrefixes ?? []).map((p) => `${p}*`)].join(',') || '(none)' : '*');
+    out(table([['ID', 'KIND', 'NODE', 'CREATED', 'EXPIRES', 'REVOKED', 'LABELS', 'DESCRIPTION'], ...body.items.map((t) => [t.id, t.kind, t.node ?? '-', t.createdAt, t.expiresAt ?? '-', t.revokedAt ?? '-', rule(t), t.description])]));
     return;
   }
   if (action === 'revoke') {
@@ -230,4 +240,15 @@ export function parseDuration(text: string): number {
   }
   if (consumed !== text.length || total <= 0) throw CliError.usage(`invalid duration '${text}' (use e.g. 90s, 10m, 24h, 7d)`);
   return total;
+}
+
+/** `k=v,k2=v2` as a map; the hub checks the keys and values. */
+function parseLabelPairs(text: string, flag: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of text.split(',').filter((p) => p.trim() !== '')) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw CliError.usage(`${flag}: '${pair}' is not key=value`);
+    labels[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  return labels;
 }

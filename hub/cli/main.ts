@@ -113,7 +113,9 @@ export function buildProgram(): Command {
     .description('create a join token (printed once)')
     .option('--description <text>', 'what the token is for')
     .option('--ttl <duration>', 'expire after this long (e.g. 24h)')
-    .action((o: { description?: string; ttl?: string }) => tokenCommand('create', undefined, { ...client(), ...o }, out));
+    .option('--labels <k=v,...>', 'labels every device joining with it gets; it may claim no others (but see --label-prefix)')
+    .option('--label-prefix <prefix>', 'label keys starting with this a device may claim at join, any value (repeatable)', collect)
+    .action((o: { description?: string; ttl?: string; labels?: string; labelPrefix?: string[] }) => tokenCommand('create', undefined, { ...client(), ...o }, out));
   token
     .command('list')
     .description('list join tokens and device credentials (never their secrets)')

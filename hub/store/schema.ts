@@ -1,4 +1,4 @@
-import { CREDENTIALS_MIGRATION } from '../auth/credentials.js';
+import { CREDENTIALS_MIGRATION, JOIN_TOKEN_RULES_MIGRATION } from '../auth/credentials.js';
 import { DISPATCH_MIGRATION } from '../dispatch/desired.js';
 import { METRICS_MIGRATION } from '../metrics/schema.js';
 import { openDatabase, type Database } from './db.js';
@@ -14,6 +14,7 @@ export const hubMigrations: readonly Migration[] = [
   { version: 2, name: 'credentials', up: CREDENTIALS_MIGRATION },
   { version: 3, name: 'dispatch revisions', up: DISPATCH_MIGRATION },
   { version: 4, name: 'metrics', up: METRICS_MIGRATION },
+  { version: 5, name: 'join token label rules', up: JOIN_TOKEN_RULES_MIGRATION },
 ];
 
 export function openHubDatabase(file: string): Database {

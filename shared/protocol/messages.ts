@@ -166,6 +166,12 @@ export const joinRequestSchema = z.object({
   v,
   name,
   labels: boundedRecord(MAX_JOIN_LABELS, MAX_LABEL_KEY_LENGTH, MAX_NAME_LENGTH).optional(),
+  /**
+   * The join token again, so that the hub knows which token's label rule applies whichever
+   * broker checked it at CONNECT (a join request without one is refused). Only the hub reads
+   * join requests.
+   */
+  token: z.string().max(1024).optional(),
 });
 
 export const joinResponseSchema = z.discriminatedUnion('ok', [

@@ -12,15 +12,18 @@ import { testHub, type TestHub } from './builders.js';
 
 let hub: TestHub;
 let join: JoinService;
+let token: string;
 beforeEach(() => {
   hub = testHub();
+  const credentials = new Credentials(hub.db);
+  token = credentials.createToken('join').token;
   // handle() is the exchange without MQTT: the bus is never used by it.
-  join = new JoinService(hub.store, new Credentials(hub.db), {} as MessageBus, new Topics(), hub.events, hub.log);
+  join = new JoinService(hub.store, credentials, {} as MessageBus, new Topics(), hub.events, hub.log);
 });
 afterEach(() => hub.db.close());
 
 function request(name: string, labels?: Record<string, string>): Buffer {
-  return Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, name, ...(labels ? { labels } : {}) }));
+  return Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, name, token, ...(labels ? { labels } : {}) }));
 }
 
 const labelsOf = (name: string) => hub.store.get('Node', '', name)?.metadata.labels;

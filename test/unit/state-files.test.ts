@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -50,12 +50,12 @@ describe('StateFiles', () => {
     expect(problems).toEqual([]);
   });
 
-  it('keeps the previous good copy as .bak and leaves no .tmp behind', () => {
+  it('keeps a second copy of the same value as .bak and leaves no .tmp behind', () => {
     const files = new StateFiles(dir);
     files.write('counter.json', { n: 1 });
     files.write('counter.json', { n: 2 });
     expect(readdirSync(dir).sort()).toEqual(['counter.json', 'counter.json.bak']);
-    expect(JSON.parse(readFileSync(join(dir, 'counter.json.bak'), 'utf8'))).toEqual({ n: 1 });
+    expect(JSON.parse(readFileSync(join(dir, 'counter.json.bak'), 'utf8'))).toEqual({ n: 2 });
   });
 
   it('falls back to the .bak copy when the main file is torn', () => {
@@ -64,7 +64,7 @@ describe('StateFiles', () => {
     files.write('counter.json', { n: 2 });
     tear(files.path('counter.json'));
     const problems: string[] = [];
-    expect(files.read('counter.json', counterSchema, (m) => problems.push(m))).toEqual({ n: 1 });
+    expect(files.read('counter.json', counterSchema, (m) => problems.push(m))).toEqual({ n: 2 });
     expect(problems).toHaveLength(1);
     expect(problems[0]).toContain(files.path('counter.json'));
     expect(problems[0]).toContain('not valid JSON');
@@ -76,7 +76,7 @@ describe('StateFiles', () => {
     files.write('counter.json', { n: 2 });
     writeFileSync(files.path('counter.json'), JSON.stringify({ n: 'two' }));
     const problems: string[] = [];
-    expect(files.read('counter.json', counterSchema, (m) => problems.push(m))).toEqual({ n: 1 });
+    expect(files.read('counter.json', counterSchema, (m) => problems.push(m))).toEqual({ n: 2 });
     expect(problems).toEqual([expect.stringContaining('does not hold what it should')]);
   });
 
@@ -93,20 +93,21 @@ describe('StateFiles', () => {
     expect(problems[1]).toContain('.bak');
   });
 
-  it('returns undefined when the only copy is bad (no .bak after a single write)', () => {
+  it('returns undefined when the only copy left is bad', () => {
     const files = new StateFiles(dir);
     files.write('counter.json', { n: 1 });
+    rmSync(`${files.path('counter.json')}.bak`);
     tear(files.path('counter.json'));
     expect(files.read('counter.json', counterSchema)).toBeUndefined();
   });
 
-  it('never copies a torn main file over the good .bak', () => {
+  it('writes both copies whole over torn ones', () => {
     const files = new StateFiles(dir);
     files.write('counter.json', { n: 1 });
-    files.write('counter.json', { n: 2 });
     tear(files.path('counter.json'));
+    tear(`${files.path('counter.json')}.bak`);
     files.write('counter.json', { n: 3 });
-    expect(JSON.parse(readFileSync(`${files.path('counter.json')}.bak`, 'utf8'))).toEqual({ n: 1 });
+    expect(JSON.parse(readFileSync(`${files.path('counter.json')}.bak`, 'utf8'))).toEqual({ n: 3 });
     expect(files.read('counter.json', counterSchema)).toEqual({ n: 3 });
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
@@ -135,37 +136,65 @@ describe('AgentState', () => {
     expect(reopened.dir).toBe(dir);
   });
 
-  it('runs the previous desired set when the newest file was torn by a power loss', () => {
+  it('runs the same revision from .bak when the main copy is torn, and writes it back whole', () => {
     const problems: string[] = [];
     const state = new AgentState(dir, (m) => problems.push(m));
     state.saveDesired(desiredSet(1));
     state.saveDesired(desiredSet(2));
     tear(join(dir, 'desired.json'));
-    expect(state.desired()?.rev).toBe(1);
+    expect(state.desired()?.rev).toBe(2);
     expect(problems).toEqual([expect.stringContaining('desired.json is not valid JSON')]);
+    const quiet: string[] = [];
+    expect(new AgentState(dir, (m) => quiet.push(m)).desired()?.rev).toBe(2);
+    expect(quiet).toEqual([]);
   });
 
-  it('writes the good copy back over a torn file it fell back from, so the next start reads it quietly', () => {
+  it('never goes back to an older revision: an older copy is refused and nothing is restored', () => {
     const state = new AgentState(dir, () => undefined);
     state.saveDesired(desiredSet(1));
+    const older = readFileSync(join(dir, 'desired.json'), 'utf8');
     state.saveDesired(desiredSet(2));
-    tear(join(dir, 'desired.json'));
-    expect(state.desired()?.rev).toBe(1);
+    writeFileSync(join(dir, 'desired.json'), JSON.stringify({ v: 1, rev: 'two', pods: {} }));
+    writeFileSync(join(dir, 'desired.json.bak'), older);
     const problems: string[] = [];
-    const reopened = new AgentState(dir, (m) => problems.push(m));
-    expect(reopened.desired()?.rev).toBe(1);
-    expect(problems).toEqual([]);
-    expect(JSON.parse(readFileSync(join(dir, 'desired.json.bak'), 'utf8')).rev).toBe(1);
+    const restored = new AgentState(dir, (m) => problems.push(m)).restoreDesired();
+    expect(restored.desired).toBeUndefined();
+    expect(restored.lost).toContain('revision 2');
+    expect(problems).toEqual([expect.stringContaining('desired.json does not hold what it should (rev:'), expect.stringContaining('holds revision 1, older than revision 2')]);
   });
 
-  it('refuses a desired set that does not match the protocol and falls back to .bak', () => {
-    const problems: string[] = [];
-    const state = new AgentState(dir, (m) => problems.push(m));
+  it('refuses a .bak that cannot be checked against the newest revision (the revision file is gone)', () => {
+    const state = new AgentState(dir, () => undefined);
+    state.saveDesired(desiredSet(4));
+    rmSync(join(dir, 'desired-revision.json'));
+    rmSync(join(dir, 'desired-revision.json.bak'));
+    tear(join(dir, 'desired.json'));
+    expect(new AgentState(dir, () => undefined).restoreDesired().lost).toBeDefined();
+  });
+
+  it('takes the main copy when the revision file is gone (an agent that kept none), and records its revision', () => {
+    const state = new AgentState(dir, () => undefined);
+    state.saveDesired(desiredSet(4));
+    rmSync(join(dir, 'desired-revision.json'));
+    rmSync(join(dir, 'desired-revision.json.bak'));
+    expect(new AgentState(dir, () => undefined).desired()?.rev).toBe(4);
+    expect(JSON.parse(readFileSync(join(dir, 'desired-revision.json'), 'utf8'))).toEqual({ rev: 4 });
+  });
+
+  it('says nothing is lost on a first start', () => {
+    expect(new AgentState(dir, () => undefined).restoreDesired()).toEqual({});
+  });
+
+  it('removes the copies it can no longer keep current, so a restart waits for the hub', () => {
+    const state = new AgentState(dir, () => undefined);
     state.saveDesired(desiredSet(1));
-    state.saveDesired(desiredSet(2));
-    writeFileSync(join(dir, 'desired.json'), JSON.stringify({ ...desiredSet(3), rev: -1 }));
-    expect(state.desired()?.rev).toBe(1);
-    expect(problems).toHaveLength(1);
+    // A directory where the revision's temporary file goes makes the write fail, as a full disk would.
+    mkdirSync(join(dir, 'desired-revision.json.tmp'));
+    expect(() => state.saveDesired(desiredSet(2))).toThrow();
+    rmSync(join(dir, 'desired-revision.json.tmp'), { recursive: true });
+    const restored = new AgentState(dir, () => undefined).restoreDesired();
+    expect(restored.desired).toBeUndefined();
+    expect(restored.lost).toBeDefined();
   });
 
   it('starts with nothing, and says so, when both credential copies are corrupt', () => {
@@ -183,7 +212,7 @@ describe('AgentState', () => {
     const state = new AgentState(dir, () => undefined);
     state.saveCredentials(creds);
     for (let rev = 1; rev <= 5; rev++) state.saveDesired(desiredSet(rev));
-    expect(readdirSync(dir).sort()).toEqual(['credentials.json', 'desired.json', 'desired.json.bak']);
+    expect(readdirSync(dir).sort()).toEqual(['credentials.json', 'credentials.json.bak', 'desired-revision.json', 'desired-revision.json.bak', 'desired.json', 'desired.json.bak']);
     expect(state.desired()?.rev).toBe(5);
   });
 });
