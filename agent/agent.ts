@@ -13,15 +13,16 @@ import { fsUsage } from './node/pressure.js';
 import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
-import { StepExecutor, type PodEvent } from './reconcile/execute.js';
-import { backoffKey, newestFirst, planPods, type Step } from './reconcile/plan.js';
+import { StepError, StepExecutor, type PodEvent } from './reconcile/execute.js';
+import { StepFailures, failureKey } from './reconcile/failures.js';
+import { backoffKey, newestFirst, planPods, startFailed, type Step } from './reconcile/plan.js';
 import { PullBackoff } from './reconcile/pull-backoff.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
 import { UpdateLocks } from './reconcile/update-lock.js';
 import { pullAuthFor } from './runtime/images.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
-import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
+import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, LABEL_SPEC_HASH, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
 import { MetricsCollector } from './metrics/collector.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
@@ -66,6 +67,10 @@ export class Agent {
   private readonly engine: EngineMonitor;
   private readonly restartBackoff = new RestartBackoff();
   private readonly pullBackoff: PullBackoff;
+  /** Containers and sandboxes the engine refused to make: that pod alone waits, with the kubelet's reason. */
+  private readonly stepFailures = new StepFailures();
+  /** What the last plan found that no step can fix (InvalidImageName, ErrImageNeverPull). */
+  private planWaiting: ReadonlyMap<string, Waiting> = new Map();
   private readonly imageGc: ImageCollector;
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
@@ -258,6 +263,7 @@ export class Agent {
           resolvedEnv: config.resolvedEnv,
           blocked: new Set(config.waiting.keys()),
           updateLocked,
+          failures: this.stepFailures.view,
         });
       // Update locks defer only the replacement of running containers for a spec change: they
       // are read when the plan has one, and the plan is made again if a lock holds.
@@ -265,6 +271,7 @@ export class Agent {
       const updateLocked = this.updateLocks.scanChanging(desired, plan.specChanged);
       if (updateLocked.size > 0) plan = planWith(updateLocked);
       this.updateLocks.observe(plan, desired);
+      this.planWaiting = plan.waiting;
       const steps = plan.steps;
       if (steps.length === 0) break;
       let failed = false;
@@ -272,7 +279,9 @@ export class Agent {
         if (this.stopped) return;
         if (!(await this.runStep(step, pulledThisPass))) failed = true;
       }
-      // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync timer), not in a tight loop.
+      // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync
+      // timer), not in a tight loop. One refused by its pod's spec is in back-off and is not planned
+      // again: the next pass goes on with every other pod.
       if (failed) break;
     }
     this.observedRev = target.rev;
@@ -300,17 +309,41 @@ export class Agent {
         this.pullBackoff.pulled(step.image);
       }
       if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
+      if (step.action === 'createContainer') this.stepFailures.succeeded(failureKey(step.pod.uid, step.container.name));
+      if (step.action === 'createInfra') this.stepFailures.succeeded(failureKey(step.pod.uid));
       return true;
     } catch (err) {
       const message = (err as Error).message;
       if (step.action === 'pull') {
         this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
         this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
-      } else {
-        this.log.error({ action: step.action, err: message }, 'step failed');
+        return true;
       }
+      if (err instanceof StepError && step.action !== 'remove') return this.stepFailed(step, err);
+      this.log.error({ action: step.action, err: message }, 'step failed');
       return false;
     }
+  }
+
+  /**
+   * One pod's spec refused by the engine: that container (or the pod's sandbox) alone waits, in
+   * back-off, with the kubelet's reason and event. A container the engine made but could not
+   * start is left as it is: the planner restarts it as a crashed attempt (StartError).
+   */
+  private stepFailed(step: Exclude<Step, { action: 'remove' | 'pull' }>, err: StepError): true {
+    const now = Date.now();
+    const sandbox = step.action === 'createInfra' || (step.action === 'start' && step.container.labels[LABEL_CONTAINER] === INFRA_CONTAINER);
+    const container = step.action === 'createContainer' ? step.container.name : step.action === 'start' && !sandbox ? (step.container.labels[LABEL_CONTAINER] ?? '') : undefined;
+    this.log.warn({ pod: step.pod.name, namespace: step.pod.namespace, container, action: step.action, reason: err.reason, err: err.message }, 'pod step failed');
+    if (err.reason === 'RunContainerError') {
+      if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), now);
+    } else {
+      const hash = step.action === 'start' ? (step.container.labels[LABEL_SPEC_HASH] ?? '') : step.hash;
+      this.stepFailures.failed(failureKey(step.pod.uid, container), hash, err.reason, err.message, now);
+    }
+    // The kubelet's events: Failed ("Error: …") for a container, FailedCreatePodSandBox for the sandbox.
+    this.onPodEvent({ podUid: step.pod.uid, ...(container ? { container } : {}), type: 'Warning', reason: sandbox ? 'FailedCreatePodSandBox' : 'Failed', message: sandbox ? `Failed to create pod sandbox: ${err.message}` : `Error: ${err.message}` });
+    return true;
   }
 
   private async presentImages(desired: DesiredState['pods']): Promise<Set<string>> {
@@ -319,6 +352,7 @@ export class Agent {
     for (const image of wanted) if (await this.runtime.hasImage(image)) present.add(image);
     // A failed pull that no pod waits for any more is nothing to wait for.
     this.pullBackoff.keepOnly(desired);
+    this.stepFailures.keepOnly(desired);
     return present;
   }
 
@@ -354,11 +388,21 @@ export class Agent {
           this.waiting.set(key, config);
           continue;
         }
+        // What no retry can fix (InvalidImageName, ErrImageNeverPull), then what the engine refused.
+        // (A container still running here runs an older image: the new one is what it waits for.)
+        const refused = this.planWaiting.get(key) ?? this.stepFailures.waiting(key);
+        if (refused) {
+          this.waiting.set(key, refused);
+          continue;
+        }
         const pull = this.pullBackoff.get(pod.uid, c.image);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
           const backingOff = pull.until > now && pull.failedAt < passStartedAt;
           this.waiting.set(key, backingOff ? { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${pull.message}` } : { reason: 'ErrImagePull', message: `Failed to pull image "${c.image}": ${pull.message}` });
+        } else if (current && startFailed(current) && this.restartBackoff.waitingMs(key, now) === 0) {
+          // The attempt that could not start, before its restart: the kubelet's RunContainerError.
+          this.waiting.set(key, { reason: 'RunContainerError', message: current.error ?? 'the engine could not start the container' });
         } else if (!running && this.restartBackoff.waitingMs(key, now) > 0) {
           this.waiting.set(key, { reason: 'CrashLoopBackOff', message: `back-off ${Math.round(this.restartBackoff.periodMs(key) / 1000)}s restarting failed container=${c.name} pod=${pod.name}` });
           // The kubelet's BackOff event, once per back-off period rather than on every reconcile that sees the wait.
@@ -370,7 +414,9 @@ export class Agent {
         }
       }
       const pausePull = this.pullBackoff.get(pod.uid, this.config.pauseImage);
+      const sandbox = this.planWaiting.get(`${pod.uid}/`) ?? this.stepFailures.waiting(`${pod.uid}/`);
       if (pausePull) this.waiting.set(`${pod.uid}/`, { reason: 'ErrImagePull', message: `pause image: ${pausePull.message}` });
+      else if (sandbox) this.waiting.set(`${pod.uid}/`, sandbox);
     }
     for (const key of this.announcedBackoff.keys()) if (!this.restartBackoff.view.has(key)) this.announcedBackoff.delete(key);
   }
@@ -381,6 +427,7 @@ export class Agent {
     let soonest = Infinity;
     for (const { until } of this.restartBackoff.view.values()) if (until > now) soonest = Math.min(soonest, until - now);
     for (const { until } of this.pullBackoff.values()) if (until > now) soonest = Math.min(soonest, until - now);
+    for (const { until } of this.stepFailures.values()) if (until > now) soonest = Math.min(soonest, until - now);
     // Once after each failed pull, so the status shows the back-off that follows it.
     if ([...this.pullBackoff.values()].some((p) => p.until > now && now - p.failedAt < PULL_STATUS_FOLLOW_UP_MS)) soonest = Math.min(soonest, PULL_STATUS_FOLLOW_UP_MS);
     if (soonest !== Infinity) {
