@@ -80,6 +80,9 @@ describe('poison pods beside a healthy one on one device', () => {
     const hostFile = join(dirs.path, 'a-file');
     writeFileSync(hostFile, 'not a directory\n');
     apply(hub, pod('healthy', sleeper('app')));
+    // It holds a host port that a poison pod asks for too.
+    apply(hub, pod('port-holder', sleeper('app', TEST_IMAGE, '      ports: [{containerPort: 80, hostPort: 18080}]\n')));
+    await waitFor('the port holder running', () => podRunning(hub, 'port-holder'), 45_000);
     // An image reference the engine cannot parse (rewritten on its way to the device).
     apply(hub, pod('bad-name', sleeper('app', POISON_IMAGE)));
     // An image that is not on the device, with a pull policy that forbids pulling it.
@@ -93,6 +96,8 @@ describe('poison pods beside a healthy one on one device', () => {
       image: ${TEST_IMAGE}
       command: [/no/such/binary]
 `));
+    // A host port that another pod on the device holds: the engine cannot start the pod's sandbox.
+    apply(hub, pod('port-clash', sleeper('app', TEST_IMAGE, '      ports: [{containerPort: 80, hostPort: 18080}]\n')));
     // One good container and one with a malformed image in the same pod.
     apply(hub, pod('mixed', sleeper('good') + sleeper('bad', POISON_IMAGE)));
 
@@ -118,6 +123,15 @@ describe('poison pods beside a healthy one on one device', () => {
     expect(containerStatus('bad-name', 'app')!.state.waiting!.message).toMatch(/invalid reference format: repository name must be lowercase/);
     expect(containerStatus('never-pull', 'app')!.state.waiting!.message).toBe('Container image "flotilla-test/absent:1" is not present with pull policy of Never');
     expect(containerStatus('tiny-memory', 'app')!.state.waiting!.message).toMatch(/Minimum memory limit/);
+    // The kubelet shows the containers of a pod without a sandbox as ContainerCreating; the message says why.
+    const clash = await waitFor('port-clash to say why it has no sandbox', () => {
+      const s = containerStatus('port-clash', 'app');
+      return s?.state.waiting?.message ? s : undefined;
+    }, 30_000);
+    expect(clash.state.waiting).toMatchObject({ reason: 'ContainerCreating' });
+    expect(clash.state.waiting!.message).toMatch(/^Failed to create pod sandbox: .*18080/);
+    expect(getPod(hub, 'port-clash')?.status?.phase).toBe('Pending');
+    expect(podRunning(hub, 'port-holder')).toBeDefined();
     // A container that could not start is a failed attempt (the kubelet's StartError), retried as a crash.
     for (const name of ['bad-mount', 'no-binary']) {
       const s = await waitFor(`${name}'s StartError as its last state`, () => {
@@ -171,9 +185,12 @@ spec:
     // A container that cannot start is restarted at once, then after 10 s, 20 s… (crash-loop back-off).
     const started = gapsSeconds(refusals('no-binary'));
     const mounted = gapsSeconds(refusals('bad-mount'));
-    console.log(`poison pods: seconds between engine refusals: tiny-memory ${created.map((g) => g.toFixed(1)).join(', ')}; no-binary ${started.map((g) => g.toFixed(1)).join(', ')}; bad-mount ${mounted.map((g) => g.toFixed(1)).join(', ')}; ${logCount(agent, 'reconciled')} reconciles in all`);
-    expect(created[0]).toBeGreaterThan(9);
-    for (let i = 1; i < created.length; i++) expect(created[i]).toBeGreaterThan(created[i - 1]! * 1.5);
+    const sandbox = gapsSeconds(refusals('port-clash'));
+    console.log(`poison pods: seconds between engine refusals: tiny-memory ${created.map((g) => g.toFixed(1)).join(', ')}; no-binary ${started.map((g) => g.toFixed(1)).join(', ')}; bad-mount ${mounted.map((g) => g.toFixed(1)).join(', ')}; port-clash ${sandbox.map((g) => g.toFixed(1)).join(', ')}; ${logCount(agent, 'reconciled')} reconciles in all`);
+    for (const gaps of [created, sandbox]) {
+      expect(gaps[0]).toBeGreaterThan(9);
+      for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThan(gaps[i - 1]! * 1.5);
+    }
     for (const gaps of [started, mounted]) {
       expect(gaps.length).toBeGreaterThanOrEqual(1);
       expect(gaps.slice(1).every((g) => g > 9)).toBe(true);
