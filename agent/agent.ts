@@ -311,6 +311,7 @@ export class Agent {
       if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
       if (step.action === 'createContainer') this.stepFailures.succeeded(failureKey(step.pod.uid, step.container.name));
       if (step.action === 'createInfra') this.stepFailures.succeeded(failureKey(step.pod.uid));
+      if (step.action === 'start') this.stepFailures.succeeded(failureKey(step.pod.uid, step.container.labels[LABEL_CONTAINER] === INFRA_CONTAINER ? undefined : step.container.labels[LABEL_CONTAINER]));
       return true;
     } catch (err) {
       const message = (err as Error).message;
@@ -388,18 +389,22 @@ export class Agent {
           this.waiting.set(key, config);
           continue;
         }
-        // What no retry can fix (InvalidImageName, ErrImageNeverPull), then what the engine refused.
-        // (A container still running here runs an older image: the new one is what it waits for.)
-        const refused = this.planWaiting.get(key) ?? this.stepFailures.waiting(key);
-        if (refused) {
-          this.waiting.set(key, refused);
+        // What no retry can fix (InvalidImageName, ErrImageNeverPull). A container still running
+        // here runs an older image: the new one is what it waits for.
+        const unfixable = this.planWaiting.get(key);
+        if (unfixable) {
+          this.waiting.set(key, unfixable);
           continue;
         }
         const pull = this.pullBackoff.get(pod.uid, c.image);
+        const refused = this.stepFailures.waiting(key);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
           const backingOff = pull.until > now && pull.failedAt < passStartedAt;
           this.waiting.set(key, backingOff ? { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${pull.message}` } : { reason: 'ErrImagePull', message: `Failed to pull image "${c.image}": ${pull.message}` });
+        } else if (refused) {
+          // The engine refused to create it (CreateContainerError): it waits out its back-off.
+          this.waiting.set(key, refused);
         } else if (current && startFailed(current) && this.restartBackoff.waitingMs(key, now) === 0) {
           // The attempt that could not start, before its restart: the kubelet's RunContainerError.
           this.waiting.set(key, { reason: 'RunContainerError', message: current.error ?? 'the engine could not start the container' });
