@@ -83,23 +83,26 @@ describe('poison pods beside a healthy one on one device', () => {
     // It holds a host port that a poison pod asks for too.
     apply(hub, pod('port-holder', sleeper('app', TEST_IMAGE, '      ports: [{containerPort: 80, hostPort: 18080}]\n')));
     await waitFor('the port holder running', () => podRunning(hub, 'port-holder'), 45_000);
-    // An image reference the engine cannot parse (rewritten on its way to the device).
-    apply(hub, pod('bad-name', sleeper('app', POISON_IMAGE)));
-    // An image that is not on the device, with a pull policy that forbids pulling it.
-    apply(hub, pod('never-pull', sleeper('app', 'flotilla-test/absent:1', '      imagePullPolicy: Never\n')));
-    // A memory limit below the engine's minimum (6 MB): refused at create.
-    apply(hub, pod('tiny-memory', sleeper('app', TEST_IMAGE, '      resources: {limits: {memory: 1Ki}}\n')));
-    // A file bound over a directory of the image: refused at start.
-    apply(hub, pod('bad-mount', sleeper('app', TEST_IMAGE, '      volumeMounts: [{name: f, mountPath: /bin}]\n'), `  volumes: [{name: f, hostPath: {path: ${hostFile}, type: File}}]\n`));
-    // An entrypoint that does not exist: refused at start.
-    apply(hub, pod('no-binary', `    - name: app
-      image: ${TEST_IMAGE}
-      command: [/no/such/binary]
-`));
-    // A host port that another pod on the device holds: the engine cannot start the pod's sandbox.
-    apply(hub, pod('port-clash', sleeper('app', TEST_IMAGE, '      ports: [{containerPort: 80, hostPort: 18080}]\n')));
-    // One good container and one with a malformed image in the same pod.
-    apply(hub, pod('mixed', sleeper('good') + sleeper('bad', POISON_IMAGE)));
+    // Every poison pod in one apply.
+    apply(
+      hub,
+      [
+        // An image reference the engine cannot parse (rewritten on its way to the device).
+        pod('bad-name', sleeper('app', POISON_IMAGE)),
+        // An image that is not on the device, with a pull policy that forbids pulling it.
+        pod('never-pull', sleeper('app', 'flotilla-test/absent:1', '      imagePullPolicy: Never\n')),
+        // A memory limit below the engine's minimum (6 MB): refused at create.
+        pod('tiny-memory', sleeper('app', TEST_IMAGE, '      resources: {limits: {memory: 1Ki}}\n')),
+        // A file bound over a directory of the image: refused at start.
+        pod('bad-mount', sleeper('app', TEST_IMAGE, '      volumeMounts: [{name: f, mountPath: /bin}]\n'), `  volumes: [{name: f, hostPath: {path: ${hostFile}, type: File}}]\n`),
+        // An entrypoint that does not exist: refused at start.
+        pod('no-binary', `    - name: app\n      image: ${TEST_IMAGE}\n      command: [/no/such/binary]\n`),
+        // A host port that another pod on the device holds: the engine cannot start the pod's sandbox.
+        pod('port-clash', sleeper('app', TEST_IMAGE, '      ports: [{containerPort: 80, hostPort: 18080}]\n')),
+        // One good container and one with a malformed image in the same pod.
+        pod('mixed', sleeper('good') + sleeper('bad', POISON_IMAGE)),
+      ].join('---\n'),
+    );
 
     await waitFor('the healthy pod running', () => podRunning(hub, 'healthy'), 45_000);
     await waitFor('the good container of the mixed pod running', () => containerStatus('mixed', 'good')?.state.running, 30_000);
@@ -201,6 +204,12 @@ spec:
     // A crash-looping container keeps its current attempt and the one before, no more.
     expect((await engineContainers(dockerd.docker, { 'flotilla.pod': 'no-binary', 'flotilla.container': 'app' })).length).toBeLessThanOrEqual(2);
     expect(logCount(agent, 'reconcile failed')).toBe(0);
+    // The kubelet's events reach the hub: Failed ("Error: …") for a container, FailedCreatePodSandBox for a sandbox.
+    const events = getJson<{ items: { reason: string; message: string; type: string; involvedObject: { name: string } }[] }>(hub, ['events']).items;
+    const eventsOf = (name: string) => events.filter((e) => e.involvedObject.name === name && e.type === 'Warning');
+    expect(eventsOf('tiny-memory').some((e) => e.reason === 'Failed' && /^Error: Minimum memory limit/.test(e.message))).toBe(true);
+    expect(eventsOf('no-binary').some((e) => e.reason === 'Failed' && e.message.includes('/no/such/binary'))).toBe(true);
+    expect(eventsOf('port-clash').some((e) => e.reason === 'FailedCreatePodSandBox' && e.message.includes('18080'))).toBe(true);
     // Each poison pod still says why it waits; the healthy one still runs.
     expect(containerStatus('tiny-memory', 'app')?.state.waiting?.reason).toBe('CreateContainerError');
     expect(containerStatus('bad-name', 'app')?.state.waiting?.reason).toBe('InvalidImageName');
