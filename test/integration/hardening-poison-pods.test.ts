@@ -73,7 +73,7 @@ function refusals(podName: string): number[] {
 
 const gapsSeconds = (times: number[]) => times.slice(1).map((t, i) => (t - times[i]!) / 1000);
 
-const POISON = ['bad-name', 'never-pull', 'tiny-memory', 'bad-mount', 'no-binary'] as const;
+const POISON = ['bad-name', 'never-pull', 'no-registry', 'tiny-memory', 'bad-mount', 'no-binary'] as const;
 
 describe('poison pods beside a healthy one on one device', () => {
   it('runs the healthy pod and a DaemonSet applied afterwards, and each poison pod reports its own reason', async () => {
@@ -91,6 +91,8 @@ describe('poison pods beside a healthy one on one device', () => {
         pod('bad-name', sleeper('app', POISON_IMAGE)),
         // An image that is not on the device, with a pull policy that forbids pulling it.
         pod('never-pull', sleeper('app', 'flotilla-test/absent:1', '      imagePullPolicy: Never\n')),
+        // An image that no registry the device can reach has.
+        pod('no-registry', sleeper('app', 'flotilla-test/not-anywhere:1')),
         // A memory limit below the engine's minimum (6 MB): refused at create.
         pod('tiny-memory', sleeper('app', TEST_IMAGE, '      resources: {limits: {memory: 1Ki}}\n')),
         // A file bound over a directory of the image: refused at start.
@@ -110,6 +112,7 @@ describe('poison pods beside a healthy one on one device', () => {
     const reasons: Record<(typeof POISON)[number], RegExp> = {
       'bad-name': /^InvalidImageName$/,
       'never-pull': /^ErrImageNeverPull$/,
+      'no-registry': /^(ErrImagePull|ImagePullBackOff)$/,
       'tiny-memory': /^CreateContainerError$/,
       'bad-mount': /^(RunContainerError|CrashLoopBackOff)$/,
       'no-binary': /^(RunContainerError|CrashLoopBackOff)$/,

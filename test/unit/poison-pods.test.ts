@@ -1,11 +1,14 @@
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { StepError, StepExecutor, type PodEvent } from '../../agent/reconcile/execute.js';
 import { StepFailures, failureKey } from '../../agent/reconcile/failures.js';
 import { planPods, planSteps, UPDATE_ORDER_ANNOTATION } from '../../agent/reconcile/plan.js';
 import { podStatuses } from '../../agent/reconcile/status.js';
-import type { RuntimeContainer } from '../../agent/runtime/runtime.js';
+import type { ContainerRuntime, RuntimeContainer } from '../../agent/runtime/runtime.js';
 import {
   NOW,
   PAUSE_IMAGE,
+  POD_NETWORK,
   actualState,
   appHashOf,
   container,
@@ -222,5 +225,59 @@ describe('StepFailures', () => {
     failures.failed(failureKey('uid-2', 'app'), 'h', 'CreateContainerError', 'x', NOW);
     failures.keepOnly([{ uid: 'uid-1', spec: { containers: [{ name: 'app' }] } }]);
     expect([...failures.view.keys()].sort()).toEqual(['uid-1/', 'uid-1/app']);
+  });
+});
+
+describe('StepExecutor: what the engine refused, in the kubelet\'s terms', () => {
+  /** An executor over an engine that refuses `refuse` with the engine's words. */
+  function executorRefusing(refuse: 'create' | 'start') {
+    const events: PodEvent[] = [];
+    const calls: string[] = [];
+    const runtime = {
+      createContainer: async () => {
+        calls.push('create');
+        if (refuse === 'create') throw Object.assign(new Error('Minimum memory limit allowed is 6MB'), { statusCode: 400 });
+        return 'id-1';
+      },
+      startContainer: async () => {
+        calls.push('start');
+        if (refuse === 'start') throw Object.assign(new Error(START_ERROR), { statusCode: 400 });
+      },
+    } as Partial<ContainerRuntime> as ContainerRuntime;
+    const executor = new StepExecutor(runtime, { node: 'edge', stateDir: '/var/lib/flotilla-agent', pauseImage: PAUSE_IMAGE, podNetwork: POD_NETWORK }, pino({ level: 'silent' }), (e) => events.push(e));
+    return { executor, events, calls };
+  }
+
+  const create = (pod = healthy) => ({ action: 'createContainer' as const, pod, container: pod.spec.containers[0]!, infraId: 'infra-1', hash: 'h', restartCount: 0 });
+
+  it('a refused create is CreateContainerError, with the engine\'s words, and nothing is started', async () => {
+    const { executor, calls } = executorRefusing('create');
+    const err = await executor.run(create()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StepError);
+    expect(err).toMatchObject({ reason: 'CreateContainerError', message: 'Minimum memory limit allowed is 6MB' });
+    expect(calls).toEqual(['create']);
+  });
+
+  it('a refused start is RunContainerError, after the Created event', async () => {
+    const { executor, events } = executorRefusing('start');
+    await expect(executor.run(create())).rejects.toMatchObject({ reason: 'RunContainerError', message: START_ERROR });
+    expect(events.map((e) => e.reason)).toEqual(['Created']);
+  });
+
+  it('a spec that cannot be put in the engine\'s terms is CreateContainerConfigError, and the engine is not asked', async () => {
+    const { executor, calls } = executorRefusing('create');
+    const pod = desiredPod({ name: 'bad-limit', containers: [container({ name: 'app', image: 'img:1', resources: { limits: { memory: 'lots' } } })] });
+    await expect(executor.run(create(pod))).rejects.toMatchObject({ reason: 'CreateContainerConfigError' });
+    expect(calls).toEqual([]);
+  });
+
+  it('a sandbox the engine refuses to make or to start is FailedCreatePodSandBox', async () => {
+    for (const refuse of ['create', 'start'] as const) {
+      const { executor } = executorRefusing(refuse);
+      await expect(executor.run({ action: 'createInfra', pod: healthy, hash: 'h' })).rejects.toMatchObject({ reason: 'FailedCreatePodSandBox' });
+    }
+    const { executor } = executorRefusing('start');
+    await expect(executor.run({ action: 'start', pod: healthy, container: { ...infraContainer({ pod: healthy }), state: 'created' } })).rejects.toMatchObject({ reason: 'FailedCreatePodSandBox' });
+    await expect(executor.run({ action: 'start', pod: healthy, container: runtimeContainer({ pod: healthy, container: 'app', state: 'created' }) })).rejects.toMatchObject({ reason: 'RunContainerError' });
   });
 });
