@@ -71,6 +71,14 @@ export class Agent {
   private readonly stepFailures = new StepFailures();
   /** What the last plan found that no step can fix (InvalidImageName, ErrImageNeverPull). */
   private planWaiting: ReadonlyMap<string, Waiting> = new Map();
+  /**
+   * Pulls queued or under way, by image. They run in the background, one at a time (the
+   * kubelet's serialized pulls): a slow or hanging registry holds back no pod whose image is here.
+   */
+  private readonly pulling = new Set<string>();
+  private pullQueue: Promise<void> = Promise.resolve();
+  /** Images pulled since the last reconcile began: pullPolicy Always is satisfied by them in the next one. */
+  private readonly pulledSinceReconcile = new Set<string>();
   private readonly imageGc: ImageCollector;
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
@@ -241,10 +249,10 @@ export class Agent {
       this.publishStatus(false);
       return;
     }
-    const passStartedAt = Date.now();
     const desired = target.pods;
     const config = this.configurator.prepare(target);
-    const pulledThisPass = new Set<string>();
+    const pulledThisPass = new Set<string>(this.pulledSinceReconcile);
+    this.pulledSinceReconcile.clear();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
@@ -260,6 +268,7 @@ export class Agent {
           backoff: this.restartBackoff.view,
           pullBackoff: this.pullBackoff.view,
           pulledThisPass,
+          pulling: this.pulling,
           resolvedEnv: config.resolvedEnv,
           blocked: new Set(config.waiting.keys()),
           updateLocked,
@@ -287,7 +296,7 @@ export class Agent {
     this.observedRev = target.rev;
     this.configurator.cleanup(desired, containers);
     this.updateLocks.finish(desired);
-    this.updateWaiting(desired, containers, passStartedAt);
+    this.updateWaiting(desired, containers);
     if (!this.stopped) this.probes.sync(desired, containers);
     this.publishStatus(false, containers);
     this.scheduleBackoffWakeup();
@@ -296,6 +305,12 @@ export class Agent {
   }
 
   private async runStep(step: Step, pulled: Set<string>): Promise<boolean> {
+    // The built-in pause image is imported from the agent itself, at once; every other image is
+    // pulled in the background.
+    if (step.action === 'pull' && step.image !== PAUSE_IMAGE) {
+      this.pullInBackground(step);
+      return true;
+    }
     try {
       if (step.action === 'pull' && step.image === PAUSE_IMAGE && !(await this.runtime.hasImage(PAUSE_IMAGE))) {
         // The default pause image ships inside the agent: no registry is needed to run a pod.
@@ -324,6 +339,27 @@ export class Agent {
       this.log.error({ action: step.action, err: message }, 'step failed');
       return false;
     }
+  }
+
+  /** Queues a pull; when it ends (done or failed), the agent reconciles again. */
+  private pullInBackground(step: Extract<Step, { action: 'pull' }>): void {
+    if (this.pulling.has(step.image)) return;
+    this.pulling.add(step.image);
+    this.pullQueue = this.pullQueue.then(async () => {
+      try {
+        if (this.stopped) return;
+        await this.executor.run(step);
+        this.pulledSinceReconcile.add(step.image);
+        this.pullBackoff.pulled(step.image);
+      } catch (err) {
+        const message = (err as Error).message;
+        this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
+        this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
+      } finally {
+        this.pulling.delete(step.image);
+        this.trigger();
+      }
+    });
   }
 
   /**
@@ -374,7 +410,7 @@ export class Agent {
   }
 
   /** What the engine cannot say: pulls that failed, containers waiting out a crash-loop back-off. */
-  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[], passStartedAt: number): void {
+  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[]): void {
     this.waiting.clear();
     const now = Date.now();
     for (const pod of desired) {
@@ -400,7 +436,7 @@ export class Agent {
         const refused = this.stepFailures.waiting(key);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
-          const backingOff = pull.until > now && pull.failedAt < passStartedAt;
+          const backingOff = pull.until > now && now - pull.failedAt >= PULL_STATUS_FOLLOW_UP_MS;
           this.waiting.set(key, backingOff ? { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${pull.message}` } : { reason: 'ErrImagePull', message: `Failed to pull image "${c.image}": ${pull.message}` });
         } else if (refused) {
           // The engine refused to create it (CreateContainerError): it waits out its back-off.

@@ -30,8 +30,10 @@ export interface PlanContext {
    * back another pod's pull of the same image), and for the pause image alone.
    */
   pullBackoff: ReadonlyMap<string, { until: number; message: string }>;
-  /** Images pulled during the current reconcile pass: pullPolicy Always is satisfied by them. */
+  /** Images pulled during (or just before) the current reconcile: pullPolicy Always is satisfied by them. */
   pulledThisPass: ReadonlySet<string>;
+  /** Images being pulled (in the background): no new pull, and nothing made of them until it ends. */
+  pulling?: ReadonlySet<string>;
   /** The environment of containers that take env from ConfigMaps or Secrets, by `podUid/container`. */
   resolvedEnv?: ReadonlyMap<string, string[]>;
   /**
@@ -150,6 +152,7 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
       return present;
     }
     if (present && (policy === 'IfNotPresent' || !creating || ctx.pulledThisPass.has(image))) return true;
+    if (ctx.pulling?.has(image)) return false;
     if ((ctx.pullBackoff.get(pullBackoffKey(pod.uid, image, ctx.pauseImage))?.until ?? 0) > ctx.now) return false;
     if (!pulls.has(image)) {
       pulls.add(image);

@@ -87,6 +87,25 @@ describe('planPods: imagePullPolicy Never and an absent image', () => {
   });
 });
 
+describe('planSteps: an image being pulled in the background', () => {
+  const slow = desiredPod({ name: 'slow', containers: [container({ name: 'app', image: 'slow:1' })] });
+  const actual = actualState({ containers: [infraContainer({ pod: slow }), infraContainer({ pod: healthy })], images: [PAUSE_IMAGE, 'img:1'] });
+
+  it('is not pulled again, and holds back no pod whose image is here', () => {
+    const steps = planSteps(actual, [slow, healthy], planContext({ pulling: new Set(['slow:1']) }));
+    expectSteps(steps, ['createContainer']);
+    expect(onlyStep(steps, 'createContainer').pod.uid).toBe(healthy.uid);
+  });
+
+  it('under pullPolicy Always, is waited for rather than used as it was', () => {
+    const always = desiredPod({ name: 'always', containers: [container({ name: 'app', image: 'img:1', imagePullPolicy: 'Always' })] });
+    const state = actualState({ containers: [infraContainer({ pod: always })], images: [PAUSE_IMAGE, 'img:1'] });
+    expect(planSteps(state, [always], planContext({ pulling: new Set(['img:1']) }))).toEqual([]);
+    // Once pulled (just before this reconcile), it is used.
+    expectSteps(planSteps(state, [always], planContext({ pulledThisPass: new Set(['img:1']) })), ['createContainer']);
+  });
+});
+
 describe('planSteps: a container the engine refused to create', () => {
   const infra = infraContainer({ pod: healthy });
   const actual = actualState({ containers: [infra], images: [PAUSE_IMAGE, 'img:1'] });
