@@ -17,6 +17,7 @@ import { StepError, StepExecutor, type PodEvent } from './reconcile/execute.js';
 import { StepFailures, failureKey } from './reconcile/failures.js';
 import { backoffKey, newestFirst, planPods, startFailed, type Step } from './reconcile/plan.js';
 import { PullBackoff } from './reconcile/pull-backoff.js';
+import { PullQueue } from './reconcile/pull-queue.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
 import { UpdateLocks } from './reconcile/update-lock.js';
@@ -71,14 +72,8 @@ export class Agent {
   private readonly stepFailures = new StepFailures();
   /** What the last plan found that no step can fix (InvalidImageName, ErrImageNeverPull). */
   private planWaiting: ReadonlyMap<string, Waiting> = new Map();
-  /**
-   * Pulls queued or under way, by image. They run in the background, one at a time (the
-   * kubelet's serialized pulls): a slow or hanging registry holds back no pod whose image is here.
-   */
-  private readonly pulling = new Set<string>();
-  private pullQueue: Promise<void> = Promise.resolve();
-  /** Images pulled since the last reconcile began: pullPolicy Always is satisfied by them in the next one. */
-  private readonly pulledSinceReconcile = new Set<string>();
+  /** Pulls, in the background and one at a time: a slow registry holds back no other pod. */
+  private readonly pulls: PullQueue;
   private readonly imageGc: ImageCollector;
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
@@ -125,6 +120,15 @@ export class Agent {
     this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
     this.updateLocks = new UpdateLocks(config.stateDir, log, (e) => this.onPodEvent(e), () => this.trigger());
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
+    this.pulls = new PullQueue({
+      pull: (step) => this.executor.run(step),
+      pulled: (step) => this.pullBackoff.pulled(step.image),
+      failed: (step, message) => {
+        this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
+        this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
+      },
+      ended: () => this.trigger(),
+    });
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
     this.probes = new ProbeManager(runtime, { onChange: () => this.trigger(), onEvent: (e) => this.onPodEvent(e) }, log);
     this.events = new EventBatcher((batch) => this.link?.publishEvents(batch) ?? false, EVENT_BATCHING, log);
@@ -175,6 +179,7 @@ export class Agent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
+    this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
     await this.reconciling;
@@ -251,8 +256,7 @@ export class Agent {
     }
     const desired = target.pods;
     const config = this.configurator.prepare(target);
-    const pulledThisPass = new Set<string>(this.pulledSinceReconcile);
-    this.pulledSinceReconcile.clear();
+    const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
@@ -268,7 +272,7 @@ export class Agent {
           backoff: this.restartBackoff.view,
           pullBackoff: this.pullBackoff.view,
           pulledThisPass,
-          pulling: this.pulling,
+          pulling: this.pulls.pulling,
           resolvedEnv: config.resolvedEnv,
           blocked: new Set(config.waiting.keys()),
           updateLocked,
@@ -308,7 +312,7 @@ export class Agent {
     // The built-in pause image is imported from the agent itself, at once; every other image is
     // pulled in the background.
     if (step.action === 'pull' && step.image !== PAUSE_IMAGE) {
-      this.pullInBackground(step);
+      this.pulls.add(step);
       return true;
     }
     try {
@@ -339,27 +343,6 @@ export class Agent {
       this.log.error({ action: step.action, err: message }, 'step failed');
       return false;
     }
-  }
-
-  /** Queues a pull; when it ends (done or failed), the agent reconciles again. */
-  private pullInBackground(step: Extract<Step, { action: 'pull' }>): void {
-    if (this.pulling.has(step.image)) return;
-    this.pulling.add(step.image);
-    this.pullQueue = this.pullQueue.then(async () => {
-      try {
-        if (this.stopped) return;
-        await this.executor.run(step);
-        this.pulledSinceReconcile.add(step.image);
-        this.pullBackoff.pulled(step.image);
-      } catch (err) {
-        const message = (err as Error).message;
-        this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
-        this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
-      } finally {
-        this.pulling.delete(step.image);
-        this.trigger();
-      }
-    });
   }
 
   /**
