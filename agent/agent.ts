@@ -13,15 +13,17 @@ import { fsUsage } from './node/pressure.js';
 import { ProbeManager } from './probes/manager.js';
 import { RestartBackoff } from './reconcile/backoff.js';
 import { EngineMonitor } from './reconcile/engine.js';
-import { StepExecutor, type PodEvent } from './reconcile/execute.js';
-import { backoffKey, newestFirst, planPods, type Step } from './reconcile/plan.js';
+import { StepError, StepExecutor, type PodEvent } from './reconcile/execute.js';
+import { StepFailures, failureKey } from './reconcile/failures.js';
+import { backoffKey, newestFirst, planPods, startFailed, type Step } from './reconcile/plan.js';
 import { PullBackoff } from './reconcile/pull-backoff.js';
+import { PullQueue } from './reconcile/pull-queue.js';
 import { podStatuses, type Waiting } from './reconcile/status.js';
 import { PodConfigurator } from './reconcile/configurator.js';
 import { UpdateLocks } from './reconcile/update-lock.js';
 import { pullAuthFor } from './runtime/images.js';
 import { PAUSE_IMAGE, PAUSE_IMAGE_CHANGES, pauseImageTar } from './runtime/pause/image.js';
-import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
+import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, LABEL_SPEC_HASH, type ContainerRuntime, type RuntimeContainer } from './runtime/runtime.js';
 import { AgentState, type DeviceCredentials } from './state/state.js';
 import { MetricsCollector } from './metrics/collector.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
@@ -66,6 +68,12 @@ export class Agent {
   private readonly engine: EngineMonitor;
   private readonly restartBackoff = new RestartBackoff();
   private readonly pullBackoff: PullBackoff;
+  /** Containers and sandboxes the engine refused to make: that pod alone waits, with the kubelet's reason. */
+  private readonly stepFailures = new StepFailures();
+  /** What the last plan found that no step can fix (InvalidImageName, ErrImageNeverPull). */
+  private planWaiting: ReadonlyMap<string, Waiting> = new Map();
+  /** Pulls, in the background and one at a time: a slow registry holds back no other pod. */
+  private readonly pulls: PullQueue;
   private readonly imageGc: ImageCollector;
   private readonly waiting = new Map<string, Waiting>();
   private reconciling: Promise<void> | undefined;
@@ -115,6 +123,15 @@ export class Agent {
     this.configurator = new PodConfigurator(config.stateDir, log, (e) => this.onPodEvent(e));
     this.updateLocks = new UpdateLocks(config.stateDir, log, (e) => this.onPodEvent(e), () => this.trigger());
     this.executor = new StepExecutor(runtime, executorOptions, log, (e) => this.onPodEvent(e));
+    this.pulls = new PullQueue({
+      pull: (step) => this.executor.run(step),
+      pulled: (step) => this.pullBackoff.pulled(step.image),
+      failed: (step, message) => {
+        this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
+        this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
+      },
+      ended: () => this.trigger(),
+    });
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
     this.probes = new ProbeManager(runtime, { onChange: () => this.trigger(), onEvent: (e) => this.onPodEvent(e) }, log);
     this.events = new EventBatcher((batch) => this.link?.publishEvents(batch) ?? false, EVENT_BATCHING, log);
@@ -198,6 +215,7 @@ export class Agent {
     this.joiner.stop();
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
+    this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
     await this.reconciling;
@@ -275,10 +293,9 @@ export class Agent {
       this.publishStatus(false);
       return;
     }
-    const passStartedAt = Date.now();
     const desired = target.pods;
     const config = this.configurator.prepare(target);
-    const pulledThisPass = new Set<string>();
+    const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
@@ -294,9 +311,11 @@ export class Agent {
           backoff: this.restartBackoff.view,
           pullBackoff: this.pullBackoff.view,
           pulledThisPass,
+          pulling: this.pulls.pulling,
           resolvedEnv: config.resolvedEnv,
           blocked: new Set(config.waiting.keys()),
           updateLocked,
+          failures: this.stepFailures.view,
         });
       // Update locks defer only the replacement of running containers for a spec change: they
       // are read when the plan has one, and the plan is made again if a lock holds.
@@ -304,6 +323,7 @@ export class Agent {
       const updateLocked = this.updateLocks.scanChanging(desired, plan.specChanged);
       if (updateLocked.size > 0) plan = planWith(updateLocked);
       this.updateLocks.observe(plan, desired);
+      this.planWaiting = plan.waiting;
       const steps = plan.steps;
       if (steps.length === 0) break;
       let failed = false;
@@ -311,13 +331,15 @@ export class Agent {
         if (this.stopped) return;
         if (!(await this.runStep(step, pulledThisPass))) failed = true;
       }
-      // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync timer), not in a tight loop.
+      // A failed step is retried by the next trigger (engine event, back-off wake-up or the resync
+      // timer), not in a tight loop. One refused by its pod's spec is in back-off and is not planned
+      // again: the next pass goes on with every other pod.
       if (failed) break;
     }
     this.observedRev = target.rev;
     this.configurator.cleanup(desired, containers);
     this.updateLocks.finish(desired);
-    this.updateWaiting(desired, containers, passStartedAt);
+    this.updateWaiting(desired, containers);
     if (!this.stopped) this.probes.sync(desired, containers);
     this.publishStatus(false, containers);
     this.scheduleBackoffWakeup();
@@ -326,6 +348,12 @@ export class Agent {
   }
 
   private async runStep(step: Step, pulled: Set<string>): Promise<boolean> {
+    // The built-in pause image is imported from the agent itself, at once; every other image is
+    // pulled in the background.
+    if (step.action === 'pull' && step.image !== PAUSE_IMAGE) {
+      this.pulls.add(step);
+      return true;
+    }
     try {
       if (step.action === 'pull' && step.image === PAUSE_IMAGE && !(await this.runtime.hasImage(PAUSE_IMAGE))) {
         // The default pause image ships inside the agent: no registry is needed to run a pod.
@@ -339,17 +367,42 @@ export class Agent {
         this.pullBackoff.pulled(step.image);
       }
       if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), Date.now());
+      if (step.action === 'createContainer') this.stepFailures.succeeded(failureKey(step.pod.uid, step.container.name));
+      if (step.action === 'createInfra') this.stepFailures.succeeded(failureKey(step.pod.uid));
+      if (step.action === 'start') this.stepFailures.succeeded(failureKey(step.pod.uid, step.container.labels[LABEL_CONTAINER] === INFRA_CONTAINER ? undefined : step.container.labels[LABEL_CONTAINER]));
       return true;
     } catch (err) {
       const message = (err as Error).message;
       if (step.action === 'pull') {
         this.pullBackoff.failed(step.pod.uid, step.image, message, Date.now());
         this.onPodEvent({ podUid: step.pod.uid, type: 'Warning', reason: 'Failed', message: `Failed to pull image "${step.image}": ${message}` });
-      } else {
-        this.log.error({ action: step.action, err: message }, 'step failed');
+        return true;
       }
+      if (err instanceof StepError && step.action !== 'remove') return this.stepFailed(step, err);
+      this.log.error({ action: step.action, err: message }, 'step failed');
       return false;
     }
+  }
+
+  /**
+   * One pod's spec refused by the engine: that container (or the pod's sandbox) alone waits, in
+   * back-off, with the kubelet's reason and event. A container the engine made but could not
+   * start is left as it is: the planner restarts it as a crashed attempt (StartError).
+   */
+  private stepFailed(step: Exclude<Step, { action: 'remove' | 'pull' }>, err: StepError): true {
+    const now = Date.now();
+    const sandbox = step.action === 'createInfra' || (step.action === 'start' && step.container.labels[LABEL_CONTAINER] === INFRA_CONTAINER);
+    const container = step.action === 'createContainer' ? step.container.name : step.action === 'start' && !sandbox ? (step.container.labels[LABEL_CONTAINER] ?? '') : undefined;
+    this.log.warn({ pod: step.pod.name, namespace: step.pod.namespace, container, action: step.action, reason: err.reason, err: err.message }, 'pod step failed');
+    if (err.reason === 'RunContainerError') {
+      if (step.action === 'createContainer' && step.restartCount > 0) this.restartBackoff.restarted(backoffKey(step.pod.uid, step.container.name), now);
+    } else {
+      const hash = step.action === 'start' ? (step.container.labels[LABEL_SPEC_HASH] ?? '') : step.hash;
+      this.stepFailures.failed(failureKey(step.pod.uid, container), hash, err.reason, err.message, now);
+    }
+    // The kubelet's events: Failed ("Error: …") for a container, FailedCreatePodSandBox for the sandbox.
+    this.onPodEvent({ podUid: step.pod.uid, ...(container ? { container } : {}), type: 'Warning', reason: sandbox ? 'FailedCreatePodSandBox' : 'Failed', message: sandbox ? `Failed to create pod sandbox: ${err.message}` : `Error: ${err.message}` });
+    return true;
   }
 
   private async presentImages(desired: DesiredState['pods']): Promise<Set<string>> {
@@ -358,6 +411,7 @@ export class Agent {
     for (const image of wanted) if (await this.runtime.hasImage(image)) present.add(image);
     // A failed pull that no pod waits for any more is nothing to wait for.
     this.pullBackoff.keepOnly(desired);
+    this.stepFailures.keepOnly(desired);
     return present;
   }
 
@@ -378,7 +432,7 @@ export class Agent {
   }
 
   /** What the engine cannot say: pulls that failed, containers waiting out a crash-loop back-off. */
-  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[], passStartedAt: number): void {
+  private updateWaiting(desired: DesiredState['pods'], containers: RuntimeContainer[]): void {
     this.waiting.clear();
     const now = Date.now();
     for (const pod of desired) {
@@ -393,11 +447,25 @@ export class Agent {
           this.waiting.set(key, config);
           continue;
         }
+        // What no retry can fix (InvalidImageName, ErrImageNeverPull). A container still running
+        // here runs an older image: the new one is what it waits for.
+        const unfixable = this.planWaiting.get(key);
+        if (unfixable) {
+          this.waiting.set(key, unfixable);
+          continue;
+        }
         const pull = this.pullBackoff.get(pod.uid, c.image);
+        const refused = this.stepFailures.waiting(key);
         if (pull) {
           // As Kubernetes: ErrImagePull for the attempt that just failed, ImagePullBackOff while waiting to retry.
-          const backingOff = pull.until > now && pull.failedAt < passStartedAt;
+          const backingOff = pull.until > now && now - pull.failedAt >= PULL_STATUS_FOLLOW_UP_MS;
           this.waiting.set(key, backingOff ? { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${pull.message}` } : { reason: 'ErrImagePull', message: `Failed to pull image "${c.image}": ${pull.message}` });
+        } else if (refused) {
+          // The engine refused to create it (CreateContainerError): it waits out its back-off.
+          this.waiting.set(key, refused);
+        } else if (current && startFailed(current) && this.restartBackoff.waitingMs(key, now) === 0) {
+          // The attempt that could not start, before its restart: the kubelet's RunContainerError.
+          this.waiting.set(key, { reason: 'RunContainerError', message: current.error ?? 'the engine could not start the container' });
         } else if (!running && this.restartBackoff.waitingMs(key, now) > 0) {
           this.waiting.set(key, { reason: 'CrashLoopBackOff', message: `back-off ${Math.round(this.restartBackoff.periodMs(key) / 1000)}s restarting failed container=${c.name} pod=${pod.name}` });
           // The kubelet's BackOff event, once per back-off period rather than on every reconcile that sees the wait.
@@ -409,7 +477,9 @@ export class Agent {
         }
       }
       const pausePull = this.pullBackoff.get(pod.uid, this.config.pauseImage);
+      const sandbox = this.planWaiting.get(`${pod.uid}/`) ?? this.stepFailures.waiting(`${pod.uid}/`);
       if (pausePull) this.waiting.set(`${pod.uid}/`, { reason: 'ErrImagePull', message: `pause image: ${pausePull.message}` });
+      else if (sandbox) this.waiting.set(`${pod.uid}/`, sandbox);
     }
     for (const key of this.announcedBackoff.keys()) if (!this.restartBackoff.view.has(key)) this.announcedBackoff.delete(key);
   }
@@ -420,6 +490,7 @@ export class Agent {
     let soonest = Infinity;
     for (const { until } of this.restartBackoff.view.values()) if (until > now) soonest = Math.min(soonest, until - now);
     for (const { until } of this.pullBackoff.values()) if (until > now) soonest = Math.min(soonest, until - now);
+    for (const { until } of this.stepFailures.values()) if (until > now) soonest = Math.min(soonest, until - now);
     // Once after each failed pull, so the status shows the back-off that follows it.
     if ([...this.pullBackoff.values()].some((p) => p.until > now && now - p.failedAt < PULL_STATUS_FOLLOW_UP_MS)) soonest = Math.min(soonest, PULL_STATUS_FOLLOW_UP_MS);
     if (soonest !== Infinity) {

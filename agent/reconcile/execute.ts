@@ -44,6 +44,33 @@ export interface PodEvent {
   message: string;
 }
 
+/**
+ * The kubelet's reasons for a step that the engine (or the spec itself) refused: the container
+ * could not be configured (CreateContainerConfigError), created (CreateContainerError) or
+ * started (RunContainerError), or the pod's sandbox could not be made (FailedCreatePodSandBox).
+ */
+export type StepFailureReason = 'CreateContainerConfigError' | 'CreateContainerError' | 'RunContainerError' | 'FailedCreatePodSandBox';
+
+/** A step that failed because of what one pod asks: it fails that pod alone, with the kubelet's reason. */
+export class StepError extends Error {
+  constructor(
+    readonly reason: StepFailureReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Runs `fn`, turning its failure into a StepError of `reason` (a StepError already made passes as is). */
+async function failsAs<T>(reason: StepFailureReason, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof StepError) throw err;
+    throw new StepError(reason, err instanceof Error ? err.message : String(err));
+  }
+}
+
 /** How each step kind is carried out. The mapped type makes the compiler refuse a step kind without an executor. */
 type Executors = { [K in Step['action']]: (step: Extract<Step, { action: K }>) => Promise<void> };
 
@@ -96,17 +123,21 @@ export class StepExecutor {
           stopTimeout: 2,
           ...(ports.length && !pod.spec.hostNetwork ? { portBindings: ports } : {}),
         };
-        const id = await this.runtime.createContainer(spec);
-        await this.runtime.startContainer(id);
+        await failsAs('FailedCreatePodSandBox', async () => {
+          const id = await this.runtime.createContainer(spec);
+          await this.runtime.startContainer(id);
+        });
       },
       createContainer: async ({ pod, container, infraId, hash, restartCount, env }) => {
-        const id = await this.runtime.createContainer(this.appSpec(pod, container, infraId, hash, restartCount, env));
+        const spec = await failsAs('CreateContainerConfigError', async () => this.appSpec(pod, container, infraId, hash, restartCount, env));
+        const id = await failsAs('CreateContainerError', () => this.runtime.createContainer(spec));
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Created', message: `Created container ${container.name}` });
-        await this.runtime.startContainer(id);
+        await failsAs('RunContainerError', () => this.runtime.startContainer(id));
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Started', message: `Started container ${container.name}` });
       },
       start: async ({ container }) => {
-        await this.runtime.startContainer(container.id);
+        const infra = container.labels[LABEL_CONTAINER] === INFRA_CONTAINER;
+        await failsAs(infra ? 'FailedCreatePodSandBox' : 'RunContainerError', () => this.runtime.startContainer(container.id));
       },
     };
   }

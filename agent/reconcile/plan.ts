@@ -8,7 +8,9 @@ import {
   LABEL_SPEC_HASH,
   type RuntimeContainer,
 } from '../runtime/runtime.js';
+import { imageReferenceProblem } from '../runtime/reference.js';
 import { containerSpecHash, infraSpecHash } from './hash.js';
+import type { Waiting } from './status.js';
 
 /** What the agent sees: its own containers (by node label) and the images present. */
 export interface ActualState {
@@ -28,8 +30,10 @@ export interface PlanContext {
    * back another pod's pull of the same image), and for the pause image alone.
    */
   pullBackoff: ReadonlyMap<string, { until: number; message: string }>;
-  /** Images pulled during the current reconcile pass: pullPolicy Always is satisfied by them. */
+  /** Images pulled during (or just before) the current reconcile: pullPolicy Always is satisfied by them. */
   pulledThisPass: ReadonlySet<string>;
+  /** Images being pulled (in the background): no new pull, and nothing made of them until it ends. */
+  pulling?: ReadonlySet<string>;
   /** The environment of containers that take env from ConfigMaps or Secrets, by `podUid/container`. */
   resolvedEnv?: ReadonlyMap<string, string[]>;
   /**
@@ -44,6 +48,11 @@ export interface PlanContext {
    * after a crash and the pod's removal go ahead.
    */
   updateLocked?: ReadonlySet<string>;
+  /**
+   * Containers and sandboxes the engine refused to make, by `podUid/container` or `podUid/` (see
+   * failures.ts): not tried again before `until` while their spec hash is the same.
+   */
+  failures?: ReadonlyMap<string, { until: number; hash: string }>;
 }
 
 /** The steps, and what they do or defer of spec changes that replace running containers. */
@@ -53,6 +62,12 @@ export interface Plan {
   specChanged: Set<string>;
   /** Replacements the update lock defers, by `podUid/container`, or `podUid/` for the pod's sandbox. */
   deferred: Set<string>;
+  /**
+   * Containers that cannot be made whatever is tried, by `podUid/container` (or `podUid/` for the
+   * sandbox): an image reference the engine cannot parse (InvalidImageName), an image that is
+   * absent under imagePullPolicy Never (ErrImageNeverPull). Nothing is asked of the engine for them.
+   */
+  waiting: Map<string, Waiting>;
 }
 
 export type Step =
@@ -111,6 +126,7 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
   const steps: Step[] = [];
   const specChanged = new Set<string>();
   const deferred = new Set<string>();
+  const waiting = new Map<string, Waiting>();
   const desiredByUid = new Map(desired.map((p) => [p.uid, p]));
   const byPod = new Map<string, RuntimeContainer[]>();
   for (const c of actual.containers) {
@@ -122,11 +138,21 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
     byPod.set(uid, [...(byPod.get(uid) ?? []), c]);
   }
   const pulls = new Set<string>();
-  /** Whether `image` can be used now; if not, a pull is planned (once per image). */
-  const needImage = (image: string, pod: DesiredPod, policy: 'Always' | 'IfNotPresent' | 'Never', creating: boolean): boolean => {
+  /** Whether `image` can be used now; if not, a pull is planned (once per image). `key` is what waits for it. */
+  const needImage = (image: string, pod: DesiredPod, policy: 'Always' | 'IfNotPresent' | 'Never', creating: boolean, key: string): boolean => {
+    // The kubelet's InvalidImageName: the reference is checked before anything is asked of the engine.
+    const problem = imageReferenceProblem(image);
+    if (problem) {
+      waiting.set(key, { reason: 'InvalidImageName', message: `Failed to apply default image tag "${image}": couldn't parse image reference "${image}": ${problem}` });
+      return false;
+    }
     const present = actual.images.has(image);
-    if (policy === 'Never') return present;
+    if (policy === 'Never') {
+      if (!present) waiting.set(key, { reason: 'ErrImageNeverPull', message: `Container image "${image}" is not present with pull policy of Never` });
+      return present;
+    }
     if (present && (policy === 'IfNotPresent' || !creating || ctx.pulledThisPass.has(image))) return true;
+    if (ctx.pulling?.has(image)) return false;
     if ((ctx.pullBackoff.get(pullBackoffKey(pod.uid, image, ctx.pauseImage))?.until ?? 0) > ctx.now) return false;
     if (!pulls.has(image)) {
       pulls.add(image);
@@ -157,13 +183,15 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
     // The infra container is missing, stale or dead: the pod's network namespace is gone, so
     // every app container goes with it and the pod starts over (Kubernetes' sandbox recreation).
     if (!infra || infra.labels[LABEL_SPEC_HASH] !== appInfraHash || !RUNNING.has(infra.state)) {
-      if (infra && infra.state === 'created' && infra.labels[LABEL_SPEC_HASH] === infraHash) {
-        steps.push({ action: 'start', container: infra, pod });
+      // A sandbox the engine refused waits out its back-off; the rest of the node goes on.
+      const sandboxFailing = backingOff(ctx, `${pod.uid}/`, infraHash);
+      if (infra && infra.state === 'created' && !startFailed(infra) && infra.labels[LABEL_SPEC_HASH] === infraHash) {
+        if (!sandboxFailing) steps.push({ action: 'start', container: infra, pod });
         continue;
       }
       if (infra) steps.push({ action: 'remove', container: infra, reason: infra.labels[LABEL_SPEC_HASH] !== infraHash ? 'pod sandbox changed' : 'pod sandbox is not running' });
       for (const app of apps) steps.push({ action: 'remove', container: app, reason: 'pod sandbox is being recreated' });
-      if (needImage(ctx.pauseImage, pod, 'IfNotPresent', true)) steps.push({ action: 'createInfra', pod, hash: infraHash });
+      if (!sandboxFailing && needImage(ctx.pauseImage, pod, 'IfNotPresent', true, `${pod.uid}/`)) steps.push({ action: 'createInfra', pod, hash: infraHash });
       continue;
     }
 
@@ -194,8 +222,10 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
       for (const old of older) if (old !== previous) steps.push({ action: 'remove', container: old, reason: 'older instance of the container' });
       const restartCount = current ? attempt(current) : 0;
       if (blocked) continue;
+      // A container the engine refused to create waits out its back-off (for this spec).
+      const failing = backingOff(ctx, key, hash);
       if (!current) {
-        if (needImage(spec.image, pod, pullPolicy(spec), true)) steps.push(create(0));
+        if (!failing && needImage(spec.image, pod, pullPolicy(spec), true, key)) steps.push(create(0));
         continue;
       }
       if (current.labels[LABEL_SPEC_HASH] !== hash) {
@@ -205,20 +235,21 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
         // that is not running is made anew, since nothing is interrupted.
         if (locked && RUNNING.has(current.state)) {
           deferred.add(key);
-          if (updateOrder(pod) === 'download-then-kill' && !actual.images.has(spec.image) && pullPolicy(spec) !== 'Never') needImage(spec.image, pod, 'IfNotPresent', true);
+          if (updateOrder(pod) === 'download-then-kill' && !actual.images.has(spec.image) && pullPolicy(spec) !== 'Never') needImage(spec.image, pod, 'IfNotPresent', true, key);
           continue;
         }
         // Kill-then-download, for devices short of disk: when the image changes and is absent,
         // the old container goes first (its image may then be collected), and the pull and the
         // create follow in later passes, once no instance is left.
-        if (updateOrder(pod) === 'kill-then-download' && current.image !== spec.image && !actual.images.has(spec.image)) {
+        // An image that no pull can bring (an invalid reference, pull policy Never) kills nothing.
+        if (updateOrder(pod) === 'kill-then-download' && current.image !== spec.image && !actual.images.has(spec.image) && pullPolicy(spec) !== 'Never' && !imageReferenceProblem(spec.image)) {
           if (previous) steps.push({ action: 'remove', container: previous, reason: 'container image changed (kill-then-download)' });
           steps.push({ action: 'remove', container: current, reason: 'container image changed (kill-then-download)' });
           continue;
         }
         // Download-then-kill: the old container is only removed once the new image is here, so a
         // failed pull leaves it running.
-        if (needImage(spec.image, pod, pullPolicy(spec), true)) {
+        if (needImage(spec.image, pod, pullPolicy(spec), true, key)) {
           // The new container starts a new count (restart 0): no dead instance may sort above it.
           if (previous) steps.push({ action: 'remove', container: previous, reason: 'container spec changed' });
           steps.push({ action: 'remove', container: current, reason: 'container spec changed' });
@@ -226,16 +257,18 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
         }
         continue;
       }
-      if (current.state === 'created') {
+      if (current.state === 'created' && !startFailed(current)) {
         steps.push({ action: 'start', container: current, pod });
         continue;
       }
-      if (current.state === 'exited' || current.state === 'dead') {
+      // A container the engine could not start is a failed attempt, as the kubelet's StartError:
+      // it is restarted by the pod's restartPolicy, with the crash-loop back-off.
+      if (isDead(current)) {
         const policy = pod.spec.restartPolicy ?? 'Always';
-        const restart = policy === 'Always' || (policy === 'OnFailure' && current.exitCode !== 0);
-        if (!restart) continue;
+        const restart = policy === 'Always' || (policy === 'OnFailure' && (startFailed(current) || current.exitCode !== 0));
+        if (!restart || failing) continue;
         if ((ctx.backoff.get(backoffKey(pod.uid, spec.name))?.until ?? 0) > ctx.now) continue;
-        if (needImage(spec.image, pod, pullPolicy(spec), false)) {
+        if (needImage(spec.image, pod, pullPolicy(spec), false, key)) {
           // The exited instance stays as the new one's previous attempt; the one before it goes.
           if (previous) steps.push({ action: 'remove', container: previous, reason: `superseded by a newer dead instance (restartPolicy ${policy})` });
           steps.push(create(restartCount + 1));
@@ -243,10 +276,27 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
       }
     }
   }
-  return { steps, specChanged, deferred };
+  return { steps, specChanged, deferred, waiting };
 }
 
-const DEAD: ReadonlySet<string> = new Set(['exited', 'dead']);
+/** Whether the container (or sandbox) of `key` failed to be made with this spec hash, and waits out its back-off. */
+function backingOff(ctx: PlanContext, key: string, hash: string): boolean {
+  const failure = ctx.failures?.get(key);
+  return failure !== undefined && failure.hash === hash && failure.until > ctx.now;
+}
+
+/**
+ * A container the engine made but could not start (an entrypoint that does not exist, a mount
+ * it refused at start): the engine leaves it created, with its error.
+ */
+export function startFailed(c: RuntimeContainer): boolean {
+  return c.state === 'created' && Boolean(c.error);
+}
+
+/** The container ran and stopped, or never could start: either way, an attempt that is over. */
+export function isDead(c: RuntimeContainer): boolean {
+  return c.state === 'exited' || c.state === 'dead' || startFailed(c);
+}
 
 function attempt(c: RuntimeContainer): number {
   return Number(c.labels[LABEL_RESTART_COUNT] ?? '0') || 0;
@@ -254,7 +304,7 @@ function attempt(c: RuntimeContainer): number {
 
 /** `older` is a dead earlier attempt of the same spec as `current`, i.e. its previous run. */
 function isPreviousAttempt(older: RuntimeContainer, current: RuntimeContainer): boolean {
-  return DEAD.has(older.state) && older.labels[LABEL_SPEC_HASH] === current.labels[LABEL_SPEC_HASH] && attempt(older) < attempt(current);
+  return isDead(older) && older.labels[LABEL_SPEC_HASH] === current.labels[LABEL_SPEC_HASH] && attempt(older) < attempt(current);
 }
 
 /**

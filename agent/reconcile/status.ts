@@ -1,6 +1,6 @@
 import type { ContainerStatusReport, DesiredPod, PodConditionReport, PodStatusReport } from '../../shared/protocol/messages.js';
 import { UPDATE_LOCK_MESSAGE, UPDATE_LOCKED_CONDITION } from '../../shared/protocol/update-lock.js';
-import { newestFirst } from './plan.js';
+import { isDead, newestFirst, startFailed } from './plan.js';
 import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_POD_UID, LABEL_RESTART_COUNT, type RuntimeContainer } from '../runtime/runtime.js';
 
 export interface Waiting {
@@ -70,11 +70,9 @@ export function podStatuses(desired: readonly DesiredPod[], containers: readonly
   });
 }
 
-function isDead(c: RuntimeContainer): boolean {
-  return c.state === 'exited' || c.state === 'dead';
-}
-
-function terminated(c: RuntimeContainer): { terminated: { exitCode: number; reason: string; startedAt?: string; finishedAt?: string } } {
+function terminated(c: RuntimeContainer): { terminated: { exitCode: number; reason: string; message?: string; startedAt?: string; finishedAt?: string } } {
+  // The kubelet's StartError (exit code 128) for a container the engine could not start.
+  if (startFailed(c)) return { terminated: { exitCode: c.exitCode || 128, reason: 'StartError', ...(c.error ? { message: c.error } : {}) } };
   const exitCode = c.exitCode ?? 0;
   const reason = c.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
   return { terminated: { exitCode, reason, ...(c.startedAt ? { startedAt: c.startedAt } : {}), ...(c.finishedAt ? { finishedAt: c.finishedAt } : {}) } };

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerLogDemuxer } from './demux.js';
 import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
+import { imageReferenceProblem } from './reference.js';
 import { statsFromDocker, type DockerStatsJson } from '../metrics/docker-stats.js';
 import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
 
@@ -62,11 +63,15 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async hasImage(ref: string): Promise<boolean> {
+    // The engine answers 400 for a malformed reference: no such image can be present, and one
+    // pod's bad reference must not fail the look-up of every image.
+    if (imageReferenceProblem(ref)) return false;
     try {
       await this.docker.getImage(ref).inspect();
       return true;
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      const code = (err as { statusCode?: number }).statusCode;
+      if (code === 404 || code === 400) return false;
       throw err;
     }
   }
@@ -163,6 +168,8 @@ export class DockerRuntime implements ContainerRuntime {
         // The agent restarts containers itself, by the pod's restartPolicy and with back-off.
         RestartPolicy: { Name: 'no' },
       },
+    }).catch((err: unknown) => {
+      throw engineError(err);
     });
     return c.id;
   }
@@ -171,7 +178,7 @@ export class DockerRuntime implements ContainerRuntime {
     try {
       await this.docker.getContainer(id).start();
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 304) throw err; // already started
+      if ((err as { statusCode?: number }).statusCode !== 304) throw engineError(err); // 304: already started
     }
   }
 
@@ -278,6 +285,12 @@ export function engineMessage(err: unknown): string {
   const message = json && typeof json === 'object' ? (json as { message?: unknown }).message : undefined;
   if (typeof message === 'string' && message) return message.trim();
   return String((err as Error).message ?? err).replace(/^\(HTTP code \d+\) [^-]*- /, '').trim();
+}
+
+/** The engine's refusal as an error of its own words, keeping the HTTP status (callers tell 404 from 409 by it). */
+function engineError(err: unknown): Error {
+  const statusCode = (err as { statusCode?: number }).statusCode;
+  return Object.assign(new Error(engineMessage(err)), statusCode !== undefined ? { statusCode } : {});
 }
 
 function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {
