@@ -4,7 +4,7 @@ import { DEFAULT_BODY_LIMIT } from '../api/body.js';
 import { isListing, withoutServerFields } from '../api/server-fields.js';
 import { ManifestSyntaxError, parseManifests } from '../../shared/resources/manifest.js';
 import { CliError } from './errors.js';
-import { splitYamlDocuments, type TextDocument } from './yaml-documents.js';
+import { DocumentTooLong, splitYamlDocuments, type TextDocument } from './yaml-documents.js';
 
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
@@ -16,10 +16,10 @@ const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 export const MAX_OBJECT_BYTES = DEFAULT_BODY_LIMIT - 4 * 1024;
 
 /**
- * A YAML document's text past which it is refused without being parsed: parsing costs many
- * times the text's size in memory, and a document this long cannot make an object under
- * MAX_OBJECT_BYTES but by being mostly comments. A listing (`kind: List`, `PodList` …) is
- * parsed whatever its size, since its items are applied one by one.
+ * A YAML document's text past which it is refused without being parsed, or even read to its
+ * end: parsing costs many times the text's size in memory, and a document this long cannot
+ * make an object under MAX_OBJECT_BYTES but by being mostly comments. A listing (`kind: List`,
+ * `PodList` …) is parsed whatever its size, since its items are applied one by one.
  */
 const MAX_DOCUMENT_TEXT = 2 * DEFAULT_BODY_LIMIT;
 
@@ -72,15 +72,17 @@ export async function readManifests(paths: string[], stdin: TextSource = () => p
 
 /** Splits one file's text into documents as it streams in, and each document into objects. */
 async function readText(chunks: AsyncIterable<string | Buffer>, file: string, into: ManifestObject[]): Promise<void> {
-  const isListingHead = (head: string) => /^kind:[ \t]*["']?\w*List["']?[ \t]*(#.*)?$/m.test(head);
   try {
     await splitYamlDocuments(chunks, { keepTextUpTo: MAX_DOCUMENT_TEXT, isListing: isListingHead }, (doc, several) => {
       const source = several ? `${file} (document ${doc.index})` : file;
-      if (doc.text === undefined) throw tooLarge(source, describeHead(doc.head), doc.length, 'of YAML');
       for (const { value, source: itemSource } of parseDocument(doc, source, file)) into.push(toObject(value, itemSource));
     });
   } catch (err) {
     if (err instanceof CliError) throw err;
+    if (err instanceof DocumentTooLong) {
+      const doc = err.document;
+      throw tooLarge(doc.index > 1 ? `${file} (document ${doc.index})` : file, describeHead(doc.head), doc.length, 'of YAML', 'more than ');
+    }
     throw new CliError(`cannot read ${file}: ${(err as Error).message}`);
   }
 }
@@ -136,8 +138,13 @@ function toObject(value: unknown, source: string): ManifestObject {
   return object;
 }
 
-function tooLarge(source: string, what: string | undefined, bytes: number, measure: string): CliError {
-  return new CliError(`${source}: ${what ? `${what} is` : 'the object is'} ${mebibytes(bytes)} ${measure}, over the ${mebibytes(MAX_OBJECT_BYTES)} the hub takes for one object; nothing was sent`);
+function tooLarge(source: string, what: string | undefined, bytes: number, measure: string, atLeast = ''): CliError {
+  return new CliError(`${source}: ${what ? `${what} is` : 'the object is'} ${atLeast}${mebibytes(bytes)} ${measure}, over the ${mebibytes(MAX_OBJECT_BYTES)} the hub takes for one object; nothing was sent`);
+}
+
+/** A listing's head, in YAML (`kind: PodList`) or JSON (`"kind": "PodList"`, as `get -o json` prints it first). */
+function isListingHead(head: string): boolean {
+  return /^kind:[ \t]*["']?\w*List["']?[ \t]*(#.*)?$/m.test(head) || /^\s*\{\s*"kind"\s*:\s*"\w*List"/.test(head);
 }
 
 function mebibytes(bytes: number): string {

@@ -1,16 +1,24 @@
 import { StringDecoder } from 'node:string_decoder';
 
+/** A document longer than `keepTextUpTo` (and no listing): `document` holds its head. */
+export class DocumentTooLong extends Error {
+  constructor(readonly document: TextDocument) {
+    super(`document ${document.index} is longer than can be parsed`);
+    this.name = 'DocumentTooLong';
+  }
+}
+
 /** One YAML document of a stream, as text: parsed alone, it costs memory for itself only. */
 export interface TextDocument {
   /** 1 for the first document of the file, as `(document N)` in messages counts them. */
   index: number;
   /** The line of the file on which the document's text begins (its `---`, if it has one). */
   firstLine: number;
-  /** The document's text; undefined when it was longer than `keepTextUpTo` (see `head`). */
+  /** The document's text (not set on a DocumentTooLong's). */
   text?: string;
   /** The first HEAD_CHARS of the text, to name a document that is too long to parse. */
   head: string;
-  /** Length of the text in characters. */
+  /** Length of the text in characters (so far, on a DocumentTooLong's). */
   length: number;
 }
 
@@ -22,15 +30,15 @@ const MARKER = /^---(?:[ \t\r\n]|$)/;
 /**
  * Splits a YAML stream into its documents at each `---` line, as the text arrives, without
  * parsing it. A line that starts with `---` and a blank always starts a document in YAML
- * (no scalar may hold one: YAML 1.2, "c-forbidden"), so the split is exact. A document
- * longer than `keepTextUpTo` keeps only its head, unless `isListing(head)` says it is a list
- * to be applied item by item. Blank text before the first marker is not a document.
+ * (no scalar may hold one: YAML 1.2, "c-forbidden"), so the split is exact. A document that
+ * grows longer than `keepTextUpTo` throws DocumentTooLong at once, unless `isListing(head)`
+ * says it is a list to be applied item by item. Blank text before the first marker is not a
+ * document. `onDocument` gets each document as it ends; what it throws ends the reading.
  */
 export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>, opts: { keepTextUpTo: number; isListing: (head: string) => boolean }, onDocument: (doc: TextDocument, several: boolean) => void): Promise<void> {
   let count = 0;
   let current = open(1, 1);
   let parts: string[] = [];
-  let keep = true;
   let line = 1;
   /** The first characters of the line being read, until they tell whether it is a marker. */
   let lineHead: string | undefined = '';
@@ -43,17 +51,14 @@ export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>,
     if (text === '') return;
     current.length += text.length;
     if (current.head.length < HEAD_CHARS) current.head += text.slice(0, HEAD_CHARS - current.head.length);
-    if (!keep) return;
-    parts.push(text);
-    if (current.length > opts.keepTextUpTo && !opts.isListing(current.head)) {
-      keep = false;
-      parts = [];
-    }
+      parts.push(text);
+    // Too long to be parsed: stop here, without reading the rest (the file may never end).
+    if (current.length > opts.keepTextUpTo && !opts.isListing(current.head)) throw new DocumentTooLong(current);
   }
 
   /** Hands the document on, and keeps nothing of it. `several`: the file has more than one document. */
   function close(atMarker: boolean): void {
-    if (keep) current.text = parts.join('');
+    current.text = parts.join('');
     parts = [];
     // Only comments and blanks before the first marker: not a document of its own.
     const blank = count === 0 && current.length < HEAD_CHARS && /^(?:\s|#.*)*$/.test(current.head);
@@ -74,7 +79,6 @@ export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>,
       // A document that ends at a marker has another after it: a file of several documents.
       close(true);
       current = open(count + 1, line);
-      keep = true;
     }
     append(held);
   }
