@@ -66,7 +66,8 @@ export async function applyCommand(opts: ClientOptions & { filename: string[]; d
       const key = `${r.kind}/${r.namespace ?? ''}/${r.name}`;
       if (printed.has(key)) continue;
       printed.add(key);
-      results.push(r);
+      // The answer carries each object as stored; what follows needs only its name and action.
+      results.push({ kind: r.kind, name: r.name, ...(r.namespace ? { namespace: r.namespace } : {}), action: r.action, warnings: [] });
       for (const w of r.warnings) err(`Warning: ${r.kind.toLowerCase()}/${r.name}: ${w}`);
       out(`${r.kind.toLowerCase()}/${r.name} ${r.action}${opts.dryRun ? ' (dry run)' : ''}`);
     }
