@@ -16,7 +16,7 @@ export interface ApiAnswer<T> {
   warnings: string[];
 }
 
-/** The CLI's view of the hub's HTTP API: finds the server and token as DESIGN.md section 7 says. */
+/** The CLI's view of the hub's HTTP API: finds the server (--server, FLOTILLA_SERVER) and the admin token (--token, FLOTILLA_TOKEN, ./flotilla-data/admin.token). */
 export class HubClient {
   readonly server: string;
   private readonly token: string;

@@ -73,7 +73,7 @@ export async function getCommand(kindName: string, nameArgs: string[], opts: Cli
   const path = objectPath(kind.plural, kind.namespaced, namespace);
   const { body } = await client.request<{ items: Obj[]; metadata: { resourceVersion: string } }>('GET', `${path}${query.size ? `?${query}` : ''}`);
   if (names.length === 0) {
-    // -o json|yaml print the list exactly as the API returns it (DESIGN.md section 7).
+    // -o json|yaml print the list exactly as the API returns it.
     if (format === 'json') out(JSON.stringify(body, null, 2));
     else if (format === 'yaml') out(stringify(body).trimEnd());
     else if (body.items.length === 0 && format !== 'name') out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
@@ -82,7 +82,7 @@ export async function getCommand(kindName: string, nameArgs: string[], opts: Cli
   if (!opts.watch) return;
   query.set('watch', 'true');
   query.set('resourceVersion', body.metadata.resourceVersion);
-  // On a terminal, an image pull's progress events show as one line that grows (DESIGN.md section 7).
+  // On a terminal, an image pull's progress events show as one line that grows.
   const progress = kind.kind === 'Event' && process.stdout.isTTY && (format === 'table' || format === 'wide') ? new ProgressLines() : undefined;
   await client.watch(`${path}?${query}`, (event) => {
     const o = event.object as Obj;

@@ -1,5 +1,5 @@
 /**
- * The one place that turns errors into the CLI's exit status (DESIGN.md section 7):
+ * The one place that turns errors into the CLI's exit status:
  * 0 done, 1 refused or failed (with a message on stderr), 2 usage.
  */
 export class CliError extends Error {

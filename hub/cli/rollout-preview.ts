@@ -16,7 +16,7 @@ export interface WavesPreview {
   reason?: string;
 }
 
-/** The hub's rollout endpoint of a DaemonSet (DESIGN.md section 2): control, and `/preview`. */
+/** The hub's rollout endpoint of a DaemonSet: control, and `/preview`. */
 export function rolloutEndpoint(namespace: string, name: string, sub?: 'preview', plural: 'daemonsets' | 'deployments' = 'daemonsets'): string {
   return `/apis/flotilla/v1/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/rollout${sub ? `/${sub}` : ''}`;
 }

@@ -11,7 +11,7 @@ import { phaseOf, recordLines, targetWord, wavesHistoryTable, waveText, type Rol
 import { LiveBlock, PlainPrinter, statusView, type StatusDisplay } from './rollout-waves-status.js';
 
 /**
- * `flotilla rollout …` for a DaemonSet with `updateStrategy.type: Waves` (DESIGN.md section 2).
+ * `flotilla rollout …` for a DaemonSet with `updateStrategy.type: Waves`.
  * The hub keeps one Rollout record per revision (shared/resources/rollout.ts): status, history
  * and undo read them; pause, resume and abort go through the DaemonSet's rollout endpoint.
  */
