@@ -17,11 +17,15 @@ export const MAX_OBJECT_BYTES = DEFAULT_BODY_LIMIT - 4 * 1024;
 
 /**
  * A YAML document's text past which it is refused without being parsed, or even read to its
- * end: parsing costs many times the text's size in memory, and a document this long cannot
- * make an object under MAX_OBJECT_BYTES but by being mostly comments. A listing (`kind: List`,
- * `PodList` …) is parsed whatever its size, since its items are applied one by one.
+ * end: parsing YAML costs tens of times the text's size in memory (a listing of 8 MiB took
+ * 790 MB), and a document this long cannot make an object under MAX_OBJECT_BYTES but by being
+ * mostly comments and indentation. A listing in YAML (`kind: List`, `PodList` …) has the same
+ * bound, though its items are applied one by one: a larger one is applied as JSON.
  */
-const MAX_DOCUMENT_TEXT = 2 * DEFAULT_BODY_LIMIT;
+const MAX_DOCUMENT_TEXT = 4 * 1024 * 1024;
+
+/** A listing as JSON (`get -o json`) is parsed whole too, for a few times its text. */
+const MAX_JSON_LISTING_TEXT = 256 * 1024 * 1024;
 
 /** One object of a manifest, serialized as it is sent to the hub. */
 export interface ManifestObject {
@@ -73,7 +77,7 @@ export async function readManifests(paths: string[], stdin: TextSource = () => p
 /** Splits one file's text into documents as it streams in, and each document into objects. */
 async function readText(chunks: AsyncIterable<string | Buffer>, file: string, into: ManifestObject[]): Promise<void> {
   try {
-    await splitYamlDocuments(chunks, { keepTextUpTo: MAX_DOCUMENT_TEXT, isListing: isListingHead }, (doc, several) => {
+    await splitYamlDocuments(chunks, { maxLength: maxDocumentText }, (doc, several) => {
       const source = several ? `${file} (document ${doc.index})` : file;
       for (const { value, source: itemSource } of parseDocument(doc, source, file)) into.push(toObject(value, itemSource));
     });
@@ -81,7 +85,10 @@ async function readText(chunks: AsyncIterable<string | Buffer>, file: string, in
     if (err instanceof CliError) throw err;
     if (err instanceof DocumentTooLong) {
       const doc = err.document;
-      throw tooLarge(doc.index > 1 ? `${file} (document ${doc.index})` : file, describeHead(doc.head), doc.length, 'of YAML', 'more than ');
+      const source = doc.index > 1 ? `${file} (document ${doc.index})` : file;
+      if (listingKind(doc.head) === 'yaml') throw new CliError(`${source}: a listing of more than ${mebibytes(MAX_DOCUMENT_TEXT)} of YAML is too large to parse; apply it as JSON (get -o json), or in parts; nothing was sent`);
+      if (listingKind(doc.head) === 'json') throw new CliError(`${source}: a listing of more than ${mebibytes(MAX_JSON_LISTING_TEXT)} is too large to parse; apply it in parts; nothing was sent`);
+      throw tooLarge(source, describeHead(doc.head), doc.length, 'of YAML', 'more than ');
     }
     throw new CliError(`cannot read ${file}: ${(err as Error).message}`);
   }
@@ -142,9 +149,17 @@ function tooLarge(source: string, what: string | undefined, bytes: number, measu
   return new CliError(`${source}: ${what ? `${what} is` : 'the object is'} ${atLeast}${mebibytes(bytes)} ${measure}, over the ${mebibytes(MAX_OBJECT_BYTES)} the hub takes for one object; nothing was sent`);
 }
 
-/** A listing's head, in YAML (`kind: PodList`) or JSON (`"kind": "PodList"`, as `get -o json` prints it first). */
-function isListingHead(head: string): boolean {
-  return /^kind:[ \t]*["']?\w*List["']?[ \t]*(#.*)?$/m.test(head) || /^\s*\{\s*"kind"\s*:\s*"\w*List"/.test(head);
+/** Whether a document's head is a listing's, in YAML (`kind: PodList`) or JSON (`"kind": "PodList"`, as `get -o json` prints it first). */
+function listingKind(head: string): 'yaml' | 'json' | undefined {
+  if (/^\s*\{\s*"kind"\s*:\s*"\w*List"/.test(head)) return 'json';
+  // kubectl prints a list's keys in order: `items:` comes before `kind: List`.
+  if (/^kind:[ \t]*["']?\w*List["']?[ \t]*(#.*)?$/m.test(head) || /^items:[ \t]*$/m.test(head)) return 'yaml';
+  return undefined;
+}
+
+/** How long a document may grow before it is refused unread (see MAX_DOCUMENT_TEXT). */
+function maxDocumentText(head: string): number {
+  return listingKind(head) === 'json' ? MAX_JSON_LISTING_TEXT : MAX_DOCUMENT_TEXT;
 }
 
 function mebibytes(bytes: number): string {

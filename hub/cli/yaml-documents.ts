@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
 
-/** A document longer than `keepTextUpTo` (and no listing): `document` holds its head. */
+/** A document longer than `maxLength(head)` allows: `document` holds its head. */
 export class DocumentTooLong extends Error {
   constructor(readonly document: TextDocument) {
     super(`document ${document.index} is longer than can be parsed`);
@@ -31,11 +31,11 @@ const MARKER = /^---(?:[ \t\r\n]|$)/;
  * Splits a YAML stream into its documents at each `---` line, as the text arrives, without
  * parsing it. A line that starts with `---` and a blank always starts a document in YAML
  * (no scalar may hold one: YAML 1.2, "c-forbidden"), so the split is exact. A document that
- * grows longer than `keepTextUpTo` throws DocumentTooLong at once, unless `isListing(head)`
- * says it is a list to be applied item by item. Blank text before the first marker is not a
- * document. `onDocument` gets each document as it ends; what it throws ends the reading.
+ * grows longer than `maxLength(head)` (its first characters tell what it is) throws
+ * DocumentTooLong at once, without reading further. Blank text before the first marker is not
+ * a document. `onDocument` gets each document as it ends; what it throws ends the reading.
  */
-export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>, opts: { keepTextUpTo: number; isListing: (head: string) => boolean }, onDocument: (doc: TextDocument, several: boolean) => void): Promise<void> {
+export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>, opts: { maxLength: (head: string) => number }, onDocument: (doc: TextDocument, several: boolean) => void): Promise<void> {
   let count = 0;
   let current = open(1, 1);
   let parts: string[] = [];
@@ -53,7 +53,7 @@ export async function splitYamlDocuments(chunks: AsyncIterable<string | Buffer>,
     if (current.head.length < HEAD_CHARS) current.head += text.slice(0, HEAD_CHARS - current.head.length);
       parts.push(text);
     // Too long to be parsed: stop here, without reading the rest (the file may never end).
-    if (current.length > opts.keepTextUpTo && !opts.isListing(current.head)) throw new DocumentTooLong(current);
+    if (current.length > opts.maxLength(current.head)) throw new DocumentTooLong(current);
   }
 
   /** Hands the document on, and keeps nothing of it. `several`: the file has more than one document. */

@@ -15,7 +15,7 @@ async function* pieces(text: string, size: number): AsyncIterable<string> {
 async function split(text: string, size = 7, keepTextUpTo = 1 << 20): Promise<{ docs: TextDocument[]; several: boolean[] }> {
   const docs: TextDocument[] = [];
   const several: boolean[] = [];
-  await splitYamlDocuments(pieces(text, size), { keepTextUpTo, isListing: (head) => /^kind: \w*List$/m.test(head) }, (doc, s) => {
+  await splitYamlDocuments(pieces(text, size), { maxLength: (head) => (/^kind: \w*List$/m.test(head) ? Infinity : keepTextUpTo) }, (doc, s) => {
     docs.push(doc);
     several.push(s);
   });
@@ -53,7 +53,7 @@ describe('splitYamlDocuments', () => {
         yield '  k: vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\n';
       }
     }
-    const err = await splitYamlDocuments(endless(), { keepTextUpTo: 10_000, isListing: () => false }, () => {}).catch((e: unknown) => e);
+    const err = await splitYamlDocuments(endless(), { maxLength: () => 10_000 }, () => {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DocumentTooLong);
     expect((err as DocumentTooLong).document.head).toContain('name: big');
     expect(read).toBeLessThan(200);
