@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { isPlainObject } from '../../shared/resources/fields.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
+import { dryRunOfOptions, writeOrDryRun } from './dry-run.js';
 import { HubError } from './errors.js';
 import { checkDisruption } from './eviction-budget.js';
 
@@ -24,9 +25,14 @@ export class EvictionRoutes {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Validates the optional body (an Eviction object, or nothing), then evicts. */
-  handle(namespace: string, name: string, body: Buffer): { status: number; body: Record<string, unknown> } {
+  /**
+   * Validates the optional body (an Eviction object, or nothing), then evicts. A dry run (the
+   * query's `dryRun`, or the Eviction's `deleteOptions.dryRun`, as `kubectl drain
+   * --dry-run=server` sends it) makes every check, the budget's too, and deletes nothing.
+   */
+  handle(namespace: string, name: string, body: Buffer, dryRun = false): { status: number; body: Record<string, unknown> } {
     const text = body.toString('utf8').trim();
+    let dry = dryRun;
     if (text !== '') {
       let value: unknown;
       try {
@@ -38,13 +44,14 @@ export class EvictionRoutes {
       if (value.kind !== undefined && value.kind !== 'Eviction') throw new HubError('HUB_ERR_BAD_REQUEST', `kind: must be Eviction, not '${String(value.kind)}'`);
       const meta = value.metadata;
       if (isPlainObject(meta) && meta.name !== undefined && meta.name !== name) throw new HubError('HUB_ERR_BAD_REQUEST', `metadata.name: '${String(meta.name)}' does not match the pod in the path '${name}'`);
+      dry = dryRunOfOptions(value.deleteOptions, 'deleteOptions.dryRun') || dry;
     }
-    this.evict(namespace, name);
-    return { status: 201, body: { kind: 'Status', status: 'Success', code: 201, message: `pod "${name}" evicted` } };
+    this.evict(namespace, name, dry);
+    return { status: 201, body: { kind: 'Status', status: 'Success', code: 201, message: `pod "${name}" ${dry ? 'would be evicted (dry run: nothing was deleted)' : 'evicted'}` } };
   }
 
-  evict(namespace: string, name: string): void {
-    const pod = this.store.transaction(() => {
+  evict(namespace: string, name: string, dryRun = false): void {
+    const pod = writeOrDryRun(this.store, dryRun, () => {
       const current = this.store.get('Pod', namespace, name);
       if (!current) throw new HubError('HUB_ERR_NOT_FOUND', `pods "${name}" not found`);
       const check = checkDisruption(this.store, current, this.now());
@@ -57,6 +64,7 @@ export class EvictionRoutes {
       this.store.delete('Pod', namespace, name);
       return current;
     });
+    if (dryRun) return;
     this.events.normal(pod, 'Evicted', `Evicted from node ${(pod.spec as { nodeName?: string }).nodeName ?? '<none>'} by the eviction API`);
     this.log.info({ pod: `${namespace}/${name}` }, 'pod evicted');
   }

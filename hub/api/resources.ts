@@ -8,9 +8,16 @@ import type { Selector } from '../../shared/labels/selector.js';
 import type { ObjectStore } from '../store/objects.js';
 import { canonicalJson } from '../store/shape.js';
 import type { StoredObject } from '../store/types.js';
+import { asDryRunAnswer, writeOrDryRun } from './dry-run.js';
 import { HubError } from './errors.js';
+import { expandLists, withoutServerFields } from './server-fields.js';
 
 export type ApplyAction = 'created' | 'configured' | 'unchanged';
+
+/** Options of a single write: `dryRun` makes every check and answers what would be stored, writing nothing. */
+export interface WriteOptions {
+  dryRun?: boolean;
+}
 
 export interface ApplyOutcome {
   kind: string;
@@ -44,7 +51,7 @@ export class ResourceService {
     const errors: FieldError[] = [];
     const valid: { object: ValidObject; kind: KindInfo; warnings: string[]; source: string }[] = [];
     for (const doc of docs) {
-      const result = validateManifest(doc.value);
+      const result = validateManifest(withoutServerFields(doc.value));
       const prefix = docs.length > 1 ? `${doc.source}: ` : '';
       if (!result.object || !result.kind) {
         errors.push(...result.errors.map((e) => ({ path: `${prefix}${e.path}`, message: e.message })));
@@ -61,23 +68,25 @@ export class ResourceService {
     return valid;
   }
 
-  /** kubectl apply: create each object, or update the one of the same kind, namespace and name. */
+  /**
+   * kubectl apply: create each object, or update the one of the same kind, namespace and name.
+   * A list (`kind: List`, or `PodList` and the like as `get -o yaml` prints them) is applied item
+   * by item. A dry run makes every check of the real write, in a transaction it rolls back.
+   */
   apply(docs: ManifestDocument[], opts: { dryRun?: boolean; namespace?: string } = {}): ApplyOutcome[] {
-    const valid = this.validateAll(docs, opts.namespace);
+    const valid = this.validateAll(expandLists(docs), opts.namespace);
     // Namespaces first, so a file may create a namespace and fill it, as kubectl orders them.
     valid.sort((a, b) => Number(b.kind.kind === 'Namespace') - Number(a.kind.kind === 'Namespace'));
-    const outcomes: ApplyOutcome[] = [];
-    const run = () => {
-      const created = new Set<string>();
+    return writeOrDryRun(this.store, opts.dryRun, () => {
+      const outcomes: ApplyOutcome[] = [];
       for (const { object, kind, warnings } of valid) {
         const ns = kind.namespaced ? object.metadata.namespace! : '';
-        if (kind.namespaced && !created.has(ns)) this.requireNamespace(ns);
-        if (kind.kind === 'Namespace') created.add(object.metadata.name);
+        if (kind.namespaced) this.requireNamespace(ns);
         const existing = this.store.get(kind.kind, ns, object.metadata.name);
         const base = { kind: kind.kind, name: object.metadata.name, ...(kind.namespaced ? { namespace: ns } : {}), warnings };
         if (!existing) {
-          const stored = opts.dryRun ? undefined : this.store.create(toNewObject(object));
-          outcomes.push({ ...base, action: 'created', ...(stored ? { object: stored } : {}) });
+          const stored = this.store.create(toNewObject(object));
+          outcomes.push({ ...base, action: 'created', object: opts.dryRun ? asDryRunAnswer(stored, undefined) : stored });
           continue;
         }
         const next = mergeIntoExisting(existing, object);
@@ -85,41 +94,41 @@ export class ResourceService {
           outcomes.push({ ...base, action: 'unchanged', object: existing });
           continue;
         }
-        const stored = opts.dryRun ? undefined : this.store.update(next);
-        outcomes.push({ ...base, action: 'configured', ...(stored ? { object: stored } : {}) });
+        const stored = this.store.update(next);
+        outcomes.push({ ...base, action: 'configured', object: opts.dryRun ? asDryRunAnswer(stored, existing.metadata.resourceVersion) : stored });
       }
-    };
-    if (opts.dryRun) run();
-    else this.store.transaction(run);
-    return outcomes;
+      return outcomes;
+    });
   }
 
-  create(kindName: string, namespace: string | undefined, doc: ManifestDocument): { object: StoredObject; warnings: string[] } {
+  create(kindName: string, namespace: string | undefined, doc: ManifestDocument, opts: WriteOptions = {}): { object: StoredObject; warnings: string[] } {
     const [v] = this.validateAll([doc], namespace);
     const { object, kind, warnings } = v!;
     this.checkPathNamespace(kind, namespace, object);
     if (kind.kind !== this.kind(kindName).kind) throw new HubError('HUB_ERR_BAD_REQUEST', `the body is a ${kind.kind}, the path is for ${this.kind(kindName).plural}`);
-    return this.store.transaction(() => {
+    return writeOrDryRun(this.store, opts.dryRun, () => {
       if (kind.namespaced) this.requireNamespace(object.metadata.namespace!);
-      return { object: this.store.create(toNewObject(object)), warnings };
+      const stored = this.store.create(toNewObject(object));
+      return { object: opts.dryRun ? asDryRunAnswer(stored, undefined) : stored, warnings };
     });
   }
 
-  replace(kindName: string, namespace: string | undefined, name: string, doc: ManifestDocument): { object: StoredObject; warnings: string[] } {
+  replace(kindName: string, namespace: string | undefined, name: string, doc: ManifestDocument, opts: WriteOptions = {}): { object: StoredObject; warnings: string[] } {
     const [v] = this.validateAll([doc], namespace);
     const { object, kind, warnings } = v!;
     this.checkPathNamespace(kind, namespace, object);
     if (object.metadata.name !== name) throw new HubError('HUB_ERR_BAD_REQUEST', `metadata.name '${object.metadata.name}' does not match the name in the path '${name}'`);
-    return this.store.transaction(() => {
+    return writeOrDryRun(this.store, opts.dryRun, () => {
       const existing = this.get(kindName, namespace, name);
-      return { object: this.store.update(mergeIntoExisting(existing, object)), warnings };
+      const stored = this.store.update(mergeIntoExisting(existing, object));
+      return { object: opts.dryRun ? asDryRunAnswer(stored, existing.metadata.resourceVersion) : stored, warnings };
     });
   }
 
   /** JSON merge patch (RFC 7386), the form `flotilla label` uses; the result is validated as a whole. */
-  patch(kindName: string, namespace: string | undefined, name: string, patch: unknown): { object: StoredObject; warnings: string[] } {
+  patch(kindName: string, namespace: string | undefined, name: string, patch: unknown, opts: WriteOptions = {}): { object: StoredObject; warnings: string[] } {
     if (!isPlainObject(patch)) throw new HubError('HUB_ERR_BAD_REQUEST', 'a merge patch must be a JSON object');
-    return this.store.transaction(() => {
+    return writeOrDryRun(this.store, opts.dryRun, () => {
       const existing = this.get(kindName, namespace, name);
       const patched = mergePatch(existing, patch) as StoredObject;
       const [v] = this.validateAll([{ source: 'patch', value: patched }], namespace);
@@ -127,7 +136,8 @@ export class ResourceService {
       const next = mergeIntoExisting(existing, v!.object);
       if (expected) next.metadata.resourceVersion = expected;
       else next.metadata.resourceVersion = existing.metadata.resourceVersion;
-      return { object: this.store.update(next), warnings: v!.warnings };
+      const stored = this.store.update(next);
+      return { object: opts.dryRun ? asDryRunAnswer(stored, existing.metadata.resourceVersion) : stored, warnings: v!.warnings };
     });
   }
 
@@ -144,10 +154,11 @@ export class ResourceService {
     return this.store.list(kind.kind, { ...(kind.namespaced && namespace ? { namespace } : {}), ...(selector ? { selector } : {}) });
   }
 
-  delete(kindName: string, namespace: string | undefined, name: string): StoredObject {
+  /** Deletes an object (a namespace with everything in it); a dry run answers the object as it is and deletes nothing. */
+  delete(kindName: string, namespace: string | undefined, name: string, opts: WriteOptions = {}): StoredObject {
     const kind = this.kind(kindName);
     const ns = kind.namespaced ? (namespace ?? DEFAULT_NAMESPACE) : '';
-    return this.store.transaction(() => {
+    return writeOrDryRun(this.store, opts.dryRun, () => {
       const obj = this.get(kindName, namespace, name);
       if (kind.kind === 'Namespace') {
         if (name === DEFAULT_NAMESPACE) throw new HubError('HUB_ERR_FORBIDDEN', 'the default namespace cannot be deleted');

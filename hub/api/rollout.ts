@@ -34,14 +34,18 @@ export class RolloutRoutes {
     private readonly deploymentWaves?: DeploymentWavesController,
   ) {}
 
-  /** `parts`: the path after /apis. */
-  async handle(req: IncomingMessage, method: string, parts: string[], send: (status: number, body: unknown) => void, body: () => Promise<Buffer>): Promise<void> {
+  /**
+   * `parts`: the path after /apis. A preview writes nothing, so `dryRun` changes nothing for it;
+   * an action under `dryRun` is refused (a pause or resume cannot be tried without being made).
+   */
+  async handle(req: IncomingMessage, method: string, parts: string[], send: (status: number, body: unknown) => void, body: () => Promise<Buffer>, dryRun = false): Promise<void> {
     const [group, version, namespaces, namespace, plural, name, sub, op, ...extra] = parts;
     const preview = op === 'preview';
     if (group !== 'flotilla' || version !== 'v1' || namespaces !== 'namespaces' || !namespace || (plural !== 'daemonsets' && (plural !== 'deployments' || !this.deploymentWaves)) || !name || sub !== 'rollout' || (op !== undefined && !preview) || extra.length > 0) {
       throw new HubError('HUB_ERR_NOT_FOUND', `no route for /apis/${parts.join('/')}`);
     }
     if (method !== 'POST') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `rollout${preview ? '/preview' : ''} takes POST`);
+    if (dryRun && !preview) throw new HubError('HUB_ERR_BAD_REQUEST', 'dryRun: not supported for rollout actions (nothing was paused, resumed or aborted; see rollout/preview)');
     const raw = await body();
     const deployment = plural === 'deployments';
     const manifest = preview && raw.toString('utf8').trim() !== '' ? this.single(req, raw) : undefined;

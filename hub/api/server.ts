@@ -9,6 +9,7 @@ import { isDiskFull } from '../store/errors.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { WatchEvent } from '../store/types.js';
 import { DEFAULT_BODY_LIMIT, parseBody, readBody } from './body.js';
+import { dryRunOf, dryRunOfDeleteOptions } from './dry-run.js';
 import { HubError, toHubError } from './errors.js';
 import type { EvictionRoutes } from './eviction.js';
 import type { PodLogRoutes } from './logs.js';
@@ -108,10 +109,11 @@ export class ApiServer {
     if (url.pathname === '/version') return this.send(res, 200, { version: FLOTILLA_VERSION });
     if (url.pathname === '/metrics' && this.metrics) return this.metrics.exposition(res);
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-    if (parts[0] === 'apis' && this.rollouts) return this.rollouts.handle(req, method, parts.slice(1), (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit));
+    // Every write honours `dryRun` or refuses it (an unknown value is a 400); reads ignore it.
+    const dryRun = method !== 'GET' && dryRunOf(url.searchParams);
+    if (parts[0] === 'apis' && this.rollouts) return this.rollouts.handle(req, method, parts.slice(1), (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit), dryRun);
     if (parts[0] !== 'api' || parts[1] !== 'v1') throw new HubError('HUB_ERR_NOT_FOUND', `no route for ${url.pathname}`);
     const rest = parts.slice(2);
-    const dryRun = url.searchParams.has('dryRun') && url.searchParams.get('dryRun') !== 'false';
 
     if (rest[0] === 'apply' && rest.length === 1) {
       if (method !== 'POST') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'apply takes POST');
@@ -121,6 +123,7 @@ export class ApiServer {
       return this.send(res, 200, { kind: 'ApplyResult', dryRun, results });
     }
     if (rest[0] === 'metrics' && this.metrics) return this.metrics.handle(method, rest.slice(1), url.searchParams, (status, body) => this.send(res, status, body));
+    if (rest[0] === 'tokens' && dryRun) throw new HubError('HUB_ERR_BAD_REQUEST', 'dryRun: not supported for tokens (nothing was created or revoked)');
     if (rest[0] === 'tokens') return this.tokens.handle(method, rest.slice(1), req, res, (status, body) => this.send(res, status, body), () => readBody(req, this.bodyLimit));
 
     // Resolve {namespace, plural, name} from the path.
@@ -139,7 +142,7 @@ export class ApiServer {
     if (!kind.namespaced && namespace) throw new HubError('HUB_ERR_NOT_FOUND', `${kind.plural} are not namespaced`);
     if (subresource === 'eviction' && this.eviction) {
       if (method !== 'POST') throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', 'eviction takes POST');
-      const answer = this.eviction.handle(namespace!, name!, await readBody(req, this.bodyLimit));
+      const answer = this.eviction.handle(namespace!, name!, await readBody(req, this.bodyLimit), dryRun);
       return this.send(res, answer.status, answer.body);
     }
     if (subresource === 'log' && this.podLogs) {
@@ -159,7 +162,7 @@ export class ApiServer {
       if (method === 'POST') {
         const docs = parseBody(req, await readBody(req, this.bodyLimit));
         if (docs.length !== 1) throw new HubError('HUB_ERR_BAD_REQUEST', 'create takes exactly one object; use /api/v1/apply for several');
-        const { object, warnings } = this.resources.create(kind.plural, namespace, docs[0]!);
+        const { object, warnings } = this.resources.create(kind.plural, namespace, docs[0]!, { dryRun });
         return this.send(res, 201, object, warnings);
       }
       throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on a list`);
@@ -170,16 +173,19 @@ export class ApiServer {
       case 'PUT': {
         const docs = parseBody(req, await readBody(req, this.bodyLimit));
         if (docs.length !== 1) throw new HubError('HUB_ERR_BAD_REQUEST', 'replace takes exactly one object');
-        const { object, warnings } = this.resources.replace(kind.plural, namespace, name, docs[0]!);
+        const { object, warnings } = this.resources.replace(kind.plural, namespace, name, docs[0]!, { dryRun });
         return this.send(res, 200, object, warnings);
       }
       case 'PATCH': {
         const docs = parseBody(req, await readBody(req, this.bodyLimit));
-        const { object, warnings } = this.resources.patch(kind.plural, namespace, name, docs[0]?.value);
+        const { object, warnings } = this.resources.patch(kind.plural, namespace, name, docs[0]?.value, { dryRun });
         return this.send(res, 200, object, warnings);
       }
-      case 'DELETE':
-        return this.send(res, 200, this.makingRoom(() => this.resources.delete(kind.plural, namespace, name)));
+      case 'DELETE': {
+        // client-go sends a delete's options (dryRun among them) in the body, as DeleteOptions.
+        const bodyDryRun = dryRunOfDeleteOptions(await readBody(req, this.bodyLimit));
+        return this.send(res, 200, this.makingRoom(() => this.resources.delete(kind.plural, namespace, name, { dryRun: dryRun || bodyDryRun })));
+      }
       default:
         throw new HubError('HUB_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed`);
     }

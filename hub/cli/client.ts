@@ -1,4 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { CliError } from './errors.js';
 
 export interface ClientOptions {
@@ -26,17 +28,56 @@ export class HubClient {
     this.token = token;
   }
 
+  /**
+   * One call of the API; an error answer becomes a CliError with the hub's message. A body may
+   * be given already serialized (a string), as apply sends its batches.
+   */
   async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<ApiAnswer<T>> {
-    const res = await this.fetch(method, path, body, contentType);
-    const text = await res.text();
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const res = await this.send(method, path, payload, contentType);
     let parsed: unknown;
     try {
-      parsed = text ? JSON.parse(text) : undefined;
+      parsed = res.text ? JSON.parse(res.text) : undefined;
     } catch {
       throw new CliError(`the hub answered ${res.status} with a body that is not JSON`);
     }
-    if (!res.ok) throw CliError.fromApi(res.status, parsed);
-    return { body: parsed as T, warnings: parseWarnings(res.headers.get('warning')) };
+    if (res.status < 200 || res.status > 299) throw CliError.fromApi(res.status, parsed);
+    const warning = res.headers.warning;
+    return { body: parsed as T, warnings: parseWarnings(Array.isArray(warning) ? warning.join(', ') : (warning ?? null)) };
+  }
+
+  /**
+   * Sends a request and reads its answer. When the hub answers before it has read the whole
+   * body (a 413 for a body over its limit) and closes, the answer is what counts: the write
+   * that then fails (EPIPE, a reset) is not reported in its place.
+   */
+  private send(method: string, path: string, payload: string | undefined, contentType: string): Promise<{ status: number; headers: IncomingHttpHeaders; text: string }> {
+    const url = new URL(`${this.server}${path}`);
+    const headers: Record<string, string | number> = { authorization: `Bearer ${this.token}` };
+    if (payload !== undefined) {
+      headers['content-type'] = contentType;
+      headers['content-length'] = Buffer.byteLength(payload);
+    }
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      let answered = false;
+      const req = request(url, { method, headers }, (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') });
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', done);
+        // The hub closed the connection after its answer (it does after refusing a body).
+        res.on('error', done);
+        res.on('aborted', done);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (answered) return;
+        const sending = payload !== undefined && (err.code === 'EPIPE' || err.code === 'ECONNRESET');
+        reject(new CliError(`cannot reach the hub at ${this.server}: ${err.code ?? err.message}${sending ? ` (the connection closed while a body of ${Buffer.byteLength(payload)} bytes was being sent)` : ''}`));
+      });
+      req.end(payload);
+    });
   }
 
   /** Opens a watch stream and calls `onEvent` for each line until the stream ends. */

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { lookupKind, type KindInfo } from '../../shared/resources/kinds.js';
 import { parseSelector, SelectorError } from '../../shared/labels/selector.js';
@@ -9,7 +8,6 @@ import { CliError } from './errors.js';
 import { readManifests } from './files.js';
 import { formatObjects, table, type OutputFormat } from './print.js';
 import { ProgressLines } from './pull-progress.js';
-import { applyDryRunPreviews } from './rollout-preview.js';
 import { usageHistory } from './top.js';
 
 type Out = (text: string) => void;
@@ -38,65 +36,48 @@ function checkSelector(s: string | undefined): string | undefined {
   return s;
 }
 
-function printWarnings(warnings: string[], err: Out): void {
-  for (const w of warnings) err(`Warning: ${w}`);
+export { applyCommand } from './apply.js';
+
+/**
+ * `KIND NAME…` or `KIND/NAME`, as kubectl takes them: `get pod/web`, `describe pod/web`,
+ * `label node/pi-1 k=v`. With KIND/NAME, what follows is not a name.
+ */
+export function kindAndName(kindName: string, names: string[]): { kind: KindInfo; names: string[]; inline: boolean } {
+  const slash = kindName.indexOf('/');
+  if (slash < 0) return { kind: kindArg(kindName), names, inline: false };
+  const name = kindName.slice(slash + 1);
+  if (name === '') throw CliError.usage(`'${kindName}': a name is needed after the slash`);
+  return { kind: kindArg(kindName.slice(0, slash)), names: [name], inline: true };
 }
 
-export async function applyCommand(opts: ClientOptions & { filename: string[]; dryRun?: boolean; namespace?: string }, out: Out, err: Out): Promise<void> {
-  if (!opts.filename?.length) throw CliError.usage('apply needs -f FILE|DIR|-');
-  const docs = readManifests(opts.filename, () => readFileSync(0, 'utf8'));
-  const client = new HubClient(opts);
-  const query = new URLSearchParams();
-  if (opts.dryRun) query.set('dryRun', 'true');
-  if (opts.namespace) query.set('namespace', opts.namespace);
-  let answer;
-  try {
-    answer = await client.request<{ results: { kind: string; name: string; action: string; warnings: string[] }[] }>('POST', `/api/v1/apply${query.size ? `?${query}` : ''}`, { items: docs.map((d) => d.value) });
-  } catch (e) {
-    // Name the file of each bad field: the hub numbers documents in the order they were sent.
-    if (e instanceof CliError) {
-      const sources = docs.map((d) => d.source);
-      // One document: name its file; several: the hub numbers them in the order they were sent.
-      const message = docs.length === 1 && e.message.startsWith('invalid manifest') ? `${sources[0]}: ${e.message}` : renameItems(e.message, sources);
-      throw new CliError(message, 1, e.details.map((d) => renameItems(d, sources)));
-    }
-    throw e;
-  }
-  for (const r of answer.body.results) {
-    printWarnings(r.warnings.map((w) => `${r.kind.toLowerCase()}/${r.name}: ${w}`), err);
-    out(`${r.kind.toLowerCase()}/${r.name} ${r.action}${opts.dryRun ? ' (dry run)' : ''}`);
-  }
-  // A DaemonSet in waves whose template would change: the devices of every wave of the rollout it would start.
-  if (opts.dryRun) await applyDryRunPreviews(client, docs.map((d) => d.value), answer.body.results, opts.namespace, out);
-}
-
-function renameItems(text: string, sources: string[]): string {
-  return text.replace(/item (\d+): /g, (m, i: string) => (sources[Number(i)] ? `${sources[Number(i)]}: ` : m));
-}
-
-export async function getCommand(kindName: string, name: string | undefined, opts: ClientOptions & { selector?: string; namespace?: string; allNamespaces?: boolean; output?: string; watch?: boolean }, out: Out): Promise<void> {
-  const kind = kindArg(kindName);
+export async function getCommand(kindName: string, nameArgs: string[], opts: ClientOptions & { selector?: string; namespace?: string; allNamespaces?: boolean; output?: string; watch?: boolean }, out: Out): Promise<void> {
+  const { kind, names, inline } = kindAndName(kindName, nameArgs);
+  if (inline && nameArgs.length > 0) throw CliError.usage(`there is no need to name a kind again after ${kindName}: use ${kindName} alone, or ${kind.plural} NAME...`);
   const format = outputFormat(opts.output);
   const selector = checkSelector(opts.selector);
   const client = new HubClient(opts);
   const namespace = kind.namespaced ? (opts.allNamespaces ? undefined : (opts.namespace ?? 'default')) : undefined;
   const all = kind.namespaced && opts.allNamespaces;
-  if (name) {
-    const { body } = await client.request<Obj>('GET', objectPath(kind.plural, kind.namespaced, namespace ?? 'default', name));
-    out(formatObjects(kind.kind, [body], format, { list: false }));
+  if (names.length > 0) {
+    const found: Obj[] = [];
+    for (const name of names) found.push((await client.request<Obj>('GET', objectPath(kind.plural, kind.namespaced, namespace ?? 'default', name))).body);
+    // One object prints as itself; several as a list, as kubectl prints them.
+    if (found.length === 1) out(formatObjects(kind.kind, found, format, { list: false }));
+    else if (format === 'json') out(JSON.stringify({ kind: 'List', apiVersion: 'flotilla/v1', items: found }, null, 2));
+    else if (format === 'yaml') out(stringify({ kind: 'List', apiVersion: 'flotilla/v1', items: found }).trimEnd());
+    else out(formatObjects(kind.kind, found, format, {}));
     if (!opts.watch) return;
   }
   const query = new URLSearchParams();
   if (selector) query.set('labelSelector', selector);
   const path = objectPath(kind.plural, kind.namespaced, namespace);
   const { body } = await client.request<{ items: Obj[]; metadata: { resourceVersion: string } }>('GET', `${path}${query.size ? `?${query}` : ''}`);
-  const items = name ? body.items.filter((o) => o.metadata.name === name) : body.items;
-  if (!name) {
+  if (names.length === 0) {
     // -o json|yaml print the list exactly as the API returns it (docs/ARCHITECTURE.md, 'The command line').
     if (format === 'json') out(JSON.stringify(body, null, 2));
     else if (format === 'yaml') out(stringify(body).trimEnd());
-    else if (items.length === 0 && format !== 'name') out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
-    else out(formatObjects(kind.kind, items, format, { allNamespaces: Boolean(all) }));
+    else if (body.items.length === 0 && format !== 'name') out(kind.namespaced && !all ? `No resources found in ${namespace} namespace.` : 'No resources found');
+    else out(formatObjects(kind.kind, body.items, format, { allNamespaces: Boolean(all) }));
   }
   if (!opts.watch) return;
   query.set('watch', 'true');
@@ -105,17 +86,27 @@ export async function getCommand(kindName: string, name: string | undefined, opt
   const progress = kind.kind === 'Event' && process.stdout.isTTY && (format === 'table' || format === 'wide') ? new ProgressLines() : undefined;
   await client.watch(`${path}?${query}`, (event) => {
     const o = event.object as Obj;
-    if (name && o.metadata.name !== name) return;
+    if (names.length > 0 && !names.includes(o.metadata.name)) return;
     if (format === 'json') out(JSON.stringify(event));
     else if (format === 'yaml') out(formatObjects(kind.kind, [o], 'yaml', { list: false }) + '\n---');
     else out(`${progress?.prefix(o) ?? ''}${formatObjects(kind.kind, [o], format, { allNamespaces: Boolean(all), headers: false })}${event.type === 'DELETED' ? '   (deleted)' : ''}`);
   });
 }
 
-export async function describeCommand(kindName: string, name: string, opts: ClientOptions & { namespace?: string }, out: Out): Promise<void> {
-  const kind = kindArg(kindName);
+/** `describe KIND NAME…` or `describe KIND/NAME`; `describe KIND` alone describes every object of the kind, as kubectl does. */
+export async function describeCommand(kindName: string, nameArgs: string[], opts: ClientOptions & { namespace?: string }, out: Out): Promise<void> {
+  const { kind, names, inline } = kindAndName(kindName, nameArgs);
+  if (inline && nameArgs.length > 0) throw CliError.usage(`there is no need to name a kind again after ${kindName}: use ${kindName} alone, or ${kind.plural} NAME...`);
   const client = new HubClient(opts);
   const ns = kind.namespaced ? (opts.namespace ?? 'default') : undefined;
+  const targets = names.length > 0 ? names : (await client.request<{ items: Obj[] }>('GET', objectPath(kind.plural, kind.namespaced, ns))).body.items.map((o) => o.metadata.name);
+  if (targets.length === 0) return out(kind.namespaced ? `No resources found in ${ns} namespace.` : 'No resources found');
+  const texts: string[] = [];
+  for (const name of targets) texts.push(await describeOne(client, kind, ns, name, opts));
+  out(texts.join('\n\n'));
+}
+
+async function describeOne(client: HubClient, kind: KindInfo, ns: string | undefined, name: string, opts: ClientOptions): Promise<string> {
   const { body } = await client.request<Obj>('GET', objectPath(kind.plural, kind.namespaced, ns, name));
   const events = await client.request<{ items: never[] }>('GET', objectPath('events', true, kind.namespaced ? ns : 'default'));
   // A Service is shown with its Endpoints, as kubectl does (none yet is not an error).
@@ -127,43 +118,59 @@ export async function describeCommand(kindName: string, name: string, opts: Clie
   const wavesSpec = body.spec as { updateStrategy?: { type?: string }; strategy?: { type?: string } } | undefined;
   const inWaves = (kind.kind === 'DaemonSet' && wavesSpec?.updateStrategy?.type === 'Waves') || (kind.kind === 'Deployment' && wavesSpec?.strategy?.type === 'Waves');
   const rollouts = inWaves ? await client.request<{ items: Obj[] }>('GET', objectPath('rollouts', true, ns)).then((r) => r.body.items, () => []) : undefined;
-  out(describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}), ...(rollouts ? { rollouts } : {}) }));
+  return describeObject(body, events.body.items, { ...(endpoints ? { endpoints } : {}), usage, ...(replicaSets ? { replicaSets } : {}), ...(rollouts ? { rollouts } : {}) });
 }
 
-export async function deleteCommand(kindName: string | undefined, names: string[], opts: ClientOptions & { filename?: string[]; namespace?: string }, out: Out): Promise<void> {
-  const client = new HubClient(opts);
+/**
+ * `delete KIND NAME…`, `delete KIND/NAME…` or `delete -f FILE`: each object is deleted on its
+ * own, and each one the hub refuses is reported once, on stderr (as kubectl: `Error from
+ * server`); the others are still deleted, and the exit status is 1.
+ */
+export async function deleteCommand(kindName: string | undefined, names: string[], opts: ClientOptions & { filename?: string[]; namespace?: string; dryRun?: boolean }, out: Out, err: Out): Promise<void> {
   const targets: { kind: KindInfo; name: string; namespace?: string }[] = [];
   if (opts.filename?.length) {
-    for (const doc of readManifests(opts.filename, () => readFileSync(0, 'utf8'))) {
-      const v = doc.value as { kind?: string; metadata?: { name?: string; namespace?: string } };
-      if (!v?.kind || !v.metadata?.name) throw new CliError(`${doc.source}: kind and metadata.name are required`);
-      const kind = kindArg(v.kind);
-      targets.push({ kind, name: v.metadata.name, ...(kind.namespaced ? { namespace: v.metadata.namespace ?? opts.namespace ?? 'default' } : {}) });
+    if (kindName) throw CliError.usage('delete takes KIND NAME or -f FILE, not both');
+    for (const o of await readManifests(opts.filename)) {
+      if (!o.kind || !o.name) throw new CliError(`${o.source}: kind and metadata.name are required`);
+      const kind = kindArg(o.kind);
+      targets.push({ kind, name: o.name, ...(kind.namespaced ? { namespace: o.namespace ?? opts.namespace ?? 'default' } : {}) });
     }
   } else {
     if (!kindName) throw CliError.usage('delete needs KIND NAME or -f FILE');
-    const [k, inlineName] = kindName.split('/');
-    const kind = kindArg(k!);
-    const all = inlineName ? [inlineName, ...names] : names;
-    if (all.length === 0) throw CliError.usage(`delete ${kindName} needs a NAME`);
-    for (const name of all) targets.push({ kind, name, ...(kind.namespaced ? { namespace: opts.namespace ?? 'default' } : {}) });
-  }
-  let failed: CliError | undefined;
-  for (const t of targets) {
-    try {
-      await client.request('DELETE', objectPath(t.kind.plural, t.kind.namespaced, t.namespace, t.name));
-      out(`${t.kind.singular}/${t.name} deleted`);
-    } catch (e) {
-      if (!(e instanceof CliError)) throw e;
-      failed = e;
-      process.stderr.write(`Error: ${e.message}\n`);
+    // `delete pod/a pod/b` and `delete pods a b` both work, as in kubectl.
+    if (kindName.includes('/')) {
+      for (const arg of [kindName, ...names]) {
+        if (!arg.includes('/')) throw CliError.usage(`'${arg}': after ${kindName}, name each object as KIND/NAME`);
+        const { kind, names: [name] } = kindAndName(arg, []);
+        targets.push({ kind, name: name!, ...(kind.namespaced ? { namespace: opts.namespace ?? 'default' } : {}) });
+      }
+    } else {
+      const kind = kindArg(kindName);
+      if (names.length === 0) throw CliError.usage(`delete ${kindName} needs a NAME`);
+      for (const name of names) targets.push({ kind, name, ...(kind.namespaced ? { namespace: opts.namespace ?? 'default' } : {}) });
     }
   }
-  if (failed) throw new CliError(failed.message, 1, [], );
+  const client = new HubClient(opts);
+  let failed = 0;
+  for (const t of targets) {
+    try {
+      await client.request('DELETE', `${objectPath(t.kind.plural, t.kind.namespaced, t.namespace, t.name)}${opts.dryRun ? '?dryRun=All' : ''}`);
+      out(`${t.kind.singular}/${t.name} deleted${opts.dryRun ? ' (server dry run)' : ''}`);
+    } catch (e) {
+      if (!(e instanceof CliError)) throw e;
+      failed++;
+      err(`error: ${e.message}`);
+    }
+  }
+  if (failed > 0) throw CliError.reported(`${failed} of ${targets.length} deletions failed`);
 }
 
-export async function labelCommand(kindName: string, name: string, changes: string[], opts: ClientOptions & { overwrite?: boolean; namespace?: string }, out: Out): Promise<void> {
-  const kind = kindArg(kindName);
+/** `label KIND NAME k=v k2-` or `label KIND/NAME k=v k2-`. */
+export async function labelCommand(kindName: string, args: string[], opts: ClientOptions & { overwrite?: boolean; namespace?: string; dryRun?: boolean }, out: Out): Promise<void> {
+  const { kind, names, inline } = kindAndName(kindName, args.slice(0, 1));
+  const name = names[0];
+  if (!name) throw CliError.usage(`label ${kindName} needs a NAME, then key=value or key-`);
+  const changes = inline ? args : args.slice(1);
   if (changes.length === 0) throw CliError.usage('label needs at least one change: key=value or key-');
   const set: Record<string, string> = {};
   const remove: string[] = [];
@@ -190,9 +197,8 @@ export async function labelCommand(kindName: string, name: string, changes: stri
     if (k in labels && labels[k] !== v && !opts.overwrite) throw new CliError(`'${k}' already has a value (${labels[k]}), and --overwrite is false`);
   }
   const patch = { metadata: { resourceVersion: current.metadata.resourceVersion, labels: { ...set, ...Object.fromEntries(remove.map((k) => [k, null])) } } };
-  const { warnings } = await client.request('PATCH', path, patch, 'application/merge-patch+json');
-  void warnings;
-  out(`${kind.singular}/${name} labeled`);
+  await client.request('PATCH', `${path}${opts.dryRun ? '?dryRun=All' : ''}`, patch, 'application/merge-patch+json');
+  out(`${kind.singular}/${name} labeled${opts.dryRun ? ' (server dry run)' : ''}`);
 }
 
 export async function tokenCommand(action: string, id: string | undefined, opts: ClientOptions & { description?: string; ttl?: string; output?: string; labels?: string; labelPrefix?: string[] }, out: Out): Promise<void> {

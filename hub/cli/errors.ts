@@ -7,9 +7,16 @@ export class CliError extends Error {
     message: string,
     readonly exitCode: 1 | 2 = 1,
     readonly details: string[] = [],
+    /** Already printed where it happened (each failed object of a delete): only the exit status is left to give. */
+    readonly reported = false,
   ) {
     super(message);
     this.name = 'CliError';
+  }
+
+  /** A failure whose messages are already on stderr. */
+  static reported(message: string): CliError {
+    return new CliError(message, 1, [], true);
   }
 
   static usage(message: string): CliError {

@@ -135,34 +135,36 @@ export function buildProgram(): Command {
     .action((o: { filename: string[]; dryRun?: boolean; namespace?: string }) => applyCommand({ ...client(), ...o }, out, err));
 
   program
-    .command('get <kind> [name]')
-    .description('list objects of a kind, or show one')
+    .command('get <kind> [names...]')
+    .description('list objects of a kind, or show some (KIND NAME... or KIND/NAME)')
     .option('-l, --selector <selector>', 'label selector, e.g. app=web,tier!=db')
     .option('-n, --namespace <ns>', 'namespace', undefined)
     .option('-A, --all-namespaces', 'every namespace')
     .addOption(new Option('-o, --output <format>', 'table, wide, json, yaml or name'))
     .option('-w, --watch', 'keep watching for changes')
-    .action((kind: string, name: string | undefined, o: { selector?: string; namespace?: string; allNamespaces?: boolean; output?: string; watch?: boolean }) => getCommand(kind, name, { ...client(), ...o }, out));
+    .action((kind: string, names: string[], o: { selector?: string; namespace?: string; allNamespaces?: boolean; output?: string; watch?: boolean }) => getCommand(kind, names, { ...client(), ...o }, out));
 
   program
-    .command('describe <kind> <name>')
-    .description('show an object in detail, with its events')
+    .command('describe <kind> [names...]')
+    .description('show objects in detail, with their events (KIND NAME... or KIND/NAME; KIND alone: all of them)')
     .option('-n, --namespace <ns>', 'namespace')
-    .action((kind: string, name: string, o: { namespace?: string }) => describeCommand(kind, name, { ...client(), ...o }, out));
+    .action((kind: string, names: string[], o: { namespace?: string }) => describeCommand(kind, names, { ...client(), ...o }, out));
 
   program
     .command('delete [kind] [names...]')
     .description('delete objects by kind and name, or those in manifests')
     .option('-f, --filename <path>', 'file, folder or - for stdin (repeatable)', collect)
     .option('-n, --namespace <ns>', 'namespace')
-    .action((kind: string | undefined, names: string[], o: { filename?: string[]; namespace?: string }) => deleteCommand(kind, names, { ...client(), ...o }, out));
+    .option('--dry-run', 'check each deletion with the hub, delete nothing')
+    .action((kind: string | undefined, names: string[], o: { filename?: string[]; namespace?: string; dryRun?: boolean }) => deleteCommand(kind, names, { ...client(), ...o }, out, err));
 
   program
-    .command('label <kind> <name> <changes...>')
-    .description('set (k=v) or remove (k-) labels, e.g. flotilla label node pi-1 fleet=sensors')
+    .command('label <kind> <args...>')
+    .description('set (k=v) or remove (k-) labels: label KIND NAME k=v k2- or label KIND/NAME k=v, e.g. flotilla label node pi-1 fleet=sensors')
     .option('--overwrite', 'allow changing an existing value')
     .option('-n, --namespace <ns>', 'namespace')
-    .action((kind: string, name: string, changes: string[], o: { overwrite?: boolean; namespace?: string }) => labelCommand(kind, name, changes, { ...client(), ...o }, out));
+    .option('--dry-run', 'check the change with the hub, change nothing')
+    .action((kind: string, args: string[], o: { overwrite?: boolean; namespace?: string; dryRun?: boolean }) => labelCommand(kind, args, { ...client(), ...o }, out));
 
   program
     .command('logs <pod>')
@@ -196,6 +198,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (e instanceof CliError) {
+      if (e.reported) return e.exitCode;
       err(`error: ${e.message}`);
       for (const d of e.details) err(`  ${d}`);
       return e.exitCode;

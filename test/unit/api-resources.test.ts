@@ -186,7 +186,11 @@ describe('ResourceService', () => {
         ['Pod', 'web', 'created'],
         ['Pod', 'existing', 'configured'],
       ]);
-      expect(outcomes[0]!.object).toBeUndefined();
+      // The answer is the object as it would be stored, with no resourceVersion of its own.
+      expect(outcomes[1]!.object?.metadata).toMatchObject({ name: 'web', namespace: 'team-b' });
+      expect(outcomes[1]!.object?.metadata.resourceVersion).toBeUndefined();
+      expect(outcomes[2]!.object?.spec).toEqual({ containers: [{ name: 'app', image: 'nginx:2' }] });
+      expect(outcomes[2]!.object?.metadata.resourceVersion).toBe(service.get('pods', 'default', 'existing').metadata.resourceVersion);
       expect(store.currentResourceVersion()).toBe(rv);
       expect(service.list('namespaces', undefined).items.map((n) => n.metadata.name)).toEqual(['default']);
       expect(service.get('pods', 'default', 'existing').spec).toEqual({ containers: [{ name: 'app', image: 'nginx:1.27' }] });
@@ -277,6 +281,109 @@ describe('ResourceService', () => {
     it('refuses an unknown resource type', () => {
       expectHubError(() => service.delete('gizmos', 'default', 'x'), 'HUB_ERR_NOT_FOUND', 'the server doesn\'t have a resource type "gizmos"');
     });
+  });
+});
+
+describe('ResourceService under dryRun', () => {
+  let db: Database;
+  let store: ObjectStore;
+  let service: ResourceService;
+  const events: string[] = [];
+
+  beforeEach(() => {
+    db = openHubDatabase(':memory:');
+    store = new ObjectStore(db);
+    store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: 'default' }, spec: {} });
+    service = new ResourceService(store, pino({ level: 'silent' }));
+    service.apply(docs(namespaceManifest('team-a'), podManifest({ namespace: 'team-a' }), podManifest({ name: 'existing' })));
+    events.length = 0;
+    store.watch({}, (e) => events.push(`${e.type} ${e.object.kind}/${e.object.metadata.name}`));
+  });
+  afterEach(() => db.close());
+
+  /** Everything stored, to compare before and after. */
+  const everything = () => ['namespaces', 'pods'].map((plural) => service.list(plural, undefined).items);
+
+  it('create answers the object as it would be stored, without a resourceVersion, and stores nothing', () => {
+    const before = everything();
+    const rv = store.currentResourceVersion();
+    const { object } = service.create('pods', 'default', { source: 'body', value: podManifest({ name: 'new' }) }, { dryRun: true });
+    expect(object.metadata).toMatchObject({ name: 'new', namespace: 'default', generation: 1 });
+    expect(object.metadata.uid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(object.metadata.resourceVersion).toBeUndefined();
+    expect(everything()).toEqual(before);
+    expect(store.currentResourceVersion()).toBe(rv);
+    expect(events).toEqual([]);
+  });
+
+  it('create still refuses what a real create refuses: a name taken, a missing namespace', () => {
+    expectHubError(() => service.create('pods', 'default', { source: 'body', value: podManifest({ name: 'existing' }) }, { dryRun: true }), 'HUB_ERR_ALREADY_EXISTS');
+    expectHubError(() => service.create('pods', 'nowhere', { source: 'body', value: podManifest({ name: 'x' }) }, { dryRun: true }), 'HUB_ERR_NOT_FOUND', /namespaces "nowhere" not found/);
+  });
+
+  it('replace and patch answer the object as it would be, with its current resourceVersion, and change nothing', () => {
+    const before = everything();
+    const current = service.get('pods', 'default', 'existing');
+    const replaced = service.replace('pods', 'default', 'existing', { source: 'body', value: podManifest({ name: 'existing', image: 'nginx:2' }) }, { dryRun: true }).object;
+    expect(replaced.spec).toEqual({ containers: [{ name: 'app', image: 'nginx:2' }] });
+    expect(replaced.metadata.generation).toBe(current.metadata.generation + 1);
+    expect(replaced.metadata.resourceVersion).toBe(current.metadata.resourceVersion);
+    const patched = service.patch('pods', 'default', 'existing', { metadata: { labels: { tier: 'web' } } }, { dryRun: true }).object;
+    expect(patched.metadata.labels).toEqual({ tier: 'web' });
+    expect(everything()).toEqual(before);
+    expect(events).toEqual([]);
+  });
+
+  it('patch still refuses a stale resourceVersion', () => {
+    expectHubError(() => service.patch('pods', 'default', 'existing', { metadata: { resourceVersion: '1', labels: { a: 'b' } } }, { dryRun: true }), 'HUB_ERR_CONFLICT');
+  });
+
+  it('delete answers the object, and deletes nothing, a namespace and its contents neither', () => {
+    const before = everything();
+    expect(service.delete('namespaces', undefined, 'team-a', { dryRun: true }).metadata.name).toBe('team-a');
+    expect(service.delete('pods', 'default', 'existing', { dryRun: true }).metadata.name).toBe('existing');
+    expect(everything()).toEqual(before);
+    expect(events).toEqual([]);
+    expectHubError(() => service.delete('pods', 'default', 'missing', { dryRun: true }), 'HUB_ERR_NOT_FOUND');
+  });
+});
+
+describe('manifests with the server\'s fields', () => {
+  let db: Database;
+  let service: ResourceService;
+  beforeEach(() => {
+    db = openHubDatabase(':memory:');
+    const store = new ObjectStore(db);
+    store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: 'default' }, spec: {} });
+    service = new ResourceService(store, pino({ level: 'silent' }));
+  });
+  afterEach(() => db.close());
+
+  it('takes what `kubectl create deployment --dry-run=client -o yaml` prints, without warnings about null timestamps', () => {
+    const deployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { creationTimestamp: null, labels: { app: 'x' }, name: 'x' },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: 'x' } },
+        strategy: {},
+        template: { metadata: { creationTimestamp: null, labels: { app: 'x' } }, spec: { containers: [{ image: 'busybox', name: 'busybox', resources: {} }] } },
+      },
+      status: {},
+    };
+    const [outcome] = service.apply(docs(deployment));
+    expect(outcome).toMatchObject({ kind: 'Deployment', name: 'x', action: 'created' });
+    expect(outcome!.warnings.filter((w) => w.includes('creationTimestamp'))).toEqual([]);
+  });
+
+  it('applies a PodList item by item, ignoring the items\' resourceVersion, uid and status', () => {
+    service.apply(docs(podManifest({ name: 'a' })));
+    const listed = service.list('pods', undefined);
+    const listing = { kind: 'PodList', apiVersion: 'flotilla/v1', metadata: { resourceVersion: listed.resourceVersion }, items: [...listed.items.map((p) => ({ ...p, metadata: { ...p.metadata, resourceVersion: '1', labels: { relabeled: 'yes' } }, status: { phase: 'Running' } })), podManifest({ name: 'b' })] };
+    const outcomes = service.apply(docs(listing));
+    expect(outcomes.map((o) => [o.name, o.action])).toEqual([['a', 'configured'], ['b', 'created']]);
+    expect(service.get('pods', 'default', 'a').metadata.labels).toEqual({ relabeled: 'yes' });
   });
 });
 

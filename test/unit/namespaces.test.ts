@@ -80,7 +80,7 @@ describe('flotilla get -n / -A', () => {
 
   async function get(kind: string, opts: { namespace?: string; allNamespaces?: boolean; output?: string }): Promise<string> {
     const lines: string[] = [];
-    await getCommand(kind, undefined, { ...client, ...opts }, (text) => lines.push(text));
+    await getCommand(kind, [], { ...client, ...opts }, (text) => lines.push(text));
     return lines.join('\n');
   }
 

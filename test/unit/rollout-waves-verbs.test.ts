@@ -201,7 +201,7 @@ describe('apply --dry-run of a DaemonSet in waves', () => {
     writeFileSync(file, stringify({ apiVersion: manifest.apiVersion, kind: manifest.kind, metadata: { name: 'sensor' }, spec: manifest.spec }));
     const preview = { revision: 4, waves: [{ name: 'canary', nodes: ['pi-1'] }, { name: 'fleet', nodes: ['pi-2'] }] };
     const hub = await fakeHub({
-      'POST /api/v1/apply?dryRun=true': [200, { results: [{ kind: 'DaemonSet', name: 'sensor', namespace: 'default', action, warnings: [] }] }],
+      'POST /api/v1/apply?dryRun=All': [200, { results: [{ kind: 'DaemonSet', name: 'sensor', namespace: 'default', action, warnings: [] }] }],
       [`GET ${DS_PATH}`]: [200, daemonSet(storedImage)],
       [`POST ${CONTROL_PATH}/preview`]: [200, preview],
     });
