@@ -8,7 +8,7 @@ import {
   LABEL_SPEC_HASH,
   type RuntimeContainer,
 } from '../runtime/runtime.js';
-import { imageReferenceProblem } from '../runtime/reference.js';
+import { imageReferenceProblem } from '../../shared/resources/image.js';
 import { containerSpecHash, infraSpecHash } from './hash.js';
 import type { Waiting } from './status.js';
 

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { DockerLogDemuxer } from './demux.js';
 import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
-import { imageReferenceProblem } from './reference.js';
+import { imageReferenceProblem } from '../../shared/resources/image.js';
 import { statsFromDocker, type DockerStatsJson } from '../metrics/docker-stats.js';
 import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { imageReferenceProblem } from '../../agent/runtime/reference.js';
+import { imageReferenceProblem } from '../../shared/resources/image.js';
 
 describe('imageReferenceProblem: what the engine accepts', () => {
   it.each([
