@@ -81,7 +81,6 @@ const SPECS: Record<string, Record<string, unknown>[]> = {
   'deploy-cordoned-node': [deployment('pinned', 2, { nodeName: 'corded' })],
   // Many replicas: every change of the fleet retries each waiting pod.
   'deploy-no-node-matches': [deployment('picky', 30, { nodeSelector: { nowhere: 'true' } })],
-  'deploy-pods-exit': [deployment('quitter', 1, { restartPolicy: 'Never', containers: [container({ command: ['true'] })] })],
   'ds-pinned': [daemonSet('pinned', { nodeName: 'ghost' })],
   'ds-impossible': [
     daemonSet('impossible', {
@@ -222,12 +221,5 @@ describe('controllers driven with pathological specs', () => {
       }
       expect(events(namespace).filter((e) => e.reason === 'TaintManagerEviction')).toEqual([]);
     }
-  });
-
-  it('holds back the replacement of pods that keep exiting (restartPolicy Never in a Deployment)', () => {
-    const created = events('deploy-pods-exit').filter((e) => e.reason === 'SuccessfulCreate').reduce((n, e) => n + (e.count ?? 1), 0);
-    // Without a back-off the ReplicaSet replaced its pod every couple of seconds for as long as it ran.
-    expect(created).toBeLessThan(8);
-    expect(events('deploy-pods-exit').some((e) => e.reason === 'BackOff')).toBe(true);
   });
 });
