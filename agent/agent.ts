@@ -255,6 +255,7 @@ export class Agent {
     this.desired = desired;
     this.metrics?.setInterval(this.metricsInterval());
     this.podNames.remember(desired.pods);
+    this.reportRefusedPods(desired);
     try {
       this.state.saveDesired(desired);
     } catch (err) {
@@ -294,6 +295,7 @@ export class Agent {
       return;
     }
     const desired = target.pods;
+    const leaveAlone = new Set((target.refusedPods ?? []).map((p) => p.uid));
     const config = this.configurator.prepare(target);
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
@@ -306,6 +308,7 @@ export class Agent {
       const planWith = (updateLocked: ReadonlySet<string>) =>
         planPods({ containers, images }, desired, {
           pauseImage: this.config.pauseImage,
+          leaveAlone,
           podNetwork: this.config.podNetwork,
           now,
           backoff: this.restartBackoff.view,
@@ -505,6 +508,17 @@ export class Agent {
     if (e.container === INFRA_CONTAINER) return;
     const pod = this.podNames.lookup(e.podUid);
     if (pod) this.events.add(devicePodEvent(e, pod, new Date()));
+  }
+
+  /**
+   * Pods of the set that this agent cannot read: each is left as it is and named in a Warning
+   * event (InvalidPodSpec) with the fields at fault, once per desired set that carries it.
+   */
+  private reportRefusedPods(desired: DesiredState): void {
+    for (const pod of desired.refusedPods ?? []) {
+      this.log.warn({ pod: pod.uid, name: pod.name, namespace: pod.namespace, errors: pod.error }, 'a pod of the desired set cannot be read; its containers are left as they are');
+      if (pod.uid) this.events.add(devicePodEvent({ podUid: pod.uid, type: 'Warning', reason: 'InvalidPodSpec', message: `this device cannot read the pod's spec, so it leaves the pod as it is: ${pod.error}` }, pod, new Date()));
+    }
   }
 
   private onNodeEvent(e: NodeEvent): void {

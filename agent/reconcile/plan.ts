@@ -20,6 +20,11 @@ export interface ActualState {
 
 export interface PlanContext {
   pauseImage: string;
+  /**
+   * Pods of the desired set that this agent could not read (refusedPods), by uid: their
+   * containers are left exactly as they are, never removed for a spec the device cannot read.
+   */
+  leaveAlone?: ReadonlySet<string>;
   podNetwork: string;
   now: number;
   /** Containers in back-off after a crash, by `podUid/container`: not restarted before `until`. */
@@ -132,6 +137,7 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
   for (const c of actual.containers) {
     const uid = c.labels[LABEL_POD_UID] ?? '';
     if (!desiredByUid.has(uid)) {
+      if (ctx.leaveAlone?.has(uid)) continue;
       steps.push({ action: 'remove', container: c, reason: 'pod is no longer desired on this node' });
       continue;
     }

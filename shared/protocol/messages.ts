@@ -57,16 +57,90 @@ export const desiredConfigSchema = z.object({
   resourceVersion: z.string(),
 });
 
-/** hub → agent, retained: the whole desired set of one node (level-triggered). */
-export const desiredStateSchema = z.object({
-  v,
-  rev: z.number().int().min(0),
-  pods: z.array(desiredPodSchema),
-  configs: z.array(desiredConfigSchema).default([]),
-  secrets: z.array(desiredConfigSchema).default([]),
-  /** The node's metrics sampling interval when the hub sets one (the Node's flotilla.io/metrics-interval annotation); else the agent's own. */
-  metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
-});
+/**
+ * A pod of a desired set that the device could not read (its spec breaks a rule of this side's
+ * schema: a hub newer or older than the agent, or a pod stored before a rule existed). The agent
+ * leaves that pod's containers as they are, never removes them for it, and says why in an event;
+ * every other pod of the set is reconciled as if it were not there.
+ */
+export interface RefusedPod {
+  uid: string;
+  name: string;
+  namespace: string;
+  error: string;
+}
+
+const refusedPodSchema = z.object({ uid: z.string(), name: z.string(), namespace: z.string(), error: z.string() });
+const podEnvelopeSchema = z.object({ uid: z.string().min(1), name: z.string().min(1), namespace: z.string().min(1) });
+
+/**
+ * A desired pod; one whose only fault is a malformed image reference is still read, with that
+ * image as it was sent: the agent then reports InvalidImageName for the container, as the
+ * kubelet does, and runs the pod's other containers.
+ */
+function readDesiredPod(entry: unknown): ReturnType<typeof desiredPodSchema.safeParse> {
+  const parsed = desiredPodSchema.safeParse(entry);
+  if (parsed.success) return parsed;
+  const badImages = new Map<number, string>();
+  for (const issue of parsed.error.issues) {
+    const [spec, containers, index, field] = issue.path;
+    const image = (entry as { spec?: { containers?: { image?: unknown }[] } }).spec?.containers?.[index as number]?.image;
+    if (issue.path.length !== 4 || spec !== 'spec' || containers !== 'containers' || field !== 'image' || typeof index !== 'number' || typeof image !== 'string' || image.trim() === '') return parsed;
+    badImages.set(index, image);
+  }
+  const pod = entry as { spec: { containers: Record<string, unknown>[] } };
+  const standIn = { ...pod, spec: { ...pod.spec, containers: pod.spec.containers.map((c, i) => (badImages.has(i) ? { ...c, image: IMAGE_STAND_IN } : c)) } };
+  const again = desiredPodSchema.safeParse(standIn);
+  if (!again.success) return parsed;
+  again.data.spec.containers.forEach((c, i) => {
+    const image = badImages.get(i);
+    if (image !== undefined) c.image = image;
+  });
+  return again;
+}
+
+/** Stands in for a malformed image while the rest of its pod is read. */
+const IMAGE_STAND_IN = 'flotilla.invalid/image-stand-in:1';
+
+/** Each pod of a desired set read on its own: one that cannot be read is refused alone. */
+function splitDesiredPods(raw: readonly unknown[], earlier: readonly RefusedPod[]): { pods: DesiredPod[]; refused: RefusedPod[] } {
+  const pods: DesiredPod[] = [];
+  const refused = [...earlier];
+  raw.forEach((entry, i) => {
+    const parsed = readDesiredPod(entry);
+    if (parsed.success) {
+      pods.push(parsed.data);
+      return;
+    }
+    const envelope = podEnvelopeSchema.safeParse(entry);
+    const errors = fieldErrorsFromZod(parsed.error).slice(0, MAX_DECODE_ERRORS);
+    const error = truncate(errors.map((e) => `${e.path}: ${e.message}`).join('; '), MAX_NODE_MESSAGE_LENGTH);
+    refused.push(envelope.success ? { ...envelope.data, error } : { uid: '', name: `pods[${i}]`, namespace: '', error });
+  });
+  return { pods, refused };
+}
+
+/**
+ * hub → agent, retained: the whole desired set of one node (level-triggered). Its pods are read
+ * one by one: a pod this side cannot read is moved to `refusedPods` rather than failing the set,
+ * as the kubelet rejects one pod and runs the rest.
+ */
+export const desiredStateSchema = z
+  .object({
+    v,
+    rev: z.number().int().min(0),
+    pods: z.array(z.unknown()),
+    configs: z.array(desiredConfigSchema).default([]),
+    secrets: z.array(desiredConfigSchema).default([]),
+    /** The node's metrics sampling interval when the hub sets one (the Node's flotilla.io/metrics-interval annotation); else the agent's own. */
+    metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
+    /** Written by the agent beside the set it keeps on disk; the hub never sends it. */
+    refusedPods: z.array(refusedPodSchema).optional(),
+  })
+  .transform(({ pods: raw, refusedPods, ...rest }) => {
+    const { pods, refused } = splitDesiredPods(raw, refusedPods ?? []);
+    return { ...rest, pods, ...(refused.length > 0 ? { refusedPods: refused } : {}) };
+  });
 
 const containerStateSchema = z.object({
   running: z.object({ startedAt: timestamp.optional() }).optional(),

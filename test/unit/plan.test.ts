@@ -176,6 +176,15 @@ describe('planSteps: removal', () => {
     expect(removedIds(steps)).toEqual([infra.id, app.id]);
   });
 
+  it('leaves the containers of a pod it could not read (refusedPods) exactly as they are', () => {
+    const unreadable = desiredPod({ name: 'unreadable', containers: [container({ name: 'app', image: 'img:1' })] });
+    const infra = infraContainer({ pod: unreadable });
+    const app = runtimeContainer({ pod: unreadable, container: 'app' });
+    const actual = actualState({ containers: [infra, app], images: [PAUSE_IMAGE, 'img:1'] });
+    expect(planSteps(actual, [], planContext({ leaveAlone: new Set([unreadable.uid]) }))).toEqual([]);
+    expect(removedIds(planSteps(actual, [], planContext({ leaveAlone: new Set(['another-uid']) })))).toEqual([infra.id, app.id]);
+  });
+
   it('removes whatever undesired container it is given, whichever node it is labelled for: the caller lists only its own node', () => {
     // The planner does not read LABEL_NODE. The agent must pass only the containers it lists
     // with its own node label (docs/ARCHITECTURE.md, 'The agent and the container engine': several agents may share one engine), or it

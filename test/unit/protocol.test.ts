@@ -244,14 +244,30 @@ describe('decodePayload', () => {
     const { rev: _rev, ...noRev } = desiredMessage();
     expect(expectErrors(decodePayload(desiredStateSchema, bytes(noRev))).map((e) => e.path)).toEqual(['rev']);
     expect(expectErrors(decodePayload(desiredStateSchema, bytes(desiredMessage({ rev: -1 })))).map((e) => e.path)).toEqual(['rev']);
-    const { uid: _uid, ...noUid } = desiredPod();
-    expect(expectErrors(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [desiredPod(), noUid] })))).map((e) => e.path)).toEqual(['pods[1].uid']);
   });
 
-  it('validates the pod specs of a desired set as manifests are validated', () => {
-    const pod = desiredPod({ spec: { containers: [{ name: 'app', image: '' }] } });
-    const errors = expectErrors(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [pod] }))));
-    expect(errors).toEqual([{ path: 'pods[0].spec.containers[0].image', message: 'is required' }]);
+  it('refuses one pod of a desired set that it cannot read, alone: the rest of the set is read', () => {
+    const { uid: _uid, ...noUid } = desiredPod();
+    const noUidSet = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [desiredPod(), noUid] }))));
+    expect(noUidSet.pods).toEqual([desiredPod()]);
+    expect(noUidSet.refusedPods).toMatchObject([{ uid: '', name: 'pods[1]', namespace: '', error: expect.stringMatching(/^uid: /) }]);
+    const noImage = desiredPod({ uid: 'u-2', name: 'no-image', spec: { containers: [{ name: 'app', image: '' }] } });
+    const value = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [noImage, desiredPod()] }))));
+    expect(value.pods).toEqual([desiredPod()]);
+    expect(value.refusedPods).toEqual([{ uid: 'u-2', name: 'no-image', namespace: 'default', error: 'spec.containers[0].image: is required' }]);
+    // The set as the agent keeps it on disk reads back the same.
+    expect(expectValue(decodePayload(desiredStateSchema, JSON.stringify(value)))).toEqual(value);
+  });
+
+  it('reads a pod whose only fault is a malformed image, keeping the image as sent (the agent reports InvalidImageName)', () => {
+    const pod = desiredPod({ spec: { containers: [{ name: 'app', image: 'Redteam/BusyBox:1' }, { name: 'ok', image: 'busybox:1' }] } });
+    const value = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [pod] }))));
+    expect(value.refusedPods).toBeUndefined();
+    expect(value.pods[0]!.spec.containers.map((c) => c.image)).toEqual(['Redteam/BusyBox:1', 'busybox:1']);
+    // With another fault beside it, the pod is refused and both faults are named.
+    const both = desiredPod({ spec: { containers: [{ name: 'app', image: 'Redteam/BusyBox:1' }, { name: 'app', image: 'busybox:1' }] } });
+    const refused = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [both] })))).refusedPods![0]!;
+    expect(refused.error).toMatch(/spec\.containers\[0\]\.image: invalid reference format.*duplicate container name 'app'/);
   });
 
   it('decodes a valid status report, with or without an observed revision', () => {
