@@ -2,6 +2,7 @@ import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { DEFAULT_BODY_LIMIT } from '../api/body.js';
 import { isListing, withoutServerFields } from '../api/server-fields.js';
+import { depthMessage, jsonTooDeep } from '../../shared/resources/depth.js';
 import { ManifestSyntaxError, parseManifests } from '../../shared/resources/manifest.js';
 import { CliError } from './errors.js';
 import { DocumentTooLong, splitYamlDocuments, type TextDocument } from './yaml-documents.js';
@@ -104,6 +105,8 @@ function parseDocument(doc: TextDocument, source: string, file: string): { value
   const text = doc.text!;
   let values: { value: unknown; source: string }[] | undefined;
   if (/^\s*[[{]/.test(text)) {
+    // Depth is checked on the text, before any tree is built (JSON.parse would build it).
+    if (jsonTooDeep(text)) throw new CliError(`${source}: ${depthMessage()}; nothing was sent`);
     try {
       values = [{ value: JSON.parse(text) as unknown, source }];
     } catch {
