@@ -16,6 +16,9 @@ import { REPO, getJson, spawnLogged, startAgent, startHub, stopAll, tempDir, wai
 const NODE = 'edge';
 const POISON_IMAGE = 'flotilla-test/poison-name:1';
 const INVALID_IMAGE = 'Flotilla-Test/Poison-Name:1';
+// An env var name the hub takes, which reaches the device as one that no pod may have ('=' in it).
+const UNREADABLE_ENV = 'UNREADABLE_NAME';
+const INVALID_ENV = 'UNREADABLE=NAME';
 let dockerd: TestDockerd;
 let hub: RunningHub;
 let agent: ManagedProcess;
@@ -25,7 +28,7 @@ beforeAll(async () => {
   dockerd = await startDockerd({ name: 'poison' });
   await buildTestImages(dockerd.docker);
   hub = await startHub({ dataDir: join(dirs.path, 'hub') });
-  const relay = spawnLogged([join(REPO, 'test', 'harness', 'rewrite-relay.mjs'), String(hub.mqttPort), JSON.stringify({ [POISON_IMAGE]: INVALID_IMAGE })], join(dirs.path, 'relay.log'), REPO);
+  const relay = spawnLogged([join(REPO, 'test', 'harness', 'rewrite-relay.mjs'), String(hub.mqttPort), JSON.stringify({ [POISON_IMAGE]: INVALID_IMAGE, [UNREADABLE_ENV]: INVALID_ENV })], join(dirs.path, 'relay.log'), REPO);
   const relayPort = await waitFor('the rewriting relay', () => {
     if (relay.exitCode !== undefined) throw new Error(`relay exited with ${relay.exitCode}: ${relay.log()}`);
     const line = relay.log().split('\n').find((l) => l.startsWith('{"listening"'));
@@ -217,5 +220,26 @@ spec:
     expect(containerStatus('tiny-memory', 'app')?.state.waiting?.reason).toBe('CreateContainerError');
     expect(containerStatus('bad-name', 'app')?.state.waiting?.reason).toBe('InvalidImageName');
     expect(podRunning(hub, 'healthy')).toBeDefined();
+  });
+
+  it('leaves a running pod whose changed spec it cannot read exactly as it is, and says why in an event', async () => {
+    const keeper = (envName: string) => pod('keeper', `    - name: app\n      image: ${TEST_IMAGE}\n      command: [sleep, "3600"]\n      env: [{name: ${envName}, value: "1"}]\n`);
+    apply(hub, keeper('READABLE_NAME'));
+    await waitFor('keeper running', () => podRunning(hub, 'keeper'), 45_000);
+    const before = await engineContainers(dockerd.docker, { 'flotilla.pod': 'keeper' });
+    expect(before.map((c) => c.state)).toEqual(['running', 'running']);
+    // The change reaches the device with an env var name its schema refuses: the pod is refused
+    // alone, and its containers are neither replaced nor removed.
+    apply(hub, keeper(UNREADABLE_ENV));
+    const event = await waitFor('an InvalidPodSpec event for keeper', () => getJson<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(hub, ['events']).items.find((e) => e.reason === 'InvalidPodSpec' && e.involvedObject.name === 'keeper'), 30_000);
+    expect(event.message).toMatch(/spec\.containers\[0\]\.env\[0\]\.name/);
+    // The rest of each set that carries the unreadable pod is reconciled: a pod applied now runs.
+    apply(hub, pod('beside-keeper', sleeper('app')));
+    await waitFor('beside-keeper running', () => podRunning(hub, 'beside-keeper'), 45_000);
+    // A later reconcile (the healthy pods' status, a DaemonSet) does not touch it either.
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(await engineContainers(dockerd.docker, { 'flotilla.pod': 'keeper' })).toEqual(before);
+    expect(podRunning(hub, 'beside-keeper')).toBeDefined();
+    expect(logCount(agent, 'reconcile failed')).toBe(0);
   });
 });
