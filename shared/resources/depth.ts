@@ -73,23 +73,37 @@ export const MAX_EXPANDED_BYTES = 3 * 1024 * 1024;
 export function expansionProblem(value: unknown, maxBytes = MAX_EXPANDED_BYTES): { bytes: number; problem?: string } {
   let bytes = 0;
   const open = new Set<object>();
+  // The size of each object walked once: an alias is the same object again, counted from here
+  // rather than walked again (a list aliased 90 times is walked once, not 90 times).
+  const sizes = new Map<object, number>();
   // An object on the stack is entered once (its children pushed after an exit marker) and left at its marker.
-  const stack: { value: unknown; exit?: object }[] = [{ value }];
+  const stack: { value: unknown; exit?: object; start?: number }[] = [{ value }];
   while (stack.length > 0) {
-    const { value: v, exit } = stack.pop()!;
+    const { value: v, exit, start } = stack.pop()!;
     if (exit) {
       open.delete(exit);
+      sizes.set(exit, bytes - start!);
       continue;
     }
     if (v !== null && typeof v === 'object') {
       if (open.has(v)) return { bytes, problem: 'an alias refers to a node that contains it (a cycle)' };
-      open.add(v);
-      stack.push({ value: undefined, exit: v });
-      const entries = Array.isArray(v) ? v.map((item) => ['', item] as const) : Object.entries(v);
-      bytes += 2;
-      for (const [key, item] of entries) {
-        bytes += key.length + (Array.isArray(v) ? 1 : 4);
-        stack.push({ value: item });
+      const known = sizes.get(v);
+      if (known !== undefined) bytes += known;
+      else {
+        open.add(v);
+        stack.push({ value: undefined, exit: v, start: bytes });
+        bytes += 2;
+        if (Array.isArray(v)) {
+          for (const item of v) {
+            bytes += 1;
+            stack.push({ value: item });
+          }
+        } else {
+          for (const key of Object.keys(v)) {
+            bytes += key.length + 4;
+            stack.push({ value: (v as Record<string, unknown>)[key] });
+          }
+        }
       }
     } else bytes += typeof v === 'string' ? v.length + 2 : String(v).length;
     if (bytes > maxBytes) return { bytes, problem: `the documents expand to more than ${maxBytes} bytes of JSON (aliases expanded)` };
