@@ -71,11 +71,13 @@ export function tempDir(prefix: string): { path: string; remove: () => void } {
 
 /**
  * Runs `node ARGS` with its output in `logPath`; inside the network namespace `netns` when
- * given (`ip netns exec` execs node in place, so the pid is node's own).
+ * given, or through `wrap` (a command such as `unshare …` or `nsenter …` that execs node in its
+ * place). Either way the pid is node's own, so signals reach it and stopAll() ends it.
  */
-export function spawnLogged(args: string[], logPath: string, cwd: string, env: Record<string, string> = {}, netns?: string): ManagedProcess {
+export function spawnLogged(args: string[], logPath: string, cwd: string, env: Record<string, string> = {}, netns?: string, wrap: string[] = []): ManagedProcess {
   const fd = openSync(logPath, 'a');
-  const [command, argv] = netns ? ['/usr/sbin/ip', ['netns', 'exec', netns, process.execPath, ...args]] : [process.execPath, args];
+  const prefix = netns ? ['/usr/sbin/ip', 'netns', 'exec', netns, ...wrap] : wrap;
+  const [command, argv] = prefix.length > 0 ? [prefix[0]!, [...prefix.slice(1), process.execPath, ...args]] : [process.execPath, args];
   const child = spawn(command, argv, { cwd, stdio: ['ignore', fd, fd], env: { ...process.env, FLOTILLA_LOG_FORMAT: 'json', FLOTILLA_LOG_LEVEL: 'debug', ...env } });
   closeSync(fd);
   return new ManagedProcess(child, logPath);
@@ -110,10 +112,14 @@ export interface RunningHub {
 /**
  * Starts `flotilla hub` on loopback; ports 0 means "any free port", read back from its log.
  * `nodeOptions` go to node itself (e.g. `--cpu-prof`), `env` over the debug-level default.
+ * `wrap` starts it through a command that execs node in place (e.g. `nsenter -t PID -m --`, to
+ * run it in another mount namespace); `hostPath` then says where the test reaches a path of the
+ * hub's (its tokens), and `logDir` where the hub's log goes.
  */
-export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPort?: number; extraArgs?: string[]; nodeOptions?: string[]; env?: Record<string, string> }): Promise<RunningHub> {
-  const logPath = join(opts.dataDir, '..', `hub-${Date.now()}.log`);
-  const proc = spawnLogged([...(opts.nodeOptions ?? []), BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0), ...(opts.extraArgs ?? [])], logPath, REPO, opts.env ?? {});
+export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPort?: number; extraArgs?: string[]; nodeOptions?: string[]; env?: Record<string, string>; wrap?: string[]; hostPath?: (path: string) => string; logDir?: string }): Promise<RunningHub> {
+  const logPath = join(opts.logDir ?? join(opts.dataDir, '..'), `hub-${Date.now()}.log`);
+  const proc = spawnLogged([...(opts.nodeOptions ?? []), BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0), ...(opts.extraArgs ?? [])], logPath, REPO, opts.env ?? {}, undefined, opts.wrap);
+  const hostPath = opts.hostPath ?? ((path: string) => path);
   const ports = await waitFor('the hub to start', () => {
     if (proc.exitCode !== undefined) throw new Error(`hub exited with ${proc.exitCode}: ${proc.log().slice(-2000)}`);
     let api: number | undefined;
@@ -134,8 +140,8 @@ export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPo
     mqttPort: ports.mqtt,
     apiUrl: `http://127.0.0.1:${ports.api}`,
     mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
-    adminToken: readFileSync(join(opts.dataDir, 'admin.token'), 'utf8').trim(),
-    joinToken: readFileSync(join(opts.dataDir, 'join.token'), 'utf8').trim(),
+    adminToken: readFileSync(hostPath(join(opts.dataDir, 'admin.token')), 'utf8').trim(),
+    joinToken: readFileSync(hostPath(join(opts.dataDir, 'join.token')), 'utf8').trim(),
   };
 }
 

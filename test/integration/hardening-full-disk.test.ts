@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../harness/dockerd.js';
-import { BIN, cli, ManagedProcess, REPO, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
+import { cli, ManagedProcess, REPO, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 
 // A full disk must not lock the hub's store. The hub's data directory sits on a 16 MiB tmpfs,
 // in a mount namespace of the test's own (it goes away with its holder process). Another
@@ -54,30 +54,8 @@ function spawnLoggedCommand(command: string, args: string[], logName: string): M
 }
 
 /** `flotilla hub` inside the holder's mount namespace (nsenter execs node in place: the pid is the hub's). */
-async function startHubOnDisk(): Promise<RunningHub> {
-  const proc = spawnLoggedCommand(NSENTER, ['-t', String(holder.child.pid), '-m', '--', process.execPath, BIN, 'hub', '--data-dir', dataDir, '--api-port', '0', '--mqtt-port', '0'], 'hub');
-  const ports = await waitFor('the hub to start', () => {
-    if (proc.exitCode !== undefined) throw new Error(`hub exited with ${proc.exitCode}: ${proc.log().slice(-2000)}`);
-    let api: number | undefined;
-    let mqtt: number | undefined;
-    for (const line of proc.log().split('\n')) {
-      if (!line.startsWith('{')) continue;
-      const entry = JSON.parse(line) as { msg?: string; port?: number };
-      if (entry.msg === 'api listening') api = entry.port;
-      if (entry.msg === 'mqtt broker listening') mqtt = entry.port;
-    }
-    return api !== undefined && mqtt !== undefined && proc.log().includes('"hub started"') ? { api, mqtt } : undefined;
-  }, 30_000);
-  return {
-    process: proc,
-    dataDir,
-    apiPort: ports.api,
-    mqttPort: ports.mqtt,
-    apiUrl: `http://127.0.0.1:${ports.api}`,
-    mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
-    adminToken: readFileSync(onDisk(join(dataDir, 'admin.token')), 'utf8').trim(),
-    joinToken: readFileSync(onDisk(join(dataDir, 'join.token')), 'utf8').trim(),
-  };
+function startHubOnDisk(): Promise<RunningHub> {
+  return startHub({ dataDir, wrap: [NSENTER, '-t', String(holder.child.pid), '-m', '--'], hostPath: onDisk, logDir: dirs.path, env: { FLOTILLA_LOG_LEVEL: 'info' } });
 }
 
 function configMap(name: string, fill: string): Record<string, unknown> {

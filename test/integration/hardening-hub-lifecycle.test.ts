@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -63,12 +62,7 @@ function newDataDir(): string {
  * pid is node's own either way, so signals reach the hub and stopAll() ends it.
  */
 function spawnHub(args: string[], wrap: string[] = []): ManagedProcess {
-  const logPath = join(dirs.path, `hub-${++sequence}.log`);
-  if (wrap.length === 0) return spawnLogged([BIN, 'hub', ...args], logPath, REPO);
-  const fd = openSync(logPath, 'a');
-  const child = spawn(wrap[0]!, [...wrap.slice(1), process.execPath, BIN, 'hub', ...args], { cwd: REPO, stdio: ['ignore', fd, fd], env: { ...process.env, FLOTILLA_LOG_FORMAT: 'json' } });
-  closeSync(fd);
-  return new ManagedProcess(child, logPath);
+  return spawnLogged([BIN, 'hub', ...args], join(dirs.path, `hub-${++sequence}.log`), REPO, {}, undefined, wrap);
 }
 
 /** The exit status of a process that must end within `ms` (fails the test, and kills it, if it does not). */
