@@ -54,7 +54,8 @@ export class JoinService {
   private async onRequest(topic: string, payload: Buffer): Promise<void> {
     const parsed = this.topics.parseJoinTopic(topic);
     if (!parsed || parsed.direction !== 'req') return;
-    let response = this.handle(payload);
+    const admitted = this.admit(payload);
+    let response = admitted.response;
     if (response.ok && this.accounts) {
       const node = response.node;
       try {
@@ -63,18 +64,27 @@ export class JoinService {
         // A first join: the name has not joined as far as anyone can tell, and may try again. A
         // rejoin keeps its record (the new password never left the hub), so that only the same
         // join token may try again.
-        const rejoin = this.credentials.list().filter((c) => c.kind === 'device' && c.node === node).length > 1;
-        if (!rejoin) this.credentials.forgetNode(node);
+        if (!admitted.rejoin) this.credentials.forgetNode(node);
         this.events.warning({ kind: 'Node', name: node }, 'JoinFailed', `the MQTT broker did not take the account of node ${node}: ${(err as Error).message}`, node);
         response = { v: PROTOCOL_VERSION, ok: false, error: `join failed: ${(err as Error).message}` };
       }
     }
+    // Joined (or joined again) only once the broker has the account too.
+    if (response.ok) this.announce(response.node, admitted.rejoin, admitted.tokenId);
     if (!response.ok) this.log.warn({ clientId: parsed.clientId, error: response.error }, 'join refused');
     await this.bus.publish(this.topics.joinResponse(parsed.clientId), encodePayload(response), { qos: 1, retain: false });
   }
 
+  /** Answers a join request as the embedded broker does (no broker account to make): admits it and says so. */
   handle(payload: Buffer): JoinResponse {
-    const refuse = (error: string): JoinResponse => ({ v: PROTOCOL_VERSION, ok: false, error });
+    const { response, rejoin, tokenId } = this.admit(payload);
+    if (response.ok) this.announce(response.node, rejoin, tokenId);
+    return response;
+  }
+
+  /** Checks a join request and, when it may join, writes its Node and credentials; announces nothing. */
+  private admit(payload: Buffer): { response: JoinResponse; rejoin: boolean; tokenId?: string } {
+    const refuse = (error: string) => ({ response: { v: PROTOCOL_VERSION, ok: false, error } as JoinResponse, rejoin: false });
     const decoded = decodePayload(joinRequestSchema, payload);
     if (!decoded.ok) {
       this.invalid++;
@@ -123,16 +133,19 @@ export class JoinService {
     } catch (err) {
       return refuse(`join failed: ${(err as Error).message}`);
     }
+    return { response: { v: PROTOCOL_VERSION, ok: true, node: name, username: deviceUsername(name), password }, rejoin, tokenId: joinToken.id };
+  }
+
+  private announce(name: string, rejoin: boolean, tokenId: string | undefined): void {
     if (rejoin) {
       // Whatever still holds the old credentials is cut off (issueDevicePassword revoked them).
       this.bus.disconnectNode(name);
-      this.log.warn({ node: name, joinToken: joinToken.id }, 'device joined again; its earlier credentials are revoked');
-      this.events.warning({ kind: 'Node', name }, 'Rejoined', `Node ${name} joined again with join token ${joinToken.id} (it had lost its credentials); its earlier credentials are revoked`, name);
+      this.log.warn({ node: name, joinToken: tokenId }, 'device joined again; its earlier credentials are revoked');
+      this.events.warning({ kind: 'Node', name }, 'Rejoined', `Node ${name} joined again with join token ${tokenId} (it had lost its credentials); its earlier credentials are revoked`, name);
     } else {
       this.log.info({ node: name }, 'device joined');
       this.events.normal({ kind: 'Node', name }, 'Joined', `Node ${name} joined the fleet`, name);
     }
-    return { v: PROTOCOL_VERSION, ok: true, node: name, username: deviceUsername(name), password };
   }
 
   /** Why a device may not join again under a name that has joined before; undefined when it may (see the class comment). */
@@ -140,6 +153,7 @@ export class JoinService {
     const deleteFirst = `delete the node first (flotilla delete node ${name})`;
     const current = this.credentials.deviceCredentials(name);
     if (!current) return `its credentials were revoked; ${deleteFirst} to let it join again`;
+    if (current.joinTokenId === undefined) return `it joined before the hub recorded which join token a device joined with; ${deleteFirst} to let it join again`;
     if (current.joinTokenId !== joinToken.id) return `it joined with another join token; join with that token, or ${deleteFirst}`;
     if (this.connected(name)) return 'a device is connected under that name; a join token cannot take over a connected node';
     const node = this.store.get('Node', '', name);

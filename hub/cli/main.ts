@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { createLogger } from '../../shared/log/logger.js';
 import { bytes } from '../../shared/quantities/quantity.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
+import { EXTERNAL_BROKER_MAX_PACKET_BYTES } from '../broker/mosquitto-config.js';
 import { loadHubConfig } from '../config.js';
 import { limitHeapGrowth } from '../heap.js';
 import { runHub } from '../run.js';
@@ -81,6 +82,8 @@ export function buildProgram(): Command {
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+      // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
+      if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);
       const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
