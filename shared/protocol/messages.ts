@@ -80,12 +80,13 @@ const podEnvelopeSchema = z.object({ uid: z.string().min(1), name: z.string().mi
  */
 function readDesiredPod(entry: unknown): ReturnType<typeof desiredPodSchema.safeParse> {
   const parsed = desiredPodSchema.safeParse(entry);
-  if (parsed.success) return parsed;
+  if (parsed.success || typeof entry !== 'object' || entry === null) return parsed;
   const badImages = new Map<number, string>();
   for (const issue of parsed.error.issues) {
     const [spec, containers, index, field] = issue.path;
-    const image = (entry as { spec?: { containers?: { image?: unknown }[] } }).spec?.containers?.[index as number]?.image;
-    if (issue.path.length !== 4 || spec !== 'spec' || containers !== 'containers' || field !== 'image' || typeof index !== 'number' || typeof image !== 'string' || image.trim() === '') return parsed;
+    if (issue.path.length !== 4 || spec !== 'spec' || containers !== 'containers' || field !== 'image' || typeof index !== 'number') return parsed;
+    const image = (entry as { spec?: { containers?: { image?: unknown }[] } }).spec?.containers?.[index]?.image;
+    if (typeof image !== 'string' || image.trim() === '') return parsed;
     badImages.set(index, image);
   }
   const pod = entry as { spec: { containers: Record<string, unknown>[] } };
@@ -327,7 +328,13 @@ export function decodePayload<T>(schema: z.ZodType<T>, payload: Uint8Array | str
   } catch (err) {
     return { ok: false, errors: [{ path: '(payload)', message: `not JSON: ${(err as Error).message}` }] };
   }
-  const parsed = schema.safeParse(json);
+  let parsed: ReturnType<typeof schema.safeParse>;
+  try {
+    parsed = schema.safeParse(json);
+  } catch (err) {
+    // A refinement or transform that throws on a shape it did not foresee: refused like any bad payload, never thrown at the caller.
+    return { ok: false, errors: [{ path: '(root)', message: truncate(`could not be read: ${(err as Error).message}`, MAX_ERROR_PATH_LENGTH) }] };
+  }
   if (!parsed.success) {
     // A path names the keys of the payload, which may be a megabyte long, and a payload may
     // break a bound a thousand times: what is logged and answered stays short.

@@ -259,6 +259,12 @@ describe('decodePayload', () => {
     expect(expectValue(decodePayload(desiredStateSchema, JSON.stringify(value)))).toEqual(value);
   });
 
+  it('refuses a pod that is not an object (null, a number, a list) alone, without throwing', () => {
+    const value = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [null, 7, [], desiredPod()] }))));
+    expect(value.pods).toEqual([desiredPod()]);
+    expect(value.refusedPods?.map((p) => p.name)).toEqual(['pods[0]', 'pods[1]', 'pods[2]']);
+  });
+
   it('reads a pod whose only fault is a malformed image, keeping the image as sent (the agent reports InvalidImageName)', () => {
     const pod = desiredPod({ spec: { containers: [{ name: 'app', image: 'Redteam/BusyBox:1' }, { name: 'ok', image: 'busybox:1' }] } });
     const value = expectValue(decodePayload(desiredStateSchema, bytes(desiredMessage({ pods: [pod] }))));
