@@ -297,9 +297,11 @@ export class Agent {
     const desired = target.pods;
     const leaveAlone = new Set((target.refusedPods ?? []).map((p) => p.uid));
     const config = this.configurator.prepare(target);
+    // Pulls that end during this reconcile join it at the next pass (pullPolicy Always is then satisfied, not pulled again).
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
     for (let pass = 0; pass < MAX_PASSES; pass++) {
+      if (pass > 0) for (const image of this.pulls.takePulled()) pulledThisPass.add(image);
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
       this.seenContainers = containers;
       const images = await this.presentImages(desired);

@@ -5,7 +5,11 @@ import { DockerLogDemuxer } from './demux.js';
 import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js';
 import { imageReferenceProblem } from '../../shared/resources/image.js';
 import { statsFromDocker, type DockerStatsJson } from '../metrics/docker-stats.js';
+
 import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
+
+/** How long a pull may go without a progress report from the engine before it is ended as failed. */
+const PULL_STALL_MS = 60_000;
 
 /** What an exec keeps of a command's output, as Kubernetes keeps at most 10 KiB of an exec probe's. */
 const EXEC_OUTPUT_LIMIT = 10 * 1024;
@@ -85,12 +89,31 @@ export class DockerRuntime implements ContainerRuntime {
       throw new Error(engineMessage(err));
     }
     await new Promise<void>((resolve, reject) => {
+      // A registry that stops sending would hold the pull (and the pulls queued behind it) for
+      // ever: a pull that reports no progress for PULL_STALL_MS is ended as failed, as the
+      // kubelet's image-pull-progress-deadline does, and goes into the pull back-off.
+      let stall: NodeJS.Timeout | undefined;
+      const settle = (err?: Error) => {
+        clearTimeout(stall);
+        if (err) reject(err);
+        else resolve();
+      };
+      const watch = () => {
+        clearTimeout(stall);
+        stall = setTimeout(() => {
+          (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+          settle(new Error(`the pull of ${ref} made no progress for ${PULL_STALL_MS / 1000} s`));
+        }, PULL_STALL_MS);
+        stall.unref();
+      };
+      watch();
       this.docker.modem.followProgress(
         stream,
-        (err: Error | null) => (err ? reject(err) : resolve()),
+        (err: Error | null) => settle(err ?? undefined),
         (event: PullProgressEvent & { error?: string }) => {
-          if (event.error) reject(new Error(event.error));
-          else opts.onProgress?.(event);
+          if (event.error) return settle(new Error(event.error));
+          watch();
+          opts.onProgress?.(event);
         },
       );
     });

@@ -87,7 +87,8 @@ export class ReplicaSetController extends Controller {
   /** A deleted ReplicaSet takes its pods with it (the garbage collector's cascade). */
   private cascade(key: string, named: StoredObject[]): undefined {
     this.replacements.delete(key);
-    this.expectations.expect(key, 0, named.length);
+    // Nothing waits on these deletes (they are idempotent): no expectation is kept for a ReplicaSet that is gone.
+    this.expectations.forget(key);
     for (const pod of named) this.deletePod(key, pod);
     return undefined;
   }
