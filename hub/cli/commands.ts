@@ -55,6 +55,8 @@ export async function getCommand(kindName: string, nameArgs: string[], opts: Cli
   if (inline && nameArgs.length > 0) throw CliError.usage(`there is no need to name a kind again after ${kindName}: use ${kindName} alone, or ${kind.plural} NAME...`);
   const format = outputFormat(opts.output);
   const selector = checkSelector(opts.selector);
+  // As kubectl: names and a selector together would leave one of them unused.
+  if (names.length > 0 && selector) throw CliError.usage('a name cannot be given with a selector (-l)');
   const client = new HubClient(opts);
   const namespace = kind.namespaced ? (opts.allNamespaces ? undefined : (opts.namespace ?? 'default')) : undefined;
   const all = kind.namespaced && opts.allNamespaces;

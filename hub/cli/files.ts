@@ -155,6 +155,8 @@ function tooLarge(source: string, what: string | undefined, bytes: number, measu
 /** Whether a document's head is a listing's, in YAML (`kind: PodList`) or JSON (`"kind": "PodList"`, as `get -o json` prints it first). */
 function listingKind(head: string): 'yaml' | 'json' | undefined {
   if (/^\s*\{\s*"kind"\s*:\s*"\w*List"/.test(head)) return 'json';
+  // kubectl's -o json sorts a list's keys: apiVersion, then items (kind comes after the items).
+  if (/^\s*\{\s*(?:"apiVersion"\s*:\s*"[^"]*"\s*,\s*)?"items"\s*:\s*\[/.test(head)) return 'json';
   // kubectl prints a list's keys in order: `items:` comes before `kind: List`.
   if (/^kind:[ \t]*["']?\w*List["']?[ \t]*(#.*)?$/m.test(head) || /^items:[ \t]*$/m.test(head)) return 'yaml';
   return undefined;

@@ -95,6 +95,14 @@ describe('readManifests', () => {
     expect(JSON.parse(objects[0]!.json)).toEqual({ kind: 'Pod', metadata: { name: 'a' } });
   });
 
+  it('reads a JSON listing over 4 MiB as kubectl prints it (keys sorted: apiVersion, items, then kind)', async () => {
+    const items = Array.from({ length: 2_000 }, (_, i) => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `c${i}`, resourceVersion: '5' }, data: { v: 'x'.repeat(2_500) } }));
+    const path = file('kubectl.json', JSON.stringify({ apiVersion: 'v1', items, kind: 'List', metadata: { resourceVersion: '' } }, null, 4));
+    const objects = await readManifests([path]);
+    expect(objects).toHaveLength(2_000);
+    expect(JSON.parse(objects[1_999]!.json)).toMatchObject({ kind: 'ConfigMap', metadata: { name: 'c1999' } });
+  });
+
   it('names the line of a syntax error in a later document from the top of the file', async () => {
     const path = file('bad.yaml', 'kind: Pod\nmetadata: {name: a}\n---\nkind: Pod\nmetadata:\n  name: b\n spec: [\n');
     const err = await caught(readManifests([path]));
