@@ -9,6 +9,7 @@ import {
   type DevicePodEvent,
   type EventBatch,
 } from '../../shared/protocol/messages.js';
+import { truncate } from '../../shared/protocol/bounds.js';
 import type { NodeEvent } from '../node/image-gc.js';
 import type { PodEvent } from '../reconcile/execute.js';
 
@@ -135,17 +136,14 @@ export function devicePodEvent(e: PodEvent, pod: PodRef, at: Date): DevicePodEve
     namespace: pod.namespace,
     ...(e.container ? { container: e.container } : {}),
     type: e.type,
-    reason: cut(e.reason, MAX_EVENT_REASON_LENGTH),
-    message: cut(e.message, MAX_EVENT_MESSAGE_LENGTH),
+    reason: truncate(e.reason, MAX_EVENT_REASON_LENGTH),
+    message: truncate(e.message, MAX_EVENT_MESSAGE_LENGTH),
     ts: at.toISOString(),
   };
 }
 
 /** An event about the device itself, in the events channel's shape: about its Node. */
 export function deviceNodeEvent(e: NodeEvent, node: string, at: Date): DeviceNodeEvent {
-  return { kind: 'Node', node, type: e.type, reason: cut(e.reason, MAX_EVENT_REASON_LENGTH), message: cut(e.message, MAX_EVENT_MESSAGE_LENGTH), ts: at.toISOString() };
+  return { kind: 'Node', node, type: e.type, reason: truncate(e.reason, MAX_EVENT_REASON_LENGTH), message: truncate(e.message, MAX_EVENT_MESSAGE_LENGTH), ts: at.toISOString() };
 }
 
-function cut(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max - 3)}...`;
-}

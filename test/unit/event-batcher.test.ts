@@ -110,7 +110,7 @@ describe('devicePodEvent', () => {
     const e = devicePodEvent({ podUid: 'u1', container: 'app', type: 'Warning', reason: 'Failed', message: 'x'.repeat(5_000) }, { name: 'web', namespace: 'default' }, new Date('2025-01-01T00:00:00Z'));
     expect(e).toMatchObject({ podUid: 'u1', podName: 'web', namespace: 'default', container: 'app', type: 'Warning', reason: 'Failed', ts: '2025-01-01T00:00:00.000Z' });
     expect(e.message).toHaveLength(MAX_EVENT_MESSAGE_LENGTH);
-    expect(e.message.endsWith('...')).toBe(true);
+    expect(e.message.endsWith('…')).toBe(true);
   });
 
   it('leaves out the container of a pod-level event', () => {
