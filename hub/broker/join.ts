@@ -133,13 +133,14 @@ export class JoinService {
     } catch (err) {
       return refuse(`join failed: ${(err as Error).message}`);
     }
+    // Whatever still holds the old credentials is cut off (issueDevicePassword revoked them). With
+    // an external broker this goes first: it drops the node's old account, which the new one replaces.
+    if (rejoin) this.bus.disconnectNode(name);
     return { response: { v: PROTOCOL_VERSION, ok: true, node: name, username: deviceUsername(name), password }, rejoin, tokenId: joinToken.id };
   }
 
   private announce(name: string, rejoin: boolean, tokenId: string | undefined): void {
     if (rejoin) {
-      // Whatever still holds the old credentials is cut off (issueDevicePassword revoked them).
-      this.bus.disconnectNode(name);
       this.log.warn({ node: name, joinToken: tokenId }, 'device joined again; its earlier credentials are revoked');
       this.events.warning({ kind: 'Node', name }, 'Rejoined', `Node ${name} joined again with join token ${tokenId} (it had lost its credentials); its earlier credentials are revoked`, name);
     } else {
