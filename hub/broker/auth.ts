@@ -93,10 +93,11 @@ export class BrokerAuth {
   }
 
   maySubscribe(who: Identity, topic: string): boolean {
-    // Exact topics only: a wildcard could reach other devices' topics.
+    // The overlay's peer table is the one wildcard: every device reads every peer (read-only; the hub alone writes it).
+    if (who.role === 'device' && (topic === this.topics.allPeers() || topic === this.topics.relay())) return true;
+    // Otherwise exact topics only: a wildcard could reach other devices' topics.
     if (topic.includes('+') || topic.includes('#')) return false;
     if (who.role === 'join') return topic === this.topics.joinResponse(who.clientId);
-    if (topic === this.topics.peers()) return true;
     const parsed = this.topics.parseNodeTopic(topic);
     return parsed !== undefined && parsed.node === who.node && DEVICE_SUBSCRIBE_CHANNELS.includes(parsed.channel);
   }

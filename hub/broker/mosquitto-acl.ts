@@ -89,7 +89,7 @@ export function joinRole(topics: Topics): DynsecRole {
 }
 
 export function deviceRole(topics: Topics, node: string): DynsecRole {
-  const readable = [...DEVICE_SUBSCRIBE_CHANNELS.map((c) => topics.node(node, c)), topics.peers()];
+  const readable = [...DEVICE_SUBSCRIBE_CHANNELS.map((c) => topics.node(node, c)), topics.allPeers(), topics.relay()];
   return {
     rolename: deviceRoleName(node),
     textname: `Flotilla node ${node}`,

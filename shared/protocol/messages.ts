@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { desiredNetworkSchema, nodeNetworkReportSchema } from './network.js';
 import { podSpecSchema } from '../resources/pod.js';
 import { fieldErrorsFromZod, type FieldError } from '../resources/fields.js';
 import {
@@ -135,6 +136,8 @@ export const desiredStateSchema = z
     secrets: z.array(desiredConfigSchema).default([]),
     /** The node's metrics sampling interval when the hub sets one (the Node's flotilla.io/metrics-interval annotation); else the agent's own. */
     metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
+    /** The node's pod network (its pod CIDR in the cluster CIDR), once the hub has allocated one. */
+    network: desiredNetworkSchema.optional(),
     /** Written by the agent beside the set it keeps on disk; the hub never sends it. */
     refusedPods: z.array(refusedPodSchema).optional(),
   })
@@ -213,6 +216,8 @@ export const nodeReportSchema = z.object({
     .array(z.object({ type: z.enum(['DiskPressure', 'MemoryPressure']), status: z.enum(['True', 'False', 'Unknown']), reason: reason.optional(), message: boundedString(MAX_NODE_MESSAGE_LENGTH).optional() }))
     .max(MAX_NODE_CONDITIONS)
     .optional(),
+  /** The device's side of the pod network; absent from agents older than the overlay. */
+  network: nodeNetworkReportSchema.optional(),
 });
 
 /** agent → hub: node status, pod statuses, and the revision of the desired set applied. */

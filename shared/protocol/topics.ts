@@ -32,8 +32,24 @@ export class Topics {
   allNodes(channel: NodeChannel): string {
     return `${this.prefix}/nodes/+/${channel}`;
   }
-  peers(): string {
-    return `${this.prefix}/network/peers`;
+  /** The retained peer message of one node of the overlay (hub → devices). */
+  peer(node: string): string {
+    return `${this.prefix}/network/peers/${node}`;
+  }
+  /** Every peer message: the one wildcard a device may subscribe to. */
+  allPeers(): string {
+    return `${this.prefix}/network/peers/+`;
+  }
+  /** The node a peer topic names; undefined for any other topic. */
+  parsePeerTopic(topic: string): string | undefined {
+    const head = `${this.prefix}/network/peers/`;
+    if (!topic.startsWith(head)) return undefined;
+    const node = topic.slice(head.length);
+    return node && !node.includes('/') ? node : undefined;
+  }
+  /** The hub's relay peer, retained (hub → devices). */
+  relay(): string {
+    return `${this.prefix}/network/relay`;
   }
   /** Join: a device with only a join token publishes here and reads its answer from joinResponse. */
   joinRequest(clientId: string): string {

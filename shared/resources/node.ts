@@ -1,10 +1,14 @@
+import type { NodeNetworkReport } from '../protocol/network.js';
 import * as z from 'zod';
 import { validateLabelValue, validateQualifiedName } from '../labels/validation.js';
 
 export const nodeSpecSchema = z.object({
   /** Cordoned: no new pods are placed here (DaemonSet pods included, as `kubectl cordon`). */
   unschedulable: z.boolean().optional(),
+  /** The node's block of the cluster CIDR, allocated by the hub when the node joins (IPAM). */
   podCIDR: z.string().optional(),
+  /** Kubernetes' list form of podCIDR (one IPv4 block here). */
+  podCIDRs: z.array(z.string()).optional(),
   taints: z
     .array(
       z.object({
@@ -67,6 +71,8 @@ export interface NodeStatus {
   desiredRevision?: number;
   observedRevision?: number;
   lastHeartbeatTime?: string;
+  /** The device's side of the pod network, as its agent last reported it. */
+  overlay?: NodeNetworkReport;
 }
 
 export function nodeCondition(status: NodeStatus | undefined, type: string): NodeCondition | undefined {

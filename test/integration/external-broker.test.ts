@@ -172,7 +172,7 @@ describe('a fleet on an external Mosquitto', () => {
   it('gives the join token only the join exchange', async () => {
     const j = await connect({ clientId: joinClientId('probe1'), username: JOIN_USERNAME, password: hub.joinToken });
     expect(await suback(j, topics.desired('alpha'))).toEqual([SUBACK_FAILURE]);
-    expect(await suback(j, topics.peers())).toEqual([SUBACK_FAILURE]);
+    expect(await suback(j, topics.allPeers())).toEqual([SUBACK_FAILURE]);
     // Every joining device's answer (its password) would pass through a wildcard.
     expect(await suback(j, topics.joinResponse('+'))).toEqual([SUBACK_FAILURE]);
     expect(await suback(j, `${topics.prefix}/join/#`)).toEqual([SUBACK_FAILURE]);

@@ -156,7 +156,7 @@ describe('BrokerAuth on the embedded broker', () => {
       const a = await device('a');
       expect(await suback(a, topics.desired('a'))).toEqual([1]);
       expect(await suback(a, topics.node('a', 'rpc/req'))).toEqual([1]);
-      expect(await suback(a, topics.peers())).toEqual([1]);
+      expect(await suback(a, topics.allPeers())).toEqual([1]);
     });
 
     it("refuses a device another node's desired set (SUBACK 0x80)", async () => {
@@ -183,7 +183,7 @@ describe('BrokerAuth on the embedded broker', () => {
       expect(await suback(joiner, topics.joinResponse(joinClientId('other')))).toEqual([SUBACK_FAILURE]);
       expect(await suback(joiner, topics.allJoinRequests())).toEqual([SUBACK_FAILURE]);
       expect(await suback(joiner, topics.desired('a'))).toEqual([SUBACK_FAILURE]);
-      expect(await suback(joiner, topics.peers())).toEqual([SUBACK_FAILURE]);
+      expect(await suback(joiner, topics.allPeers())).toEqual([SUBACK_FAILURE]);
     });
 
     it('delivers to a device the desired set the hub publishes for it, and not that of another node', async () => {

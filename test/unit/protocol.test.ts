@@ -101,7 +101,10 @@ describe('Topics: builders', () => {
 
   it('builds the wildcard of one channel of every node, the peer table and the join topics', () => {
     expect(topics.allNodes('status')).toBe('flotilla/v1/nodes/+/status');
-    expect(topics.peers()).toBe('flotilla/v1/network/peers');
+    expect(topics.allPeers()).toBe('flotilla/v1/network/peers/+');
+    expect(topics.peer('pi-1')).toBe('flotilla/v1/network/peers/pi-1');
+    expect(topics.parsePeerTopic('flotilla/v1/network/peers/pi-1')).toBe('pi-1');
+    expect(topics.relay()).toBe('flotilla/v1/network/relay');
     expect(topics.joinRequest('join-abc')).toBe('flotilla/v1/join/join-abc/req');
     expect(topics.joinResponse('join-abc')).toBe('flotilla/v1/join/join-abc/res');
     expect(topics.allJoinRequests()).toBe('flotilla/v1/join/+/req');
@@ -111,7 +114,7 @@ describe('Topics: builders', () => {
     const custom = new Topics('fleets/berlin');
     expect(custom.desired('pi-01')).toBe('fleets/berlin/nodes/pi-01/desired');
     expect(custom.allNodes('presence')).toBe('fleets/berlin/nodes/+/presence');
-    expect(custom.peers()).toBe('fleets/berlin/network/peers');
+    expect(custom.allPeers()).toBe('fleets/berlin/network/peers/+');
     expect(custom.joinRequest('join-x')).toBe('fleets/berlin/join/join-x/req');
   });
 
