@@ -167,7 +167,7 @@ export class PathSelector {
       // traffic (keepalive still makes WireGuard handshake on it). With none, the direct entry is all there is.
       const direct = fresh || !relay;
       if (!direct) relayAllowed.push(peer.podCIDR);
-      wgPeers.push({ publicKey: peer.publicKey, ...(endpoint ? { endpoint } : {}), allowedIPs: direct ? [peer.podCIDR] : [], keepaliveSeconds: PERSISTENT_KEEPALIVE_SECONDS });
+      wgPeers.push(wgPeer(peer.publicKey, endpoint, direct ? [peer.podCIDR] : []));
       configured++;
       const path = fresh ? 'direct' : relay && relayUp ? 'relay' : 'connecting';
       keepReport(reports, node, path, observed, endpoint);
@@ -178,7 +178,7 @@ export class PathSelector {
     if (relay) {
       const first = relay.endpoints[0];
       const endpoint = first ? `${first.address}:${first.port}` : input.relayHost ? `${hostPart(input.relayHost)}:${relay.port}` : undefined;
-      wgPeers.push({ publicKey: relay.publicKey, ...(endpoint ? { endpoint } : {}), allowedIPs: relayAllowed, keepaliveSeconds: PERSISTENT_KEEPALIVE_SECONDS });
+      wgPeers.push(wgPeer(relay.publicKey, endpoint, relayAllowed));
       relayReport = {
         ...(relayObserved && relayObserved.latestHandshakeMs > 0 ? { latestHandshake: new Date(relayObserved.latestHandshakeMs).toISOString() } : {}),
         rxBytes: relayObserved?.rxBytes ?? 0,
@@ -300,6 +300,14 @@ function isCandidate(endpoints: readonly PeerEndpoint[], sameNat: boolean, endpo
     if (e && format(e) === endpoint) return true;
   }
   return false;
+}
+
+/** A peer entry, keepalive on: the handshake goes on with no traffic, and a NAT's mapping stays open both ways. */
+function wgPeer(publicKey: string, endpoint: string | undefined, allowedIPs: string[]): WgPeerConfig {
+  // Built without spreading: this runs for every peer of every plan.
+  const entry: WgPeerConfig = { publicKey, allowedIPs, keepaliveSeconds: PERSISTENT_KEEPALIVE_SECONDS };
+  if (endpoint) entry.endpoint = endpoint;
+  return entry;
 }
 
 function format(e: { address: string; port: number }): string {
