@@ -27,6 +27,12 @@ export interface PeerBookOptions {
   /** Quiet time before the cache is written, and the longest a change waits for it while messages keep coming. */
   writeDelayMs?: number;
   writeMaxDelayMs?: number;
+  /**
+   * The least time between two writes. The cache is the whole book (4 MB, twice, at 10,000
+   * peers): a fleet where some device moves every minute must not rewrite it every second on an
+   * SD card. The retained burst at subscribe is written at once; later changes wait for this.
+   */
+  writeMinIntervalMs?: number;
   /** The same for onChange: the retained burst at subscribe becomes one call, not one per peer. */
   changeDelayMs?: number;
   changeMaxDelayMs?: number;
@@ -50,7 +56,7 @@ export class PeerBook {
 
   constructor(private readonly opts: PeerBookOptions) {
     this.files = new StateFiles(opts.stateDir);
-    this.write = new Debounce(() => this.save(), opts.writeDelayMs ?? 1_000, opts.writeMaxDelayMs ?? 5_000);
+    this.write = new Debounce(() => this.save(), opts.writeDelayMs ?? 1_000, opts.writeMaxDelayMs ?? 5_000, opts.writeMinIntervalMs ?? 60_000);
     this.change = new Debounce(() => opts.onChange(), opts.changeDelayMs ?? 200, opts.changeMaxDelayMs ?? 1_000);
   }
 
@@ -209,31 +215,37 @@ function sameTunnel(a: PeerAnnouncement, b: PeerAnnouncement): boolean {
 
 /**
  * Runs `fn` once things have been quiet for `delayMs`, and at the latest `maxDelayMs` after the
- * first poke of a burst, so that a steady stream of messages still gets written.
+ * first poke of a burst, so that a steady stream of messages still gets written; never sooner
+ * than `minIntervalMs` after its last run.
  */
 class Debounce {
   private timer?: NodeJS.Timeout;
   private firstPokeMs?: number;
+  private lastRunMs = -Infinity;
 
   constructor(
     private readonly fn: () => void,
     private readonly delayMs: number,
     private readonly maxDelayMs: number,
+    private readonly minIntervalMs = 0,
   ) {}
 
   poke(): void {
     const now = Date.now();
     this.firstPokeMs ??= now;
     if (this.timer) clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.delayMs, this.firstPokeMs + this.maxDelayMs - now));
+    const wait = Math.max(0, Math.min(this.delayMs, this.firstPokeMs + this.maxDelayMs - now), this.lastRunMs + this.minIntervalMs - now);
     this.timer = setTimeout(() => this.flush(), wait);
     this.timer.unref();
   }
 
+  /** Runs `fn` now if a poke is pending. */
   flush(): void {
     const pending = this.firstPokeMs !== undefined;
     this.cancel();
-    if (pending) this.fn();
+    if (!pending) return;
+    this.lastRunMs = Date.now();
+    this.fn();
   }
 
   cancel(): void {
