@@ -22,6 +22,13 @@ export interface LinkHandlers {
   onDisconnected?: () => void;
   /** The hub refused this device's credentials (revoked, replaced, or damaged on disk). */
   onRefused?: () => void;
+  /**
+   * A message of the overlay's peer table on `network/peers/{node}` (every node's, this one's
+   * too), undecoded: the peer book checks it. An empty payload: the hub deleted the node.
+   */
+  onPeer?: (node: string, payload: Buffer) => void;
+  /** A message on `network/relay`, undecoded; empty when the hub runs no relay. */
+  onRelay?: (payload: Buffer) => void;
 }
 
 /**
@@ -86,10 +93,16 @@ export class DeviceLink {
           if (err || granted?.[0]?.qos === 128) this.log.error({ err }, 'the hub refused the subscription to rpc requests');
         });
       }
+      this.subscribeNetwork(client);
       this.handlers.onConnected();
     });
     client.on('message', (topic, payload) => {
       if (topic === this.topics.node(node, 'rpc/req')) return this.onRpc(payload);
+      if (this.handlers.onPeer) {
+        const peer = this.topics.parsePeerTopic(topic);
+        if (peer !== undefined) return this.handlers.onPeer(peer, payload);
+      }
+      if (topic === this.topics.relay()) return this.handlers.onRelay?.(payload);
       if (topic !== this.topics.desired(node)) return;
       if (payload.length === 0) {
         this.log.warn('the hub cleared this node\'s desired set (node deleted?); keeping the last one');
@@ -132,6 +145,25 @@ export class DeviceLink {
       if (will) will.payload = encodePayload({ v: PROTOCOL_VERSION, state: 'offline', ts: new Date().toISOString(), session: this.session });
       this.client.reconnect();
     }, delay);
+  }
+
+  /**
+   * The overlay's peer table and relay, when the agent runs the overlay. QoS 0: these are
+   * retained state, not events. A device away misses nothing by it (subscribing again on each
+   * connect brings every retained message anew), and the broker queues none of them for a device
+   * that is offline, which at 10,000 devices would be a queue of every change for each one.
+   */
+  private subscribeNetwork(client: MqttClient): void {
+    const wanted: [string, boolean][] = [
+      [this.topics.allPeers(), this.handlers.onPeer !== undefined],
+      [this.topics.relay(), this.handlers.onRelay !== undefined],
+    ];
+    for (const [topic, want] of wanted) {
+      if (!want) continue;
+      client.subscribe(topic, { qos: 0 }, (err, granted) => {
+        if (err || granted?.[0]?.qos === 128) this.log.error({ err, topic }, 'the hub refused the subscription to the overlay\'s peers');
+      });
+    }
   }
 
   publishStatus(report: StatusReport): boolean {
