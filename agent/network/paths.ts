@@ -120,7 +120,7 @@ export class PathSelector {
 
     for (const [node, peer] of peers) {
       if (node === input.self.node || !peer.podCIDR) continue;
-      // Two peers claiming one CIDR or one key (a stale announcement): the smaller name has it, the other is left out.
+      // Two peers claiming one CIDR or one key: the one announced last has it, the other is left out.
       if (this.cidrOwner.get(peer.podCIDR) !== node || this.keyOwner.get(peer.publicKey) !== node) continue;
       const sameNat = selfPublic !== undefined && peer.publicAddress === selfPublic;
       const track = this.track(node, peer, sameNat, now);
@@ -232,21 +232,25 @@ export class PathSelector {
     track.pin = false;
   }
 
-  /** Who holds each pod CIDR and each key: this device its own CIDR, else the smallest node name (deterministic whatever the order). */
+  /**
+   * Who holds each pod CIDR and each key: this device its own, else the peer latest in the
+   * book's order, which is the order announcements came in. Two holders mean a stale
+   * announcement, most likely of a node deleted while this device was away (the hub's empty
+   * retained payload is not kept by the broker, so a device that reconnects never sees it): the
+   * CIDR's new holder was announced after it.
+   */
   private claimOwners(self: string, selfAnnouncement: PeerAnnouncement | undefined, peers: ReadonlyMap<string, PeerAnnouncement>, relay: RelayAnnouncement | undefined): void {
     this.cidrOwner.clear();
     this.keyOwner.clear();
-    if (selfAnnouncement?.podCIDR) this.cidrOwner.set(selfAnnouncement.podCIDR, self);
-    if (selfAnnouncement) this.keyOwner.set(selfAnnouncement.publicKey, self);
-    // The relay's key is the relay's entry.
-    if (relay) this.keyOwner.set(relay.publicKey, '');
     for (const [node, peer] of peers) {
       if (node === self || !peer.podCIDR) continue;
-      const cidrHolder = this.cidrOwner.get(peer.podCIDR);
-      if (cidrHolder === undefined || (cidrHolder !== self && node < cidrHolder)) this.cidrOwner.set(peer.podCIDR, node);
-      const keyHolder = this.keyOwner.get(peer.publicKey);
-      if (keyHolder === undefined || (keyHolder !== self && keyHolder !== '' && node < keyHolder)) this.keyOwner.set(peer.publicKey, node);
+      this.cidrOwner.set(peer.podCIDR, node);
+      this.keyOwner.set(peer.publicKey, node);
     }
+    // This device's own CIDR and key are never a peer's; the relay's key is the relay's entry.
+    if (selfAnnouncement?.podCIDR) this.cidrOwner.set(selfAnnouncement.podCIDR, self);
+    if (selfAnnouncement) this.keyOwner.set(selfAnnouncement.publicKey, self);
+    if (relay) this.keyOwner.set(relay.publicKey, '');
   }
 
   private dropUnseen(epoch: number): void {

@@ -60,6 +60,7 @@ export class PeerBook {
     this.change = new Debounce(() => opts.onChange(), opts.changeDelayMs ?? 200, opts.changeMaxDelayMs ?? 1_000);
   }
 
+  /** Every peer, in the order their announcements last came in (the cache's first). */
   peers(): ReadonlyMap<string, PeerAnnouncement> {
     return this.book;
   }
@@ -123,6 +124,9 @@ export class PeerBook {
       this.opts.log.debug({ node, generation: next.generation, known: known.generation }, 'older peer announcement ignored');
       return;
     }
+    // Moved to the end: the book's order is the order the hub last (re)announced each peer in,
+    // which settles two peers claiming one CIDR (the path selector gives it to the later one).
+    this.book.delete(node);
     this.book.set(node, next);
     if (!known || !sameTunnel(known, next)) this.changed();
     // The generation alone moved: nothing to do on the wire, but the cache must not go back.

@@ -216,15 +216,18 @@ describe('PathSelector: the peer set', () => {
     expect(entry(new PathSelector().plan(input(peerMap(self, b), T0, { relay })), RELAY_KEY).endpoint).toBeUndefined();
   });
 
-  it('never puts one CIDR in two entries: this device keeps its own, else the smaller node name has it, whatever the order', () => {
+  it('never puts one CIDR or one key in two entries: this device keeps its own, else the peer announced last has it', () => {
     const mine = peer({ node: 'edge-x', n: 9, podCIDR: self.podCIDR });
-    const late = peer({ node: 'edge-z', n: 10, podCIDR: B_CIDR });
     const noCidr = { ...peer({ node: 'edge-y', n: 11 }), podCIDR: '' };
-    for (const order of [[self, late, b, mine, noCidr], [noCidr, mine, b, late, self]]) {
-      const plan = new PathSelector().plan(input(peerMap(...order), T0, { relay: null }));
-      expect(plan.wgPeers.map((p) => p.publicKey)).toEqual([B_KEY]);
-      expect(plan.reports.map((r) => r.node)).toEqual(['edge-b']);
-    }
+    // A node deleted while this device was away, whose CIDR went to edge-n since.
+    const stale = peer({ node: 'edge-a0', n: 10, podCIDR: B_CIDR });
+    const sameKey = peer({ node: 'edge-k', n: 12, publicKey: B_KEY });
+    const plan = new PathSelector().plan(input(peerMap(mine, stale, b, noCidr, sameKey, self), T0, { relay: null }));
+    expect(plan.wgPeers).toEqual([{ publicKey: B_KEY, allowedIPs: [podCIDROf(12)], keepaliveSeconds: 25 }]);
+    expect(plan.reports.map((r) => r.node)).toEqual(['edge-k']);
+
+    const other = new PathSelector().plan(input(peerMap(self, b, stale), T0, { relay: null }));
+    expect(other.wgPeers).toEqual([{ publicKey: wgKey(10), allowedIPs: [B_CIDR], keepaliveSeconds: 25 }]);
   });
 
   it('reports at most MAX_PEERS_PER_REPORT peers: relayed and connecting first, then by name, and counts the rest', () => {

@@ -69,6 +69,17 @@ describe('PeerBook', () => {
       expect(peers.peers().get('edge-b')?.podCIDR).toBe('10.42.99.0/24');
     });
 
+    it('keeps peers in the order their announcements last came in (a re-announced peer moves to the end)', () => {
+      const peers = book();
+      peers.onPeerMessage('edge-b', payloadOf(b1));
+      peers.onPeerMessage('edge-c', payloadOf(peer({ node: 'edge-c', n: 3 })));
+      peers.onPeerMessage('edge-b', payloadOf({ ...b1, generation: 6 }));
+      expect([...peers.peers().keys()]).toEqual(['edge-c', 'edge-b']);
+      // An older one ignored moves nothing.
+      peers.onPeerMessage('edge-c', payloadOf(peer({ node: 'edge-c', n: 3, generation: 0 })));
+      expect([...peers.peers().keys()]).toEqual(['edge-c', 'edge-b']);
+    });
+
     it('removes a peer on an empty payload, and the relay on an empty relay message', () => {
       const peers = book();
       peers.onPeerMessage('edge-b', payloadOf(b1));
