@@ -88,7 +88,7 @@ export class PathSelector {
   private readonly timings: PathTimings;
   private readonly tracks = new Map<string, Track>();
   private epoch = 0;
-  // Reused from plan to plan: the only per-peer memory a plan needs besides its output.
+  // Indexes a plan builds and empties again: the only per-peer memory a plan needs besides its output.
   private readonly observedByKey = new Map<string, WgPeerState>();
   private readonly cidrOwner = new Map<string, string>();
   private readonly keyOwner = new Map<string, string>();
@@ -173,6 +173,10 @@ export class PathSelector {
       keepReport(reports, node, path, observed, endpoint);
     }
     this.dropUnseen(epoch);
+    // Only the tracks outlive a plan: a device holds as little per peer as it can between plans.
+    this.observedByKey.clear();
+    this.cidrOwner.clear();
+    this.keyOwner.clear();
 
     let relayReport: PathPlan['relay'];
     if (relay) {

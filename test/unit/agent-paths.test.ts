@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { PathSelector, type PathInput, type PathPlan } from '../../agent/network/paths.js';
 import type { WgPeerState } from '../../shared/net/wireguard.js';
 import { MAX_PEERS_PER_REPORT, type PeerAnnouncement, type RelayAnnouncement } from '../../shared/protocol/network.js';
+import { heapUsedAfterGc } from './heap.js';
 import { RELAY_KEY, T0, endpoint, observed, peer, peerMap, podCIDROf, relayAnnouncement, wgKey } from './network-builders.js';
 
 const SELF = 'edge-a';
@@ -261,6 +262,7 @@ describe('PathSelector at scale', () => {
       peers.set(node, peer({ node, n, publicAddress: `198.51.${n >> 8}.${n & 0xff}`, endpoints: [endpoint(`192.0.2.${n & 0xff}`, 'advertised', 50000 + (n >> 8)), endpoint(`198.51.${n >> 8}.${n & 0xff}`, 'hub-observed'), endpoint(`10.0.${n >> 8}.${n & 0xff}`, 'reported')] }));
       if (n % 2 === 0) handshakes.push(observed(wgKey(n), { endpoint: `198.51.${n >> 8}.${n & 0xff}:51820`, handshakeAgoS: 30 }));
     }
+    const heapBefore = heapUsedAfterGc();
     const selector = new PathSelector();
     let started = process.hrtime.bigint();
     const first = selector.plan(input(peers, T0, { observed: handshakes }));
@@ -270,7 +272,13 @@ describe('PathSelector at scale', () => {
     let last = first;
     for (let i = 1; i <= rounds; i++) last = selector.plan(input(peers, T0 + i * 5_000, { observed: handshakes }));
     const steadyMs = Number(process.hrtime.bigint() - started) / 1e6 / rounds;
-    console.log(`PathSelector.plan, ${N} peers: first ${firstMs.toFixed(1)} ms, then ${steadyMs.toFixed(1)} ms a plan`);
+    const withOutput = heapUsedAfterGc() - heapBefore;
+    // What a selector keeps between plans (its tracks and reused maps), the plan's output dropped.
+    const before = heapUsedAfterGc();
+    const other = new PathSelector();
+    other.plan(input(peers, T0, { observed: handshakes }));
+    const kept = heapUsedAfterGc() - before;
+    console.log(`PathSelector.plan, ${N} peers: first ${firstMs.toFixed(1)} ms, then ${steadyMs.toFixed(1)} ms a plan; the selector keeps ${Math.round(kept / N)} B a peer between plans; a plan's output is about ${Math.round((withOutput - kept) / 2 / N)} B a peer`);
 
     expect(last.wgPeers).toHaveLength(N + 1);
     expect(entry(last, RELAY_KEY).allowedIPs).toHaveLength(N / 2);

@@ -5,6 +5,7 @@ import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PEERS_FILE, PeerBook } from '../../agent/network/peers.js';
 import { StateFiles } from '../../agent/state/files.js';
+import { heapUsedAfterGc } from './heap.js';
 import { endpoint, payloadOf, peer, relayAnnouncement, wgKey } from './network-builders.js';
 
 interface LogLine {
@@ -225,6 +226,7 @@ describe('PeerBook', () => {
     it('writes 10,000 retained messages arriving at subscribe in a few writes, not 10,000', () => {
       vi.useFakeTimers();
       const writes = vi.spyOn(StateFiles.prototype, 'write');
+      const heapBefore = heapUsedAfterGc();
       const peers = book();
       const N = 10_000;
       // The retained burst as the broker delivers it: batches of messages, a few milliseconds apart.
@@ -234,13 +236,14 @@ describe('PeerBook', () => {
         if (n % 500 === 0) vi.advanceTimersByTime(50);
       }
       vi.advanceTimersByTime(10_000);
+      const perPeer = Math.round((heapUsedAfterGc() - heapBefore) / N);
       expect(writes.mock.calls.length).toBeGreaterThanOrEqual(1);
       expect(writes.mock.calls.length).toBeLessThanOrEqual(3);
       expect(changes).toBeLessThanOrEqual(3);
       const size = statSync(join(dir, PEERS_FILE)).size;
       const cached = JSON.parse(readFileSync(join(dir, PEERS_FILE), 'utf8')) as { peers: unknown[] };
       expect(cached.peers).toHaveLength(N);
-      console.log(`peer cache for ${N} peers: ${writes.mock.calls.length} writes, ${(size / 1e6).toFixed(2)} MB (and as much in its .bak)`);
+      console.log(`peer book of ${N} peers: ${perPeer} B of heap a peer; cache ${writes.mock.calls.length} write(s), ${(size / 1e6).toFixed(2)} MB (and as much in its .bak)`);
     });
   });
 });
