@@ -26,6 +26,8 @@ export interface PathTimings {
   relayPollMs: number;
   /** The next look when every peer is direct. */
   settledMs: number;
+  /** How often a handshake with the relay is started again while the relay's is not fresh. */
+  relayKickMs: number;
   /** The shortest wait, so that a deadline already past never makes a busy loop. */
   minCheckMs: number;
 }
@@ -37,6 +39,7 @@ export const DEFAULT_PATH_TIMINGS: PathTimings = {
   trialPollMs: 5_000,
   relayPollMs: 10_000,
   settledMs: 30_000,
+  relayKickMs: 30_000,
   minCheckMs: 1_000,
 };
 
@@ -56,6 +59,16 @@ export interface PathInput {
 export interface PathPlan {
   /** Every peer entry of the interface, the relay's last: the whole set `wg syncconf` is to make. */
   wgPeers: WgPeerConfig[];
+  /**
+   * Keys of entries on which a handshake is to start now (a new candidate, a retry of direct, the
+   * relay unreachable), after the set is applied. WireGuard sends a keepalive, and with it starts
+   * a handshake, only when a peer's keepalive is turned on; it gives up on a handshake after
+   * 90 s and, with no allowed-IPs to carry traffic, a relayed peer's entry would never try again.
+   * So the data plane turns these entries' keepalive off and on again (`wg set IFACE peer KEY
+   * persistent-keepalive 0`, then 25; one `wg` call can name many peers). A new entry needs none:
+   * syncconf turns its keepalive on.
+   */
+  startHandshake: string[];
   /** At most MAX_PEERS_PER_REPORT peers, relayed and connecting first, then by name. */
   reports: PeerReport[];
   /** Peers configured but not in `reports`. */
@@ -80,6 +93,8 @@ interface Track {
   until: number;
   /** Set when the candidates restart while the peer is direct: this plan sets the first candidate once. */
   pin: boolean;
+  /** A trial began (a new candidate, a retry): its handshake is to be started. */
+  kick: boolean;
   /** The plan that last saw the peer: a track not seen is dropped. */
   epoch: number;
 }
@@ -92,6 +107,7 @@ export class PathSelector {
   private readonly observedByKey = new Map<string, WgPeerState>();
   private readonly cidrOwner = new Map<string, string>();
   private readonly keyOwner = new Map<string, string>();
+  private relayKickAt = -Infinity;
 
   constructor(opts: Partial<PathTimings> = {}) {
     this.timings = { ...DEFAULT_PATH_TIMINGS, ...opts };
@@ -113,6 +129,7 @@ export class PathSelector {
     const wgPeers: WgPeerConfig[] = [];
     const relayAllowed: string[] = [];
     const reports: PeerReport[] = [];
+    const startHandshake: string[] = [];
     let configured = 0;
     let due = Infinity;
     let anyTrying = false;
@@ -126,7 +143,6 @@ export class PathSelector {
       const track = this.track(node, peer, sameNat, now);
       track.epoch = epoch;
       const observed = this.observedByKey.get(peer.publicKey);
-      const count = candidateCount(peer.endpoints, sameNat);
       let endpoint: string | undefined;
       const fresh = observed !== undefined && this.fresh(observed, now);
 
@@ -142,10 +158,13 @@ export class PathSelector {
           endpoint = observed.endpoint ?? (candidate && format(candidate));
         }
         due = Math.min(due, observed.latestHandshakeMs + t.freshMs);
+        track.kick = false;
       } else {
         track.pin = false;
         if (track.phase === 'direct') this.restart(track, now);
         else if (now >= track.until) {
+          const count = candidateCount(peer.endpoints, sameNat);
+          track.kick = true;
           if (track.phase === 'trying' && track.candidate + 1 < count) {
             track.candidate++;
             track.until = now + t.trialMs;
@@ -158,6 +177,8 @@ export class PathSelector {
         }
         const candidate = candidateAt(peer.endpoints, sameNat, track.candidate);
         endpoint = candidate && format(candidate);
+        if (track.kick && endpoint) startHandshake.push(peer.publicKey);
+        track.kick = false;
         due = Math.min(due, track.until);
         if (track.phase === 'trying') anyTrying = true;
         else anyRelayed = true;
@@ -183,6 +204,11 @@ export class PathSelector {
       const first = relay.endpoints[0];
       const endpoint = first ? `${first.address}:${first.port}` : input.relayHost ? `${hostPart(input.relayHost)}:${relay.port}` : undefined;
       wgPeers.push(wgPeer(relay.publicKey, endpoint, relayAllowed));
+      if (!relayUp && endpoint && now >= this.relayKickAt) {
+        startHandshake.push(relay.publicKey);
+        this.relayKickAt = now + t.relayKickMs;
+      }
+      if (!relayUp) due = Math.min(due, this.relayKickAt);
       relayReport = {
         ...(relayObserved && relayObserved.latestHandshakeMs > 0 ? { latestHandshake: new Date(relayObserved.latestHandshakeMs).toISOString() } : {}),
         rxBytes: relayObserved?.rxBytes ?? 0,
@@ -194,7 +220,7 @@ export class PathSelector {
     if (anyTrying) next = Math.min(next, t.trialPollMs);
     if (anyRelayed) next = Math.min(next, t.relayPollMs);
     next = Math.max(t.minCheckMs, Math.min(next, due - now));
-    return { wgPeers, reports, morePeers: configured - reports.length, ...(relayReport ? { relay: relayReport } : {}), nextCheckMs: next };
+    return { wgPeers, startHandshake, reports, morePeers: configured - reports.length, ...(relayReport ? { relay: relayReport } : {}), nextCheckMs: next };
   }
 
   private fresh(observed: WgPeerState, now: number): boolean {
@@ -205,7 +231,8 @@ export class PathSelector {
   private track(node: string, peer: PeerAnnouncement, sameNat: boolean, now: number): Track {
     let track = this.tracks.get(node);
     if (!track) {
-      track = { publicKey: peer.publicKey, endpoints: peer.endpoints, sameNat, phase: 'trying', candidate: 0, until: now + this.timings.trialMs, pin: false, epoch: 0 };
+      // A new entry: syncconf turns its keepalive on, which starts its handshake.
+      track = { publicKey: peer.publicKey, endpoints: peer.endpoints, sameNat, phase: 'trying', candidate: 0, until: now + this.timings.trialMs, pin: false, kick: false, epoch: 0 };
       this.tracks.set(node, track);
       return track;
     }
@@ -234,6 +261,7 @@ export class PathSelector {
     track.candidate = 0;
     track.until = now + this.timings.trialMs;
     track.pin = false;
+    track.kick = true;
   }
 
   /**

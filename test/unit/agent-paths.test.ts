@@ -69,11 +69,17 @@ describe('PathSelector: candidates', () => {
     // While a candidate is on trial, traffic goes through the relay: the report says so.
     expect(report(first, 'edge-b').path).toBe('relay');
     expect(first.nextCheckMs).toBe(5_000);
+    // A new entry's handshake starts as syncconf adds it: nothing to start by hand.
+    expect(first.startHandshake).toEqual([]);
 
     // 5 s in: still the first candidate's trial.
-    expect(entry(selector.plan(input(peers, s(5), { observed: [RELAY_UP] })), B_KEY).endpoint).toBe('192.0.2.10:51820');
+    const during = selector.plan(input(peers, s(5), { observed: [RELAY_UP] }));
+    expect(entry(during, B_KEY).endpoint).toBe('192.0.2.10:51820');
+    expect(during.startHandshake).toEqual([]);
     const second = selector.plan(input(peers, s(12), { observed: [RELAY_UP] }));
     expect(entry(second, B_KEY).endpoint).toBe('198.51.100.20:51820');
+    // Each new trial starts a handshake of its own (WireGuard gives up on one after 90 s).
+    expect(second.startHandshake).toEqual([B_KEY]);
     expect(entry(second, RELAY_KEY).allowedIPs).toEqual([B_CIDR]);
 
     // Both failed: relayed, the first candidate kept on the entry, retried in 2 minutes.
@@ -84,16 +90,29 @@ describe('PathSelector: candidates', () => {
     expect(relayed.nextCheckMs).toBe(10_000);
     expect(relayed.relay).toEqual({ latestHandshake: new Date(s(-5)).toISOString(), rxBytes: 100, txBytes: 200 });
 
-    expect(entry(selector.plan(input(peers, s(100), { observed: [RELAY_UP] })), B_KEY).endpoint).toBe('192.0.2.10:51820');
-    // The retry cycles to the next candidate.
-    expect(entry(selector.plan(input(peers, s(144), { observed: [RELAY_UP] })), B_KEY).endpoint).toBe('198.51.100.20:51820');
+    expect(relayed.startHandshake).toEqual([B_KEY]);
+
+    const waiting = selector.plan(input(peers, s(100), { observed: [RELAY_UP] }));
+    expect(entry(waiting, B_KEY).endpoint).toBe('192.0.2.10:51820');
+    expect(waiting.startHandshake).toEqual([]);
+    // The retry cycles to the next candidate, and starts a handshake on it.
+    const retry = selector.plan(input(peers, s(144), { observed: [RELAY_UP] }));
+    expect(entry(retry, B_KEY).endpoint).toBe('198.51.100.20:51820');
+    expect(retry.startHandshake).toEqual([B_KEY]);
     expect(entry(selector.plan(input(peers, s(264), { observed: [RELAY_UP] })), B_KEY).endpoint).toBe('192.0.2.10:51820');
   });
 
-  it('reports connecting while neither a direct handshake nor the relay\'s is fresh', () => {
-    const plan = new PathSelector().plan(input(peerMap(self, b), T0, { observed: [observed(RELAY_KEY)] }));
+  it('reports connecting while neither a direct handshake nor the relay\'s is fresh, and starts the relay\'s handshake every 30 s', () => {
+    const selector = new PathSelector();
+    const plan = selector.plan(input(peerMap(self, b), T0, { observed: [observed(RELAY_KEY)] }));
     expect(report(plan, 'edge-b').path).toBe('connecting');
     expect(entry(plan, RELAY_KEY).allowedIPs).toEqual([B_CIDR]);
+    expect(plan.startHandshake).toEqual([RELAY_KEY]);
+    expect(selector.plan(input(peerMap(self, b), s(5), { observed: [observed(RELAY_KEY)] })).startHandshake).toEqual([]);
+    // (b's first trial ended meanwhile: its next one starts too.)
+    expect(selector.plan(input(peerMap(self, b), s(30), { observed: [observed(RELAY_KEY)] })).startHandshake).toEqual([B_KEY, RELAY_KEY]);
+    // Once the relay answers, nothing more is started for it.
+    expect(selector.plan(input(peerMap(self, b), s(60), { observed: [observed(RELAY_KEY, { handshakeAgoS: 1, now: s(60) })] })).startHandshake).not.toContain(RELAY_KEY);
   });
 });
 
@@ -132,6 +151,7 @@ describe('PathSelector: direct and back', () => {
     expect(entry(stale, RELAY_KEY).allowedIPs).toEqual([B_CIDR]);
     expect(report(stale, 'edge-b').path).toBe('relay');
     expect(stale.nextCheckMs).toBe(5_000);
+    expect(stale.startHandshake).toEqual([B_KEY]);
   });
 
   it('keeps the endpoint WireGuard roamed to while the handshake is fresh', () => {
