@@ -99,6 +99,18 @@ describe('DeviceLink: the peer table', () => {
     expect(late.relays).toEqual([]);
   });
 
+  it('after a reconnect, gets what changed while it was away from the retained messages', async () => {
+    await broker.publish(topics.peer('edge-b'), payloadOf(b), { qos: 1, retain: true });
+    const heard = link('edge-a');
+    await vi.waitFor(() => expect(heard.peers).toHaveLength(1));
+    broker.disconnectNode('edge-a');
+    await vi.waitFor(() => expect(broker.nodeConnected('edge-a')).toBe(false));
+    const moved = { ...b, generation: 2, publicAddress: '198.51.100.77' };
+    await broker.publish(topics.peer('edge-b'), payloadOf(moved), { qos: 1, retain: true });
+    await vi.waitFor(() => expect(heard.connected).toBe(2), { timeout: 10_000 });
+    await vi.waitFor(() => expect(heard.peers.at(-1)).toEqual(['edge-b', JSON.stringify(moved)]));
+  });
+
   it('does not subscribe to the peer table when the agent gives no handler (overlay off)', async () => {
     await broker.publish(topics.peer('edge-b'), payloadOf(b), { qos: 1, retain: true });
     const off = link('edge-a', false);
