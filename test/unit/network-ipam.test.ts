@@ -2,8 +2,6 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IpamController } from '../../hub/network/ipam-controller.js';
 import { parsePodNetworkSettings, PodCidrAllocator, QUARANTINE_MS, type PodNetworkSettings } from '../../hub/network/ipam.js';
 import { openHubDatabase } from '../../hub/store/schema.js';
-import { ObjectStore } from '../../hub/store/objects.js';
-import { EventRecorder } from '../../hub/events/recorder.js';
 import { nodeCondition, type NodeSpec, type NodeStatus } from '../../shared/resources/node.js';
 import { createNode, eventsAbout, testHub, type TestHub } from './builders.js';
 
@@ -202,8 +200,6 @@ describe('the allocation table', () => {
   it('is part of the hub schema', () => {
     const db = openHubDatabase(':memory:');
     try {
-      const store = new ObjectStore(db);
-      expect(new EventRecorder(store, 't', testHub().log)).toBeDefined();
       expect(db.prepare("SELECT name FROM sqlite_master WHERE name IN ('pod_cidrs', 'network_peers') ORDER BY name").all()).toEqual([{ name: 'network_peers' }, { name: 'pod_cidrs' }]);
     } finally {
       db.close();
