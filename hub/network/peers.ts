@@ -8,6 +8,7 @@ import type { MessageBus } from '../broker/bus.js';
 import { WorkQueue } from '../controllers/queue.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject } from '../store/types.js';
+import { ENDPOINTS_ANNOTATION } from './annotations.js';
 import { peerContent, type PeerContent } from './peer-announcement.js';
 import { PeerTable, type PeerRow } from './tables.js';
 
@@ -145,10 +146,13 @@ export class PeerPublisher {
       if (!node) {
         this.table.delete(name);
         this.rows.delete(name);
-      } else if (previous && previous.message !== '') {
-        const row = { ...previous, message: '' };
-        this.table.write(row);
-        this.rows.set(name, row);
+      } else {
+        if (previous && previous.message !== '') {
+          const row = { ...previous, message: '' };
+          this.table.write(row);
+          this.rows.set(name, row);
+        }
+        this.annotate(name, undefined);
       }
       this.published.add(name);
       return;
@@ -163,8 +167,25 @@ export class PeerPublisher {
     const message: PeerAnnouncement = { ...content, generation };
     await bus.publish(topic, encodePayload(message), { qos: 1, retain: true });
     this.published.add(name);
+    this.annotate(name, content);
     log.debug({ node: name, generation, endpoints: content.endpoints.length }, 'peer published');
   }
+
+  /** The endpoints as published, on the node for `flotilla describe node` (as flannel notes a node's public IP). */
+  private annotate(name: string, content: PeerContent | undefined): void {
+    const text = content ? endpointsAnnotation(content) : undefined;
+    this.opts.store.mutate('Node', '', name, (cur) => {
+      const annotations = { ...(cur.metadata.annotations ?? {}) };
+      if (annotations[ENDPOINTS_ANNOTATION] === text) return undefined;
+      if (text === undefined) delete annotations[ENDPOINTS_ANNOTATION];
+      else annotations[ENDPOINTS_ANNOTATION] = text;
+      return { ...cur, metadata: { ...cur.metadata, annotations } };
+    });
+  }
+}
+
+export function endpointsAnnotation(content: PeerContent): string {
+  return content.endpoints.map((e) => `${e.address}:${e.port} ${e.source}`).join(', ') || '<none>';
 }
 
 /**
