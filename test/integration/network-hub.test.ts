@@ -9,7 +9,7 @@ import { peerAnnouncementSchema, type NodeNetworkReport, type PeerAnnouncement }
 import { Topics, deviceClientId, deviceUsername } from '../../shared/protocol/topics.js';
 import { containsCidr, cidr } from '../../shared/net/cidr.js';
 import { startMosquitto, type TestMosquitto } from '../harness/mosquitto.js';
-import { BIN, cli, getJson, startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
+import { BIN, REPO, cli, getJson, spawnLogged, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 
 // The hub's side of the pod network against a real hub process: MQTT clients stand in for
 // devices (they join through the real join flow and report a WireGuard overlay as an agent
@@ -334,5 +334,85 @@ describe('the peer table on an external Mosquitto', () => {
     const retained = (await waitFor('the retained peer of ext-x', () => z.peers('ext-x').at(-1))) as PeerAnnouncement;
     expect(retained.publicKey).toBe(key(4));
     expect(z.messages.some((m) => m.topic === topics.relay())).toBe(false);
+  });
+});
+
+/** Starts test/harness/relay.mjs (a byte relay) and waits for what it listens on. */
+async function startRelay(listen: string, connect: string, name: string, netns?: string): Promise<{ process: ManagedProcess; listening: number | string }> {
+  const proc = spawnLogged([join(REPO, 'test', 'harness', 'relay.mjs'), listen, connect], join(dirs.path, `relay-${name}.log`), REPO, {}, netns);
+  const listening = await waitFor(`the relay ${listen} -> ${connect}`, () => {
+    if (proc.exitCode !== undefined) throw new Error(`relay exited with ${proc.exitCode}: ${proc.log()}`);
+    const line = proc.log().split('\n').find((l) => l.startsWith('{"listening"'));
+    return line ? (JSON.parse(line) as { listening: number | string }).listening : undefined;
+  }, 10_000, 50);
+  return { process: proc, listening };
+}
+
+// Where a device's connection comes from, as the hub sees it: the hub runs in a network namespace
+// of the test's own, whose loopback also holds two documentation addresses standing for a NAT's
+// public address before and after it changes; the test reaches the hub through byte relays over
+// unix sockets, so nothing is added to the host's network.
+describe('the hub-observed address (a NAT\'s public address)', () => {
+  const netns = `flt-nethub-${process.pid}`;
+  const ip = (...args: string[]) => {
+    const r = spawnSync('/usr/sbin/ip', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+  };
+  let hub: RunningHub;
+  /** The hub's MQTT port inside the namespace. */
+  let innerMqtt: number;
+
+  /** A URL on the host's loopback that reaches the hub's MQTT port from `source` inside the namespace. */
+  async function pathFrom(source: string): Promise<string> {
+    const socket = join(dirs.path, `mqtt-${source}.sock`);
+    await startRelay(`unix:${socket}`, `tcp:${source}:${innerMqtt}`, `ns-${source}`, netns);
+    const host = await startRelay('tcp:127.0.0.1:0', `unix:${socket}`, `host-${source}`);
+    return `mqtt://127.0.0.1:${host.listening}`;
+  }
+
+  beforeAll(async () => {
+    ip('netns', 'add', netns);
+    ip('-n', netns, 'link', 'set', 'lo', 'up');
+    ip('-n', netns, 'addr', 'add', '192.0.2.1/32', 'dev', 'lo');
+    ip('-n', netns, 'addr', 'add', '198.51.100.99/32', 'dev', 'lo');
+    const inside = await startHub({ dataDir: join(dirs.path, 'ns-hub'), extraArgs: ['--listen', '0.0.0.0'], wrap: ['/usr/bin/nsenter', `--net=/var/run/netns/${netns}`, '--'] });
+    innerMqtt = inside.mqttPort;
+    const apiSocket = join(dirs.path, 'api.sock');
+    await startRelay(`unix:${apiSocket}`, `tcp:127.0.0.1:${inside.apiPort}`, 'ns-api', netns);
+    const api = await startRelay('tcp:127.0.0.1:0', `unix:${apiSocket}`, 'host-api');
+    hub = { ...inside, apiUrl: `http://127.0.0.1:${api.listening}` };
+  });
+
+  afterAll(async () => {
+    await stopAll();
+    spawnSync('/usr/sbin/ip', ['netns', 'del', netns]);
+  });
+
+  it('publishes the address a device connects from, and follows it at once when it changes', async () => {
+    const before = await pathFrom('192.0.2.1');
+    const n1 = await FakeDevice.join(before, hub.joinToken, 'nat-1');
+    const n2 = await FakeDevice.join(before, hub.joinToken, 'nat-2');
+    await waitFor('pod CIDRs', () => nodeJson(hub, 'nat-1').spec?.podCIDR && nodeJson(hub, 'nat-2').spec?.podCIDR);
+    await n2.client.subscribeAsync(topics.allPeers(), { qos: 1 });
+    await n1.report(wireguard(7));
+    const first = (await waitFor('the peer of nat-1', () => n2.peers('nat-1').at(-1))) as PeerAnnouncement;
+    expect(first.publicAddress).toBe('192.0.2.1');
+    expect(first.endpoints).toEqual([
+      { address: '192.0.2.1', port: 51827, source: 'hub-observed' },
+      { address: '192.168.7.7', port: 51827, source: 'reported' },
+    ]);
+    expect(nodeJson(hub, 'nat-1').metadata.annotations?.['network.flotilla.io/endpoints']).toBe('192.0.2.1:51827 hub-observed, 192.168.7.7:51827 reported');
+    // The NAT's public address changes: the device's connection drops and comes back from the new one.
+    await n1.close();
+    const after = await pathFrom('198.51.100.99');
+    const started = Date.now();
+    await FakeDevice.connect(after, 'nat-1', passwords.get('nat-1')!);
+    const moved = (await waitFor('the peer of nat-1 at its new address', () => {
+      const last = n2.peers('nat-1').at(-1);
+      return last !== 'cleared' && last?.publicAddress === '198.51.100.99' ? last : undefined;
+    })) as PeerAnnouncement;
+    console.log(`peer followed a new public address in ${Date.now() - started} ms`);
+    expect(moved.endpoints[0]).toEqual({ address: '198.51.100.99', port: 51827, source: 'hub-observed' });
+    expect(moved.generation).toBeGreaterThan(first.generation);
   });
 });
