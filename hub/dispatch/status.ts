@@ -147,15 +147,15 @@ export class StatusIngest {
     let beatAt = Date.parse(now);
     const after = this.store.mutate('Node', '', nodeName, (cur) => {
       const before = (cur.status as NodeStatus | undefined) ?? {};
-      const status = { ...before };
-      status.nodeInfo = report.node.info;
-      status.capacity = report.node.capacity;
-      status.allocatable = report.node.capacity;
-      if (report.node.addresses) status.addresses = report.node.addresses;
-      if (report.observedRev !== null) status.observedRevision = report.observedRev;
-      if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
-      status.lastHeartbeatTime = now;
-      Object.assign(status, applyOverlayReport(status, report.node.network, cur.spec as NodeSpec | undefined, now));
+      const reported = { ...before };
+      reported.nodeInfo = report.node.info;
+      reported.capacity = report.node.capacity;
+      reported.allocatable = report.node.capacity;
+      if (report.node.addresses) reported.addresses = report.node.addresses;
+      if (report.observedRev !== null) reported.observedRevision = report.observedRev;
+      if (report.node.conditions) reported.conditions = mergeConditions(reported.conditions ?? [], report.node.conditions, now);
+      reported.lastHeartbeatTime = now;
+      const status = applyOverlayReport(reported, report.node.network, cur.spec as NodeSpec | undefined, now);
       // The liveness the node lifecycle controller counts on is in memory (every packet); the
       // stored heartbeat only needs to stay fresh: a report that changes nothing else is not a write.
       if (onlyHeartbeatMoved(before, status, beatAt)) {

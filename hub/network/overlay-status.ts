@@ -1,6 +1,6 @@
 import type { NodeNetworkReport } from '../../shared/protocol/network.js';
 import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
-import { conditionFromReport, ipamHoldsCondition, withNetworkCondition } from './condition.js';
+import { conditionFromReport, IPAM_REASONS, ipamHoldsCondition, NETWORK_CONDITION, withNetworkCondition } from './condition.js';
 
 /**
  * The overlay part of a node's status (status.overlay), as the status ingest writes it. Its
@@ -23,11 +23,17 @@ export function withoutOverlayFigures(status: NodeStatus): NodeStatus {
 
 /**
  * The status with the agent's overlay report taken in: status.overlay, and NetworkUnavailable
- * derived from it, unless the IPAM's reason stands (the node has no pod CIDR yet). An agent that
- * reports no overlay part (older than the overlay) changes neither.
+ * derived from it, unless the IPAM's reason stands (the node has no pod CIDR yet). A report
+ * without an overlay part (an agent older than the overlay) leaves neither: what an earlier
+ * agent reported no longer holds.
  */
 export function applyOverlayReport(status: NodeStatus, report: NodeNetworkReport | undefined, spec: NodeSpec | undefined, now: string): NodeStatus {
-  if (!report) return status;
+  if (!report) {
+    if (!status.overlay) return status;
+    const { overlay: _gone, ...rest } = status;
+    const conditions = rest.conditions?.filter((c) => c.type !== NETWORK_CONDITION || (c.reason !== undefined && IPAM_REASONS.has(c.reason)));
+    return { ...rest, ...(conditions ? { conditions } : {}) };
+  }
   const next: NodeStatus = { ...status, overlay: report };
   if (ipamHoldsCondition(status, spec?.podCIDR)) return next;
   next.conditions = withNetworkCondition(status.conditions, conditionFromReport(report), now);

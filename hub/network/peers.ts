@@ -18,6 +18,12 @@ export interface PeerPublisherOptions {
   bus: MessageBus;
   topics: Topics;
   log: Logger;
+  /**
+   * The broker keeps retained messages over a hub restart (an external broker): the publisher
+   * then reads what it retains under network/peers/+ once at start, to clear peers of nodes
+   * deleted meanwhile. The embedded broker's retained messages go with the hub's process.
+   */
+  retainedOutlivesHub?: boolean;
   /** Where the hub's relay sees a device's WireGuard packets come from (hub/network/relay.ts); absent without a relay. */
   observedEndpoint?: (node: string) => { address: string; port: number } | undefined;
 }
@@ -58,13 +64,17 @@ export class PeerPublisher {
     for (const row of this.table.rows()) this.rows.set(row.node, row);
     const { store, bus, topics } = this.opts;
     bus.onDeviceConnected?.((node) => this.refresh(node));
-    // What the broker retains under network/peers/+ (an external broker's, from before this start): a peer of no node is cleared.
-    await bus.subscribe(topics.allPeers(), (topic, payload) => {
-      const node = topics.parsePeerTopic(topic);
-      if (node === undefined || payload.length === 0 || store.has('Node', '', node)) return;
-      this.stale.add(node);
-      this.queue.add(node);
-    });
+    // What the broker retains from before this start: a peer of no node is cleared. (The
+    // subscription stays with the hub's session; its own publications come back to it, and are
+    // of nodes that exist.)
+    if (this.opts.retainedOutlivesHub) {
+      await bus.subscribe(topics.allPeers(), (topic, payload) => {
+        const node = topics.parsePeerTopic(topic);
+        if (node === undefined || payload.length === 0 || store.has('Node', '', node)) return;
+        this.stale.add(node);
+        this.queue.add(node);
+      });
+    }
     const nodes = store.list('Node');
     this.unwatch = store.watch({ kind: 'Node', fromResourceVersion: nodes.resourceVersion }, (e) => {
       const name = e.object.metadata.name;

@@ -2,6 +2,7 @@ import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Topics } from '../../shared/protocol/topics.js';
 import type { MessageBus } from '../broker/bus.js';
+import { EmbeddedBroker } from '../broker/embedded.js';
 import type { HubConfig } from '../config.js';
 import type { EventRecorder } from '../events/recorder.js';
 import type { Family } from '../metrics/prometheus.js';
@@ -34,7 +35,7 @@ export async function startPodNetwork(
   const ipam = new IpamController({ store, events, log: log.child({ part: 'ipam' }) }, db, settings);
   ipam.start();
   opened.add('ipam', () => ipam.stop());
-  const peers = new PeerPublisher({ db, store, bus, topics, log: log.child({ part: 'peers' }), ...relay });
+  const peers = new PeerPublisher({ db, store, bus, topics, log: log.child({ part: 'peers' }), retainedOutlivesHub: !(bus instanceof EmbeddedBroker), ...relay });
   opened.add('peers', () => peers.stop());
   await peers.start();
   return {

@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { joinHub } from '../../agent/link/join.js';
 import { PROTOCOL_VERSION, decodePayload, desiredStateSchema, statusReportSchema } from '../../shared/protocol/messages.js';
 import { peerAnnouncementSchema, type NodeNetworkReport, type PeerAnnouncement } from '../../shared/protocol/network.js';
-import { Topics, deviceClientId, deviceUsername } from '../../shared/protocol/topics.js';
+import { HUB_USERNAME, Topics, deviceClientId, deviceUsername } from '../../shared/protocol/topics.js';
 import { containsCidr, cidr } from '../../shared/net/cidr.js';
 import { startMosquitto, type TestMosquitto } from '../harness/mosquitto.js';
 import { BIN, REPO, cli, getJson, spawnLogged, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
@@ -334,6 +334,28 @@ describe('the peer table on an external Mosquitto', () => {
     const retained = (await waitFor('the retained peer of ext-x', () => z.peers('ext-x').at(-1))) as PeerAnnouncement;
     expect(retained.publicKey).toBe(key(4));
     expect(z.messages.some((m) => m.topic === topics.relay())).toBe(false);
+  });
+
+  it('clears, when it starts, what the broker retains for a node that no longer exists', async () => {
+    const hubDir = join(dirs.path, 'ext-hub');
+    await hub.process.stop();
+    // A peer left behind at the broker while the hub was down (written here with the hub's own account).
+    const writer = await mqtt.connectAsync(mosquitto.url, { clientId: 'test-ghost-writer', username: HUB_USERNAME, password: readFileSync(join(hubDir, 'broker.password'), 'utf8').trim(), protocolVersion: 4, reconnectPeriod: 0 });
+    await writer.publishAsync(topics.peer('ghost'), Buffer.from(JSON.stringify({ v: 1, node: 'ghost', publicKey: key(6), podCIDR: '10.42.99.0/24', endpoints: [], generation: 1 })), { qos: 1, retain: true });
+    await writer.endAsync();
+    hub = await startHub({ dataDir: hubDir, extraArgs: ['--broker', mosquitto.url] });
+    const reader = await FakeDevice.connect(mosquitto.url, 'ext-y', passwords.get('ext-y')!);
+    await reader.client.subscribeAsync(topics.allPeers(), { qos: 1 });
+    await waitFor('the peers of existing nodes', () => reader.peers('ext-x').length > 0);
+    await waitFor('nothing retained for ghost', async () => {
+      const probe = await FakeDevice.connect(mosquitto.url, 'ext-z', passwords.get('ext-z')!);
+      await probe.client.subscribeAsync(topics.allPeers(), { qos: 1 });
+      await new Promise((r) => setTimeout(r, 300));
+      const ghost = probe.peers('ghost');
+      await probe.close();
+      return ghost.length === 0;
+    }, 15_000, 500);
+    expect(reader.peers('ext-x').at(-1)).toMatchObject({ publicKey: key(4) });
   });
 });
 

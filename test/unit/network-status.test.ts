@@ -87,3 +87,13 @@ describe('the overlay in node status', () => {
     expect(status().overlay?.reason).toBe('NoPodCIDR');
   });
 });
+
+describe('an agent that stops reporting an overlay', () => {
+  it('leaves no overlay and no NetworkUnavailable of its own behind', () => {
+    send(network());
+    expect(status().overlay).toBeDefined();
+    send(undefined);
+    expect(status().overlay).toBeUndefined();
+    expect(condition()).toBeUndefined();
+  });
+});
