@@ -136,7 +136,11 @@ export class Hub {
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
     stopping?.throwIfAborted();
-    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR });
+    // The pod network: each node's pod CIDR and the overlay's peer table (a deleted node's block is released, its peer cleared).
+    const podNetwork = await startPodNetwork({ config, db, store, bus: broker, topics, events, log: log.child({ part: 'network' }), opened });
+    selfMetrics.addFamilies(podNetwork.families);
+    selfMetrics.instrumentController('ipam', podNetwork.ipam);
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, podCIDROf: podNetwork.podCIDROf });
     dispatcher.start();
     opened.add('dispatch', () => dispatcher.stop());
     // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.
@@ -189,10 +193,6 @@ export class Hub {
     });
     opened.add('metrics', () => metrics.stop());
     await metrics.start(broker, topics);
-    // The pod network: each node's pod CIDR and the overlay's peer table (a deleted node's block is released, its peer cleared).
-    const podNetwork = await startPodNetwork({ config, db, store, bus: broker, topics, events, log: log.child({ part: 'network' }), opened });
-    selfMetrics.addFamilies(podNetwork.families);
-    selfMetrics.instrumentController('ipam', podNetwork.ipam);
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
       if (e.type !== 'DELETED') return;

@@ -45,8 +45,13 @@ export class Dispatcher {
     private readonly bus: MessageBus,
     private readonly topics: Topics,
     private readonly log: Logger,
-    /** The pod network's cluster CIDR, sent with each node's pod CIDR (absent: no network part). */
-    private readonly network?: { clusterCIDR: string },
+    /**
+     * The pod network's cluster CIDR, sent with each node's pod CIDR (absent: no network part),
+     * and the IPAM's record of a node's pod CIDR, which stands over spec.podCIDR: a podCIDR
+     * cleared by hand (an apply of the Node without it) must not make the device tear its
+     * network down before the IPAM puts it back.
+     */
+    private readonly network?: { clusterCIDR: string; podCIDROf?: (node: string) => string | undefined },
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -157,7 +162,7 @@ export class Dispatcher {
 
   /** The node's pod network, once the IPAM has given it a pod CIDR: a new pod CIDR is a new revision. */
   private networkSettings(node: StoredObject): DesiredNetwork | undefined {
-    const podCIDR = (node.spec as NodeSpec | undefined)?.podCIDR;
+    const podCIDR = this.network?.podCIDROf?.(node.metadata.name) ?? (node.spec as NodeSpec | undefined)?.podCIDR;
     return this.network && podCIDR ? { podCIDR, clusterCIDR: this.network.clusterCIDR } : undefined;
   }
 

@@ -24,6 +24,8 @@ export interface PeerPublisherOptions {
    * deleted meanwhile. The embedded broker's retained messages go with the hub's process.
    */
   retainedOutlivesHub?: boolean;
+  /** The IPAM's record of a node's pod CIDR, over spec.podCIDR (see Dispatcher). */
+  podCIDROf?: (node: string) => string | undefined;
   /** Where the hub's relay sees a device's WireGuard packets come from (hub/network/relay.ts); absent without a relay. */
   observedEndpoint?: (node: string) => { address: string; port: number } | undefined;
 }
@@ -132,7 +134,7 @@ export class PeerPublisher {
     const hubObserved = this.opts.bus.remoteAddress?.(name) ?? before?.publicAddress;
     return peerContent({
       node: name,
-      podCIDR: (node.spec as NodeSpec | undefined)?.podCIDR,
+      podCIDR: this.opts.podCIDROf?.(name) ?? (node.spec as NodeSpec | undefined)?.podCIDR,
       overlay: (node.status as NodeStatus | undefined)?.overlay as NodeNetworkReport | undefined,
       ...(hubObserved ? { hubObserved } : {}),
       relayObserved: this.opts.observedEndpoint?.(name),

@@ -15,6 +15,8 @@ import { PeerPublisher, type PeerPublisherOptions } from './peers.js';
 export interface PodNetwork {
   ipam: IpamController;
   peers: PeerPublisher;
+  /** A node's pod CIDR as the IPAM holds it. */
+  podCIDROf(node: string): string | undefined;
   /** flotilla_overlay_nodes and flotilla_ipam_cidrs, for /metrics. */
   families(): Family[];
 }
@@ -35,12 +37,14 @@ export async function startPodNetwork(
   const ipam = new IpamController({ store, events, log: log.child({ part: 'ipam' }) }, db, settings);
   ipam.start();
   opened.add('ipam', () => ipam.stop());
-  const peers = new PeerPublisher({ db, store, bus, topics, log: log.child({ part: 'peers' }), retainedOutlivesHub: !(bus instanceof EmbeddedBroker), ...relay });
+  const podCIDROf = (node: string) => ipam.allocator.blockOf(node);
+  const peers = new PeerPublisher({ db, store, bus, topics, log: log.child({ part: 'peers' }), retainedOutlivesHub: !(bus instanceof EmbeddedBroker), podCIDROf, ...relay });
   opened.add('peers', () => peers.stop());
   await peers.start();
   return {
     ipam,
     peers,
+    podCIDROf,
     families: () => {
       const overlay = peers.overlayCounts();
       const cidrs = ipam.counts();

@@ -232,3 +232,20 @@ describe('the desired set carries the pod network', () => {
     expect(bus.to(EDGE_1).length).toBe(sent);
   });
 });
+
+describe('the desired set\'s pod CIDR is the IPAM\'s', () => {
+  it('keeps sending the held block while spec.podCIDR is cleared by hand', async () => {
+    dispatcher.stop();
+    const held = new Map([['edge-1', '10.42.3.0/24']]);
+    dispatcher = new Dispatcher(hub.db, hub.store, bus, topics, hub.log, { clusterCIDR: '10.42.0.0/16', podCIDROf: (n) => held.get(n) });
+    dispatcher.start();
+    createNode(hub.store, { name: 'edge-1' });
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: { podCIDR: '10.42.3.0/24', podCIDRs: ['10.42.3.0/24'] } }));
+    await dispatcher.queue.idle();
+    const rev = lastDesired().rev;
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: {} }));
+    await dispatcher.queue.idle();
+    expect(lastDesired().network).toEqual({ podCIDR: '10.42.3.0/24', clusterCIDR: '10.42.0.0/16' });
+    expect(lastDesired().rev).toBe(rev);
+  });
+});
