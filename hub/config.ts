@@ -1,7 +1,9 @@
 import * as z from 'zod';
 import { DEFAULT_MAX_PACKET_BYTES } from '../shared/protocol/bounds.js';
+import { DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR_MASK_SIZE } from '../shared/protocol/network.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
+import { parsePodNetworkSettings } from './network/ipam.js';
 
 /** The hub's configuration: a schema with defaults, validated once at start, then frozen. */
 export const hubConfigSchema = z.object({
@@ -38,6 +40,9 @@ export const hubConfigSchema = z.object({
   metricsRawRetentionSeconds: z.number().int().min(7200).default(6 * 3600),
   metricsMinuteRetentionSeconds: z.number().int().min(3600).default(7 * 86400),
   metricsHourRetentionSeconds: z.number().int().min(86400).default(90 * 86400),
+  /** The pod network: the IPv4 range every pod address comes from, and the size of each node's block of it (hub/network/ipam.ts checks the two together). */
+  clusterCIDR: z.string().default(DEFAULT_CLUSTER_CIDR),
+  nodeCIDRMaskSize: z.number().int().default(DEFAULT_NODE_CIDR_MASK_SIZE),
 });
 
 export type HubConfig = Readonly<z.infer<typeof hubConfigSchema>>;
@@ -48,5 +53,7 @@ export function loadHubConfig(input: Record<string, unknown>): HubConfig {
     const first = fieldErrorsFromZod(parsed.error)[0]!;
     throw new Error(`invalid hub configuration: ${first.path}: ${first.message}`);
   }
+  const network = parsePodNetworkSettings(parsed.data.clusterCIDR, parsed.data.nodeCIDRMaskSize);
+  if ('error' in network) throw new Error(`invalid hub configuration: ${network.error}`);
   return Object.freeze(parsed.data);
 }

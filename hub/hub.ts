@@ -34,6 +34,7 @@ import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
+import { startPodNetwork } from './network/start.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
@@ -135,7 +136,11 @@ export class Hub {
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
     stopping?.throwIfAborted();
-    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }));
+    // The pod network: each node's pod CIDR and the overlay's peer table (a deleted node's block is released, its peer cleared).
+    const podNetwork = await startPodNetwork({ config, db, store, bus: broker, topics, events, log: log.child({ part: 'network' }), opened });
+    selfMetrics.addFamilies(podNetwork.families);
+    selfMetrics.instrumentController('ipam', podNetwork.ipam);
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, podCIDROf: podNetwork.podCIDROf });
     dispatcher.start();
     opened.add('dispatch', () => dispatcher.stop());
     // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.

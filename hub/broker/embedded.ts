@@ -82,6 +82,7 @@ export class EmbeddedBroker implements MessageBus {
   private readonly pending: { deliver: () => void; done: () => void }[] = [];
   private flushScheduled = false;
   private closed = false;
+  private readonly connectedHandlers: ((node: string) => void)[] = [];
 
   private constructor(
     private readonly aedes: Aedes,
@@ -156,7 +157,19 @@ export class EmbeddedBroker implements MessageBus {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     opts.log.info({ host: opts.host, port, maxPacketBytes }, 'mqtt broker listening');
-    return new EmbeddedBroker(aedes, server, opts.log, port, refused);
+    const broker = new EmbeddedBroker(aedes, server, opts.log, port, refused);
+    aedes.on('clientReady', (client: Client) => {
+      const identity = opts.auth.identity(client);
+      if (identity?.role !== 'device') return;
+      for (const handler of broker.connectedHandlers) {
+        try {
+          handler(identity.node);
+        } catch (err) {
+          opts.log.error({ err, node: identity.node }, 'device connect handler failed');
+        }
+      }
+    });
+    return broker;
   }
 
   publish(topic: string, payload: Buffer, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
@@ -240,6 +253,16 @@ export class EmbeddedBroker implements MessageBus {
 
   connectedClients(): number {
     return this.aedes.connectedClients;
+  }
+
+  remoteAddress(node: string): string | undefined {
+    const clients = (this.aedes as unknown as { clients: Record<string, Client> }).clients;
+    const address = (clients[deviceClientId(node)]?.conn as { remoteAddress?: string } | undefined)?.remoteAddress;
+    return address?.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+  }
+
+  onDeviceConnected(handler: (node: string) => void): void {
+    this.connectedHandlers.push(handler);
   }
 
   async close(): Promise<void> {

@@ -1,11 +1,12 @@
 import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
 import type { Probe } from '../../shared/resources/probe.js';
-import type { NodeStatus } from '../../shared/resources/node.js';
+import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import { REVISION_ANNOTATION, type DeploymentSpec, type DeploymentStatus, type ReplicaSetSpec, type ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { LabelSelectorSpec } from '../../shared/resources/meta.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import { describeNodeNetwork } from './describe-network.js';
 import { age, table } from './print.js';
 import { latestPullProgress, pullUnderWay } from './pull-progress.js';
 import { recordLines, rolloutSummaryLines, type RolloutRecord } from './rollout-waves-render.js';
@@ -117,6 +118,7 @@ function describeNode(obj: Obj): string[] {
   const rows = [['Type', 'Status', 'LastTransitionTime', 'Reason', 'Message'], ...(status.conditions ?? []).map((c) => [c.type, c.status, c.lastTransitionTime ?? '', c.reason ?? '', c.message ?? ''])];
   lines.push(...table(rows).split('\n').map((l) => `  ${l}`));
   lines.push('Addresses:', ...(status.addresses ?? []).map((a) => `  ${a.type}: ${a.address}`));
+  lines.push(...describeNodeNetwork(obj.spec as NodeSpec | undefined, status, obj.metadata.annotations));
   lines.push('Capacity:', ...Object.entries(status.capacity ?? {}).map(([k, v]) => `  ${k}: ${v}`));
   const info = status.nodeInfo;
   if (info) {

@@ -3,7 +3,9 @@ import { createLogger } from '../../shared/log/logger.js';
 import { bytes } from '../../shared/quantities/quantity.js';
 import { FLOTILLA_VERSION } from '../../shared/version.js';
 import { EXTERNAL_BROKER_MAX_PACKET_BYTES } from '../broker/mosquitto-config.js';
+import { DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR_MASK_SIZE } from '../../shared/protocol/network.js';
 import { loadHubConfig } from '../config.js';
+import { parsePodNetworkSettings } from '../network/ipam.js';
 import { limitHeapGrowth } from '../heap.js';
 import { runHub } from '../run.js';
 import { applyCommand, deleteCommand, describeCommand, getCommand, labelCommand, parseDuration, tokenCommand } from './commands.js';
@@ -53,6 +55,14 @@ function byteSize(value: string): number {
   return n;
 }
 
+/** --cluster-cidr and --node-cidr-mask-size, checked together; a usage error (exit 2) names the flag. */
+function podNetworkFlags(clusterCidr: string, maskSize: string): { clusterCIDR: string; nodeCIDRMaskSize: number } {
+  const bits = /^\/?\d{1,2}$/.test(maskSize.trim()) ? Number(maskSize.trim().replace('/', '')) : NaN;
+  const checked = parsePodNetworkSettings(clusterCidr, bits);
+  if ('error' in checked) throw CliError.usage(Number.isNaN(bits) ? `--node-cidr-mask-size: '${maskSize}' is not a prefix length (a whole number such as 24)` : checked.error);
+  return { clusterCIDR: clusterCidr, nodeCIDRMaskSize: bits };
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -81,10 +91,13 @@ export function buildProgram(): Command {
     .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
-    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+    .option('--cluster-cidr <cidr>', 'the IPv4 range of every pod address; each node gets a block of it', DEFAULT_CLUSTER_CIDR)
+    .option('--node-cidr-mask-size <bits>', 'the prefix length of each node\'s block of the cluster CIDR', String(DEFAULT_NODE_CIDR_MASK_SIZE))
+    .action(async (o: { clusterCidr: string; nodeCidrMaskSize: string; dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
       // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
       if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);
-      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
+      const network = podNetworkFlags(o.clusterCidr, o.nodeCidrMaskSize);
+      const config = loadHubConfig({ ...network, dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));

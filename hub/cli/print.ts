@@ -1,6 +1,6 @@
 import { stringify } from 'yaml';
 import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
-import type { NodeStatus } from '../../shared/resources/node.js';
+import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
@@ -86,12 +86,13 @@ const COLUMNS: Record<string, Columns> = {
   },
   Node: {
     headers: ['NAME', 'STATUS', 'AGE', 'VERSION'],
-    wide: ['INTERNAL-IP', 'OS-IMAGE', 'KERNEL-VERSION', 'ARCH', 'CONTAINER-RUNTIME', 'LABELS'],
+    wide: ['INTERNAL-IP', 'POD-CIDR', 'OS-IMAGE', 'KERNEL-VERSION', 'ARCH', 'CONTAINER-RUNTIME', 'LABELS'],
     row: (o) => [o.metadata!.name!, nodeStatusText(o), age(o.metadata?.creationTimestamp), (o.status as NodeStatus | undefined)?.nodeInfo?.agentVersion ?? '<unknown>'],
     wideRow: (o) => {
       const s = o.status as NodeStatus | undefined;
       return [
         s?.addresses?.find((a) => a.type === 'InternalIP')?.address ?? '<none>',
+        (o.spec as NodeSpec | undefined)?.podCIDR ?? '<none>',
         s?.nodeInfo?.osImage ?? '<unknown>',
         s?.nodeInfo?.kernelVersion ?? '<unknown>',
         s?.nodeInfo?.architecture ?? '<unknown>',

@@ -4,6 +4,8 @@ import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, encodePayload, type DesiredConfig, type DesiredPod, type DesiredState } from '../../shared/protocol/messages.js';
 import { METRICS_INTERVAL_ANNOTATION, parseMetricsInterval } from '../../shared/protocol/metrics.js';
 import type { Topics } from '../../shared/protocol/topics.js';
+import type { DesiredNetwork } from '../../shared/protocol/network.js';
+import type { NodeSpec } from '../../shared/resources/node.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
 import { referencedConfig } from '../../shared/resources/volumes.js';
 import type { MessageBus } from '../broker/bus.js';
@@ -29,7 +31,8 @@ CREATE TABLE dispatch (
 export class Dispatcher {
   readonly queue: WorkQueue;
   private readonly published = new Set<string>();
-  private readonly metricsIntervals = new Map<string, string | undefined>();
+  /** What of each node's own object is part of what it is sent: its metrics interval and its pod CIDR. */
+  private readonly nodeInputs = new Map<string, string>();
   private readonly podFingerprints = new Map<string, { fingerprint: string; node: string | undefined }>();
   private unwatch: (() => void)[] = [];
   private readonly getRow;
@@ -42,6 +45,13 @@ export class Dispatcher {
     private readonly bus: MessageBus,
     private readonly topics: Topics,
     private readonly log: Logger,
+    /**
+     * The pod network's cluster CIDR, sent with each node's pod CIDR (absent: no network part),
+     * and the IPAM's record of a node's pod CIDR, which stands over spec.podCIDR: a podCIDR
+     * cleared by hand (an apply of the Node without it) must not make the device tear its
+     * network down before the IPAM puts it back.
+     */
+    private readonly network?: { clusterCIDR: string; podCIDROf?: (node: string) => string | undefined },
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -57,11 +67,11 @@ export class Dispatcher {
     this.unwatch.push(
       this.store.watch({ kind: 'Pod', fromResourceVersion: pods.resourceVersion }, (e) => this.onPod(e, true)),
       this.store.watch({ kind: 'Node' }, (e) => {
-        // Of a node's own changes, only its metrics interval is part of what it is sent.
-        const interval = e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION];
-        const changed = this.metricsIntervals.get(e.object.metadata.name) !== interval;
-        if (e.type === 'DELETED') this.metricsIntervals.delete(e.object.metadata.name);
-        else this.metricsIntervals.set(e.object.metadata.name, interval);
+        // Of a node's own changes, only its metrics interval and its pod CIDR are part of what it is sent.
+        const inputs = JSON.stringify([e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION], (e.object.spec as NodeSpec | undefined)?.podCIDR]);
+        const changed = this.nodeInputs.get(e.object.metadata.name) !== inputs;
+        if (e.type === 'DELETED') this.nodeInputs.delete(e.object.metadata.name);
+        else this.nodeInputs.set(e.object.metadata.name, inputs);
         if (e.type !== 'MODIFIED' || changed) this.queue.add(e.object.metadata.name);
       }),
       // A ConfigMap or Secret is part of the desired set of every node whose pods use it.
@@ -150,6 +160,12 @@ export class Dispatcher {
     return undefined;
   }
 
+  /** The node's pod network, once the IPAM has given it a pod CIDR: a new pod CIDR is a new revision. */
+  private networkSettings(node: StoredObject): DesiredNetwork | undefined {
+    const podCIDR = this.network?.podCIDROf?.(node.metadata.name) ?? (node.spec as NodeSpec | undefined)?.podCIDR;
+    return this.network && podCIDR ? { podCIDR, clusterCIDR: this.network.clusterCIDR } : undefined;
+  }
+
   revision(node: string): number | undefined {
     return this.getRow.get(node)?.rev;
   }
@@ -170,7 +186,8 @@ export class Dispatcher {
     const { configs, secrets } = this.desiredConfigs(pods);
     // A set without configuration hashes as before, so an upgraded hub keeps the nodes' revisions.
     const metrics = this.metricsSettings(nodeObj);
-    const hashed = configs.length || secrets.length || metrics ? { pods, configs, secrets, ...(metrics ? { metrics } : {}) } : pods;
+    const network = this.networkSettings(nodeObj);
+    const hashed = configs.length || secrets.length || metrics || network ? { pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}) } : pods;
     const hash = createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
     const row = this.getRow.get(node);
     let rev = row?.rev ?? 0;
@@ -185,7 +202,7 @@ export class Dispatcher {
       this.published.delete(node);
     }
     if (this.published.has(node)) return;
-    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}) };
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}) };
     // Not awaited: the next node's set need not wait for this one to be handed to the broker
     // (the broker keeps the order of one topic's messages). A failed publish is retried.
     this.published.add(node);

@@ -10,10 +10,11 @@ import {
 } from '../../shared/protocol/messages.js';
 import type { Topics } from '../../shared/protocol/topics.js';
 import { formatFieldErrors } from '../../shared/resources/validate.js';
-import type { NodeCondition, NodeStatus } from '../../shared/resources/node.js';
+import type { NodeCondition, NodeSpec, NodeStatus } from '../../shared/resources/node.js';
 import type { PodCondition, PodSpec, PodStatus } from '../../shared/resources/pod.js';
 import type { MessageBus } from '../broker/bus.js';
 import type { EventRecorder } from '../events/recorder.js';
+import { applyOverlayReport, steadyNetworkReport, withoutOverlayFigures } from '../network/overlay-status.js';
 import type { ObjectStore } from '../store/objects.js';
 
 interface Liveness {
@@ -129,7 +130,8 @@ export class StatusIngest {
     this.liveness.set(nodeName, live);
     const nowMs = Date.now();
     const now = new Date(nowMs).toISOString();
-    const nodeFp = fingerprint(report.node, report.observedRev);
+    // Without the overlay's byte counts and handshake times: they move on every report.
+    const nodeFp = fingerprint({ ...report.node, network: steadyNetworkReport(report.node.network) }, report.observedRev);
     this.store.transaction(() => {
       // The same node report again, while the stored heartbeat is fresh, would write nothing.
       if (!memo || memo.fp !== nodeFp || nowMs - memo.beatAt >= HEARTBEAT_WRITE_MS) this.applyNodeStatus(nodeName, report, nodeFp, now);
@@ -145,14 +147,15 @@ export class StatusIngest {
     let beatAt = Date.parse(now);
     const after = this.store.mutate('Node', '', nodeName, (cur) => {
       const before = (cur.status as NodeStatus | undefined) ?? {};
-      const status = { ...before };
-      status.nodeInfo = report.node.info;
-      status.capacity = report.node.capacity;
-      status.allocatable = report.node.capacity;
-      if (report.node.addresses) status.addresses = report.node.addresses;
-      if (report.observedRev !== null) status.observedRevision = report.observedRev;
-      if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
-      status.lastHeartbeatTime = now;
+      const reported = { ...before };
+      reported.nodeInfo = report.node.info;
+      reported.capacity = report.node.capacity;
+      reported.allocatable = report.node.capacity;
+      if (report.node.addresses) reported.addresses = report.node.addresses;
+      if (report.observedRev !== null) reported.observedRevision = report.observedRev;
+      if (report.node.conditions) reported.conditions = mergeConditions(reported.conditions ?? [], report.node.conditions, now);
+      reported.lastHeartbeatTime = now;
+      const status = applyOverlayReport(reported, report.node.network, cur.spec as NodeSpec | undefined, now);
       // The liveness the node lifecycle controller counts on is in memory (every packet); the
       // stored heartbeat only needs to stay fresh: a report that changes nothing else is not a write.
       if (onlyHeartbeatMoved(before, status, beatAt)) {
@@ -274,11 +277,11 @@ export function onlyHeartbeatMoved(prev: NodeStatus, next: NodeStatus, nowMs: nu
   if (!(nowMs - beatAt < HEARTBEAT_WRITE_MS)) return false;
   const beats = new Map((prev.conditions ?? []).map((c) => [c.type, c.lastHeartbeatTime]));
   const withOldBeats: NodeStatus = {
-    ...next,
+    ...withoutOverlayFigures(next),
     lastHeartbeatTime: prev.lastHeartbeatTime,
     ...(next.conditions ? { conditions: next.conditions.map((c) => ({ ...c, lastHeartbeatTime: beats.get(c.type) })) } : {}),
   };
-  return JSON.stringify(withOldBeats) === JSON.stringify(prev);
+  return JSON.stringify(withOldBeats) === JSON.stringify(withoutOverlayFigures(prev));
 }
 
 function condition(prev: PodStatus, type: string, status: 'True' | 'False'): PodCondition {

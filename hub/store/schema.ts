@@ -1,6 +1,7 @@
 import { CREDENTIALS_MIGRATION, JOIN_TOKEN_RULES_MIGRATION } from '../auth/credentials.js';
 import { DISPATCH_MIGRATION } from '../dispatch/desired.js';
 import { METRICS_MIGRATION } from '../metrics/schema.js';
+import { POD_NETWORK_MIGRATION } from '../network/tables.js';
 import { openDatabase, type Database } from './db.js';
 import { migrations as storeMigrations, type Migration } from './migrations.js';
 
@@ -15,6 +16,7 @@ export const hubMigrations: readonly Migration[] = [
   { version: 3, name: 'dispatch revisions', up: DISPATCH_MIGRATION },
   { version: 4, name: 'metrics', up: METRICS_MIGRATION },
   { version: 5, name: 'join token label rules', up: JOIN_TOKEN_RULES_MIGRATION },
+  { version: 6, name: 'pod network: pod CIDR allocations and peer messages', up: POD_NETWORK_MIGRATION },
 ];
 
 export function openHubDatabase(file: string): Database {

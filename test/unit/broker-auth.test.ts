@@ -225,6 +225,32 @@ describe('BrokerAuth on the embedded broker', () => {
       expect(received).toEqual([]);
     });
 
+    it('drops a device writing the peer table, its own peer included, which only the hub writes', async () => {
+      const watcher = await device('b');
+      const seen: string[] = [];
+      watcher.on('message', (topic, body) => seen.push(`${topic} ${body.length}`));
+      await suback(watcher, topics.allPeers());
+      await suback(watcher, topics.relay());
+      for (const topic of [topics.peer('a'), topics.peer('b'), topics.relay()]) {
+        const a = await device('a');
+        const gone = closed(a);
+        a.publish(topic, payload({ v: 1, node: 'a', forged: true }), { qos: 0, retain: true });
+        await gone;
+      }
+      // What the hub publishes there reaches the reader; nothing the device tried did.
+      await broker.publish(topics.peer('a'), payload({ v: 1, node: 'a' }), { qos: 1, retain: true });
+      await vi.waitFor(() => expect(seen).toEqual([`${topics.peer('a')} ${payload({ v: 1, node: 'a' }).length}`]));
+    });
+
+    it('tells the hub where a device connects from, and when', async () => {
+      const connected: string[] = [];
+      broker.onDeviceConnected((node) => connected.push(node));
+      await device('a');
+      await vi.waitFor(() => expect(connected).toEqual(['a']));
+      expect(broker.remoteAddress('a')).toBe('127.0.0.1');
+      expect(broker.remoteAddress('b')).toBeUndefined();
+    });
+
     it('delivers a joining client its own join request only', async () => {
       const { token } = credentials.createToken('join');
       const joiner = await connect(joinOptions(token, joinClientId('mine')));

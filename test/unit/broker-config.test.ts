@@ -66,16 +66,18 @@ describe("Mosquitto's password format (PBKDF2-SHA512)", () => {
 });
 
 describe('the roles', () => {
-  it("gives a device exactly its own topics: publish status, presence, metrics, events, rpc/res; read desired, rpc/req and the peer table", () => {
+  it("gives a device exactly its own topics: publish status, presence, metrics, events, rpc/res; read desired, rpc/req, the peer table and the relay", () => {
     const { rolename, acls } = deviceRole(topics, 'pi-7');
     expect(rolename).toBe('flotilla-node-pi-7');
     const own = (c: string) => `flotilla/v1/nodes/pi-7/${c}`;
     expect(topicsOf(acls, 'publishClientSend')).toEqual(['events', 'metrics', 'presence', 'rpc/res', 'status'].map(own));
-    const readable = [own('desired'), own('rpc/req'), 'flotilla/v1/network/peers'].sort();
+    const readable = [own('desired'), own('rpc/req'), 'flotilla/v1/network/peers/+', 'flotilla/v1/network/relay'].sort();
     expect(topicsOf(acls, 'subscribeLiteral')).toEqual(readable);
     expect(topicsOf(acls, 'publishClientReceive')).toEqual(readable);
     expect(topicsOf(acls, 'subscribePattern')).toEqual([]);
-    expect(acls.every((a) => a.allow && !/[+#]/.test(a.topic))).toBe(true);
+    // The peer table's `+` is one literal subscription: a device may subscribe to exactly that, and to no other wildcard; it publishes nothing there.
+    expect(acls.every((a) => a.allow && (!/[+#]/.test(a.topic) || a.topic === 'flotilla/v1/network/peers/+'))).toBe(true);
+    expect(topicsOf(acls, 'publishClientSend').some((t) => t.includes('/network/'))).toBe(false);
   });
 
   it('lets a joining device publish join requests and read one join response, never through a wildcard', () => {

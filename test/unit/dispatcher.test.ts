@@ -211,3 +211,41 @@ describe('Dispatcher watches', () => {
     expect(bus.to(EDGE_1)).toHaveLength(1);
   });
 });
+
+describe('the desired set carries the pod network', () => {
+  it('sends network once the node has a pod CIDR; a new pod CIDR is a new revision, a status write none', async () => {
+    dispatcher.stop();
+    dispatcher = new Dispatcher(hub.db, hub.store, bus, topics, hub.log, { clusterCIDR: '10.42.0.0/16' });
+    dispatcher.start();
+    createNode(hub.store, { name: 'edge-1' });
+    await dispatcher.queue.idle();
+    const first = lastDesired();
+    expect(first.network).toBeUndefined();
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: { ...(cur.spec as object), podCIDR: '10.42.3.0/24', podCIDRs: ['10.42.3.0/24'] } }));
+    await dispatcher.queue.idle();
+    const second = lastDesired();
+    expect(second.network).toEqual({ podCIDR: '10.42.3.0/24', clusterCIDR: '10.42.0.0/16' });
+    expect(second.rev).toBe(first.rev + 1);
+    const sent = bus.to(EDGE_1).length;
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, status: { ...(cur.status as NodeStatus), lastHeartbeatTime: new Date().toISOString() } }));
+    await dispatcher.queue.idle();
+    expect(bus.to(EDGE_1).length).toBe(sent);
+  });
+});
+
+describe('the desired set\'s pod CIDR is the IPAM\'s', () => {
+  it('keeps sending the held block while spec.podCIDR is cleared by hand', async () => {
+    dispatcher.stop();
+    const held = new Map([['edge-1', '10.42.3.0/24']]);
+    dispatcher = new Dispatcher(hub.db, hub.store, bus, topics, hub.log, { clusterCIDR: '10.42.0.0/16', podCIDROf: (n) => held.get(n) });
+    dispatcher.start();
+    createNode(hub.store, { name: 'edge-1' });
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: { podCIDR: '10.42.3.0/24', podCIDRs: ['10.42.3.0/24'] } }));
+    await dispatcher.queue.idle();
+    const rev = lastDesired().rev;
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: {} }));
+    await dispatcher.queue.idle();
+    expect(lastDesired().network).toEqual({ podCIDR: '10.42.3.0/24', clusterCIDR: '10.42.0.0/16' });
+    expect(lastDesired().rev).toBe(rev);
+  });
+});

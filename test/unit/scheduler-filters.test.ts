@@ -24,6 +24,15 @@ describe('readiness and cordons', () => {
     expect(await placements({ name: 'a' }, { name: 'b' }, { name: 'c' })).toEqual({ a: 'up', b: 'up', c: 'up' });
   });
 
+  it('places pods on a node whose pod network is unavailable or off (NetworkUnavailable is not a filter)', async () => {
+    const status = (reason: string, on: 'True' | 'False') => ({ conditions: [{ type: 'Ready', status: 'True' }, { type: 'NetworkUnavailable', status: on, reason }], capacity: { cpu: '4', memory: '1Gi', pods: '110' } });
+    f.hub.store.create({ apiVersion: 'flotilla/v1', kind: 'Node', metadata: { name: 'no-cidr' }, spec: {}, status: status('CIDRNotAvailable', 'True') });
+    f.start();
+    expect(await placements({ name: 'a' })).toEqual({ a: 'no-cidr' });
+    f.hub.store.mutate('Node', '', 'no-cidr', (cur) => ({ ...cur, status: status('OverlayDisabled', 'False') }));
+    expect(await placements({ name: 'b' })).toEqual({ b: 'no-cidr' });
+  });
+
   it('places a pod that tolerates the unschedulable taint on a cordoned node (as DaemonSet pods do)', async () => {
     f.nodes({ name: 'cordoned', unschedulable: true }).start();
     await f.schedule({ name: 'tolerant', tolerations: [{ key: 'node.kubernetes.io/unschedulable', operator: 'Exists', effect: 'NoSchedule' }] }, { name: 'plain' });
