@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { DEFAULT_MAX_PACKET_BYTES } from '../shared/protocol/bounds.js';
+import { DEFAULT_CLUSTER_CIDR, WIREGUARD_DEFAULT_PORT } from '../shared/protocol/network.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
 
@@ -38,6 +39,14 @@ export const hubConfigSchema = z.object({
   metricsRawRetentionSeconds: z.number().int().min(7200).default(6 * 3600),
   metricsMinuteRetentionSeconds: z.number().int().min(3600).default(7 * 86400),
   metricsHourRetentionSeconds: z.number().int().min(86400).default(90 * 86400),
+  /** The pod network's whole range; each node's pod CIDR is a block of it. */
+  clusterCIDR: z.string().min(9).max(18).default(DEFAULT_CLUSTER_CIDR),
+  /** The hub's WireGuard relay between devices (hub/network/relay.ts): auto = on where the hub can make the interface. */
+  relay: z.enum(['auto', 'on', 'off']).default('auto'),
+  relayPort: z.number().int().min(1).max(65535).default(WIREGUARD_DEFAULT_PORT),
+  relayInterface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/).default('flotilla-relay'),
+  /** What devices are told to reach the relay at; absent: their MQTT URL's host. */
+  relayEndpoint: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }).optional(),
 });
 
 export type HubConfig = Readonly<z.infer<typeof hubConfigSchema>>;

@@ -34,6 +34,7 @@ import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
+import { Relay } from './network/relay.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
@@ -188,6 +189,12 @@ export class Hub {
     });
     opened.add('metrics', () => metrics.stop());
     await metrics.start(broker, topics);
+    // The WireGuard relay between devices. Its interface outlives the hub on purpose (network/relay.ts); the
+    // peer publisher reads relay.observedEndpoint(node) and refreshes a node on relay.onObservedChange.
+    const relay = await Relay.start({ config, dataDir, store, bus: broker, topics, log: log.child({ part: 'relay' }) });
+    opened.add('relay', () => relay.stop());
+    selfMetrics.addFamilies(() => relay.families());
+    stopping?.throwIfAborted();
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
       if (e.type !== 'DELETED') return;

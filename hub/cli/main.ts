@@ -11,6 +11,7 @@ import { registerBrokerConfigCommand } from './broker-config.js';
 import { CliError } from './errors.js';
 import { logsCommand, stdoutWriter } from './logs.js';
 import { registerNodeCommands } from './nodes.js';
+import { relayConfig, relayEndpointOption, relayInterfaceOption, relayModeOption, relayPortOption, type RelayFlags } from './relay-options.js';
 import { registerRolloutCommands } from './rollout.js';
 import { registerScaleCommand } from './scale.js';
 import { registerTopCommand } from './top.js';
@@ -81,10 +82,14 @@ export function buildProgram(): Command {
     .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
-    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+    .addOption(relayModeOption())
+    .addOption(relayPortOption())
+    .addOption(relayInterfaceOption())
+    .addOption(relayEndpointOption())
+    .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string } & RelayFlags) => {
       // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
       if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);
-      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
+      const config = loadHubConfig({ dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention), ...relayConfig(o) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));

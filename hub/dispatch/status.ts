@@ -150,6 +150,8 @@ export class StatusIngest {
       status.capacity = report.node.capacity;
       status.allocatable = report.node.capacity;
       if (report.node.addresses) status.addresses = report.node.addresses;
+      // The device's side of the pod network (its key, port, addresses): the relay and the peer messages are made from it.
+      if (report.node.network) status.overlay = report.node.network;
       if (report.observedRev !== null) status.observedRevision = report.observedRev;
       if (report.node.conditions) status.conditions = mergeConditions(status.conditions ?? [], report.node.conditions, now);
       status.lastHeartbeatTime = now;

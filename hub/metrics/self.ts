@@ -20,6 +20,8 @@ export class HubSelfMetrics {
   readonly reconcile = new Histogram('flotilla_reconcile_duration_seconds', 'Time a controller took to reconcile one key.', 'controller');
   /** Counts of device messages the hub's parts refused by their schema (each part counts its own). */
   private readonly invalidSources: (() => number)[] = [];
+  /** Families of other parts (the relay's), added to the hub's own. */
+  private readonly extraFamilies: (() => Family[])[] = [];
   /** Watches the API closed because their client did not keep up. */
   private slowWatches: () => number = () => 0;
   readonly dispatch = new Histogram('flotilla_dispatch_latency_seconds', 'Time from taking a node off the dispatch queue to its desired set being published.', 'stage');
@@ -49,6 +51,11 @@ export class HubSelfMetrics {
   /** Adds a part's count of device messages refused by their schema to flotilla_mqtt_messages_dropped_total{reason="invalid"}. */
   countInvalidMessages(count: () => number): void {
     this.invalidSources.push(count);
+  }
+
+  /** Adds a part's families to the hub's /metrics (read at each scrape; no I/O in `families`). */
+  addFamilies(families: () => Family[]): void {
+    this.extraFamilies.push(families);
   }
 
   /** The API's count of watches closed for falling behind. */
@@ -113,6 +120,7 @@ export class HubSelfMetrics {
       this.dispatch.family(),
       { name: 'flotilla_store_size_bytes', help: 'Size of the hub database and its write-ahead log.', type: 'gauge', samples: [{ value: this.storeSizeBytes() }] },
       ...this.diskFamilies(),
+      ...this.extraFamilies.flatMap((families) => families()),
     ];
   }
 
