@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { DEFAULT_MAX_PACKET_BYTES } from '../shared/protocol/bounds.js';
-import { DEFAULT_CLUSTER_CIDR, WIREGUARD_DEFAULT_PORT } from '../shared/protocol/network.js';
+import { DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR_MASK_SIZE } from '../shared/protocol/network.js';
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
 
@@ -26,6 +26,13 @@ export const hubConfigSchema = z.object({
   mqttMaxPacketBytes: z.number().int().min(DEFAULT_MAX_PACKET_BYTES, 'must be at least 1Mi (1048576 bytes)').max(256 * 1024 * 1024).default(DEFAULT_MAX_PACKET_BYTES),
   /** Kubernetes' apiserver's 3 MiB: a Secret or ConfigMap of 1 MiB of data fits, base64 and all. */
   bodyLimitBytes: z.number().int().min(1024).default(3 * 1024 * 1024),
+  /** The hub's WireGuard relay between devices (hub/network/relay.ts): auto = on where the hub can make the interface. */
+  relay: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** WireGuard's own port by default. */
+  relayPort: z.number().int().min(1).max(65535).default(51820),
+  relayInterface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/).default('flotilla-relay'),
+  /** What devices are told to reach the relay at; absent: their MQTT URL's host. */
+  relayEndpoint: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }).optional(),
   /**
    * The node lifecycle controller's: silence (no packet from the device, not even its keepalive
    * ping) before Ready turns Unknown, and how long pods stay on a node that is not Ready.
@@ -39,14 +46,9 @@ export const hubConfigSchema = z.object({
   metricsRawRetentionSeconds: z.number().int().min(7200).default(6 * 3600),
   metricsMinuteRetentionSeconds: z.number().int().min(3600).default(7 * 86400),
   metricsHourRetentionSeconds: z.number().int().min(86400).default(90 * 86400),
-  /** The pod network's whole range; each node's pod CIDR is a block of it. */
-  clusterCIDR: z.string().min(9).max(18).default(DEFAULT_CLUSTER_CIDR),
-  /** The hub's WireGuard relay between devices (hub/network/relay.ts): auto = on where the hub can make the interface. */
-  relay: z.enum(['auto', 'on', 'off']).default('auto'),
-  relayPort: z.number().int().min(1).max(65535).default(WIREGUARD_DEFAULT_PORT),
-  relayInterface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/).default('flotilla-relay'),
-  /** What devices are told to reach the relay at; absent: their MQTT URL's host. */
-  relayEndpoint: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }).optional(),
+  /** The pod network: the IPv4 range every pod address comes from, and the size of each node's block of it (hub/network/ipam.ts checks the two together). */
+  clusterCIDR: z.string().default(DEFAULT_CLUSTER_CIDR),
+  nodeCIDRMaskSize: z.number().int().default(DEFAULT_NODE_CIDR_MASK_SIZE),
 });
 
 export type HubConfig = Readonly<z.infer<typeof hubConfigSchema>>;

@@ -17,6 +17,7 @@ import { startMessageBus } from './broker/start.js';
 import { EmbeddedBroker } from './broker/embedded.js';
 import { JoinService } from './broker/join.js';
 import type { HubConfig } from './config.js';
+import { Relay } from './network/relay.js';
 import { DaemonSetController } from './controllers/daemonset.js';
 import { JobController } from './controllers/job.js';
 import { CronJobController } from './controllers/cronjob.js';
@@ -34,7 +35,6 @@ import { StatusIngest } from './dispatch/status.js';
 import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
-import { Relay } from './network/relay.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
@@ -133,6 +133,12 @@ export class Hub {
     const rpc = new RpcClient(store, broker, topics, log.child({ part: 'rpc' }));
     opened.add('rpc', () => rpc.stop());
     await rpc.start();
+    // The WireGuard relay between devices. Its interface outlives the hub on purpose (network/relay.ts); the
+    // peer publisher reads relay.observedEndpoint(node) and refreshes a node on relay.onObservedChange.
+    const relay = await Relay.start({ config, dataDir, store, bus: broker, topics, log: log.child({ part: 'relay' }) });
+    opened.add('relay', () => relay.stop());
+    selfMetrics.addFamilies(() => relay.families());
+    stopping?.throwIfAborted();
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
     stopping?.throwIfAborted();
@@ -189,12 +195,6 @@ export class Hub {
     });
     opened.add('metrics', () => metrics.stop());
     await metrics.start(broker, topics);
-    // The WireGuard relay between devices. Its interface outlives the hub on purpose (network/relay.ts); the
-    // peer publisher reads relay.observedEndpoint(node) and refreshes a node on relay.onObservedChange.
-    const relay = await Relay.start({ config, dataDir, store, bus: broker, topics, log: log.child({ part: 'relay' }) });
-    opened.add('relay', () => relay.stop());
-    selfMetrics.addFamilies(() => relay.families());
-    stopping?.throwIfAborted();
     // A deleted node loses its credentials and its connection; the name may join again.
     const unwatchNodes = store.watch({ kind: 'Node' }, (e) => {
       if (e.type !== 'DELETED') return;

@@ -79,13 +79,13 @@ export function buildProgram(): Command {
     .option('--node-grace <duration>', 'silence before a node is marked Unknown', '40s')
     .option('--mqtt-max-packet-size <bytes>', 'the largest MQTT packet a device may send (e.g. 1Mi); a client that sends a larger one is disconnected', byteSize)
     .option('--eviction-timeout <duration>', 'how long before pods of an unreachable node are replaced', '5m')
-    .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
-    .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
-    .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .addOption(relayModeOption())
     .addOption(relayPortOption())
     .addOption(relayInterfaceOption())
     .addOption(relayEndpointOption())
+    .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
+    .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
+    .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .action(async (o: { dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string } & RelayFlags) => {
       // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
       if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);

@@ -20,7 +20,7 @@ export class HubSelfMetrics {
   readonly reconcile = new Histogram('flotilla_reconcile_duration_seconds', 'Time a controller took to reconcile one key.', 'controller');
   /** Counts of device messages the hub's parts refused by their schema (each part counts its own). */
   private readonly invalidSources: (() => number)[] = [];
-  /** Families of other parts (the relay's), added to the hub's own. */
+  /** Families other parts contribute (the pod network's). */
   private readonly extraFamilies: (() => Family[])[] = [];
   /** Watches the API closed because their client did not keep up. */
   private slowWatches: () => number = () => 0;
@@ -53,7 +53,7 @@ export class HubSelfMetrics {
     this.invalidSources.push(count);
   }
 
-  /** Adds a part's families to the hub's /metrics (read at each scrape; no I/O in `families`). */
+  /** Adds a part's own families to every scrape. */
   addFamilies(families: () => Family[]): void {
     this.extraFamilies.push(families);
   }
@@ -120,7 +120,7 @@ export class HubSelfMetrics {
       this.dispatch.family(),
       { name: 'flotilla_store_size_bytes', help: 'Size of the hub database and its write-ahead log.', type: 'gauge', samples: [{ value: this.storeSizeBytes() }] },
       ...this.diskFamilies(),
-      ...this.extraFamilies.flatMap((families) => families()),
+      ...this.extraFamilies.flatMap((f) => f()),
     ];
   }
 
