@@ -254,6 +254,23 @@ describe('the hub relay with --relay on, in a namespace of its own', () => {
     expect(reaches(ends.a, ends.b)).toBe(false);
   });
 
+  it('makes the interface again, with its key and peers, when it is removed under the running hub', async () => {
+    const key = relayDump()!.publicKey;
+    inNs(HUB_NS, IP, ['link', 'del', RELAY_IF]);
+    const dump = await waitFor('the relay interface to be back with its peer', () => {
+      try {
+        const d = relayDump();
+        return d && d.peers.length === 1 ? d : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 20_000, 250);
+    expect(dump.publicKey).toBe(key);
+    expect(dump.peers[0]).toMatchObject({ publicKey: ends.a.publicKey, allowedIPs: [podCIDRs.a] });
+    expect(JSON.parse(inNs(HUB_NS, IP, ['-j', 'route', 'show', CLUSTER_CIDR]))).toEqual([expect.objectContaining({ dev: RELAY_IF, protocol: '241' })]);
+    expect(logEntries(hub).some((e) => e.msg === 'the relay interface is gone: making it again')).toBe(true);
+  });
+
   it('with --relay off removes the interface an earlier run left, and clears the announcement', async () => {
     await hub.process.stop();
     hub = await startRelayHub('off');
