@@ -195,7 +195,8 @@ export class Relay {
       this.observed = endpoints;
       for (const node of changed) {
         const endpoint = endpoints.get(node);
-        this.opts.log.info({ node, endpoint: endpoint ? `${endpoint.address}:${endpoint.port}` : null }, 'relay-observed endpoint');
+        // Debug: at start every device's endpoint appears at once.
+        this.opts.log.debug({ node, endpoint: endpoint ? `${endpoint.address}:${endpoint.port}` : null }, 'relay-observed endpoint');
         for (const listener of this.listeners) {
           try {
             listener(node);
