@@ -133,6 +133,7 @@ export class Relay {
 
   /** Leaves the interface in place (see the class comment). */
   stop(): void {
+    if (this.up) this.opts.log.info({ interface: this.opts.config.relayInterface, implementation: this.implementation }, 'relay left running: its interface forwards between devices while the hub is away');
     this.unwatch?.();
     this.unwatch = undefined;
     if (this.timer) clearInterval(this.timer);
@@ -220,7 +221,7 @@ export class Relay {
   families(): Family[] {
     const c = this.counters;
     return [
-      { name: 'flotilla_relay_up', help: "1 while the hub's WireGuard relay runs, else 0 (--relay off, or the hub cannot make the interface: see its log).", type: 'gauge', samples: [{ value: this.up ? 1 : 0 }] },
+      { name: 'flotilla_relay_up', help: "1 while the hub's WireGuard relay runs, else 0 (--relay off, the hub cannot make the interface, or it is making it again: see its log).", type: 'gauge', samples: [{ value: this.up && !this.repair ? 1 : 0 }] },
       { name: 'flotilla_relay_peers', help: 'Devices configured as peers of the relay.', type: 'gauge', samples: [{ value: this.up ? c.peers : 0 }] },
       { name: 'flotilla_relay_peers_connected', help: 'Relay peers whose last handshake is under 3 minutes old.', type: 'gauge', samples: [{ value: this.up ? c.connected : 0 }] },
       { name: 'flotilla_relay_rx_bytes_total', help: 'Bytes the relay received from devices (all relayed traffic: the hub has no pods).', type: 'counter', samples: [{ value: c.rxBytes }] },
