@@ -27,6 +27,13 @@ export const hubConfigSchema = z.object({
   mqttMaxPacketBytes: z.number().int().min(DEFAULT_MAX_PACKET_BYTES, 'must be at least 1Mi (1048576 bytes)').max(256 * 1024 * 1024).default(DEFAULT_MAX_PACKET_BYTES),
   /** Kubernetes' apiserver's 3 MiB: a Secret or ConfigMap of 1 MiB of data fits, base64 and all. */
   bodyLimitBytes: z.number().int().min(1024).default(3 * 1024 * 1024),
+  /** The hub's WireGuard relay between devices (hub/network/relay.ts): auto = on where the hub can make the interface. */
+  relay: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** WireGuard's own port by default. */
+  relayPort: z.number().int().min(1).max(65535).default(51820),
+  relayInterface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/).default('flotilla-relay'),
+  /** What devices are told to reach the relay at; absent: their MQTT URL's host. */
+  relayEndpoint: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }).optional(),
   /**
    * The node lifecycle controller's: silence (no packet from the device, not even its keepalive
    * ping) before Ready turns Unknown, and how long pods stay on a node that is not Ready.

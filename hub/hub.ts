@@ -17,6 +17,7 @@ import { startMessageBus } from './broker/start.js';
 import { EmbeddedBroker } from './broker/embedded.js';
 import { JoinService } from './broker/join.js';
 import type { HubConfig } from './config.js';
+import { Relay } from './network/relay.js';
 import { DaemonSetController } from './controllers/daemonset.js';
 import { JobController } from './controllers/job.js';
 import { CronJobController } from './controllers/cronjob.js';
@@ -133,11 +134,19 @@ export class Hub {
     const rpc = new RpcClient(store, broker, topics, log.child({ part: 'rpc' }));
     opened.add('rpc', () => rpc.stop());
     await rpc.start();
+    // The WireGuard relay between devices. Its interface outlives the hub on purpose (network/relay.ts); the
+    // peer publisher reads relay.observedEndpoint(node) and refreshes a node on relay.onObservedChange.
+    const relay = await Relay.start({ config, dataDir, store, bus: broker, topics, log: log.child({ part: 'relay' }) });
+    opened.add('relay', () => relay.stop());
+    selfMetrics.addFamilies(() => relay.families());
+    stopping?.throwIfAborted();
     const join_ = new JoinService(store, credentials, broker, topics, events, log.child({ part: 'join' }), accounts);
     await join_.start();
     stopping?.throwIfAborted();
     // The pod network: each node's pod CIDR and the overlay's peer table (a deleted node's block is released, its peer cleared).
-    const podNetwork = await startPodNetwork({ config, db, store, bus: broker, topics, events, log: log.child({ part: 'network' }), opened });
+    const podNetwork = await startPodNetwork({ config, db, store, bus: broker, topics, events, log: log.child({ part: 'network' }), opened }, { observedEndpoint: (node) => relay.observedEndpoint(node) });
+    // A NAT's UDP mapping seen by the relay moved: that node's peer message is built again.
+    opened.add('relay observed endpoints', relay.onObservedChange((node) => podNetwork.peers.refresh(node)));
     selfMetrics.addFamilies(podNetwork.families);
     selfMetrics.instrumentController('ipam', podNetwork.ipam);
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, podCIDROf: podNetwork.podCIDROf });

@@ -13,6 +13,7 @@ import { registerBrokerConfigCommand } from './broker-config.js';
 import { CliError } from './errors.js';
 import { logsCommand, stdoutWriter } from './logs.js';
 import { registerNodeCommands } from './nodes.js';
+import { relayConfig, relayEndpointOption, relayInterfaceOption, relayModeOption, relayPortOption, type RelayFlags } from './relay-options.js';
 import { registerRolloutCommands } from './rollout.js';
 import { registerScaleCommand } from './scale.js';
 import { registerTopCommand } from './top.js';
@@ -88,16 +89,20 @@ export function buildProgram(): Command {
     .option('--node-grace <duration>', 'silence before a node is marked Unknown', '40s')
     .option('--mqtt-max-packet-size <bytes>', 'the largest MQTT packet a device may send (e.g. 1Mi); a client that sends a larger one is disconnected', byteSize)
     .option('--eviction-timeout <duration>', 'how long before pods of an unreachable node are replaced', '5m')
+    .addOption(relayModeOption())
+    .addOption(relayPortOption())
+    .addOption(relayInterfaceOption())
+    .addOption(relayEndpointOption())
     .option('--metrics-raw-retention <duration>', 'how long devices\' raw metric samples are kept', '6h')
     .option('--metrics-1m-retention <duration>', 'how long 1-minute metric rollups are kept', '7d')
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .option('--cluster-cidr <cidr>', 'the IPv4 range of every pod address; each node gets a block of it', DEFAULT_CLUSTER_CIDR)
     .option('--node-cidr-mask-size <bits>', 'the prefix length of each node\'s block of the cluster CIDR', String(DEFAULT_NODE_CIDR_MASK_SIZE))
-    .action(async (o: { clusterCidr: string; nodeCidrMaskSize: string; dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string }) => {
+    .action(async (o: { clusterCidr: string; nodeCidrMaskSize: string; dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string } & RelayFlags) => {
       // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
       if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);
       const network = podNetworkFlags(o.clusterCidr, o.nodeCidrMaskSize);
-      const config = loadHubConfig({ ...network, dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention) });
+      const config = loadHubConfig({ ...network, dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention), ...relayConfig(o) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));

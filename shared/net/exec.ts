@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 
 /** A network command that failed: its words and what it printed on stderr, for the caller's message. */
 export class CommandError extends Error {
@@ -19,9 +19,11 @@ export function isMissingCommand(err: unknown): boolean {
 /**
  * Runs one of the network tools (ip, wg, nft, wireguard-go) and returns its stdout. `input` is
  * written to its stdin: how a WireGuard configuration with a private key reaches `wg` without
- * touching the disk.
+ * touching the disk. `detached` runs it in a session of its own (setsid), so that what it leaves
+ * running is not in the caller's process group.
  */
-export function run(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+export function run(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean } = {}): Promise<string> {
+  if (opts.detached) return runDetached(cmd, args, opts.timeoutMs ?? 15_000, opts.env);
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { timeout: opts.timeoutMs ?? 15_000, maxBuffer: 64 * 1024 * 1024, ...(opts.env ? { env: opts.env } : {}) }, (err, stdout, stderr) => {
       if (err) {
@@ -30,5 +32,27 @@ export function run(cmd: string, args: readonly string[], opts: { input?: string
       } else resolve(String(stdout));
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+/** execFile drops spawn's `detached`: the same, through spawn, for a tool that leaves a daemon behind. */
+function runDetached(cmd: string, args: readonly string[], timeoutMs: number, env: NodeJS.ProcessEnv | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const words = `${cmd} ${args.slice(0, 4).join(' ')}`;
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new CommandError(words, err.code, err.message));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(stdout);
+      else reject(new CommandError(words, code ?? signal ?? undefined, stderr || `ended by ${signal}`));
+    });
   });
 }

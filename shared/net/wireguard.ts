@@ -86,7 +86,9 @@ export async function ensureInterface(name: string, tools: WireguardTools = DEFA
     const env = { ...process.env };
     delete env['WG_PROCESS_FOREGROUND'];
     delete env['LOG_LEVEL'];
-    await run(tools.wireguardGo, [name], { env, timeoutMs: 20_000 });
+    // In a session of its own: the signal a terminal or a supervisor sends to the process group
+    // of the hub or agent (Ctrl-C, `timeout`) must not end the daemon with it.
+    await run(tools.wireguardGo, [name], { env, timeoutMs: 20_000, detached: true });
   } catch (err) {
     const why = err instanceof CommandError && err.exitCode === 'ENOENT' ? `${tools.wireguardGo} is not installed` : (err as Error).message;
     throw new Error(`cannot create WireGuard interface ${name}: the kernel has no WireGuard (${kernelError || 'refused'}) and ${why}`);

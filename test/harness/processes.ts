@@ -118,7 +118,9 @@ export interface RunningHub {
  */
 export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPort?: number; extraArgs?: string[]; nodeOptions?: string[]; env?: Record<string, string>; wrap?: string[]; hostPath?: (path: string) => string; logDir?: string }): Promise<RunningHub> {
   const logPath = join(opts.logDir ?? join(opts.dataDir, '..'), `hub-${Date.now()}.log`);
-  const proc = spawnLogged([...(opts.nodeOptions ?? []), BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0), ...(opts.extraArgs ?? [])], logPath, REPO, opts.env ?? {}, undefined, opts.wrap);
+  // The relay makes a network interface: never in the host's namespace, so off unless a test (in a namespace of its own) asks.
+  const relay = (opts.extraArgs ?? []).some((a) => a === '--relay' || a.startsWith('--relay=')) ? [] : ['--relay', 'off'];
+  const proc = spawnLogged([...(opts.nodeOptions ?? []), BIN, 'hub', '--data-dir', opts.dataDir, '--api-port', String(opts.apiPort ?? 0), '--mqtt-port', String(opts.mqttPort ?? 0), ...relay, ...(opts.extraArgs ?? [])], logPath, REPO, opts.env ?? {}, undefined, opts.wrap);
   const hostPath = opts.hostPath ?? ((path: string) => path);
   const ports = await waitFor('the hub to start', () => {
     if (proc.exitCode !== undefined) throw new Error(`hub exited with ${proc.exitCode}: ${proc.log().slice(-2000)}`);

@@ -62,7 +62,8 @@ function newDataDir(): string {
  * pid is node's own either way, so signals reach the hub and stopAll() ends it.
  */
 function spawnHub(args: string[], wrap: string[] = []): ManagedProcess {
-  return spawnLogged([BIN, 'hub', ...args], join(dirs.path, `hub-${++sequence}.log`), REPO, {}, undefined, wrap);
+  // The relay would make an interface in the host's namespace: off, as startHub has it.
+  return spawnLogged([BIN, 'hub', '--relay', 'off', ...args], join(dirs.path, `hub-${++sequence}.log`), REPO, {}, undefined, wrap);
 }
 
 /** The exit status of a process that must end within `ms` (fails the test, and kills it, if it does not). */
