@@ -112,6 +112,7 @@ export class Overlay {
     }
     if (plan && observed) this.last = { plan, observed, ...(paths ? { paths } : {}), ...(network ? { network } : {}) };
     this.schedule(plan, paths, now);
+    this.logStatus();
     if (!this.on) return {};
     const ready = plan?.ready && !this.failure;
     if (ready && plan?.podNetwork) return { podNetwork: plan.podNetwork };
@@ -157,6 +158,18 @@ export class Overlay {
     this.timer = setTimeout(() => this.trigger(), delay);
     this.timer.unref();
   }
+
+  /** Says when the pod network becomes ready or not, and why: once per change, not on every pass. */
+  private logStatus(): void {
+    const { ready, reason, message, podCIDR } = this.report();
+    const key = JSON.stringify([ready, reason, message, podCIDR]);
+    if (key === this.loggedStatus) return;
+    this.loggedStatus = key;
+    if (ready) this.log.info({ overlay: this.config.overlay, podCIDR }, 'pod network ready');
+    else this.log.warn({ reason, message }, 'pod network not ready');
+  }
+
+  private loggedStatus = '';
 
   /** The node report's `network` (see nodeNetworkReportSchema). */
   report(): NodeNetworkReport {
