@@ -202,7 +202,7 @@ export class Agent {
         (err: Error) => this.log.error({ err: err.message }, 'gave up joining'),
       );
     }
-    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
+    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log, ...(this.overlay ? { nodeExtras: (emit: (key: string, value: number) => void) => this.overlay!.emitMetrics(emit) } : {}) });
     this.metrics.setInterval(this.metricsInterval());
     await this.engine.check();
     this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));

@@ -159,6 +159,31 @@ export class Overlay {
     this.timer.unref();
   }
 
+  /**
+   * The device's overlay series (shared/protocol/metrics.ts, `ovl_*`), from the last pass's
+   * figures: peers by path, and bytes summed over peers, so the count of series stays the same
+   * however many peers there are.
+   */
+  emitMetrics(emit: (key: string, value: number) => void): void {
+    const paths = this.last?.paths;
+    if (!this.on || !paths) return;
+    const byPath = new Map<string, number>([['direct', 0], ['relay', 0], ['connecting', 0]]);
+    let rx = 0;
+    let tx = 0;
+    for (const r of paths.reports) {
+      byPath.set(r.path, (byPath.get(r.path) ?? 0) + 1);
+      rx += r.rxBytes;
+      tx += r.txBytes;
+    }
+    for (const [path, n] of byPath) emit(`ovl_peers|${path}`, n);
+    emit('ovl_rxb', rx + (paths.relay?.rxBytes ?? 0));
+    emit('ovl_txb', tx + (paths.relay?.txBytes ?? 0));
+    if (paths.relay) {
+      emit('ovl_relay_rxb', paths.relay.rxBytes);
+      emit('ovl_relay_txb', paths.relay.txBytes);
+    }
+  }
+
   /** Says when the pod network becomes ready or not, and why: once per change, not on every pass. */
   private logStatus(): void {
     const { ready, reason, message, podCIDR } = this.report();

@@ -131,8 +131,8 @@ describe('a device with the overlay on', () => {
   it('puts the pod on an engine network of the pod CIDR with MTU 1420, and routes the cluster CIDR through the tunnel', async () => {
     const sandbox = await waitFor('the pod sandbox running', () => infra(), 60_000, 250);
     const network = await dockerd.docker.getNetwork(NETWORK).inspect();
-    expect(network.IPAM.Config[0]).toMatchObject({ Subnet: POD_CIDR, Gateway: '10.42.3.1' });
-    expect(network.Options['com.docker.network.driver.mtu']).toBe('1420');
+    expect(network.IPAM?.Config?.[0]).toMatchObject({ Subnet: POD_CIDR, Gateway: '10.42.3.1' });
+    expect(network.Options?.['com.docker.network.driver.mtu']).toBe('1420');
     expect(network.Labels).toMatchObject({ 'flotilla.network': 'overlay', 'flotilla.node': NODE });
     expect(await podIP(sandbox.id, NETWORK)).toMatch(/^10\.42\.3\.\d+$/);
     const routes = await waitFor('the cluster route', async () => ((await ownRoutes()).length > 0 ? ownRoutes() : undefined), 30_000, 250);
