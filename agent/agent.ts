@@ -218,6 +218,7 @@ export class Agent {
   }
 
   private connect(creds: DeviceCredentials): void {
+    this.hubUrl = creds.hub;
     this.link = new DeviceLink(
       creds,
       this.topics,
@@ -400,7 +401,7 @@ export class Agent {
   /** The host of the hub's MQTT URL: where the relay is when it announces no endpoint of its own. */
   private relayHost(): string | undefined {
     try {
-      const hub = this.state.credentials()?.hub ?? this.config.hub;
+      const hub = this.hubUrl ?? this.config.hub;
       return hub ? new URL(hub).hostname : undefined;
     } catch {
       return undefined;
@@ -619,6 +620,8 @@ export class Agent {
   private readonly overlay: Overlay | undefined;
   /** The engine network pods join now: the overlay's (undefined while it is not ready) or --pod-network. */
   private podNetwork: string;
+  /** The MQTT URL of the connection in use (the saved credentials' or the join's). */
+  private hubUrl: string | undefined;
   /** The node report of the status last sent (or found unchanged), while the pods in it are lastPods. */
   private lastSentNode: NodeReport | undefined;
   private lastPods: StatusReport['pods'] = [];

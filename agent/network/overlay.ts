@@ -1,10 +1,12 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { MAX_NODE_MESSAGE_LENGTH, MAX_REASON_LENGTH, truncate } from '../../shared/protocol/bounds.js';
 import { MAX_PEERS_PER_REPORT, type DesiredNetwork, type NodeNetworkReport } from '../../shared/protocol/network.js';
 import type { ContainerRuntime, EngineInfo, RuntimeContainer } from '../runtime/runtime.js';
 import type { Waiting } from '../reconcile/status.js';
 import { NetExecutor, NetStepError } from './execute.js';
-import { loadOrCreateKey, type WireguardKey } from './key.js';
+import { KEY_FILE, loadOrCreateKey, type WireguardKey } from './key.js';
 import { observeNetwork } from './observe.js';
 import { PathSelector, type PathPlan } from './paths.js';
 import { PeerBook } from './peers.js';
@@ -49,6 +51,8 @@ export class Overlay {
   private last: { plan: NetPlan; observed: ObservedNetwork; paths?: PathPlan; network?: DesiredNetwork } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** With --overlay none: whether what the overlay made may still be there, to remove. */
+  private cleanup = false;
 
   constructor(
     readonly config: OverlayConfig,
@@ -68,6 +72,9 @@ export class Overlay {
 
   /** Reads (or makes) the key and the cached peer set; with the overlay off, nothing. */
   start(): void {
+    // A key in the state directory says this agent ran the overlay: only then is there anything
+    // of it to remove. An agent that never had it never looks (nor runs `ip` and `nft`).
+    this.cleanup = !this.on && [KEY_FILE, `${KEY_FILE}.bak`].some((f) => existsSync(join(this.config.stateDir, f)));
     if (!this.on) return;
     this.key = loadOrCreateKey(this.config.stateDir, (message) => this.log.warn(message));
     this.book.restore();
@@ -80,6 +87,7 @@ export class Overlay {
 
   /** One pass; `containers` are this node's, for the networks still in use. */
   async pass(network: DesiredNetwork | undefined, containers: readonly RuntimeContainer[], engine: EngineInfo | undefined): Promise<OverlayPass> {
+    if (!this.on && !this.cleanup) return {};
     let observed: ObservedNetwork | undefined;
     let plan: NetPlan | undefined;
     let paths: PathPlan | undefined;
@@ -109,6 +117,11 @@ export class Overlay {
     } catch (err) {
       // Observing failed (no `ip`, an engine that went away): reported, retried on the next pass.
       this.fail('NetworkUnavailable', `cannot read the device's network: ${(err as Error).message}`, now);
+    }
+    // With the overlay off, once nothing of it is left the passes stop looking.
+    if (!this.on && plan && plan.steps.length === 0 && plan.waitingRemovals.length === 0 && !this.failure) {
+      this.cleanup = false;
+      this.log.info('nothing of the overlay is left on this device');
     }
     if (plan && observed) this.last = { plan, observed, ...(paths ? { paths } : {}), ...(network ? { network } : {}) };
     this.schedule(plan, paths, now);

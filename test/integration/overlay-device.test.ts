@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,8 +31,16 @@ let agent: ManagedProcess;
 // The agent never reaches this hub: it runs from its disk. A port in the namespace nothing listens on.
 const NO_HUB = { process: undefined, dataDir: '', apiPort: 0, mqttPort: 1, apiUrl: '', mqttUrl: 'mqtt://127.0.0.1:1', adminToken: '', joinToken: 'unused' } as unknown as RunningHub;
 
-function runAgent(overlay: 'wireguard' | 'none' = 'wireguard'): ManagedProcess {
-  return startAgent({ hub: NO_HUB, hubUrl: NO_HUB.mqttUrl, name: NODE, stateDir, dockerHost: dockerd.dockerHost, netns: dockerd.netns, extraArgs: ['--overlay', overlay, '--wireguard-interface', IFACE, '--wireguard-port', String(PORT)] });
+function runAgent(overlay: 'wireguard' | 'none' = 'wireguard', env: Record<string, string> = {}): ManagedProcess {
+  return startAgent({ hub: NO_HUB, hubUrl: NO_HUB.mqttUrl, name: NODE, stateDir, dockerHost: dockerd.dockerHost, netns: dockerd.netns, env, extraArgs: ['--overlay', overlay, '--wireguard-interface', IFACE, '--wireguard-port', String(PORT)] });
+}
+
+/** A PATH with the network tools but no wireguard-go: on this kernel (no WireGuard module) the device cannot make the interface. */
+function pathWithoutWireguardGo(): string {
+  const bin = join(dirs.path, 'bin');
+  mkdirSync(bin, { recursive: true });
+  for (const tool of ['/usr/sbin/ip', '/usr/bin/wg', '/usr/sbin/nft']) symlinkSync(tool, join(bin, tool.split('/').pop()!));
+  return bin;
 }
 
 /** Runs a command inside the device's namespace. */
@@ -102,7 +110,6 @@ beforeAll(async () => {
   dockerd = await startDockerd({ name: 'overlay' });
   await buildTestImages(dockerd.docker);
   seedState();
-  agent = runAgent();
 }, 120_000);
 
 afterAll(async () => {
@@ -115,6 +122,26 @@ afterAll(async () => {
 });
 
 describe('a device with the overlay on', () => {
+  it('reports that it cannot make the interface, makes no pod, and tries again only after a back-off', async () => {
+    const kernelHasWireguard = await inDevice(IP, 'link', 'add', 'dev', `${IFACE}k`, 'type', 'wireguard').then(() => true, () => false);
+    if (kernelHasWireguard) await inDevice(IP, 'link', 'del', 'dev', `${IFACE}k`);
+    // Only meaningful where the kernel cannot make it either; the harness machines have no module.
+    expect(kernelHasWireguard).toBe(false);
+    agent = runAgent('wireguard', { PATH: pathWithoutWireguardGo() });
+    const line = await waitFor('the failure reported', () => logLines(agent, 'pod network not ready').find((l) => l.reason === 'WireGuardUnavailable'), 60_000, 250);
+    expect(line.message).toContain('wireguard-go is not installed');
+    // Resyncs come every 10 s; attempts wait 10 s, then 20 s…: in 14 s, at most two.
+    await new Promise((r) => setTimeout(r, 14_000));
+    expect(logLines(agent, 'reconciled').length).toBeGreaterThanOrEqual(2);
+    const attempts = logLines(agent, 'network step failed').filter((l) => l.action === 'createInterface').length;
+    expect(attempts).toBeGreaterThanOrEqual(1);
+    expect(attempts).toBeLessThanOrEqual(2);
+    expect(await infra()).toBeUndefined();
+    expect(await link(IFACE)).toBeUndefined();
+    await agent.stop();
+    agent = runAgent();
+  });
+
   it('makes the WireGuard interface with the key from its state directory, its port and MTU 1420', async () => {
     const dump = await waitFor('the interface', () => inDevice('wg', 'show', IFACE, 'dump').catch(() => undefined), 60_000, 250);
     const key = readFileSync(join(stateDir, 'wireguard.key'), 'utf8').trim();
