@@ -232,6 +232,8 @@ export class Agent {
         // Nothing sent now would arrive; the hub ends its side when the node goes offline.
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
         onRefused: () => this.joinAgainAfterRefusal(),
+        // The overlay's peer table and relay, into the peer book (only with the overlay on: the link subscribes to what has a handler).
+        ...(this.overlay?.on ? { onPeer: (node: string, payload: Buffer) => this.overlay!.book.onPeerMessage(node, payload), onRelay: (payload: Buffer) => this.overlay!.book.onRelayMessage(payload) } : {}),
       },
       this.log,
       this.config.heartbeatSeconds,

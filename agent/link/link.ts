@@ -22,6 +22,13 @@ export interface LinkHandlers {
   onDisconnected?: () => void;
   /** The hub refused this device's credentials (revoked, replaced, or damaged on disk). */
   onRefused?: () => void;
+  /**
+   * A message of the overlay's peer table on `network/peers/{node}` (every node's, this one's
+   * too), undecoded: the peer book checks it. An empty payload: the hub deleted the node.
+   */
+  onPeer?: (node: string, payload: Buffer) => void;
+  /** A message on `network/relay`, undecoded; empty when the hub runs no relay. */
+  onRelay?: (payload: Buffer) => void;
 }
 
 /**

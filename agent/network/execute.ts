@@ -37,6 +37,12 @@ export class NetExecutor {
       },
       configureInterface: ({ name, privateKey, port, peers }) => syncConfig(name, privateKey, port, peers, this.tools),
       linkUp: ({ name, mtu }) => setLinkUp(name, mtu, this.tools.ip),
+      startHandshake: async ({ name, publicKeys, keepaliveSeconds }) => {
+        // Keepalive off, then on: turning it on sends a keepalive at once, and with it a
+        // handshake. One `wg set` names many peers.
+        await run(this.tools.wg, ['set', name, ...publicKeys.flatMap((k) => ['peer', k, 'persistent-keepalive', '0'])]);
+        await run(this.tools.wg, ['set', name, ...publicKeys.flatMap((k) => ['peer', k, 'persistent-keepalive', String(keepaliveSeconds)])]);
+      },
       createNetwork: async ({ spec }) => {
         if (!this.runtime.createBridgeNetwork) throw new Error('this container engine cannot make the pod network');
         await this.runtime.createBridgeNetwork(spec);

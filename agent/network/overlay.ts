@@ -8,7 +8,7 @@ import type { Waiting } from '../reconcile/status.js';
 import { NetExecutor, NetStepError } from './execute.js';
 import { KEY_FILE, loadOrCreateKey, type WireguardKey } from './key.js';
 import { observeNetwork } from './observe.js';
-import { PathSelector, type PathPlan } from './paths.js';
+import { PathSelector, type PathInput, type PathPlan } from './paths.js';
 import { PeerBook } from './peers.js';
 import { ownAddresses, planNetwork, type NetPlan, type ObservedNetwork } from './plan.js';
 
@@ -62,8 +62,7 @@ export class Overlay {
     private readonly trigger: () => void,
   ) {
     this.executor = new NetExecutor(runtime);
-    this.book = new PeerBook(config.stateDir, log);
-    this.book.onChange = () => this.trigger();
+    this.book = new PeerBook({ stateDir: config.stateDir, log, onChange: () => this.trigger() });
   }
 
   get on(): boolean {
@@ -83,6 +82,7 @@ export class Overlay {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    if (this.on) this.book.stop();
   }
 
   /** One pass; `containers` are this node's, for the networks still in use. */
@@ -95,7 +95,9 @@ export class Overlay {
     try {
       for (let round = 0; round < MAX_ROUNDS && !this.stopped; round++) {
         observed = await observeNetwork({ interface: this.config.interface, node: this.self.node, runtime: this.runtime, containers });
-        paths = this.on ? this.paths.plan({ self: { node: this.self.node }, peers: this.book.peers(), relay: this.book.relay(), relayHost: this.self.relayHost(), observed: observed.wg?.peers ?? [], now }) : undefined;
+        // The path selector is asked once a pass (it keeps trials and timers of its own); the
+        // later rounds only check that its peer set is in place.
+        if (round === 0 && this.on) paths = this.paths.plan(this.pathInput(observed, now));
         plan = planNetwork(observed, {
           overlay: this.config.overlay,
           node: this.self.node,
@@ -105,6 +107,7 @@ export class Overlay {
           publicKey: this.key?.publicKey ?? '',
           ...(network ? { network } : {}),
           peers: paths?.wgPeers ?? [],
+          ...(round === 0 && paths?.startHandshake.length ? { startHandshake: paths.startHandshake } : {}),
           routedGateway: routedGateway(engine),
         });
         if (plan.steps.length === 0) {
@@ -131,6 +134,12 @@ export class Overlay {
     if (ready && plan?.podNetwork) return { podNetwork: plan.podNetwork };
     const why = this.failure ?? { reason: plan?.reason ?? 'NetworkUnavailable', message: plan?.message ?? 'the pod network is not set up yet' };
     return { waiting: { reason: 'NetworkNotReady', message: `network is not ready: ${why.reason}: ${why.message}` } };
+  }
+
+  private pathInput(observed: ObservedNetwork, now: number): PathInput {
+    const relay = this.book.relay();
+    const relayHost = this.self.relayHost();
+    return { self: { node: this.self.node }, peers: this.book.peers(), ...(relay ? { relay } : {}), ...(relayHost ? { relayHost } : {}), observed: observed.wg?.peers ?? [], now };
   }
 
   /** Runs the plan's steps in order; the first failure stops them, and nothing is tried again during its back-off. */
@@ -178,19 +187,23 @@ export class Overlay {
    * however many peers there are.
    */
   emitMetrics(emit: (key: string, value: number) => void): void {
-    const paths = this.last?.paths;
-    if (!this.on || !paths) return;
+    const last = this.last;
+    if (!this.on || !last?.paths) return;
+    const paths = last.paths;
     const byPath = new Map<string, number>([['direct', 0], ['relay', 0], ['connecting', 0]]);
+    for (const r of paths.reports) byPath.set(r.path, (byPath.get(r.path) ?? 0) + 1);
+    // The reports list relayed and connecting peers first: those left out of them are direct.
+    byPath.set('direct', byPath.get('direct')! + paths.morePeers);
+    for (const [path, n] of byPath) emit(`ovl_peers|${path}`, n);
+    // Bytes of every entry of the interface (the relay's too), as WireGuard counts them.
     let rx = 0;
     let tx = 0;
-    for (const r of paths.reports) {
-      byPath.set(r.path, (byPath.get(r.path) ?? 0) + 1);
-      rx += r.rxBytes;
-      tx += r.txBytes;
+    for (const p of last.observed.wg?.peers ?? []) {
+      rx += p.rxBytes;
+      tx += p.txBytes;
     }
-    for (const [path, n] of byPath) emit(`ovl_peers|${path}`, n);
-    emit('ovl_rxb', rx + (paths.relay?.rxBytes ?? 0));
-    emit('ovl_txb', tx + (paths.relay?.txBytes ?? 0));
+    emit('ovl_rxb', rx);
+    emit('ovl_txb', tx);
     if (paths.relay) {
       emit('ovl_relay_rxb', paths.relay.rxBytes);
       emit('ovl_relay_txb', paths.relay.txBytes);
@@ -218,6 +231,7 @@ export class Overlay {
     const why = this.failure ?? (plan && !plan.ready ? { reason: plan.reason ?? 'NetworkUnavailable', message: plan.message ?? '' } : undefined);
     const kind = last?.observed.wgKind;
     const peers = last?.paths?.reports ?? [];
+    const morePeers = (last?.paths?.morePeers ?? 0) + Math.max(0, peers.length - MAX_PEERS_PER_REPORT);
     const addresses = last ? ownAddresses(last.observed, this.config.interface, last.network?.clusterCIDR, this.config.advertiseAddress) : this.config.advertiseAddress ? [this.config.advertiseAddress] : [];
     return {
       overlay: 'wireguard',
@@ -231,7 +245,7 @@ export class Overlay {
       ...(this.config.advertiseAddress ? { advertiseAddress: this.config.advertiseAddress } : {}),
       ...(ready && last?.network ? { podCIDR: last.network.podCIDR } : {}),
       ...(peers.length ? { peers: peers.slice(0, MAX_PEERS_PER_REPORT) } : {}),
-      ...(peers.length > MAX_PEERS_PER_REPORT ? { morePeers: peers.length - MAX_PEERS_PER_REPORT } : {}),
+      ...(morePeers > 0 ? { morePeers } : {}),
       ...(last?.paths?.relay ? { relay: last.paths.relay } : {}),
     };
   }
@@ -251,6 +265,8 @@ function describeStep(step: NetPlan['steps'][number]): Record<string, unknown> {
   switch (step.action) {
     case 'configureInterface':
       return { interface: step.name, port: step.port, peers: step.peers.length };
+    case 'startHandshake':
+      return { interface: step.name, peers: step.publicKeys.length };
     case 'createNetwork':
       return { network: step.spec.name, subnet: step.spec.subnet };
     case 'applyFirewall':

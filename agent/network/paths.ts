@@ -1,21 +1,26 @@
 import type { WgPeerConfig, WgPeerState } from '../../shared/net/wireguard.js';
-import { PERSISTENT_KEEPALIVE_SECONDS, type PeerAnnouncement, type PeerReport, type RelayAnnouncement } from '../../shared/protocol/network.js';
+import { MAX_PEERS_PER_REPORT, PERSISTENT_KEEPALIVE_SECONDS, type PeerAnnouncement, type PeerReport, type RelayAnnouncement } from '../../shared/protocol/network.js';
 
 export interface PathInput {
   self: { node: string; publicAddress?: string };
-  peers: readonly PeerAnnouncement[];
-  relay: RelayAnnouncement | undefined;
+  peers: ReadonlyMap<string, PeerAnnouncement>;
+  relay?: RelayAnnouncement;
   /** The host of the device's MQTT URL: where the relay is when it announces no endpoint. */
-  relayHost: string | undefined;
+  relayHost?: string;
   observed: readonly WgPeerState[];
   now: number;
 }
 
 export interface PathPlan {
+  /** Every peer entry of the interface: the whole set `wg syncconf` is to make. */
   wgPeers: WgPeerConfig[];
+  /** Keys of entries on which a handshake is to start now (their keepalive turned off and on again). */
+  startHandshake: string[];
   reports: PeerReport[];
+  /** Peers configured but not in `reports`. */
+  morePeers: number;
   relay?: { latestHandshake?: string; rxBytes: number; txBytes: number };
-  /** When the selector wants to look again (a handshake to check), in milliseconds. */
+  /** When the selector wants to look again, in milliseconds. */
   nextCheckMs: number;
 }
 
@@ -30,7 +35,7 @@ export class PathSelector {
     const observed = new Map(input.observed.map((p) => [p.publicKey, p]));
     const wgPeers: WgPeerConfig[] = [];
     const reports: PeerReport[] = [];
-    for (const peer of input.peers) {
+    for (const peer of input.peers.values()) {
       if (peer.node === input.self.node) continue;
       const seen = observed.get(peer.publicKey);
       const first = peer.endpoints[0];
@@ -39,6 +44,6 @@ export class PathSelector {
       const handshake = seen && seen.latestHandshakeMs > 0 ? new Date(seen.latestHandshakeMs).toISOString() : undefined;
       reports.push({ node: peer.node, path: handshake ? 'direct' : 'connecting', ...(endpoint ? { endpoint } : {}), ...(handshake ? { latestHandshake: handshake } : {}), rxBytes: seen?.rxBytes ?? 0, txBytes: seen?.txBytes ?? 0 });
     }
-    return { wgPeers, reports, nextCheckMs: 30_000 };
+    return { wgPeers, startHandshake: [], reports: reports.slice(0, MAX_PEERS_PER_REPORT), morePeers: Math.max(0, reports.length - MAX_PEERS_PER_REPORT), nextCheckMs: 30_000 };
   }
 }

@@ -1,7 +1,7 @@
 import { cidr, containsCidr, formatCidr, nthAddress, parseCidr } from '../../shared/net/cidr.js';
 import { isOwnRoute, type IpAddress, type IpRoute } from '../../shared/net/ip.js';
 import type { WgInterfaceState, WgPeerConfig, WireguardImplementation } from '../../shared/net/wireguard.js';
-import { OVERLAY_MTU, type DesiredNetwork } from '../../shared/protocol/network.js';
+import { OVERLAY_MTU, PERSISTENT_KEEPALIVE_SECONDS, type DesiredNetwork } from '../../shared/protocol/network.js';
 import type { BridgeNetworkSpec, RuntimeNetwork } from '../runtime/runtime.js';
 import { describeConflicts, findConflicts } from './conflicts.js';
 import { firewallMarker, firewallRuleset } from './firewall.js';
@@ -41,6 +41,8 @@ export interface DesiredOverlay {
   network?: DesiredNetwork;
   /** The peer set the path selector chose. */
   peers: readonly WgPeerConfig[];
+  /** Peers (by public key) whose handshake the path selector wants started now (a new trial, a retry of direct). */
+  startHandshake?: readonly string[];
   /** The engine takes `com.docker.network.bridge.gateway_mode_ipv4=routed` (Docker 27 and later). */
   routedGateway: boolean;
 }
@@ -49,6 +51,7 @@ export type NetStep =
   | { action: 'createInterface'; name: string }
   | { action: 'configureInterface'; name: string; privateKey: string; port: number; peers: readonly WgPeerConfig[] }
   | { action: 'linkUp'; name: string; mtu: number }
+  | { action: 'startHandshake'; name: string; publicKeys: readonly string[]; keepaliveSeconds: number }
   | { action: 'createNetwork'; spec: BridgeNetworkSpec }
   | { action: 'removeNetwork'; name: string; reason: string }
   | { action: 'enableForwarding' }
@@ -139,6 +142,10 @@ export function planNetwork(observed: ObservedNetwork, desired: DesiredOverlay):
   if (fresh) steps.push({ action: 'createInterface', name });
   if (fresh || !sameInterface(observed.wg, desired)) steps.push({ action: 'configureInterface', name, privateKey: desired.privateKey, port: desired.port, peers: desired.peers });
   if (fresh || !observed.wgLink || !observed.wgLink.up || observed.wgLink.mtu !== OVERLAY_MTU) steps.push({ action: 'linkUp', name, mtu: OVERLAY_MTU });
+  // WireGuard starts a handshake without traffic only as a keepalive turns on: an entry that
+  // carries no traffic (a candidate on trial, a relayed peer's) would never try again otherwise.
+  const kick = (desired.startHandshake ?? []).filter((key) => desired.peers.some((p) => p.publicKey === key));
+  if (kick.length > 0) steps.push({ action: 'startHandshake', name, publicKeys: kick, keepaliveSeconds: PERSISTENT_KEEPALIVE_SECONDS });
   const spec = bridgeSpec(desired.node, podCIDR, desired.routedGateway);
   if (!observed.networks.some((n) => n.name === spec.name)) steps.push({ action: 'createNetwork', spec });
   if (!observed.forwarding) steps.push({ action: 'enableForwarding' });

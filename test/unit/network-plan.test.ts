@@ -116,6 +116,13 @@ describe('planNetwork: the overlay on', () => {
     expect(actions(planNetwork(builtDevice(), desired({ port: 51821 })).steps)).toEqual(['configureInterface']);
   });
 
+  it('starts the handshakes the path selector asks for, on entries it configures, and only then', () => {
+    const stray = publicKeyOf(generatePrivateKey());
+    const plan = planNetwork(builtDevice(), desired({ startHandshake: [PEER_KEY, stray] }));
+    expect(plan.steps).toEqual([{ action: 'startHandshake', name: IFACE, publicKeys: [PEER_KEY], keepaliveSeconds: 25 }]);
+    expect(planNetwork(builtDevice(), desired({ startHandshake: [] })).steps).toEqual([]);
+  });
+
   it('sets the MTU and the link up again when they were changed', () => {
     expect(actions(planNetwork(builtDevice({ wgLink: { mtu: 1500, up: true } }), desired()).steps)).toEqual(['linkUp']);
     expect(actions(planNetwork(builtDevice({ wgLink: { mtu: 1420, up: false } }), desired()).steps)).toEqual(['linkUp']);
