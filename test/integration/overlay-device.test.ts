@@ -52,18 +52,18 @@ async function inDeviceOrEmpty(cmd: string, ...args: string[]): Promise<string> 
 }
 
 /** Credentials and a desired set on disk, as a device that joined and then lost its hub has them. */
-function seedState(): void {
+function seedState(podCIDR = POD_CIDR, rev = 7): void {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const desired = {
     v: 1,
-    rev: 7,
+    rev,
     pods: [{ uid: 'uid-web', name: 'web', namespace: 'default', spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'app', image: TEST_IMAGE, command: ['sleep', '3600'] }] } }],
     configs: [],
     secrets: [],
-    network: { podCIDR: POD_CIDR, clusterCIDR: CLUSTER_CIDR },
+    network: { podCIDR, clusterCIDR: CLUSTER_CIDR },
   };
   const credentials = { hub: NO_HUB.mqttUrl, node: NODE, username: `node:${NODE}`, password: 'unused' };
-  for (const [name, value] of [['credentials.json', credentials], ['desired.json', desired], ['desired-revision.json', { rev: 7 }]] as const) {
+  for (const [name, value] of [['credentials.json', credentials], ['desired.json', desired], ['desired-revision.json', { rev }]] as const) {
     for (const file of [name, `${name}.bak`]) writeFileSync(join(stateDir, file), JSON.stringify(value), { mode: 0o600 });
   }
 }
@@ -186,6 +186,22 @@ describe('a device with the overlay on', () => {
     await waitFor('the interface made again', async () => (await link(IFACE))?.mtu === 1420 && (await ownRoutes()).some((r) => r.dst === CLUSTER_CIDR), 60_000, 250);
     expect(logLines(agent, 'network step').map((l) => l.action)).toEqual(expect.arrayContaining(['createInterface', 'configureInterface', 'linkUp', 'replaceRoute']));
     expect((await infra())?.id).toBe(before!.id);
+  });
+
+  it('moves to a new pod CIDR: a new network, the pod moved onto it, the route and table follow, the old network goes', async () => {
+    const before = await infra();
+    await agent.stop();
+    seedState('10.42.4.0/24', 8);
+    agent = runAgent();
+    const moved = await waitFor('the pod on the new network', async () => {
+      const sandbox = await infra();
+      return sandbox && (await podIP(sandbox.id, 'flotilla-10.42.4.0-24'))?.startsWith('10.42.4.') ? sandbox : undefined;
+    }, 60_000, 250);
+    await waitFor('the old network gone', async () => !(await overlayNetworks()).includes(NETWORK), 30_000, 250);
+    expect(await ownRoutes()).toEqual([expect.objectContaining({ dst: CLUSTER_CIDR, dev: IFACE, prefsrc: '10.42.4.1' })]);
+    expect(await inDevice('nft', 'list', 'table', 'ip', 'flotilla')).toContain('ip saddr 10.42.4.0/24 ip daddr != 10.42.0.0/16 masquerade');
+    // The sandbox was made anew, as the kubelet recreates a sandbox whose network changed.
+    expect(moved.id).not.toBe(before!.id);
   });
 
   it('reports a route of the device that overlaps the cluster CIDR as NetworkUnavailable, naming it, and restarts no pod', async () => {
