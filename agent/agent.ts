@@ -392,7 +392,7 @@ export class Agent {
    * Without the overlay, the local bridge of --pod-network.
    */
   private async networkPass(target: DesiredState): Promise<OverlayPass> {
-    if (!this.overlay) return {};
+    if (!this.overlay?.active) return {};
     const containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
     const result = await this.overlay.pass(target.network, containers, this.engine.info);
     // While the overlay is not ready no sandbox is made (the planner's networkNotReady).

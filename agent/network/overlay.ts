@@ -69,6 +69,11 @@ export class Overlay {
     return this.config.overlay === 'wireguard';
   }
 
+  /** Whether a pass has anything to do: the overlay is on, or what it made before may still be there. */
+  get active(): boolean {
+    return this.on || this.cleanup;
+  }
+
   /** Reads (or makes) the key and the cached peer set; with the overlay off, nothing. */
   start(): void {
     // A key in the state directory says this agent ran the overlay: only then is there anything
@@ -87,7 +92,7 @@ export class Overlay {
 
   /** One pass; `containers` are this node's, for the networks still in use. */
   async pass(network: DesiredNetwork | undefined, containers: readonly RuntimeContainer[], engine: EngineInfo | undefined): Promise<OverlayPass> {
-    if (!this.on && !this.cleanup) return {};
+    if (!this.active) return {};
     let observed: ObservedNetwork | undefined;
     let plan: NetPlan | undefined;
     let paths: PathPlan | undefined;
