@@ -1,6 +1,12 @@
 import type { Logger } from 'pino';
+import * as z from 'zod';
+import { StateFiles } from '../state/files.js';
 import { decodePayload } from '../../shared/protocol/messages.js';
 import { peerAnnouncementSchema, relayAnnouncementSchema, type PeerAnnouncement, type RelayAnnouncement } from '../../shared/protocol/network.js';
+
+/** The cache of the peer book in the state directory. */
+export const PEERS_FILE = 'peers.json';
+const cacheSchema = z.object({ v: z.literal(1), peers: z.array(z.unknown()), relay: z.unknown().optional() });
 
 export interface PeerBookOptions {
   stateDir: string;
@@ -29,8 +35,16 @@ export class PeerBook {
     return this.relayAnnouncement;
   }
 
-  /** Reads the peer set cached on disk (the stand-in keeps none). */
-  restore(): void {}
+  /** Reads the peer set cached on disk (`peers.json`: `{v: 1, peers: [announcement…], relay?}`); the stand-in never writes it. */
+  restore(): void {
+    const cache = new StateFiles(this.opts.stateDir).read(PEERS_FILE, cacheSchema, (message) => this.opts.log.warn(`peer cache: ${message}`));
+    for (const raw of cache?.peers ?? []) {
+      const peer = peerAnnouncementSchema.safeParse(raw);
+      if (peer.success) this.book.set(peer.data.node, peer.data);
+    }
+    const relay = cache?.relay === undefined ? undefined : relayAnnouncementSchema.safeParse(cache.relay);
+    if (relay?.success) this.relayAnnouncement = relay.data;
+  }
 
   onPeerMessage(node: string, payload: Buffer): void {
     if (payload.length === 0) {
