@@ -27,6 +27,7 @@ import { INFRA_CONTAINER, LABEL_CONTAINER, LABEL_NODE, LABEL_POD_UID, LABEL_SPEC
 import { AgentState, type DeviceCredentials } from './state/state.js';
 import { MetricsCollector } from './metrics/collector.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
+import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -47,6 +48,16 @@ export interface AgentConfig {
   heartbeatSeconds?: number;
   /** Metrics sampling interval in seconds (0: no metrics); the hub's per-node setting, carried in the desired set, overrides it. Default 15. */
   metricsIntervalSeconds?: number;
+  /**
+   * The pod network: 'wireguard' (the overlay, `flotilla agent`'s default) or 'none' (the local
+   * bridge `podNetwork`, and whatever the overlay made before is removed). Absent: the local
+   * bridge, and the overlay is never looked at (the hollow devices of bench/).
+   */
+  overlay?: 'wireguard' | 'none';
+  wireguardPort?: number;
+  wireguardInterface?: string;
+  /** An address of this device that peers can reach it at, offered first. */
+  advertiseAddress?: string;
 }
 
 const MAX_PASSES = 8;
@@ -102,19 +113,25 @@ export class Agent {
     private readonly runtime: ContainerRuntime,
     private readonly log: Logger,
   ) {
+    this.podNetwork = config.podNetwork;
     this.state = new AgentState(config.stateDir, (message) => log.warn(message));
     this.topics = new Topics(config.topicPrefix);
     this.joiner = new JoinLoop(config, this.topics, (creds) => this.state.saveCredentials(creds), log);
     // Given the config itself: the node's name is only settled once the credentials are read.
     this.engine = new EngineMonitor(runtime, config, log, { onChange: () => this.trigger(), onUnavailable: () => this.publishStatus(false) });
     // `node` is read at each step: start() may switch to the name the device joined under.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getters below read the agent's current values
+    const agent = this;
     const executorOptions = {
       get node() {
         return config.name;
       },
       stateDir: config.stateDir,
       pauseImage: config.pauseImage,
-      podNetwork: config.podNetwork,
+      // The overlay's network is named after the pod CIDR: read at each step.
+      get podNetwork() {
+        return agent.podNetwork;
+      },
       ...(config.podPidsLimit !== undefined ? { podPidsLimit: config.podPidsLimit } : {}),
       pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
     };
@@ -135,6 +152,15 @@ export class Agent {
     // A readiness change is a status change; a probe's kill shows in the next reconcile's view.
     this.probes = new ProbeManager(runtime, { onChange: () => this.trigger(), onEvent: (e) => this.onPodEvent(e) }, log);
     this.events = new EventBatcher((batch) => this.link?.publishEvents(batch) ?? false, EVENT_BATCHING, log);
+    if (config.overlay) {
+      this.overlay = new Overlay(
+        { overlay: config.overlay, interface: config.wireguardInterface ?? 'flotilla-wg', port: config.wireguardPort ?? 51820, stateDir: config.stateDir, ...(config.advertiseAddress ? { advertiseAddress: config.advertiseAddress } : {}) },
+        runtime,
+        { get node() { return config.name; }, relayHost: () => this.relayHost() },
+        log.child({ part: 'network' }),
+        () => this.trigger(),
+      );
+    }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
@@ -158,6 +184,8 @@ export class Agent {
     this.podNames.remember(this.desired?.pods ?? []);
     const noCredentials = `no usable credentials in ${this.config.stateDir}`;
     if (!saved && !canJoin && !this.desired) throw new JoinRefused(`${noCredentials}: give --hub and --token to join`);
+    // The key exists before the first report: the hub announces the device with its public key.
+    this.overlay?.start();
     if (!saved && !canJoin) {
       // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
@@ -174,7 +202,7 @@ export class Agent {
         (err: Error) => this.log.error({ err: err.message }, 'gave up joining'),
       );
     }
-    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log });
+    this.metrics = new MetricsCollector({ runtime: this.runtime, containers: () => this.seenContainers, fsPaths: () => [this.config.stateDir, this.engine.info?.dataRoot], publish: (payload) => this.link?.publishMetrics(payload) ?? false, log: this.log, ...(this.overlay ? { nodeExtras: (emit: (key: string, value: number) => void) => this.overlay!.emitMetrics(emit) } : {}) });
     this.metrics.setInterval(this.metricsInterval());
     await this.engine.check();
     this.timers.push(setInterval(() => this.trigger(), this.config.resyncIntervalMs));
@@ -190,6 +218,7 @@ export class Agent {
   }
 
   private connect(creds: DeviceCredentials): void {
+    this.hubUrl = creds.hub;
     this.link = new DeviceLink(
       creds,
       this.topics,
@@ -203,6 +232,8 @@ export class Agent {
         // Nothing sent now would arrive; the hub ends its side when the node goes offline.
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
         onRefused: () => this.joinAgainAfterRefusal(),
+        // The overlay's peer table and relay, into the peer book (only with the overlay on: the link subscribes to what has a handler).
+        ...(this.overlay?.on ? { onPeer: (node: string, payload: Buffer) => this.overlay!.book.onPeerMessage(node, payload), onRelay: (payload: Buffer) => this.overlay!.book.onRelayMessage(payload) } : {}),
       },
       this.log,
       this.config.heartbeatSeconds,
@@ -215,6 +246,7 @@ export class Agent {
     this.joiner.stop();
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
+    this.overlay?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -297,6 +329,7 @@ export class Agent {
     const desired = target.pods;
     const leaveAlone = new Set((target.refusedPods ?? []).map((p) => p.uid));
     const config = this.configurator.prepare(target);
+    const network = await this.networkPass(target);
     // Pulls that end during this reconcile join it at the next pass (pullPolicy Always is then satisfied, not pulled again).
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
@@ -311,7 +344,8 @@ export class Agent {
         planPods({ containers, images }, desired, {
           pauseImage: this.config.pauseImage,
           leaveAlone,
-          podNetwork: this.config.podNetwork,
+          podNetwork: this.podNetwork,
+          ...(network.waiting ? { networkNotReady: network.waiting } : {}),
           now,
           backoff: this.restartBackoff.view,
           pullBackoff: this.pullBackoff.view,
@@ -350,6 +384,30 @@ export class Agent {
     this.scheduleBackoffWakeup();
     if (!this.stopped) await this.collectImages(desired);
     this.log.debug({ rev: target.rev, pods: desired.length, containers: containers.length }, 'reconciled');
+  }
+
+  /**
+   * The pod network, before the pods (docs/ARCHITECTURE.md, 'The pod network'): the overlay's
+   * pass from the desired set's `network` (kept on disk, so it is rebuilt with the hub gone).
+   * Without the overlay, the local bridge of --pod-network.
+   */
+  private async networkPass(target: DesiredState): Promise<OverlayPass> {
+    if (!this.overlay?.active) return {};
+    const containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
+    const result = await this.overlay.pass(target.network, containers, this.engine.info);
+    // While the overlay is not ready no sandbox is made (the planner's networkNotReady).
+    this.podNetwork = this.overlay.on ? (result.podNetwork ?? this.podNetwork) : this.config.podNetwork;
+    return result;
+  }
+
+  /** The host of the hub's MQTT URL: where the relay is when it announces no endpoint of its own. */
+  private relayHost(): string | undefined {
+    try {
+      const hub = this.hubUrl ?? this.config.hub;
+      return hub ? new URL(hub).hostname : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   private async runStep(step: Step, pulled: Set<string>): Promise<boolean> {
@@ -530,7 +588,9 @@ export class Agent {
   /** Publishes the node's status when it changed, or always when `force` (connect, periodic resync). */
   private publishStatus(force: boolean, containers?: RuntimeContainer[]): void {
     if (!this.link?.connected) return;
-    const node = this.nodeReporter.report(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]);
+    const base = this.nodeReporter.report(this.engine.info, this.engine.error, this.config.maxPods, [this.config.stateDir, this.engine.info?.dataRoot]);
+    const network = this.overlay?.report();
+    const node = network ? { ...base, network } : base;
     // The periodic check with nothing new (the node report last sent, no reconcile since): nothing to compare.
     if (!force && !containers && node === this.lastSentNode) return;
     const pods = containers ? podStatuses(this.desired?.pods ?? [], containers, this.waiting, (uid, name, id) => this.probes.ready(uid, name, id), this.updateLocks.view) : this.lastPods;
@@ -543,7 +603,9 @@ export class Agent {
       node,
       pods,
     });
-    const json = JSON.stringify({ ...report, ts: undefined });
+    // The overlay's byte counters and handshake times move all the time: they go with the
+    // periodic full resync, and alone never make a report differ.
+    const json = JSON.stringify({ ...report, ts: undefined, node: { ...report.node, network: steadyNetworkReport(report.node.network) } });
     if (!force && json === this.lastStatusJson) {
       this.lastSentNode = node;
       return;
@@ -557,6 +619,11 @@ export class Agent {
   }
 
   private readonly nodeReporter = new NodeReporter();
+  private readonly overlay: Overlay | undefined;
+  /** The engine network pods join now: the overlay's (undefined while it is not ready) or --pod-network. */
+  private podNetwork: string;
+  /** The MQTT URL of the connection in use (the saved credentials' or the join's). */
+  private hubUrl: string | undefined;
   /** The node report of the status last sent (or found unchanged), while the pods in it are lastPods. */
   private lastSentNode: NodeReport | undefined;
   private lastPods: StatusReport['pods'] = [];

@@ -7,6 +7,8 @@ import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS, parseMetricsInterval } from '../shared/protocol/metrics.js';
 import { validateDns1123Subdomain, validateLabels } from '../shared/labels/validation.js';
 import { FLOTILLA_VERSION } from '../shared/version.js';
+import { parseIPv4 } from '../shared/net/cidr.js';
+import { WIREGUARD_DEFAULT_PORT } from '../shared/protocol/network.js';
 import { Agent, type AgentConfig } from './agent.js';
 import { JoinRefused } from './link/join.js';
 import { DEFAULT_HEARTBEAT_SECONDS } from './link/link.js';
@@ -29,7 +31,17 @@ Options:
   --state-dir DIR       where credentials and the last desired state live (default: ./flotilla-agent)
   --docker-host URL     container engine API (default: $DOCKER_HOST or unix:///var/run/docker.sock)
   --pause-image IMAGE   image of the pods' infra containers (default: ${PAUSE_IMAGE}, built in)
-  --pod-network NAME    engine network the pods join (default: flotilla; "none" for none)
+  --overlay MODE        the pod network: wireguard (default), a WireGuard overlay across the
+                        fleet with the pod CIDR the hub gives this node; or none, a local bridge
+                        (--pod-network) and nothing of the overlay left on the device
+  --wireguard-port N    the overlay's UDP port (default: ${WIREGUARD_DEFAULT_PORT})
+  --wireguard-interface NAME
+                        the overlay's WireGuard interface (default: flotilla-wg, at most 15
+                        characters); one of that name that is not WireGuard is refused
+  --advertise-address IP
+                        an IPv4 address of this device that peers can reach, offered first
+  --pod-network NAME    with --overlay none: engine network the pods join (default: flotilla;
+                        "none" for none)
   --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
   --pod-pids-limit N    at most N processes in a container whose spec sets no limits.pids
                         (default: no limit)
@@ -79,6 +91,10 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
         'topic-prefix': { type: 'string' },
         heartbeat: { type: 'string' },
         'metrics-interval': { type: 'string' },
+        overlay: { type: 'string' },
+        'wireguard-port': { type: 'string' },
+        'wireguard-interface': { type: 'string' },
+        'advertise-address': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -112,6 +128,18 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
     if (typeof parsed === 'string') throw new UsageError(`--metrics-interval: ${parsed}, or 0 for none`);
     metricsInterval = parsed;
   }
+  const overlay = values.overlay ?? 'wireguard';
+  if (overlay !== 'wireguard' && overlay !== 'none') throw new UsageError(`--overlay: '${overlay}' is not wireguard or none`);
+  let wireguardPort = WIREGUARD_DEFAULT_PORT;
+  if (values['wireguard-port'] !== undefined) {
+    wireguardPort = Number(values['wireguard-port']);
+    if (!/^\d+$/.test(values['wireguard-port']) || wireguardPort < 1 || wireguardPort > 65535) throw new UsageError(`--wireguard-port: '${values['wireguard-port']}' is not a port number (1 to 65535)`);
+  }
+  const wireguardInterface = values['wireguard-interface'] ?? 'flotilla-wg';
+  // The kernel's IFNAMSIZ, and no character `ip` would read as something else.
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(wireguardInterface) || wireguardInterface === '.' || wireguardInterface === '..') throw new UsageError(`--wireguard-interface: '${wireguardInterface}' is not an interface name (1 to 15 letters, digits, '-', '_' or '.')`);
+  const advertiseAddress = values['advertise-address'];
+  if (advertiseAddress !== undefined && parseIPv4(advertiseAddress) === undefined) throw new UsageError(`--advertise-address: '${advertiseAddress}' is not an IPv4 address`);
   const name = (values.name ?? hostname()).toLowerCase();
   const nameProblems = validateDns1123Subdomain(name);
   if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
@@ -132,6 +160,10 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       statusIntervalMs: 60_000,
       ...(heartbeat !== undefined ? { heartbeatSeconds: heartbeat } : {}),
       ...(metricsInterval !== undefined ? { metricsIntervalSeconds: metricsInterval } : {}),
+      overlay,
+      wireguardPort,
+      wireguardInterface,
+      ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
     },
     ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
   };

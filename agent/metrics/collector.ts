@@ -20,6 +20,8 @@ export interface MetricsCollectorOptions {
   log: Logger;
   reader?: NodeReader;
   now?: () => number;
+  /** More node series, from what the agent already holds (the overlay's figures): no extra reading. */
+  nodeExtras?: (emit: Emit) => void;
 }
 
 /**
@@ -110,6 +112,10 @@ export class MetricsCollector {
         if (keyframe || last.get(key) !== value) node[key] = [value];
       },
     );
+    this.opts.nodeExtras?.((key, value) => {
+      next.set(key, value);
+      if (keyframe || last.get(key) !== value) node[key] = [value];
+    });
     const containers: ContainerSeries[] = [];
     running.forEach((c, i) => {
       const reading = stats[i];

@@ -6,6 +6,8 @@ export interface EngineMonitorOptions {
   readonly name: string;
   podNetwork: string;
   podSubnet?: string;
+  /** With the overlay on, the pod network is the overlay's to make (agent/network/), not this bridge. */
+  overlay?: 'wireguard' | 'none';
 }
 
 export interface EngineMonitorHandlers {
@@ -61,7 +63,7 @@ export class EngineMonitor {
     }
     if (!this.stopWatch && !this.stopped) {
       try {
-        if (this.opts.podNetwork !== 'none' && this.opts.podNetwork !== 'host') await this.runtime.ensureNetwork(this.opts.podNetwork, this.opts.podSubnet);
+        if (this.opts.overlay !== 'wireguard' && this.opts.podNetwork !== 'none' && this.opts.podNetwork !== 'host') await this.runtime.ensureNetwork(this.opts.podNetwork, this.opts.podSubnet);
         this.stopWatch = await this.watch();
         if (this.stopped) this.dropWatch();
       } catch (err) {

@@ -26,6 +26,12 @@ export interface PlanContext {
    */
   leaveAlone?: ReadonlySet<string>;
   podNetwork: string;
+  /**
+   * Set while the pod network is not ready (the overlay has no pod CIDR yet, or cannot be built):
+   * a pod without a running sandbox waits with it (the kubelet's NetworkNotReady), and a running
+   * sandbox is left as it is. hostNetwork pods go ahead.
+   */
+  networkNotReady?: Waiting;
   now: number;
   /** Containers in back-off after a crash, by `podUid/container`: not restarted before `until`. */
   backoff: ReadonlyMap<string, { until: number }>;
@@ -178,24 +184,37 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
     // The app containers are checked against the sandbox that stays: the new one, unless the
     // update lock keeps the running one.
     let appInfraHash = infraHash;
-    if (infra && infra.labels[LABEL_SPEC_HASH] !== infraHash && RUNNING.has(infra.state)) {
+    // A sandbox attached to another network than the pod network (the pod CIDR changed, the
+    // overlay was turned on or off) is made anew, as the kubelet recreates a sandbox whose
+    // network changed.
+    const moved = infra?.networkMode !== undefined && infra.networkMode !== (pod.spec.hostNetwork ? 'host' : ctx.podNetwork);
+    const waitForNetwork = !pod.spec.hostNetwork && ctx.networkNotReady !== undefined;
+    if (waitForNetwork) {
+      if (!infra || !RUNNING.has(infra.state)) {
+        waiting.set(`${pod.uid}/`, ctx.networkNotReady!);
+        continue;
+      }
+      // No network to move it to: the running sandbox, and the app containers in it, stay.
+      appInfraHash = infra.labels[LABEL_SPEC_HASH] ?? '';
+    } else if (infra && (infra.labels[LABEL_SPEC_HASH] !== infraHash || moved) && RUNNING.has(infra.state)) {
       specChanged.add(pod.uid);
       if (locked) {
         deferred.add(`${pod.uid}/`);
         appInfraHash = infra.labels[LABEL_SPEC_HASH] ?? '';
       }
     }
+    const replaceMoved = moved && !waitForNetwork && !locked;
 
     // The infra container is missing, stale or dead: the pod's network namespace is gone, so
     // every app container goes with it and the pod starts over (Kubernetes' sandbox recreation).
-    if (!infra || infra.labels[LABEL_SPEC_HASH] !== appInfraHash || !RUNNING.has(infra.state)) {
+    if (!infra || infra.labels[LABEL_SPEC_HASH] !== appInfraHash || !RUNNING.has(infra.state) || replaceMoved) {
       // A sandbox the engine refused waits out its back-off; the rest of the node goes on.
       const sandboxFailing = backingOff(ctx, `${pod.uid}/`, infraHash);
-      if (infra && infra.state === 'created' && !startFailed(infra) && infra.labels[LABEL_SPEC_HASH] === infraHash) {
+      if (infra && infra.state === 'created' && !startFailed(infra) && infra.labels[LABEL_SPEC_HASH] === infraHash && !moved) {
         if (!sandboxFailing) steps.push({ action: 'start', container: infra, pod });
         continue;
       }
-      if (infra) steps.push({ action: 'remove', container: infra, reason: infra.labels[LABEL_SPEC_HASH] !== infraHash ? 'pod sandbox changed' : 'pod sandbox is not running' });
+      if (infra) steps.push({ action: 'remove', container: infra, reason: moved ? 'pod sandbox network changed' : infra.labels[LABEL_SPEC_HASH] !== infraHash ? 'pod sandbox changed' : 'pod sandbox is not running' });
       for (const app of apps) steps.push({ action: 'remove', container: app, reason: 'pod sandbox is being recreated' });
       if (!sandboxFailing && needImage(ctx.pauseImage, pod, 'IfNotPresent', true, `${pod.uid}/`)) steps.push({ action: 'createInfra', pod, hash: infraHash });
       continue;

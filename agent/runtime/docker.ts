@@ -6,7 +6,7 @@ import type { PullProgressEvent, RegistryAuth, RuntimeImage } from './images.js'
 import { imageReferenceProblem } from '../../shared/resources/image.js';
 import { statsFromDocker, type DockerStatsJson } from '../metrics/docker-stats.js';
 
-import type { ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer } from './runtime.js';
+import type { BridgeNetworkSpec, ContainerCreateSpec, ContainerLogOptions, ContainerRunState, ContainerRuntime, ContainerStats, EngineInfo, ExecResult, RuntimeContainer, RuntimeNetwork } from './runtime.js';
 
 /** How long a pull may go without a progress report from the engine before it is ended as failed. */
 const PULL_STALL_MS = 60_000;
@@ -161,6 +161,37 @@ export class DockerRuntime implements ContainerRuntime {
     } catch (err) {
       // Two agents sharing one engine may race to create it; the loser finds it made.
       if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+    }
+  }
+
+  async listNetworks(labels: Record<string, string>): Promise<RuntimeNetwork[]> {
+    const list = await this.docker.listNetworks({ filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
+    return list.map((n) => {
+      const ipam = (n.IPAM?.Config ?? []).find((c) => c.Subnet && !c.Subnet.includes(':'));
+      return { id: n.Id, name: n.Name, labels: n.Labels ?? {}, ...(ipam?.Subnet ? { subnet: ipam.Subnet } : {}), ...(ipam?.Gateway ? { gateway: ipam.Gateway } : {}), options: n.Options ?? {} };
+    });
+  }
+
+  async createBridgeNetwork(spec: BridgeNetworkSpec): Promise<void> {
+    try {
+      await this.docker.createNetwork({
+        Name: spec.name,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: spec.labels,
+        Options: spec.options,
+        IPAM: { Driver: 'default', Config: [{ Subnet: spec.subnet, Gateway: spec.gateway }] },
+      });
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw engineError(err);
+    }
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    try {
+      await this.docker.getNetwork(name).remove();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw engineError(err);
     }
   }
 
@@ -338,5 +369,6 @@ function fromInspect(info: Docker.ContainerInspectInfo): RuntimeContainer {
     ...(startedAt ? { startedAt } : {}),
     ...(finishedAt ? { finishedAt } : {}),
     ...(podIP ? { podIP } : {}),
+    ...(info.HostConfig?.NetworkMode ? { networkMode: info.HostConfig.NetworkMode } : {}),
   };
 }

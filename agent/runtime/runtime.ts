@@ -23,6 +23,29 @@ export interface RuntimeContainer {
   finishedAt?: string;
   /** The address the container has on the network it was attached to by name (an infra container's pod network); absent for joined and host-network containers. */
   podIP?: string;
+  /** The engine's HostConfig.NetworkMode: `host`, `none`, a network name, or `container:<id>`. */
+  networkMode?: string;
+}
+
+/** An engine network as the overlay needs to see it (docs/ARCHITECTURE.md, 'The pod network'). */
+export interface RuntimeNetwork {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  /** The first IPv4 subnet of its IPAM configuration, and its gateway. */
+  subnet?: string;
+  gateway?: string;
+  /** The driver's options (`com.docker.network.bridge.name`, `com.docker.network.driver.mtu`…). */
+  options: Record<string, string>;
+}
+
+/** A bridge network to make: a fixed subnet and gateway, a host-side bridge name of at most 15 characters. */
+export interface BridgeNetworkSpec {
+  name: string;
+  subnet: string;
+  gateway: string;
+  labels: Record<string, string>;
+  options: Record<string, string>;
 }
 
 /** What a command run inside a container returned: its exit code and its output (stdout and stderr interleaved). */
@@ -132,6 +155,12 @@ export interface ContainerRuntime {
   /** Imports a root file system tarball as an image; `changes` are Dockerfile instructions (CMD, ENTRYPOINT…). */
   importImage(tar: Buffer, repo: string, tag: string, changes?: readonly string[]): Promise<void>;
   ensureNetwork(name: string, subnet: string | undefined): Promise<void>;
+  /** Every network carrying all of the given labels. Optional: the overlay needs it, the hollow devices of bench/ do not. */
+  listNetworks?(labels: Record<string, string>): Promise<RuntimeNetwork[]>;
+  /** Makes a bridge network exactly as given; one of the same name that exists is left as it is. */
+  createBridgeNetwork?(spec: BridgeNetworkSpec): Promise<void>;
+  /** Removes a network; one that is gone is no error. The engine refuses one with containers attached. */
+  removeNetwork?(name: string): Promise<void>;
   createContainer(spec: ContainerCreateSpec): Promise<string>;
   startContainer(id: string): Promise<void>;
   /** Stops with SIGTERM, then SIGKILL after `timeoutSeconds` (default: the container's own StopTimeout, set from the pod's grace period). */

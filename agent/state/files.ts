@@ -33,10 +33,14 @@ export class StateFiles {
    * whole, old or new.
    */
   writeAll(files: readonly (readonly [name: string, value: unknown])[]): void {
+    this.writeTexts(files.map(([name, value]) => [name, JSON.stringify(value, null, 1)] as const));
+  }
+
+  /** writeAll for files that are not JSON (a key in the format its tools read), as they are. */
+  writeTexts(files: readonly (readonly [name: string, text: string])[]): void {
     const staged: string[] = [];
     try {
-      for (const [name, value] of files) {
-        const text = JSON.stringify(value, null, 1);
+      for (const [name, text] of files) {
         for (const file of [this.path(name), `${this.path(name)}.bak`]) {
           writeSynced(`${file}.tmp`, text);
           staged.push(file);
@@ -64,6 +68,24 @@ export class StateFiles {
       const parsed = schema.safeParse(raw);
       if (parsed.success) copies.push({ file, value: parsed.data });
       else copies.push({ file, problem: `${file} does not hold what it should (${parsed.error.issues[0]?.path.join('.') || 'value'}: ${parsed.error.issues[0]?.message ?? 'invalid'})` });
+    }
+    return copies;
+  }
+
+  /** Both copies of a text file, main file first; `problem` says what is wrong with a text (undefined: it is good). */
+  textCopies(name: string, problem: (text: string) => string | undefined): StateCopy<string>[] {
+    const copies: StateCopy<string>[] = [];
+    for (const file of [this.path(name), `${this.path(name)}.bak`]) {
+      if (!existsSync(file)) continue;
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (err) {
+        copies.push({ file, problem: `${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` });
+        continue;
+      }
+      const wrong = problem(text);
+      copies.push(wrong === undefined ? { file, value: text } : { file, problem: `${file} ${wrong}` });
     }
     return copies;
   }

@@ -75,6 +75,12 @@ export const NODE_CODES: Readonly<Record<string, MetricCode>> = {
   net_txd: code('node_network_transmit_drop_total', 'counter', 'Network device statistic transmit_drop.', 1, ['device']),
   boot: code('node_boot_time_seconds', 'gauge', 'Node boot time, in unixtime.'),
   temp: code('node_thermal_zone_temp', 'gauge', 'Zone temperature in Celsius.', 1e-3, ['zone', 'type']),
+  // The pod overlay (agent/network/): a handful of series whatever the number of peers.
+  ovl_peers: code('flotilla_overlay_peers', 'gauge', 'Overlay peers of the device, by path (direct, relay, connecting).', 1, ['path']),
+  ovl_rxb: code('flotilla_overlay_rx_bytes_total', 'counter', 'Bytes received from overlay peers, all peers together (the relay included).'),
+  ovl_txb: code('flotilla_overlay_tx_bytes_total', 'counter', 'Bytes sent to overlay peers, all peers together (the relay included).'),
+  ovl_relay_rxb: code('flotilla_overlay_relay_rx_bytes_total', 'counter', 'Bytes received from the hub\'s relay.'),
+  ovl_relay_txb: code('flotilla_overlay_relay_tx_bytes_total', 'counter', 'Bytes sent to the hub\'s relay.'),
 };
 
 /** Container series, named as cAdvisor names them (restarts as kube-state-metrics does). */

@@ -153,7 +153,9 @@ export async function startHub(opts: { dataDir: string; apiPort?: number; mqttPo
  */
 export function startAgent(opts: { hub: RunningHub; name: string; stateDir: string; dockerHost: string; labels?: Record<string, string>; token?: string; extraArgs?: string[]; nodeOptions?: string[]; netns?: string; hubUrl?: string; env?: Record<string, string> }): ManagedProcess {
   const labels = Object.entries(opts.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
-  const args = [...(opts.nodeOptions ?? []), AGENT_BUNDLE, '--hub', opts.hubUrl ?? opts.hub.mqttUrl, '--token', opts.token ?? opts.hub.joinToken, '--name', opts.name, '--state-dir', opts.stateDir, '--docker-host', opts.dockerHost, ...(labels ? ['--labels', labels] : []), ...(opts.extraArgs ?? [])];
+  // No overlay unless a test asks for it: an agent in the host's namespace must make no interface there.
+  const overlay = (opts.extraArgs ?? []).some((a) => a === '--overlay' || a.startsWith('--overlay=')) ? [] : ['--overlay', 'none'];
+  const args = [...(opts.nodeOptions ?? []), AGENT_BUNDLE, '--hub', opts.hubUrl ?? opts.hub.mqttUrl, '--token', opts.token ?? opts.hub.joinToken, '--name', opts.name, '--state-dir', opts.stateDir, '--docker-host', opts.dockerHost, ...(labels ? ['--labels', labels] : []), ...overlay, ...(opts.extraArgs ?? [])];
   return spawnLogged(args, join(opts.stateDir, '..', `agent-${opts.name}-${Date.now()}.log`), REPO, opts.env ?? {}, opts.netns);
 }
 

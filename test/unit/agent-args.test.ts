@@ -22,6 +22,20 @@ describe('agent arguments', () => {
     expect(dockerHost).toBe('unix:///run/d.sock');
   });
 
+  it('runs the WireGuard overlay by default, on port 51820 and interface flotilla-wg', () => {
+    expect(config([]).config).toMatchObject({ overlay: 'wireguard', wireguardPort: 51820, wireguardInterface: 'flotilla-wg' });
+    expect(config(['--overlay', 'none', '--wireguard-port', '4500', '--wireguard-interface', 'wg-pods', '--advertise-address', '192.0.2.10']).config).toMatchObject({ overlay: 'none', wireguardPort: 4500, wireguardInterface: 'wg-pods', advertiseAddress: '192.0.2.10' });
+  });
+
+  it('refuses overlay flags it cannot use, naming the flag', () => {
+    expect(() => parseAgentArgs(['--overlay', 'flannel'])).toThrow("--overlay: 'flannel' is not wireguard or none");
+    expect(() => parseAgentArgs(['--wireguard-port', '70000'])).toThrow('--wireguard-port');
+    expect(() => parseAgentArgs(['--wireguard-interface', 'a-name-far-too-long'])).toThrow('--wireguard-interface');
+    expect(() => parseAgentArgs(['--wireguard-interface', 'bad/name'])).toThrow('--wireguard-interface');
+    expect(() => parseAgentArgs(['--advertise-address', 'pi.local'])).toThrow("--advertise-address: 'pi.local' is not an IPv4 address");
+    expect(() => parseAgentArgs(['--advertise-address', '10.0.0.300'])).toThrow('--advertise-address');
+  });
+
   it('reads the join token from a file, trimmed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flt-args-'));
     dirs.push(dir);
