@@ -27,6 +27,9 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'agent memory, 10 pods, at rest', must: '≤ 60 MB RSS', aim: '≤ 50 MB', file: 'agent-footprint', target: 'agentRss' },
   { what: 'device uplink, steady state, metrics on', must: '≤ 200 B/s', aim: '≤ 32 B/s', file: 'uplink', target: 'uplink' },
   { what: 'metrics ingest on the hub', must: '≥ 50,000 samples/s', aim: '≥ 200,000 samples/s', file: 'metrics-ingest', target: 'ingest' },
+  { what: 'pod-to-pod throughput between two devices vs a hand-made WireGuard tunnel (same implementation)', must: '≥ 0.8 ×', aim: '≥ 0.95 ×', file: 'overlay', target: 'podToPod' },
+  { what: 'device joined → first pod-to-pod packet from a pod on another device', must: '≤ 5 s', aim: '≤ 2 s', file: 'overlay', target: 'joinToFirstPacket' },
+  { what: 'agent memory, overlay on, 100 peers (wireguard-go apart)', must: '≤ 60 MB RSS', aim: '—', file: 'overlay-footprint', target: 'agentRss100Peers' },
   { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
 ];
 

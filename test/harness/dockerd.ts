@@ -46,7 +46,7 @@ export interface TestDockerd {
 // Debian package for each binary the harness needs (default: the binary's own name).
 const TOOL_PACKAGES: Record<string, string> = {
   dockerd: 'docker.io', 'docker-init': 'docker.io', 'containerd-shim-runc-v2': 'containerd',
-  ip: 'iproute2', unshare: 'util-linux', mosquitto_sub: 'mosquitto-clients', mosquitto_pub: 'mosquitto-clients', umount: 'mount', busybox: 'busybox-static', strip: 'binutils',
+  ip: 'iproute2', unshare: 'util-linux', nsenter: 'util-linux', nft: 'nftables', wg: 'wireguard-tools', 'wireguard-go': 'wireguard-go', iperf3: 'iperf3', mosquitto_sub: 'mosquitto-clients', mosquitto_pub: 'mosquitto-clients', umount: 'mount', busybox: 'busybox-static', strip: 'binutils',
 };
 
 /** Throws (rather than letting a test skip) when a binary the harness depends on is not installed. */
