@@ -85,9 +85,9 @@ describe('a DaemonSet on real agents and a real engine', () => {
     expect(onAlpha.every((c) => c.state === 'running')).toBe(true);
     expect(onAlpha.every((c) => c.labels['flotilla.pod-uid'] === pod.metadata.uid && c.labels['flotilla.spec-hash'])).toBe(true);
     expect(await containersOf('beta')).toEqual([]);
-    // The device reports its own pressure conditions beside Ready.
+    // The device reports its own pressure conditions beside Ready, and its pod network (here the local bridge: the overlay is off).
     const conditions = getJson<NodeJson>(hub, ['node', 'alpha']).status?.conditions?.map((c) => c.type).sort();
-    expect(conditions).toEqual(['DiskPressure', 'MemoryPressure', 'Ready']);
+    expect(conditions).toEqual(['DiskPressure', 'MemoryPressure', 'NetworkUnavailable', 'Ready']);
     // Written for the closing note: apply → running on the test dockerd, image present.
     console.log(`apply-to-running: ${applyToRunningMs} ms`);
     const table = cli(hub, ['get', 'pods', '-o', 'wide']);
