@@ -143,7 +143,11 @@ describe('a device with the overlay on', () => {
   });
 
   it('makes the WireGuard interface with the key from its state directory, its port and MTU 1420', async () => {
-    const dump = await waitFor('the interface', () => inDevice('wg', 'show', IFACE, 'dump').catch(() => undefined), 60_000, 250);
+    // Made, then configured: wait for its key, not only for the interface.
+    const dump = await waitFor('the interface with its key', async () => {
+      const out = await inDevice('wg', 'show', IFACE, 'dump').catch(() => '');
+      return out && !out.startsWith('(none)') ? out : undefined;
+    }, 60_000, 250);
     const key = readFileSync(join(stateDir, 'wireguard.key'), 'utf8').trim();
     const [privateKey, publicKey, port] = dump.split('\n')[0]!.split('\t');
     expect(privateKey).toBe(key);
