@@ -20,7 +20,7 @@ import { median, round, writeResult } from './results.js';
 // measures every path, so the figures differ by nothing but the path.
 
 const ROUNDS = 5;
-const SECONDS = 5;
+const SECONDS = 8;
 const pods: Record<string, { pod: string; ip: string }> = {};
 let o: OverlayLab;
 let hand: HandTunnel;
@@ -117,9 +117,11 @@ async function joinToFirstPacket(): Promise<{ podIpMs: number; firstPacketMs: nu
   const joinedAt = await waitFor('the new node at the hub', async () => ((await apiGet('/api/v1/nodes/late')) ? Date.now() : undefined), 60_000, 20);
   const ip = await waitFor('the new pod\'s IP', async () => (await apiGet<PodJson>('/api/v1/namespaces/default/pods/echo-late'))?.status?.podIP, 60_000, 20);
   const podIpAt = Date.now();
-  // One exec that pings until answered: the exec's own start is counted in, against the figure.
-  const r = await execInPod(o.devices.pa!, pods.pa!.pod, ['sh', '-c', `i=0; until ping -c 1 -W 1 ${ip} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 300 ] && exit 1; done`], 60_000);
+  // One exec that pings until answered (for 30 s at most): the exec's own start is counted in, against the figure.
+  // (`exit 0` after the loop: an until loop's own status is its body's last, the failed test.)
+  const r = await execInPod(o.devices.pa!, pods.pa!.pod, ['sh', '-c', `end=$(($(date +%s) + 30)); until ping -c 1 -W 1 ${ip} >/dev/null 2>&1; do [ $(date +%s) -gt $end ] && exit 1; done; exit 0`], 60_000);
   const firstAt = Date.now();
-  expect(r.code, r.stderr).toBe(0);
+  // Unanswered: the figure stands at the whole wait, and the test fails on it after the other figures are written.
+  if (r.code !== 0) console.log(`no answer from ${ip} within 30 s (exit ${r.code}): ${r.stderr}`);
   return { podIpMs: podIpAt - joinedAt, firstPacketMs: firstAt - joinedAt };
 }

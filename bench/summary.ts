@@ -29,6 +29,8 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'metrics ingest on the hub', must: '≥ 50,000 samples/s', aim: '≥ 200,000 samples/s', file: 'metrics-ingest', target: 'ingest' },
   { what: 'pod-to-pod throughput between two devices vs a hand-made WireGuard tunnel (same implementation)', must: '≥ 0.8 ×', aim: '≥ 0.95 ×', file: 'overlay', target: 'podToPod' },
   { what: 'device joined → first pod-to-pod packet from a pod on another device', must: '≤ 5 s', aim: '≤ 2 s', file: 'overlay', target: 'joinToFirstPacket' },
+  { what: 'bytes each existing device receives when one device joins, 1,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes1000' },
+  { what: 'bytes each existing device receives when one device joins, 10,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes10000' },
   { what: 'agent memory, overlay on, 100 peers (wireguard-go apart)', must: '≤ 60 MB RSS', aim: '—', file: 'overlay-footprint', target: 'agentRss100Peers' },
   { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
 ];

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startDockerd, type TestDockerd } from './dockerd.js';
 import { buildTestImages } from './images.js';
-import { addNetns, addVeth, delNetnsSync, emptyNetnsSync, ip, mustRunIn, NFT, removeWireguardSocket, requireLabTools, sysctl, deleteTunLinksSync } from './netns.js';
+import { addNetns, addVeth, delNetnsSync, emptyNetnsSync, ip, liveWireguardGo, mustRunIn, netnsExists, NFT, removeWireguardSocket, requireLabTools, sysctl, deleteTunLinksSync } from './netns.js';
 import { tempDir } from './processes.js';
 import { uniqueIfname } from './wireguard.js';
 
@@ -202,6 +202,13 @@ export class Lab {
     for (const device of this.devices) deleteTunLinksSync(device.ns);
     for (const device of this.devices) await device.dockerd.stop().catch((err: unknown) => errors.push(err));
     this.teardownSync();
+    // Nothing of the lab may outlive it: a leak would pile up over a CI run.
+    const namespaces = this.leftovers().namespaces.filter(netnsExists);
+    if (namespaces.length > 0) errors.push(new Error(`namespaces left: ${namespaces.join(', ')}`));
+    const deadline = Date.now() + 5_000;
+    while (liveWireguardGo(this.ifnames).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const daemons = liveWireguardGo(this.ifnames);
+    if (daemons.length > 0) errors.push(new Error(`wireguard-go left running: pids ${daemons.join(', ')}`));
     if (!process.env.FLOTILLA_TEST_KEEP) this.dirs.remove();
     if (errors.length > 0) throw new AggregateError(errors, `lab ${this.label}: teardown failed`);
   }

@@ -180,3 +180,20 @@ export function removeWireguardSocket(ifname: string): void {
   fs.rmSync(`${WIREGUARD_SOCKETS}/${ifname}.sock`, { force: true });
   fs.rmSync(`${WIREGUARD_SOCKETS}/${ifname}.name`, { force: true });
 }
+
+/** Live (not zombie) wireguard-go processes serving one of `ifnames`, by pid. */
+export function liveWireguardGo(ifnames: readonly string[]): number[] {
+  const pids: number[] = [];
+  for (const ent of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(ent)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${ent}/cmdline`, 'utf8').split('\0');
+      if (!argv[0]?.endsWith('wireguard-go') || !ifnames.includes(argv[1] ?? '')) continue;
+      const stat = fs.readFileSync(`/proc/${ent}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z') pids.push(Number(ent));
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return pids;
+}

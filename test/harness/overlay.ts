@@ -71,7 +71,11 @@ export async function execInPod(device: LabDevice, pod: string, cmd: string[], t
     new Promise((r) => stream.on('end', r)),
     new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${cmd.join(' ')} in ${pod} took over ${timeoutMs} ms`)), timeoutMs))),
   ]).finally(() => clearTimeout(timer));
-  const code = (await exec.inspect()).ExitCode ?? -1;
+  // The stream can end a moment before the engine records the exit: wait for that record.
+  const code = await waitFor(`the exit of ${cmd[0]} in ${pod}`, async () => {
+    const state = await exec.inspect();
+    return state.Running ? undefined : (state.ExitCode ?? -1);
+  }, 5_000, 20);
   return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
 }
 

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HUB_ADDRESS, Lab, type LabDevice, type LabRouter } from '../harness/lab.js';
-import { IP, netnsExists, WIREGUARD_SOCKETS } from '../harness/netns.js';
+import { IP, liveWireguardGo, netnsExists, WIREGUARD_SOCKETS } from '../harness/netns.js';
 import { stopAll, waitFor } from '../harness/processes.js';
 import { listenUdp, pingOnce, sendUdp, type UdpListener } from '../harness/udp-probe.js';
 import { handTunnel } from '../harness/wireguard.js';
@@ -96,14 +96,7 @@ describe('device lab', () => {
     // A tunnel left up on purpose: teardown must take it (and its wireguard-go) down too.
     const tunnel = await handTunnel({ ns: publicDevice.ns, underlay: publicDevice.address, address: '10.99.1.1' }, { ns: lab.hubNs, underlay: HUB_ADDRESS, address: '10.99.1.2' });
     const ifnames = [tunnel.a.ifname, tunnel.b.ifname];
-    const wgPids = (): number[] => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-        return cmd[0]?.endsWith('wireguard-go') && ifnames.includes(cmd[1] ?? '') && !fs.readFileSync(`/proc/${p}/stat`, 'utf8').includes(') Z ');
-      } catch {
-        return false;
-      }
-    }).map(Number);
+    const wgPids = (): number[] => liveWireguardGo(ifnames);
     expect(wgPids()).toHaveLength(2);
     const { namespaces } = lab.leftovers();
     expect(namespaces.every(netnsExists)).toBe(true);
