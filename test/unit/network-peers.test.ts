@@ -12,7 +12,7 @@ const KEY = 'mDh0VwDbbY0+hHUWzXuuvd+aCCJ3PRjqHSNYzs0ObVs=';
 const KEY2 = 'cHJvYmFibHkgbm90IGEgcmVhbCBrZXkgYnV0IDMyQkI=';
 
 function overlay(fields: Partial<NodeNetworkReport> = {}): NodeNetworkReport {
-  return { overlay: 'wireguard', ready: true, publicKey: KEY, port: 51821, ...fields };
+  return { overlay: 'wireguard', ready: true, publicKey: KEY, port: 51821, implementation: 'wireguard-go', ...fields };
 }
 
 describe('peer endpoints', () => {
@@ -53,6 +53,8 @@ describe('peer endpoints', () => {
 
   it('makes no peer without a pod CIDR, a key, or with the overlay off', () => {
     expect(peerContent({ node: 'a', podCIDR: undefined, overlay: overlay() })).toBeUndefined();
+    // The report an agent sends as it connects, before it has looked at its network: its key alone.
+    expect(peerContent({ node: 'a', podCIDR: '10.42.0.0/24', overlay: { overlay: 'wireguard', ready: false, publicKey: KEY, port: 51821 } })).toBeUndefined();
     expect(peerContent({ node: 'a', podCIDR: '10.42.0.0/24', overlay: overlay({ publicKey: undefined }) })).toBeUndefined();
     expect(peerContent({ node: 'a', podCIDR: '10.42.0.0/24', overlay: { overlay: 'none', ready: false } })).toBeUndefined();
     expect(peerContent({ node: 'a', podCIDR: '10.42.0.0/24', overlay: undefined })).toBeUndefined();
