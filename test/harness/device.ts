@@ -24,9 +24,12 @@ export interface DeviceAgent {
   heal(): Promise<void>;
 }
 
-/** Starts a relay and waits for the endpoint it listens on. */
-async function startRelay(listen: string, connect: string, logPath: string, netns?: string): Promise<{ process: ManagedProcess; listening: number | string }> {
-  const proc = spawnLogged([RELAY, listen, connect], logPath, REPO, {}, netns);
+/**
+ * Starts a byte relay (relay.mjs) and waits for the endpoint it listens on; in a network
+ * namespace by name (`ip netns exec`) or through a wrapper (`nsenter --net=…`, which keeps /sys).
+ */
+export async function startRelay(listen: string, connect: string, logPath: string, where: { netns?: string; wrap?: string[] } = {}): Promise<{ process: ManagedProcess; listening: number | string }> {
+  const proc = spawnLogged([RELAY, listen, connect], logPath, REPO, {}, where.netns, where.wrap);
   const listening = await waitFor(`the relay ${listen} -> ${connect}`, () => {
     if (proc.exitCode !== undefined) throw new Error(`relay exited with ${proc.exitCode}: ${proc.log()}`);
     const line = proc.log().split('\n').find((l) => l.startsWith('{"listening"'));
@@ -48,7 +51,7 @@ export async function startDeviceAgent(opts: { hub: RunningHub; dockerd: TestDoc
   const socketPath = join(dir, `hub-${name}.sock`);
   const hostSide = () => startRelay(`unix:${socketPath}`, `tcp:127.0.0.1:${hub.mqttPort}`, join(dir, `relay-host-${name}.log`));
   let hostRelay: ManagedProcess | undefined = (await hostSide()).process;
-  const deviceRelay = await startRelay('tcp:127.0.0.1:0', `unix:${socketPath}`, join(dir, `relay-device-${name}.log`), dockerd.netns);
+  const deviceRelay = await startRelay('tcp:127.0.0.1:0', `unix:${socketPath}`, join(dir, `relay-device-${name}.log`), { netns: dockerd.netns });
   const hubUrl = `mqtt://127.0.0.1:${deviceRelay.listening}`;
   const agent = startAgent({ hub, name, stateDir: opts.stateDir, dockerHost: dockerd.dockerHost, netns: dockerd.netns, hubUrl, ...(opts.labels ? { labels: opts.labels } : {}), ...(opts.extraArgs ? { extraArgs: opts.extraArgs } : {}) });
   return {

@@ -1,15 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { startRelay } from './device.js';
 import { HUB_ADDRESS, type Lab, type LabDevice } from './lab.js';
 import { NSENTER, netnsPath } from './netns.js';
-import { REPO, spawnLogged, startAgent, startHub, waitFor, type ManagedProcess, type RunningHub } from './processes.js';
+import { startAgent, startHub, type ManagedProcess, type RunningHub } from './processes.js';
 
 // Flotilla in the device lab: the hub inside the lab's hub namespace (listening on 203.0.113.1,
 // running its WireGuard relay there), agents inside their devices' namespaces reaching its MQTT
 // over the lab's network, and the test reaching the hub's HTTP API through two relays joined by
 // a unix socket, so the host's namespace gains no address and no route.
 
-const RELAY = path.join(REPO, 'test', 'harness', 'relay.mjs');
 
 export interface LabHub extends RunningHub {
   ns: string;
@@ -22,17 +22,6 @@ export interface LabHub extends RunningHub {
   start(): Promise<void>;
 }
 
-/** Starts relay.mjs (in `ns` when given) and waits for what it listens on. */
-async function startByteRelay(listen: string, connect: string, logPath: string, ns?: string): Promise<{ process: ManagedProcess; listening: number | string }> {
-  const wrap = ns ? [NSENTER, `--net=${netnsPath(ns)}`, '--'] : [];
-  const proc = spawnLogged([RELAY, listen, connect], logPath, REPO, {}, undefined, wrap);
-  const listening = await waitFor(`the relay ${listen} -> ${connect}`, () => {
-    if (proc.exitCode !== undefined) throw new Error(`relay exited with ${proc.exitCode}: ${proc.log()}`);
-    const line = proc.log().split('\n').find((l) => l.startsWith('{"listening"'));
-    return line ? (JSON.parse(line) as { listening: number | string }).listening : undefined;
-  }, 10_000, 50);
-  return { process: proc, listening };
-}
 
 /**
  * The hub in the lab's hub namespace: `--listen 0.0.0.0` so devices reach its MQTT, the relay
@@ -47,8 +36,8 @@ export async function startLabHub(lab: Lab, opts: { extraArgs?: string[]; relayP
   const wrap = [NSENTER, `--net=${netnsPath(lab.hubNs)}`, '--'];
   const first = await startHub({ dataDir, extraArgs: args, wrap, logDir: lab.dirs.path });
   const socketPath = path.join(lab.dirs.path, 'hub-api.sock');
-  const inside = await startByteRelay(`unix:${socketPath}`, `tcp:127.0.0.1:${first.apiPort}`, path.join(lab.dirs.path, 'api-relay-hub.log'), lab.hubNs);
-  const outside = await startByteRelay('tcp:127.0.0.1:0', `unix:${socketPath}`, path.join(lab.dirs.path, 'api-relay-host.log'));
+  const inside = await startRelay(`unix:${socketPath}`, `tcp:127.0.0.1:${first.apiPort}`, path.join(lab.dirs.path, 'api-relay-hub.log'), { wrap: [NSENTER, `--net=${netnsPath(lab.hubNs)}`, '--'] });
+  const outside = await startRelay('tcp:127.0.0.1:0', `unix:${socketPath}`, path.join(lab.dirs.path, 'api-relay-host.log'));
   const hub: LabHub = {
     ...first,
     ns: lab.hubNs,

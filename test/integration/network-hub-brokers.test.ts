@@ -6,8 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PeerAnnouncement } from '../../shared/protocol/network.js';
 import { HUB_USERNAME, Topics } from '../../shared/protocol/topics.js';
 import { closeFakeDevices, FakeDevice, nodeJson, wireguardKey, wireguardReport } from '../harness/fake-device.js';
+import { startRelay } from '../harness/device.js';
 import { startMosquitto, type TestMosquitto } from '../harness/mosquitto.js';
-import { REPO, spawnLogged, startHub, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
+import { startHub, stopAll, tempDir, waitFor, type RunningHub } from '../harness/processes.js';
 
 // The peer table as the brokers carry it: Mosquitto's ACL (devices read every peer and write
 // none) and what it retains over a hub restart; and, with the embedded broker, the address a
@@ -82,16 +83,6 @@ describe('the peer table on an external Mosquitto', () => {
   });
 });
 
-/** Starts test/harness/relay.mjs (a byte relay) and waits for what it listens on. */
-async function startRelay(listen: string, connect: string, name: string, netns?: string): Promise<{ process: ManagedProcess; listening: number | string }> {
-  const proc = spawnLogged([join(REPO, 'test', 'harness', 'relay.mjs'), listen, connect], join(dirs.path, `relay-${name}.log`), REPO, {}, netns);
-  const listening = await waitFor(`the relay ${listen} -> ${connect}`, () => {
-    if (proc.exitCode !== undefined) throw new Error(`relay exited with ${proc.exitCode}: ${proc.log()}`);
-    const line = proc.log().split('\n').find((l) => l.startsWith('{"listening"'));
-    return line ? (JSON.parse(line) as { listening: number | string }).listening : undefined;
-  }, 10_000, 50);
-  return { process: proc, listening };
-}
 
 // Where a device's connection comes from, as the hub sees it: the hub runs in a network namespace
 // of the test's own, whose loopback also holds two documentation addresses standing for a NAT's
@@ -110,8 +101,8 @@ describe('the hub-observed address (a NAT\'s public address)', () => {
   /** A URL on the host's loopback that reaches the hub's MQTT port from `source` inside the namespace. */
   async function pathFrom(source: string): Promise<string> {
     const socket = join(dirs.path, `mqtt-${source}.sock`);
-    await startRelay(`unix:${socket}`, `tcp:${source}:${innerMqtt}`, `ns-${source}`, netns);
-    const host = await startRelay('tcp:127.0.0.1:0', `unix:${socket}`, `host-${source}`);
+    await startRelay(`unix:${socket}`, `tcp:${source}:${innerMqtt}`, join(dirs.path, `relay-ns-${source}.log`), { netns });
+    const host = await startRelay('tcp:127.0.0.1:0', `unix:${socket}`, join(dirs.path, `relay-host-${source}.log`));
     return `mqtt://127.0.0.1:${host.listening}`;
   }
 
@@ -123,8 +114,8 @@ describe('the hub-observed address (a NAT\'s public address)', () => {
     const inside = await startHub({ dataDir: join(dirs.path, 'ns-hub'), extraArgs: ['--listen', '0.0.0.0'], wrap: ['/usr/bin/nsenter', `--net=/var/run/netns/${netns}`, '--'] });
     innerMqtt = inside.mqttPort;
     const apiSocket = join(dirs.path, 'api.sock');
-    await startRelay(`unix:${apiSocket}`, `tcp:127.0.0.1:${inside.apiPort}`, 'ns-api', netns);
-    const api = await startRelay('tcp:127.0.0.1:0', `unix:${apiSocket}`, 'host-api');
+    await startRelay(`unix:${apiSocket}`, `tcp:127.0.0.1:${inside.apiPort}`, join(dirs.path, 'relay-ns-api.log'), { netns });
+    const api = await startRelay('tcp:127.0.0.1:0', `unix:${apiSocket}`, join(dirs.path, 'relay-host-api.log'));
     hub = { ...inside, apiUrl: `http://127.0.0.1:${api.listening}` };
   });
 
