@@ -76,6 +76,7 @@ for (const devices of SIZES) {
     await until('every reader to hold every peer', 600_000, async () => {
       const counts = await fleet.received();
       const key = counts.map((c) => c.peerMessages).join(',');
+      if (process.env.FLOTILLA_BENCH_DEBUG) console.log('peer messages per reader:', key.slice(0, 200));
       if (key !== last) {
         last = key;
         stableSince = Date.now();

@@ -63,7 +63,10 @@ export function peerEndpoints(inputs: PeerInputs): PeerEndpoint[] {
 
 export function peerContent(inputs: PeerInputs): PeerContent | undefined {
   const overlay = inputs.overlay;
-  if (!inputs.podCIDR || overlay?.overlay !== 'wireguard' || !overlay.publicKey) return undefined;
+  // A device is announced once its agent has looked at its network (it reports its addresses then):
+  // its first report, sent as it connects, holds only its key, and announcing that would cost
+  // every device a second message for the same join a moment later.
+  if (!inputs.podCIDR || overlay?.overlay !== 'wireguard' || !overlay.publicKey || !(overlay.addresses?.length || overlay.implementation)) return undefined;
   const publicAddress = usableAddress(inputs.hubObserved);
   return { v: 1, node: inputs.node, publicKey: overlay.publicKey, podCIDR: inputs.podCIDR, endpoints: peerEndpoints(inputs), ...(publicAddress ? { publicAddress } : {}) };
 }
