@@ -28,6 +28,7 @@ import { AgentState, type DeviceCredentials } from './state/state.js';
 import { MetricsCollector } from './metrics/collector.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
+import type { NetPlane } from './network/plane.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -56,6 +57,10 @@ export interface AgentConfig {
   overlay?: 'wireguard' | 'none';
   wireguardPort?: number;
   wireguardInterface?: string;
+  /** The network the overlay observes and changes (default: the device's own, through ip, wg and nft); the hollow devices of bench/ give an in-memory one. */
+  networkPlane?: NetPlane;
+  /** Whether the overlay reads the peer table (default true); bench/ turns it off for all but a sample of its hollow devices. */
+  peerTable?: boolean;
   /** An address of this device that peers can reach it at, offered first. */
   advertiseAddress?: string;
 }
@@ -159,6 +164,7 @@ export class Agent {
         { get node() { return config.name; }, relayHost: () => this.relayHost() },
         log.child({ part: 'network' }),
         () => this.trigger(),
+        config.networkPlane,
       );
     }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
@@ -233,7 +239,7 @@ export class Agent {
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
         onRefused: () => this.joinAgainAfterRefusal(),
         // The overlay's peer table and relay, into the peer book (only with the overlay on: the link subscribes to what has a handler).
-        ...(this.overlay?.on ? { onPeer: (node: string, payload: Buffer) => this.overlay!.book.onPeerMessage(node, payload), onRelay: (payload: Buffer) => this.overlay!.book.onRelayMessage(payload) } : {}),
+        ...(this.overlay?.on && this.config.peerTable !== false ? { onPeer: (node: string, payload: Buffer) => this.overlay!.book.onPeerMessage(node, payload), onRelay: (payload: Buffer) => this.overlay!.book.onRelayMessage(payload) } : {}),
       },
       this.log,
       this.config.heartbeatSeconds,

@@ -5,11 +5,11 @@ import { MAX_NODE_MESSAGE_LENGTH, MAX_REASON_LENGTH, truncate } from '../../shar
 import { MAX_PEERS_PER_REPORT, type DesiredNetwork, type NodeNetworkReport } from '../../shared/protocol/network.js';
 import type { ContainerRuntime, EngineInfo, RuntimeContainer } from '../runtime/runtime.js';
 import type { Waiting } from '../reconcile/status.js';
-import { NetExecutor, NetStepError } from './execute.js';
+import { NetStepError } from './execute.js';
 import { KEY_FILE, loadOrCreateKey, type WireguardKey } from './key.js';
-import { observeNetwork } from './observe.js';
 import { PathSelector, type PathInput, type PathPlan } from './paths.js';
 import { PeerBook } from './peers.js';
+import { kernelNetPlane, type NetPlane } from './plane.js';
 import { ownAddresses, planNetwork, type NetPlan, type ObservedNetwork } from './plan.js';
 
 export interface OverlayConfig {
@@ -45,7 +45,7 @@ const MAX_ROUNDS = 3;
 export class Overlay {
   readonly book: PeerBook;
   private readonly paths = new PathSelector();
-  private readonly executor: NetExecutor;
+  private readonly plane: NetPlane;
   private key: WireguardKey | undefined;
   private failure: { until: number; delayMs: number; reason: string; message: string } | undefined;
   private last: { plan: NetPlan; observed: ObservedNetwork; paths?: PathPlan; network?: DesiredNetwork } | undefined;
@@ -60,8 +60,9 @@ export class Overlay {
     private readonly self: { readonly node: string; relayHost: () => string | undefined },
     private readonly log: Logger,
     private readonly trigger: () => void,
+    plane?: NetPlane,
   ) {
-    this.executor = new NetExecutor(runtime);
+    this.plane = plane ?? kernelNetPlane(runtime);
     this.book = new PeerBook({ stateDir: config.stateDir, log, onChange: () => this.trigger() });
   }
 
@@ -99,7 +100,7 @@ export class Overlay {
     const now = Date.now();
     try {
       for (let round = 0; round < MAX_ROUNDS && !this.stopped; round++) {
-        observed = await observeNetwork({ interface: this.config.interface, node: this.self.node, runtime: this.runtime, containers });
+        observed = await this.plane.observe({ interface: this.config.interface, node: this.self.node, runtime: this.runtime, containers });
         // The path selector is asked once a pass (it keeps trials and timers of its own); the
         // later rounds only check that its peer set is in place.
         if (round === 0 && this.on) paths = this.paths.plan(this.pathInput(observed, now));
@@ -152,7 +153,7 @@ export class Overlay {
     for (const step of plan.steps) {
       if (this.stopped) return false;
       try {
-        await this.executor.run(step);
+        await this.plane.run(step);
         this.log.info({ action: step.action, ...describeStep(step) }, 'network step');
       } catch (err) {
         const action = err instanceof NetStepError ? err.action : step.action;

@@ -5,6 +5,7 @@ import { Agent, type AgentConfig } from '../../agent/agent.js';
 import { PAUSE_IMAGE } from '../../agent/runtime/pause/image.js';
 import type { StatusReport } from '../../shared/protocol/messages.js';
 import { DEFAULT_TOPIC_PREFIX } from '../../shared/protocol/topics.js';
+import { MemoryNetPlane } from './memory-network.js';
 import { MemoryRuntime, type MemoryRuntimeOptions } from './memory-runtime.js';
 
 export interface HollowDeviceOptions {
@@ -19,6 +20,8 @@ export interface HollowDeviceOptions {
   /** 0: no metrics. Default: the agent's own default. */
   metricsIntervalSeconds?: number;
   heartbeatSeconds?: number;
+  /** The overlay on over an in-memory network, reading the peer table or not. */
+  overlay?: { peerTable: boolean; address: string };
   /** One logger for every device of a process (a silent one for benchmarks). */
   log: Logger;
 }
@@ -59,6 +62,7 @@ export class HollowDevice {
       statusIntervalMs: 60_000,
       ...(opts.heartbeatSeconds !== undefined ? { heartbeatSeconds: opts.heartbeatSeconds } : {}),
       ...(opts.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: opts.metricsIntervalSeconds } : {}),
+      ...(opts.overlay ? { overlay: 'wireguard' as const, networkPlane: new MemoryNetPlane(this.runtime, opts.overlay.address), peerTable: opts.overlay.peerTable } : {}),
     };
     this.agent = new Agent(config, this.runtime, opts.log);
   }
@@ -74,12 +78,36 @@ export class HollowDevice {
     // A QoS 1 status report is acknowledged by the broker after the hub's own subscription has
     // taken it in (aedes delivers to subscribers before it answers PUBACK): the moment the hub knows.
     this.client.on('packetreceive', (packet: Packet) => {
+      if (packet.cmd === 'publish') this.count(packet.topic, packet.length ?? 0);
       if (packet.cmd !== 'puback' || packet.messageId === undefined) return;
       const done = this.awaited.get(packet.messageId);
       if (!done) return;
       this.awaited.delete(packet.messageId);
       done(Date.now());
     });
+  }
+
+  /** PUBLISH packets received, as ReceivedCount says; counted only for a device that reads the peer table. */
+  readonly received = { peerMessages: 0, peerBytes: 0, otherMessages: 0, otherBytes: 0, lastPeers: [] as string[] };
+
+  private count(topic: string, remainingLength: number): void {
+    if (!this.opts.overlay?.peerTable) return;
+    // On the wire: the fixed header's byte, the remaining length's 1 to 4 bytes, then the rest.
+    const bytes = 1 + (remainingLength < 128 ? 1 : remainingLength < 16_384 ? 2 : remainingLength < 2_097_152 ? 3 : 4) + remainingLength;
+    const peer = topic.startsWith(`${DEFAULT_TOPIC_PREFIX}/network/`);
+    if (peer) {
+      this.received.peerMessages++;
+      this.received.peerBytes += bytes;
+      this.received.lastPeers.push(topic.slice(topic.lastIndexOf('/') + 1));
+      if (this.received.lastPeers.length > 16) this.received.lastPeers.shift();
+    } else {
+      this.received.otherMessages++;
+      this.received.otherBytes += bytes;
+    }
+  }
+
+  get name(): string {
+    return this.opts.name;
   }
 
   /** Resolves once the MQTT session has been up (at once if it has). */

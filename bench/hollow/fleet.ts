@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { REPO } from '../../test/harness/processes.js';
 import type { MemoryLatency } from './memory-runtime.js';
-import type { DeviceTiming, FromWorker, ToWorker } from './protocol.js';
+import type { DeviceTiming, FromWorker, ReceivedCount, ToWorker } from './protocol.js';
 
 export interface FleetOptions {
   /** The hub's MQTT URL, or that of a broker (or proxy) in front of it. */
@@ -29,6 +29,8 @@ export interface FleetOptions {
   /** Extra node options of the workers, e.g. a larger heap (default: FLOTILLA_BENCH_FLEET_NODE_OPTIONS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them). */
   nodeOptions?: string[];
   onProgress?: (connected: number, joined: number) => void;
+  /** The overlay on, over an in-memory network; the first `peerTableDevices` devices (default all) read the peer table. */
+  overlay?: { peerTableDevices?: number };
 }
 
 export interface WorkerUsage {
@@ -74,7 +76,8 @@ export class HollowFleet {
     }
     const fleet = new HollowFleet(workers, opts);
     const ready = workers.map((worker, w) => {
-      const devices = names.slice(w * perWorker, (w + 1) * perWorker).map((name) => ({ name, labels: opts.labels }));
+      const readers = opts.overlay?.peerTableDevices ?? opts.devices;
+      const devices = names.slice(w * perWorker, (w + 1) * perWorker).map((name, i) => ({ name, labels: opts.labels, ...(opts.overlay ? { peerTable: w * perWorker + i < readers } : {}) }));
       worker.on('message', (msg: FromWorker) => {
         if (msg.type !== 'progress') return;
         fleet.progress.set(worker, { connected: msg.connected, joined: msg.joined });
@@ -94,6 +97,7 @@ export class HollowFleet {
         ...(opts.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: opts.metricsIntervalSeconds } : {}),
         ...(opts.heartbeatSeconds !== undefined ? { heartbeatSeconds: opts.heartbeatSeconds } : {}),
         startConcurrency: opts.startConcurrency ?? 0,
+        ...(opts.overlay ? { overlay: true } : {}),
       });
       return answer;
     });
@@ -125,6 +129,18 @@ export class HollowFleet {
     }));
     // In an object: an async function returning a bare promise would wait for it.
     return { times: Promise.all(answers).then((all) => all.flatMap((a) => a.times)) };
+  }
+
+  /** What each device that reads the peer table has received since it connected. */
+  async received(): Promise<ReceivedCount[]> {
+    const answers = await Promise.all(
+      this.workers.map((w) => {
+        const answer = this.next(w, 'received');
+        this.send(w, { type: 'received' });
+        return answer;
+      }),
+    );
+    return answers.flatMap((a) => a.counts);
   }
 
   /** Memory and CPU of each worker process. */

@@ -7,7 +7,9 @@ export interface WorkerSetup {
   token: string;
   /** Each device's state directory is `<stateRoot>/<name>`. */
   stateRoot: string;
-  devices: { name: string; labels: Record<string, string> }[];
+  devices: { name: string; labels: Record<string, string>; peerTable?: boolean }[];
+  /** The overlay on, over an in-memory network (memory-network.ts); only devices with `peerTable` read the peer table. */
+  overlay?: boolean;
   /** Images every device holds from the start (the pause image always). */
   images: string[];
   latency?: MemoryLatency;
@@ -33,7 +35,18 @@ export interface WorkerExpect {
   timeoutMs: number;
 }
 
-export type ToWorker = WorkerSetup | WorkerExpect | { type: 'usage' } | { type: 'stop' };
+export type ToWorker = WorkerSetup | WorkerExpect | { type: 'usage' } | { type: 'received' } | { type: 'stop' };
+
+/** What a device that reads the peer table has received since it connected: MQTT PUBLISH packets, bytes on the wire. */
+export interface ReceivedCount {
+  name: string;
+  peerMessages: number;
+  peerBytes: number;
+  otherMessages: number;
+  otherBytes: number;
+  /** The node names of the peer messages, in order of arrival (the last 16). */
+  lastPeers: string[];
+}
 
 export interface DeviceTiming {
   name: string;
@@ -49,5 +62,6 @@ export type FromWorker =
   | { type: 'armed'; id: number }
   /** Epoch milliseconds per device, in the order of setup; null where the timeout came first. */
   | { type: 'reported'; id: number; times: (number | null)[] }
+  | { type: 'received'; counts: ReceivedCount[] }
   | { type: 'usage'; rssBytes: number; heapUsedBytes: number; cpuUserUs: number; cpuSystemUs: number }
   | { type: 'stopped' };

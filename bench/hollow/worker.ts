@@ -9,6 +9,7 @@ import type { DeviceTiming, FromWorker, ToWorker, WorkerExpect, WorkerSetup } fr
 
 const log = pino({ level: process.env.FLOTILLA_HOLLOW_LOG_LEVEL ?? 'silent' }, pino.destination(2));
 let devices: HollowDevice[] = [];
+let peerTable: HollowDevice[] = [];
 
 function send(msg: FromWorker): void {
   process.send?.(msg);
@@ -17,7 +18,7 @@ function send(msg: FromWorker): void {
 async function setup(msg: WorkerSetup): Promise<void> {
   const failing = new Set(msg.failingImages ?? []);
   devices = msg.devices.map(
-    (d) =>
+    (d, i) =>
       new HollowDevice({
         hub: msg.hub,
         token: msg.token,
@@ -32,8 +33,11 @@ async function setup(msg: WorkerSetup): Promise<void> {
         },
         ...(msg.metricsIntervalSeconds !== undefined ? { metricsIntervalSeconds: msg.metricsIntervalSeconds } : {}),
         ...(msg.heartbeatSeconds !== undefined ? { heartbeatSeconds: msg.heartbeatSeconds } : {}),
+        // Each device its own documentation address (it is only reported, never used).
+        ...(msg.overlay ? { overlay: { peerTable: d.peerTable ?? false, address: `198.51.100.${1 + (i % 250)}` } } : {}),
       }),
   );
+  peerTable = devices.filter((_, i) => msg.overlay && msg.devices[i]!.peerTable);
   const errors = new Map<HollowDevice, string>();
   let next = 0;
   const startOne = async (device: HollowDevice, paced: boolean) => {
@@ -80,6 +84,9 @@ process.on('message', (msg: ToWorker) => {
       break;
     case 'expect':
       expect(msg);
+      break;
+    case 'received':
+      send({ type: 'received', counts: peerTable.map((d) => ({ name: d.name, ...d.received, lastPeers: [...d.received.lastPeers] })) });
       break;
     case 'usage': {
       const mem = process.memoryUsage();
