@@ -21,10 +21,11 @@ function isPodReady(pod: StoredObject): boolean {
 /**
  * Where one of the Service's ports reaches one pod, or undefined when the pod has no such port
  * (a named targetPort none of its containers declares: Kubernetes leaves the pod out for that
- * port). Until the overlay gives pods routable IPs (docs/ARCHITECTURE.md, 'Planned next'), the reachable form is
- * the container's hostPort on the node's address; a port with no hostPort is listed as the pod
- * would be reached once it has an overlay IP: its podIP (else the node's address) and the
- * container port, which only a client on the same device can use today.
+ * port). A container's hostPort on the node's address is listed where one is declared: it is
+ * what a client off the pod network reaches. Otherwise the pod's podIP (else the node's address)
+ * and the container port: with the overlay on, every pod of the fleet reaches that
+ * (docs/ARCHITECTURE.md, 'The pod network'); with --overlay none only a client on the same
+ * device does. Virtual IPs in front of them are Services' work ('Planned next').
  */
 function resolvePort(spec: PodSpec, podIP: string | undefined, nodeIP: string | undefined, sp: ServicePort): { ip: string; port: EndpointPort } | undefined {
   const target = sp.targetPort ?? sp.port;

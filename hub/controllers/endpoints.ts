@@ -11,7 +11,7 @@ import { objectKey, splitKey } from './queue.js';
  * Kubernetes' endpoints controller: for every Service with a selector, an Endpoints object of
  * the same name and namespace that lists the pods the selector picks (ready ones in
  * `addresses`, the others in `notReadyAddresses`) with the ports they are reached on; see
- * endpoints-build.ts for how an address and port are chosen before the overlay exists. A
+ * endpoints-build.ts for how an address and port are chosen. A
  * Service without a selector gets no Endpoints (Endpoints are the hub's to write here), and
  * deleting a Service deletes its Endpoints.
  *
