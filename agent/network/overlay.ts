@@ -49,6 +49,9 @@ export class Overlay {
   private key: WireguardKey | undefined;
   private failure: { until: number; delayMs: number; reason: string; message: string } | undefined;
   private last: { plan: NetPlan; observed: ObservedNetwork; paths?: PathPlan; network?: DesiredNetwork } | undefined;
+  /** Each entry's latest handshake as last seen, and how many handshakes were seen complete since the agent started. */
+  private readonly handshakeSeen = new Map<string, number>();
+  private handshakes = 0;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** With --overlay none: whether what the overlay made may still be there, to remove. */
@@ -132,6 +135,7 @@ export class Overlay {
       this.cleanup = false;
       this.log.info('nothing of the overlay is left on this device');
     }
+    if (observed) this.countHandshakes(observed);
     if (plan && observed) this.last = { plan, observed, ...(paths ? { paths } : {}), ...(network ? { network } : {}) };
     this.schedule(plan, paths, now);
     this.logStatus();
@@ -188,6 +192,22 @@ export class Overlay {
   }
 
   /**
+   * A handshake is counted when an entry's latest handshake moves on. The first sighting of an
+   * entry is its baseline: a restarted agent counts only what it sees happen.
+   */
+  private countHandshakes(observed: ObservedNetwork): void {
+    const peers = observed.wg?.peers ?? [];
+    const present = new Set<string>();
+    for (const p of peers) {
+      present.add(p.publicKey);
+      const before = this.handshakeSeen.get(p.publicKey);
+      if (before !== undefined && p.latestHandshakeMs > before) this.handshakes++;
+      this.handshakeSeen.set(p.publicKey, p.latestHandshakeMs);
+    }
+    for (const key of this.handshakeSeen.keys()) if (!present.has(key)) this.handshakeSeen.delete(key);
+  }
+
+  /**
    * The device's overlay series (shared/protocol/metrics.ts, `ovl_*`), from the last pass's
    * figures: peers by path, and bytes summed over peers, so the count of series stays the same
    * however many peers there are.
@@ -210,6 +230,7 @@ export class Overlay {
     }
     emit('ovl_rxb', rx);
     emit('ovl_txb', tx);
+    emit('ovl_handshakes', this.handshakes);
     if (paths.relay) {
       emit('ovl_relay_rxb', paths.relay.rxBytes);
       emit('ovl_relay_txb', paths.relay.txBytes);

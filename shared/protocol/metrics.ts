@@ -81,6 +81,7 @@ export const NODE_CODES: Readonly<Record<string, MetricCode>> = {
   ovl_txb: code('flotilla_overlay_tx_bytes_total', 'counter', 'Bytes sent to overlay peers, all peers together (the relay included).'),
   ovl_relay_rxb: code('flotilla_overlay_relay_rx_bytes_total', 'counter', 'Bytes received from the hub\'s relay.'),
   ovl_relay_txb: code('flotilla_overlay_relay_tx_bytes_total', 'counter', 'Bytes sent to the hub\'s relay.'),
+  ovl_handshakes: code('flotilla_overlay_handshakes_total', 'counter', 'WireGuard handshakes completed with overlay peers (the relay included) since the agent started.'),
 };
 
 /** Container series, named as cAdvisor names them (restarts as kube-state-metrics does). */
