@@ -139,6 +139,10 @@ export function planNetwork(observed: ObservedNetwork, desired: DesiredOverlay):
   if (conflicts.length > 0) return notReady('CIDRConflict', describeConflicts(conflicts));
 
   const fresh = observed.wgKind === undefined;
+  // A WireGuard interface of this name that holds another key is someone else's (an operator's
+  // VPN, another agent's): configuring it would replace its key and peers.
+  const key = observed.wg?.publicKey;
+  if (!fresh && key && key !== NO_KEY && key !== desired.publicKey) return notReady('InterfaceConflict', `the WireGuard interface ${name} holds another key than this agent's: it is not the agent's, so it is left alone; remove it or choose another --wireguard-interface`);
   if (fresh) steps.push({ action: 'createInterface', name });
   if (fresh || !sameInterface(observed.wg, desired)) steps.push({ action: 'configureInterface', name, privateKey: desired.privateKey, port: desired.port, peers: desired.peers });
   if (fresh || !observed.wgLink || !observed.wgLink.up || observed.wgLink.mtu !== OVERLAY_MTU) steps.push({ action: 'linkUp', name, mtu: OVERLAY_MTU });
@@ -211,9 +215,24 @@ export function samePeers(state: WgInterfaceState, peers: readonly WgPeerConfig[
     if (!have) return false;
     if ([...have.allowedIPs].sort().join(',') !== [...want.allowedIPs].sort().join(',')) return false;
     if ((have.keepaliveSeconds ?? 0) !== (want.keepaliveSeconds ?? 0)) return false;
-    if (want.endpoint && have.endpoint !== want.endpoint) return false;
+    if (want.endpoint && have.endpoint !== want.endpoint && !(isHostName(want.endpoint) && portOf(want.endpoint) === portOf(have.endpoint))) return false;
   }
   return true;
+}
+
+/** What `wg show` prints for the key of an interface not configured yet. */
+const NO_KEY = '(none)';
+
+/**
+ * An endpoint given by name (the relay at the host of the MQTT URL): WireGuard shows it resolved,
+ * so only its port can be compared, or every pass would configure the interface again.
+ */
+function isHostName(endpoint: string): boolean {
+  return !/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(endpoint);
+}
+
+function portOf(endpoint: string | undefined): string | undefined {
+  return endpoint?.slice(endpoint.lastIndexOf(':') + 1);
 }
 
 /** The device's own IPv4 addresses worth offering to peers: not loopback, not the overlay's, not in the cluster CIDR. */

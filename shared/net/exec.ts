@@ -18,8 +18,8 @@ export function isMissingCommand(err: unknown): boolean {
 
 /**
  * Runs one of the network tools (ip, wg, nft, wireguard-go) and returns its stdout. `input` is
- * written to its stdin: how a WireGuard configuration with a private key reaches `wg` without
- * touching the disk. `detached` runs it in a session of its own (setsid), so that what it leaves
+ * written to its stdin (Node's stdin pipes are sockets, which `/dev/stdin` cannot open: `wg
+ * syncconf` and `nft -f` are given files instead, see wireguard.ts). `detached` runs it in a session of its own (setsid), so that what it leaves
  * running is not in the caller's process group.
  */
 export function run(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv; detached?: boolean } = {}): Promise<string> {

@@ -161,6 +161,22 @@ describe('planNetwork: the overlay on', () => {
     expect(plan.podNetwork).toBeUndefined();
   });
 
+  it('refuses a WireGuard interface of its name that holds another key, and touches nothing', () => {
+    const built = builtDevice();
+    const plan = planNetwork(builtDevice({ wg: { ...built.wg!, publicKey: PEER_KEY } }), desired());
+    expect(plan.steps).toEqual([]);
+    expect(plan.reason).toBe('InterfaceConflict');
+    expect(plan.message).toContain('another key');
+    // One made but not configured yet (a pass cut short) is the agent's: it is configured.
+    expect(actions(planNetwork(builtDevice({ wg: { ...built.wg!, publicKey: '(none)' } }), desired()).steps)).toContain('configureInterface');
+  });
+
+  it('takes a relay endpoint given by name as configured when WireGuard shows it resolved with the same port', () => {
+    const named: WgPeerConfig[] = [{ ...PEERS[0]!, endpoint: 'hub.example.org:51820' }];
+    expect(planNetwork(builtDevice(), desired({ peers: named })).steps).toEqual([]);
+    expect(actions(planNetwork(builtDevice(), desired({ peers: [{ ...PEERS[0]!, endpoint: 'hub.example.org:51999' }] })).steps)).toEqual(['configureInterface']);
+  });
+
   it('waits with NoPodCIDR while the hub has allocated none', () => {
     const plan = planNetwork(bareDevice(), desired({ network: undefined }));
     expect(plan).toMatchObject({ steps: [], ready: false, reason: 'NoPodCIDR' });
