@@ -1,3 +1,4 @@
+import { cidr, formatCidr } from '../../shared/net/cidr.js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createLogger } from '../../shared/log/logger.js';
 import { bytes } from '../../shared/quantities/quantity.js';
@@ -60,8 +61,9 @@ function byteSize(value: string): number {
 function podNetworkFlags(clusterCidr: string, maskSize: string): { clusterCIDR: string; nodeCIDRMaskSize: number } {
   const bits = /^\/?\d{1,2}$/.test(maskSize.trim()) ? Number(maskSize.trim().replace('/', '')) : NaN;
   const checked = parsePodNetworkSettings(clusterCidr, bits);
-  if ('error' in checked) throw CliError.usage(Number.isNaN(bits) ? `--node-cidr-mask-size: '${maskSize}' is not a prefix length (a whole number such as 24)` : checked.error);
-  return { clusterCIDR: clusterCidr, nodeCIDRMaskSize: bits };
+  if ('error' in checked) throw CliError.usage(Number.isNaN(bits) && checked.flag !== '--cluster-cidr' ? `--node-cidr-mask-size: '${maskSize}' is not a prefix length (a whole number such as 24)` : checked.error);
+  // Written as ip prints it (10.0.0.0/8, not 10.0.0.0/08): the relay compares routes by this text, and devices receive it.
+  return { clusterCIDR: formatCidr(cidr(clusterCidr.trim())), nodeCIDRMaskSize: bits };
 }
 
 function collect(value: string, previous: string[] = []): string[] {

@@ -1,3 +1,4 @@
+import { parseIPv4 } from '../../shared/net/cidr.js';
 /**
  * The relay's flags as the hub's command line takes them (docs/ARCHITECTURE.md, 'The relay'):
  * each parser returns the value or throws a message that the caller puts after the flag's name.
@@ -34,6 +35,8 @@ const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:
 export function parseRelayEndpoint(value: string): RelayEndpoint {
   const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(value);
   if (!m || !HOSTNAME.test(m[1]!)) throw new Error(`'${value}' is not HOST or HOST:PORT (an IPv4 address or a DNS name)`);
+  // Digits and dots read as a DNS name too: 300.1.1.1 or 10.0.0 would reach no one.
+  if (/^[\d.]+$/.test(m[1]!) && parseIPv4(m[1]!) === undefined) throw new Error(`'${value}': '${m[1]}' is not an IPv4 address`);
   if (m[2] === undefined) return { host: m[1]! };
   const port = Number(m[2]);
   if (port < 1 || port > 65535) throw new Error(`'${value}': the port must be 1 to 65535`);

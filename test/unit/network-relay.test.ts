@@ -166,6 +166,8 @@ describe('relay flags', () => {
     expect(parseRelayEndpoint('hub.example.org')).toEqual({ host: 'hub.example.org' });
     expect(parseRelayEndpoint('198.51.100.1:4500')).toEqual({ host: '198.51.100.1', port: 4500 });
     for (const bad of ['', 'host:0', 'host:70000', '[2001:db8::1]:51820', 'http://x', 'a:b:c']) expect(() => parseRelayEndpoint(bad), bad).toThrow();
+    expect(() => parseRelayEndpoint('300.1.1.1')).toThrow(/not an IPv4 address/);
+    expect(() => parseRelayEndpoint('10.0.0:51820')).toThrow(/not an IPv4 address/);
   });
 
   /** The hub's configuration as `flotilla hub ARGS` would build it, without starting a hub. */
