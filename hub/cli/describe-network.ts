@@ -1,12 +1,8 @@
 import type { NodeNetworkReport } from '../../shared/protocol/network.js';
 import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
 import { ENDPOINTS_ANNOTATION } from '../network/annotations.js';
-import { age, table } from './print.js';
+import { age, kv, table } from './print.js';
 
-
-function kv(label: string, value: string | number | undefined, indent = 0): string {
-  return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
-}
 
 /** Bytes as `ip -s` and `wg show` print them: B, KiB, MiB, GiB. */
 export function bytesText(n: number): string {

@@ -7,16 +7,13 @@ import type { LabelSelectorSpec } from '../../shared/resources/meta.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { describeNodeNetwork } from './describe-network.js';
-import { age, table } from './print.js';
+import { age, kv, table } from './print.js';
 import { latestPullProgress, pullUnderWay } from './pull-progress.js';
 import { recordLines, rolloutSummaryLines, type RolloutRecord } from './rollout-waves-render.js';
 
 type Obj = Record<string, unknown> & { kind: string; metadata: { name: string; namespace?: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; ownerReferences?: { kind: string; name: string }[] } };
 type Ev = { type: string; reason: string; message: string; count?: number; lastTimestamp?: string; firstTimestamp?: string; source?: { component?: string; host?: string }; involvedObject: { kind: string; name: string; uid?: string } };
 
-function kv(label: string, value: string | number | undefined, indent = 0): string {
-  return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
-}
 
 function mapLines(label: string, map: Record<string, string> | undefined): string[] {
   const entries = Object.entries(map ?? {});

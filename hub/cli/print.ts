@@ -212,3 +212,8 @@ export function formatObjects(kind: string, items: Obj[], format: OutputFormat, 
   for (const o of items) rows.push([...(opts.allNamespaces ? [o.metadata?.namespace ?? ''] : []), ...cols.row(o), ...(wide ? cols.wideRow!(o) : [])]);
   return table(rows);
 }
+
+/** One `Label:   value` line of describe's output, the value aligned at column 18 (`<none>` when absent). */
+export function kv(label: string, value: string | number | undefined, indent = 0): string {
+  return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
+}
