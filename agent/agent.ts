@@ -29,6 +29,7 @@ import { MetricsCollector } from './metrics/collector.js';
 import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js';
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 import type { NetPlane } from './network/plane.js';
+import { ServiceBook } from './network/services.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -55,6 +56,8 @@ export interface AgentConfig {
    * bridge, and the overlay is never looked at (the hollow devices of bench/).
    */
   overlay?: 'wireguard' | 'none';
+  /** Whether the agent reads the fleet's Services (default true where the overlay is configured); bench/ turns it off. */
+  services?: boolean;
   wireguardPort?: number;
   wireguardInterface?: string;
   /** The network the overlay observes and changes (default: the device's own, through ip, wg and nft); the hollow devices of bench/ give an in-memory one. */
@@ -167,6 +170,9 @@ export class Agent {
         config.networkPlane,
       );
     }
+    if (config.services !== false && config.overlay) {
+      this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
+    }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
@@ -192,6 +198,7 @@ export class Agent {
     if (!saved && !canJoin && !this.desired) throw new JoinRefused(`${noCredentials}: give --hub and --token to join`);
     // The key exists before the first report: the hub announces the device with its public key.
     this.overlay?.start();
+    this.serviceBook?.restore();
     if (!saved && !canJoin) {
       // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
@@ -239,6 +246,14 @@ export class Agent {
         onDisconnected: () => this.rpc.stopAll('disconnected from the hub'),
         onRefused: () => this.joinAgainAfterRefusal(),
         // The overlay's peer table and relay, into the peer book (only with the overlay on: the link subscribes to what has a handler).
+        ...(this.serviceBook
+          ? {
+              onService: (ns: string, name: string, payload: Buffer) => this.serviceBook!.onServiceMessage(ns, name, payload),
+              onEndpoint: (ns: string, svc: string, pod: string, payload: Buffer) => this.serviceBook!.onEndpointMessage(ns, svc, pod, payload),
+              onCatalog: (payload: Buffer) => this.serviceBook!.onCatalogMessage(payload),
+              onServiceSession: () => this.serviceBook!.onConnected(),
+            }
+          : {}),
         ...(this.overlay?.on && this.config.peerTable !== false ? { onPeer: (node: string, payload: Buffer) => this.overlay!.book.onPeerMessage(node, payload), onRelay: (payload: Buffer) => this.overlay!.book.onRelayMessage(payload) } : {}),
       },
       this.log,
@@ -253,6 +268,7 @@ export class Agent {
     for (const t of this.timers) clearInterval(t);
     this.metrics?.stop();
     this.overlay?.stop();
+    this.serviceBook?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -626,6 +642,25 @@ export class Agent {
 
   private readonly nodeReporter = new NodeReporter();
   private readonly overlay: Overlay | undefined;
+  /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
+  readonly serviceBook: ServiceBook | undefined;
+  /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
+  private readonly serviceListeners: ((keys: ReadonlySet<string>) => void)[] = [];
+
+  /** Runs `fn` with the keys (namespace/name) of Services that changed, after each burst of messages. */
+  onServices(fn: (keys: ReadonlySet<string>) => void): void {
+    this.serviceListeners.push(fn);
+  }
+
+  private onServicesChanged(keys: ReadonlySet<string>): void {
+    for (const fn of this.serviceListeners) {
+      try {
+        fn(keys);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'a service listener failed');
+      }
+    }
+  }
   /** The engine network pods join now: the overlay's (undefined while it is not ready) or --pod-network. */
   private podNetwork: string;
   /** The MQTT URL of the connection in use (the saved credentials' or the join's). */

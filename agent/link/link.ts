@@ -29,6 +29,15 @@ export interface LinkHandlers {
   onPeer?: (node: string, payload: Buffer) => void;
   /** A message on `network/relay`, undecoded; empty when the hub runs no relay. */
   onRelay?: (payload: Buffer) => void;
+  /**
+   * Services (docs/PROTOCOL.md, 'Services'), undecoded: the service book checks them. An empty
+   * payload: the hub deleted the Service or the endpoint. `onServiceSession` comes on each
+   * connect, before the subscriptions that bring every retained message again.
+   */
+  onService?: (namespace: string, name: string, payload: Buffer) => void;
+  onEndpoint?: (namespace: string, service: string, pod: string, payload: Buffer) => void;
+  onCatalog?: (payload: Buffer) => void;
+  onServiceSession?: () => void;
 }
 
 /**
@@ -93,6 +102,7 @@ export class DeviceLink {
           if (err || granted?.[0]?.qos === 128) this.log.error({ err }, 'the hub refused the subscription to rpc requests');
         });
       }
+      this.handlers.onServiceSession?.();
       this.subscribeNetwork(client);
       this.handlers.onConnected();
     });
@@ -103,6 +113,13 @@ export class DeviceLink {
         if (peer !== undefined) return this.handlers.onPeer(peer, payload);
       }
       if (topic === this.topics.relay()) return this.handlers.onRelay?.(payload);
+      if (this.handlers.onService) {
+        const svc = this.topics.parseServiceTopic(topic);
+        if (svc) return this.handlers.onService(svc.namespace, svc.name, payload);
+        const ep = this.topics.parseEndpointTopic(topic);
+        if (ep) return this.handlers.onEndpoint?.(ep.namespace, ep.service, ep.pod, payload);
+        if (topic === this.topics.catalog()) return this.handlers.onCatalog?.(payload);
+      }
       if (topic !== this.topics.desired(node)) return;
       if (payload.length === 0) {
         this.log.warn('the hub cleared this node\'s desired set (node deleted?); keeping the last one');
@@ -157,11 +174,14 @@ export class DeviceLink {
     const wanted: [string, boolean][] = [
       [this.topics.allPeers(), this.handlers.onPeer !== undefined],
       [this.topics.relay(), this.handlers.onRelay !== undefined],
+      [this.topics.allServices(), this.handlers.onService !== undefined],
+      [this.topics.allEndpoints(), this.handlers.onEndpoint !== undefined],
+      [this.topics.catalog(), this.handlers.onCatalog !== undefined],
     ];
     for (const [topic, want] of wanted) {
       if (!want) continue;
       client.subscribe(topic, { qos: 0 }, (err, granted) => {
-        if (err || granted?.[0]?.qos === 128) this.log.error({ err, topic }, 'the hub refused the subscription to the overlay\'s peers');
+        if (err || granted?.[0]?.qos === 128) this.log.error({ err, topic }, 'the hub refused a subscription to the pod network\'s retained state');
       });
     }
   }

@@ -222,7 +222,7 @@ function sameTunnel(a: PeerAnnouncement, b: PeerAnnouncement): boolean {
  * first poke of a burst, so that a steady stream of messages still gets written; never sooner
  * than `minIntervalMs` after its last run.
  */
-class Debounce {
+export class Debounce {
   private timer?: NodeJS.Timeout;
   private firstPokeMs?: number;
   private lastRunMs = -Infinity;

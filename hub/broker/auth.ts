@@ -93,12 +93,17 @@ export class BrokerAuth {
   }
 
   maySubscribe(who: Identity, topic: string): boolean {
-    // The overlay's peer table is the one wildcard: every device reads every peer (read-only; the hub alone writes it).
-    if (who.role === 'device' && (topic === this.topics.allPeers() || topic === this.topics.relay())) return true;
+    // The overlay's peer table and the Services are the wildcards: every device reads them all (read-only; the hub alone writes them).
+    if (who.role === 'device' && fleetNetworkTopics(this.topics).includes(topic)) return true;
     // Otherwise exact topics only: a wildcard could reach other devices' topics.
     if (topic.includes('+') || topic.includes('#')) return false;
     if (who.role === 'join') return topic === this.topics.joinResponse(who.clientId);
     const parsed = this.topics.parseNodeTopic(topic);
     return parsed !== undefined && parsed.node === who.node && DEVICE_SUBSCRIBE_CHANNELS.includes(parsed.channel);
   }
+}
+
+/** What every device reads of the pod network: the overlay's peers and relay, the Services, their endpoints and the catalog. */
+export function fleetNetworkTopics(topics: Topics): string[] {
+  return [topics.allPeers(), topics.relay(), topics.allServices(), topics.allEndpoints(), topics.catalog()];
 }

@@ -1,4 +1,5 @@
 import { DEVICE_PUBLISH_CHANNELS, DEVICE_SUBSCRIBE_CHANNELS, type Topics } from '../../shared/protocol/topics.js';
+import { fleetNetworkTopics } from './auth.js';
 
 /**
  * The rules of docs/PROTOCOL.md, 'Who may publish and subscribe', written as Mosquitto dynamic-security roles, so that an
@@ -89,7 +90,7 @@ export function joinRole(topics: Topics): DynsecRole {
 }
 
 export function deviceRole(topics: Topics, node: string): DynsecRole {
-  const readable = [...DEVICE_SUBSCRIBE_CHANNELS.map((c) => topics.node(node, c)), topics.allPeers(), topics.relay()];
+  const readable = [...DEVICE_SUBSCRIBE_CHANNELS.map((c) => topics.node(node, c)), ...fleetNetworkTopics(topics)];
   return {
     rolename: deviceRoleName(node),
     textname: `Flotilla node ${node}`,

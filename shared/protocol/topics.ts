@@ -47,6 +47,42 @@ export class Topics {
     const node = topic.slice(head.length);
     return node && !node.includes('/') ? node : undefined;
   }
+  /** A Service's retained message (hub → devices). */
+  service(namespace: string, name: string): string {
+    return `${this.prefix}/network/services/${namespace}/${name}`;
+  }
+  /** Every Service's message: a wildcard a device may subscribe to. */
+  allServices(): string {
+    return `${this.prefix}/network/services/+/+`;
+  }
+  /** One endpoint (a pod) of a Service, retained (hub → devices). */
+  endpoint(namespace: string, service: string, pod: string): string {
+    return `${this.prefix}/network/endpoints/${namespace}/${service}/${pod}`;
+  }
+  /** Every endpoint's message: a wildcard a device may subscribe to. */
+  allEndpoints(): string {
+    return `${this.prefix}/network/endpoints/+/+/+`;
+  }
+  /** How many Services and endpoints exist, retained (hub → devices). */
+  catalog(): string {
+    return `${this.prefix}/network/catalog`;
+  }
+  /** The namespace and name a Service topic names; undefined for any other topic. */
+  parseServiceTopic(topic: string): { namespace: string; name: string } | undefined {
+    const parts = this.split(topic, 'network/services/', 2);
+    return parts ? { namespace: parts[0]!, name: parts[1]! } : undefined;
+  }
+  /** The namespace, Service and pod an endpoint topic names; undefined for any other topic. */
+  parseEndpointTopic(topic: string): { namespace: string; service: string; pod: string } | undefined {
+    const parts = this.split(topic, 'network/endpoints/', 3);
+    return parts ? { namespace: parts[0]!, service: parts[1]!, pod: parts[2]! } : undefined;
+  }
+  private split(topic: string, under: string, levels: number): string[] | undefined {
+    const head = `${this.prefix}/${under}`;
+    if (!topic.startsWith(head)) return undefined;
+    const parts = topic.slice(head.length).split('/');
+    return parts.length === levels && parts.every((p) => p !== '') ? parts : undefined;
+  }
   /** The hub's relay peer, retained (hub → devices). */
   relay(): string {
     return `${this.prefix}/network/relay`;
