@@ -66,17 +66,18 @@ describe("Mosquitto's password format (PBKDF2-SHA512)", () => {
 });
 
 describe('the roles', () => {
-  it("gives a device exactly its own topics: publish status, presence, metrics, events, rpc/res; read desired, rpc/req, the peer table and the relay", () => {
+  it("gives a device exactly its own topics: publish status, presence, metrics, events, rpc/res; read desired, rpc/req, the peer table, the relay and the Services", () => {
     const { rolename, acls } = deviceRole(topics, 'pi-7');
     expect(rolename).toBe('flotilla-node-pi-7');
     const own = (c: string) => `flotilla/v1/nodes/pi-7/${c}`;
     expect(topicsOf(acls, 'publishClientSend')).toEqual(['events', 'metrics', 'presence', 'rpc/res', 'status'].map(own));
-    const readable = [own('desired'), own('rpc/req'), 'flotilla/v1/network/peers/+', 'flotilla/v1/network/relay'].sort();
+    const fleet = ['flotilla/v1/network/peers/+', 'flotilla/v1/network/relay', 'flotilla/v1/network/services/+/+', 'flotilla/v1/network/endpoints/+/+/+', 'flotilla/v1/network/catalog'];
+    const readable = [own('desired'), own('rpc/req'), ...fleet].sort();
     expect(topicsOf(acls, 'subscribeLiteral')).toEqual(readable);
     expect(topicsOf(acls, 'publishClientReceive')).toEqual(readable);
     expect(topicsOf(acls, 'subscribePattern')).toEqual([]);
-    // The peer table's `+` is one literal subscription: a device may subscribe to exactly that, and to no other wildcard; it publishes nothing there.
-    expect(acls.every((a) => a.allow && (!/[+#]/.test(a.topic) || a.topic === 'flotilla/v1/network/peers/+'))).toBe(true);
+    // The fleet's wildcards are literal subscriptions: a device may subscribe to exactly those, and to no other wildcard; it publishes nothing there.
+    expect(acls.every((a) => a.allow && (!/[+#]/.test(a.topic) || fleet.includes(a.topic)))).toBe(true);
     expect(topicsOf(acls, 'publishClientSend').some((t) => t.includes('/network/'))).toBe(false);
   });
 
