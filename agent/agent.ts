@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import { PROTOCOL_VERSION, type DesiredPod, type DesiredState, type NodeReport, type StatusReport } from '../shared/protocol/messages.js';
+import type { Container } from '../shared/resources/pod.js';
+import { creationEnv, resolveEnv } from './reconcile/env.js';
 import { Topics } from '../shared/protocol/topics.js';
 import { fitStatusReport } from '../shared/protocol/bounds.js';
 import { DeviceLink } from './link/link.js';
@@ -142,6 +144,9 @@ export class Agent {
       },
       ...(config.podPidsLimit !== undefined ? { podPidsLimit: config.podPidsLimit } : {}),
       pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
+      // Service links and the downward API, fixed when each container is made (reconcile/env.ts).
+      environment: (pod: DesiredPod, c: Container, podIP: string | undefined) =>
+        resolveEnv(pod.namespace, c, { configs: this.desired?.configs ?? [], secrets: this.desired?.secrets ?? [] }, creationEnv(pod, podIP, { name: config.name, stateDir: config.stateDir }, this.serviceBook?.services().values())),
     };
     this.pullBackoff = new PullBackoff(config.pauseImage);
     this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));

@@ -19,7 +19,8 @@ function osImage(): string | undefined {
   }
 }
 
-function internalIP(): string | undefined {
+/** The node's InternalIP, as it reports it: the first IPv4 address of an interface other than loopback. */
+export function internalIP(): string | undefined {
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   }

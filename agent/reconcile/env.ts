@@ -1,5 +1,7 @@
-import type { DesiredConfig } from '../../shared/protocol/messages.js';
+import type { DesiredConfig, DesiredPod } from '../../shared/protocol/messages.js';
+import type { ServiceAnnouncement } from '../../shared/protocol/services.js';
 import type { Container } from '../../shared/resources/pod.js';
+import { nodeDownward, podFieldValue, resourceFieldValue, type DownwardContext } from './downward.js';
 
 /** The ConfigMaps and Secrets of the desired set, as the agent looks them up. */
 export interface ConfigSources {
@@ -14,7 +16,50 @@ const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
 
 /** Whether the container's environment depends on ConfigMaps or Secrets. */
 export function usesConfigEnv(c: Container): boolean {
-  return (c.envFrom?.length ?? 0) > 0 || (c.env ?? []).some((e) => e.valueFrom !== undefined);
+  return (c.envFrom?.length ?? 0) > 0 || (c.env ?? []).some((e) => e.valueFrom?.configMapKeyRef !== undefined || e.valueFrom?.secretKeyRef !== undefined);
+}
+
+/**
+ * What a container's environment takes when it is created, beyond its spec and the ConfigMaps
+ * and Secrets: the Service environment variables and the downward API's values. None of it is
+ * in the container's spec hash (hash.ts): a Service that comes or changes, a label that changes,
+ * restarts no running container; a container made later (a new pod, a restart) takes the new values.
+ */
+export interface CreationEnv {
+  pod: DesiredPod;
+  /** The Service links (serviceLinks()): the container's own env overrides them. */
+  serviceLinks: readonly (readonly [string, string])[];
+  downward: DownwardContext;
+}
+
+/** Kubernetes' makeEnvVariableName: `my-store` → `MY_STORE`. */
+function envName(name: string): string {
+  return name.replaceAll('-', '_').toUpperCase();
+}
+
+/**
+ * The Service environment variables of a pod in `namespace`, as the kubelet makes them
+ * (pkg/kubelet/envvars): for each Service of the namespace with a virtual IP, by name,
+ * `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT` (the first port), `{NAME}_SERVICE_PORT_{PORTNAME}`
+ * for each named port, and the Docker links `{NAME}_PORT` (the first port) and
+ * `{NAME}_PORT_{PORT}_{PROTO}` with its `_PROTO`, `_PORT` and `_ADDR`. A headless Service has none.
+ */
+export function serviceLinks(namespace: string, services: Iterable<ServiceAnnouncement>): [string, string][] {
+  const picked = [...services].filter((s) => s.namespace === namespace && s.clusterIP !== 'None' && s.clusterIP !== '' && s.ports.length > 0).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const out: [string, string][] = [];
+  for (const s of picked) {
+    const prefix = envName(s.name);
+    out.push([`${prefix}_SERVICE_HOST`, s.clusterIP], [`${prefix}_SERVICE_PORT`, String(s.ports[0]!.port)]);
+    for (const p of s.ports) if (p.name) out.push([`${prefix}_SERVICE_PORT_${envName(p.name)}`, String(p.port)]);
+    s.ports.forEach((p, i) => {
+      const proto = p.protocol.toLowerCase();
+      const url = `${proto}://${s.clusterIP}:${p.port}`;
+      if (i === 0) out.push([`${prefix}_PORT`, url]);
+      const portPrefix = `${prefix}_PORT_${p.port}_${p.protocol.toUpperCase()}`;
+      out.push([portPrefix, url], [`${portPrefix}_PROTO`, proto], [`${portPrefix}_PORT`, String(p.port)], [`${portPrefix}_ADDR`, s.clusterIP]);
+    });
+  }
+  return out;
 }
 
 function find(list: readonly DesiredConfig[], namespace: string, name: string): DesiredConfig | undefined {
@@ -37,9 +82,13 @@ function secretEntries(s: DesiredConfig): Record<string, string> {
  * first, in order, then env, each later one overriding. A missing ConfigMap, Secret or key that
  * is not optional fails the whole container, with the kubelet's message for it (the container
  * then waits with CreateContainerConfigError).
+ *
+ * Without `creation` (when the agent plans, and hashes what a container is made of), downward
+ * API entries are left out; with it (when the container is created), the Service links come
+ * first and the downward API's values take their places.
  */
-export function resolveEnv(namespace: string, c: Container, sources: ConfigSources): EnvResolution {
-  const env = new Map<string, string>();
+export function resolveEnv(namespace: string, c: Container, sources: ConfigSources, creation?: CreationEnv): EnvResolution {
+  const env = new Map<string, string>(creation?.serviceLinks ?? []);
   for (const from of c.envFrom ?? []) {
     const ref = from.configMapRef ?? from.secretRef!;
     const isSecret = Boolean(from.secretRef);
@@ -54,6 +103,18 @@ export function resolveEnv(namespace: string, c: Container, sources: ConfigSourc
     }
   }
   for (const e of c.env ?? []) {
+    const { fieldRef, resourceFieldRef } = e.valueFrom ?? {};
+    if (fieldRef || resourceFieldRef) {
+      if (!creation) continue;
+      try {
+        const value = fieldRef ? podFieldValue(creation.pod, fieldRef, creation.downward) : resourceFieldValue(creation.pod, resourceFieldRef!, c.name, creation.downward);
+        if (value === undefined) return { ok: false, message: `unsupported fieldPath: ${fieldRef!.fieldPath}` };
+        env.set(e.name, value);
+      } catch (err) {
+        return { ok: false, message: (err as Error).message };
+      }
+      continue;
+    }
     const ref = e.valueFrom?.configMapKeyRef ?? e.valueFrom?.secretKeyRef;
     if (!ref) {
       env.set(e.name, e.value ?? '');
@@ -70,4 +131,14 @@ export function resolveEnv(namespace: string, c: Container, sources: ConfigSourc
     env.set(e.name, value);
   }
   return { ok: true, env: [...env].map(([k, v]) => `${k}=${v}`) };
+}
+
+/**
+ * What a container of `pod` created now takes: the Service links of the services known now
+ * (none without a service book, or with `enableServiceLinks: false`) and the node's and the
+ * sandbox's facts.
+ */
+export function creationEnv(pod: DesiredPod, podIP: string | undefined, node: { name: string; stateDir: string }, services: Iterable<ServiceAnnouncement> | undefined): CreationEnv {
+  const links = services && pod.spec.enableServiceLinks !== false ? serviceLinks(pod.namespace, services) : [];
+  return { pod, serviceLinks: links, downward: nodeDownward(pod, node.name, node.stateDir, podIP) };
 }

@@ -17,6 +17,7 @@ import {
 import type { SecurityContext } from '../../shared/resources/volumes.js';
 import { PullProgress, progressDue, type RegistryAuth } from '../runtime/images.js';
 import { containerBinds, updateLockBind } from '../volumes/layout.js';
+import type { EnvResolution } from './env.js';
 import type { Step } from './plan.js';
 
 export interface ExecutorOptions {
@@ -31,6 +32,12 @@ export interface ExecutorOptions {
    * running containers only as they are replaced, as the kubelet's reaches new pods.
    */
   podPidsLimit?: number;
+  /**
+   * A container's whole environment, built when it is created (reconcile/env.ts: the Service
+   * links, ConfigMaps and Secrets, the downward API with the sandbox's address `podIP`). Without
+   * it, the env the plan resolved, or the spec's plain values.
+   */
+  environment?: (pod: DesiredPod, container: Container, podIP: string | undefined) => EnvResolution;
   /** The registry credentials for pulling `image` for `pod` (from its imagePullSecrets), if any. */
   pullAuth?: (image: string, pod: DesiredPod) => RegistryAuth | undefined;
 }
@@ -128,8 +135,8 @@ export class StepExecutor {
           await this.runtime.startContainer(id);
         });
       },
-      createContainer: async ({ pod, container, infraId, hash, restartCount, env }) => {
-        const spec = await failsAs('CreateContainerConfigError', async () => this.appSpec(pod, container, infraId, hash, restartCount, env));
+      createContainer: async ({ pod, container, infraId, hash, restartCount, env, podIP }) => {
+        const spec = await failsAs('CreateContainerConfigError', async () => this.appSpec(pod, container, infraId, hash, restartCount, this.environment(pod, container, podIP, env)));
         const id = await failsAs('CreateContainerError', () => this.runtime.createContainer(spec));
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Created', message: `Created container ${container.name}` });
         await failsAs('RunContainerError', () => this.runtime.startContainer(id));
@@ -145,6 +152,13 @@ export class StepExecutor {
   async run(step: Step): Promise<void> {
     this.log.debug({ action: step.action }, 'step');
     await (this.executors[step.action] as (s: Step) => Promise<void>)(step);
+  }
+
+  private environment(pod: DesiredPod, c: Container, podIP: string | undefined, planned: string[] | undefined): string[] | undefined {
+    if (!this.opts.environment) return planned;
+    const env = this.opts.environment(pod, c, podIP);
+    if (!env.ok) throw new StepError('CreateContainerConfigError', env.message);
+    return env.env.length > 0 || planned !== undefined || c.env !== undefined ? env.env : undefined;
   }
 
   private labels(pod: DesiredPod, container: string, hash: string, restartCount: number): Record<string, string> {

@@ -40,7 +40,7 @@ export function updateLockBind(stateDir: string, pod: DesiredPod, c: Container):
 /**
  * The engine binds (`source:target[:ro]`) of a container's volumeMounts. A whole volume
  * directory is bound, never a single file of it, so that content swapped inside it later is
- * seen by the running container; ConfigMap and Secret volumes are always read-only, as in
+ * seen by the running container; ConfigMap, Secret and downwardAPI volumes are always read-only, as in
  * Kubernetes. A subPath binds what is there at creation and, as in Kubernetes, sees no update.
  */
 export function containerBinds(stateDir: string, pod: DesiredPod, c: Container): string[] {
@@ -50,7 +50,7 @@ export function containerBinds(stateDir: string, pod: DesiredPod, c: Container):
     if (!volume) continue;
     const base = volume.hostPath ? volume.hostPath.path : volumeDir(stateDir, pod.uid, volume.name);
     const source = m.subPath ? join(base, m.subPath) : base;
-    const readOnly = m.readOnly === true || volume.configMap !== undefined || volume.secret !== undefined;
+    const readOnly = m.readOnly === true || volume.configMap !== undefined || volume.secret !== undefined || volume.downwardAPI !== undefined;
     binds.push(`${source}:${m.mountPath}${readOnly ? ':ro' : ''}`);
   }
   return binds;

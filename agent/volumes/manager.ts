@@ -2,6 +2,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, rmS
 import { join } from 'node:path';
 import type { DesiredConfig, DesiredPod } from '../../shared/protocol/messages.js';
 import type { Volume } from '../../shared/resources/volumes.js';
+import { nodeAllocatable, podFieldValue, resourceFieldValue, type DownwardContext } from '../reconcile/downward.js';
 import type { ConfigSources } from '../reconcile/env.js';
 import { writeAtomically, type VolumeFile } from './atomic.js';
 import { podDir, podsDir, volumeDir } from './layout.js';
@@ -19,8 +20,8 @@ const SECRET_MODE = 0o600;
 
 /**
  * Makes the volumes of the desired pods exist on the device, before their containers are made:
- * emptyDir folders, ConfigMap and Secret files (rewritten in place when their data changes),
- * hostPath checks. The one place (with cleanup) that writes under `<state>/pods`.
+ * emptyDir folders, ConfigMap, Secret and downwardAPI files (rewritten in place when their data,
+ * or the pod's labels and annotations, change), hostPath checks. The one place (with cleanup) that writes under `<state>/pods`.
  */
 export class VolumeManager {
   private readonly warned = new Set<string>();
@@ -89,6 +90,32 @@ export class VolumeManager {
       const entries = secret ? Object.fromEntries(Object.entries(secret.data).map(([k, v]) => [k, Buffer.from(v, 'base64')])) : {};
       return this.project(dir, entries, items, defaultMode ?? SECRET_MODE, optional, `secret "${secretName}"`, secretOwner(pod, volume.name));
     }
+    if (volume.downwardAPI) return this.downward(pod, dir, volume.downwardAPI);
+    return undefined;
+  }
+
+  /**
+   * A downwardAPI volume: one file per item, written as a whole set (atomic.ts) at each sync, so
+   * that a change of the pod's labels or annotations reaches the running containers' files, as
+   * the kubelet keeps them up to date.
+   */
+  private downward(pod: DesiredPod, dir: string, source: NonNullable<Volume['downwardAPI']>): string | undefined {
+    const mode = source.defaultMode ?? CONFIG_MODE;
+    const files: VolumeFile[] = [];
+    let allocatable: DownwardContext['allocatable'] | undefined;
+    for (const item of source.items ?? []) {
+      let value: string | undefined;
+      if (item.fieldRef) {
+        // Only metadata is allowed in a volume (the hub checks it): no node facts are needed.
+        value = podFieldValue(pod, item.fieldRef, { nodeName: '', allocatable: { cpu: '0', memory: '0', 'ephemeral-storage': '0' } });
+        if (value === undefined) return `unsupported fieldPath in item "${item.path}": ${item.fieldRef.fieldPath}`;
+      } else {
+        allocatable ??= nodeAllocatable(this.stateDir);
+        value = resourceFieldValue(pod, item.resourceFieldRef!, undefined, { nodeName: '', allocatable });
+      }
+      files.push({ path: item.path, content: Buffer.from(value, 'utf8'), mode: item.mode ?? mode });
+    }
+    writeAtomically(dir, files);
     return undefined;
   }
 

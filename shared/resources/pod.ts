@@ -3,7 +3,7 @@ import { validateDns1123Label, validateDns1123Subdomain, validatePortName, valid
 import { parseQuantity, type Quantity } from '../quantities/quantity.js';
 import { validateImageReference } from './image.js';
 import { labelMap } from './labelmap.js';
-import { envFromSchema, envVarSchema, securityContextSchema, volumeMountSchema, volumeSchema } from './volumes.js';
+import { envFromSchema, envVarSchema, securityContextSchema, volumeMountSchema, volumeSchema, type Volume } from './volumes.js';
 import { livenessProbeSchema, readinessProbeSchema, startupProbeSchema } from './probe.js';
 import { affinitySchema, schedulingStrategySchema, tolerationSchema } from './scheduling.js';
 
@@ -125,6 +125,10 @@ export const podSpecSchema = z
     volumes: z.array(volumeSchema).optional(),
     /** Secrets of type kubernetes.io/dockerconfigjson whose credentials the node pulls the pod's images with. */
     imagePullSecrets: z.array(z.object({ name: objectName })).optional(),
+    /** Kubernetes' default true: Service environment variables in each container (agent/reconcile/env.ts). */
+    enableServiceLinks: z.boolean().optional(),
+    /** Only told to the pod (the downward API's spec.serviceAccountName): Flotilla has no service accounts. */
+    serviceAccountName: objectName.optional(),
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
@@ -146,6 +150,7 @@ export const podSpecSchema = z
       for (const message of validateQualifiedName(key)) ctx.addIssue({ code: 'custom', path: ['nodeSelector', key], message });
     }
     checkPorts(spec, ctx);
+    checkResourceFieldRefs(spec, ctx);
     spec.containers.forEach((c, i) => {
       // Kubernetes' ValidateVolumeMounts: one mount per path in a container.
       const paths = new Set<string>();
@@ -183,6 +188,16 @@ function checkPorts(spec: { containers: { name: string; ports?: { name?: string 
       else hostPorts.set(key, `container '${c.name}'`);
     });
   });
+}
+
+/** A resourceFieldRef's containerName, in env or in a downwardAPI volume, names a container of the pod. */
+function checkResourceFieldRefs(spec: { containers: Container[]; volumes?: Volume[] | undefined }, ctx: z.RefinementCtx): void {
+  const names = new Set(spec.containers.map((c) => c.name));
+  const check = (name: string | undefined, path: (string | number)[]) => {
+    if (name !== undefined && !names.has(name)) ctx.addIssue({ code: 'custom', path: [...path, 'containerName'], message: `Not found: "${name}": no container of this name in the pod` });
+  };
+  spec.containers.forEach((c, i) => c.env?.forEach((e, j) => check(e.valueFrom?.resourceFieldRef?.containerName, ['containers', i, 'env', j, 'valueFrom', 'resourceFieldRef'])));
+  spec.volumes?.forEach((v, i) => v.downwardAPI?.items?.forEach((item, j) => check(item.resourceFieldRef?.containerName, ['volumes', i, 'downwardAPI', 'items', j, 'resourceFieldRef'])));
 }
 
 export type Container = z.infer<typeof containerSchema>;

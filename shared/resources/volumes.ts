@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { validateDns1123Label, validateDns1123Subdomain, validateEnvVarName } from '../labels/validation.js';
 import { validateConfigKey } from './config.js';
+import { fieldSelectorSchema, resourceFieldSelectorSchema } from './downward.js';
 
 // The parts of a pod spec that bring configuration and storage in: env from ConfigMaps and
 // Secrets, volumes and their mounts, and the container's security context (Kubernetes core/v1).
@@ -24,8 +25,14 @@ export const envVarSchema = z
     name: envVarName,
     value: z.string().optional(),
     valueFrom: z
-      .object({ configMapKeyRef: keyRef.optional(), secretKeyRef: keyRef.optional() })
-      .refine((v) => Boolean(v.configMapKeyRef) !== Boolean(v.secretKeyRef), 'must have exactly one of configMapKeyRef or secretKeyRef')
+      .object({
+        configMapKeyRef: keyRef.optional(),
+        secretKeyRef: keyRef.optional(),
+        // The downward API: a field of the pod, or a resource of a container (shared/resources/downward.ts).
+        fieldRef: fieldSelectorSchema(false).optional(),
+        resourceFieldRef: resourceFieldSelectorSchema(false).optional(),
+      })
+      .refine((v) => [v.configMapKeyRef, v.secretKeyRef, v.fieldRef, v.resourceFieldRef].filter(Boolean).length === 1, 'must have exactly one of configMapKeyRef, secretKeyRef, fieldRef or resourceFieldRef')
       .optional(),
   })
   .refine((e) => e.value === undefined || e.valueFrom === undefined, { message: 'may not have both value and valueFrom', path: ['valueFrom'] });
@@ -56,6 +63,13 @@ const hostPathSchema = z.string({ error: 'is required' }).startsWith('/', 'must 
 });
 
 
+const fileMode = z.number().int().min(0).max(0o777);
+
+/** One file of a downwardAPI volume: a field of the pod, or a resource of one of its containers. */
+const downwardAPIFile = z
+  .object({ path: relativePath, fieldRef: fieldSelectorSchema(true).optional(), resourceFieldRef: resourceFieldSelectorSchema(true).optional(), mode: fileMode.optional() })
+  .refine((f) => Boolean(f.fieldRef) !== Boolean(f.resourceFieldRef), 'must have exactly one of fieldRef or resourceFieldRef');
+
 const HOST_PATH_TYPES = ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'] as const;
 
 export const volumeSchema = z
@@ -68,8 +82,9 @@ export const volumeSchema = z
     hostPath: z.object({ path: hostPathSchema, type: z.enum(HOST_PATH_TYPES).optional() }).optional(),
     configMap: z.object({ name: objectName, items: keyToPath.optional(), optional: z.boolean().optional(), defaultMode: z.number().int().min(0).max(0o777).optional() }).optional(),
     secret: z.object({ secretName: objectName, items: keyToPath.optional(), optional: z.boolean().optional(), defaultMode: z.number().int().min(0).max(0o777).optional() }).optional(),
+    downwardAPI: z.object({ items: z.array(downwardAPIFile).optional(), defaultMode: fileMode.optional() }).optional(),
   })
-  .refine((v) => [v.emptyDir, v.hostPath, v.configMap, v.secret].filter(Boolean).length === 1, 'must have exactly one of emptyDir, hostPath, configMap or secret');
+  .refine((v) => [v.emptyDir, v.hostPath, v.configMap, v.secret, v.downwardAPI].filter(Boolean).length === 1, 'must have exactly one of emptyDir, hostPath, configMap, secret or downwardAPI');
 
 export const volumeMountSchema = z.object({
   name: z.string().min(1, 'is required'),
