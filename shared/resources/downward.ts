@@ -87,5 +87,13 @@ export const resourceFieldSelectorSchema = (volume: boolean) =>
       if (problem) ctx.addIssue({ code: 'custom', path: ['divisor'], message: problem });
     });
 
-export type ObjectFieldSelector = z.infer<ReturnType<typeof fieldSelectorSchema>>;
-export type ResourceFieldSelector = z.infer<ReturnType<typeof resourceFieldSelectorSchema>>;
+export interface ObjectFieldSelector {
+  apiVersion?: 'v1' | undefined;
+  fieldPath: string;
+}
+
+export interface ResourceFieldSelector {
+  containerName?: string | undefined;
+  resource: string;
+  divisor?: string | number | undefined;
+}
