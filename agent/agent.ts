@@ -146,7 +146,7 @@ export class Agent {
       pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
       // Service links and the downward API, fixed when each container is made (reconcile/env.ts).
       environment: (pod: DesiredPod, c: Container, podIP: string | undefined) =>
-        resolveEnv(pod.namespace, c, { configs: this.desired?.configs ?? [], secrets: this.desired?.secrets ?? [] }, creationEnv(pod, podIP, { name: config.name, stateDir: config.stateDir }, this.serviceBook?.services().values())),
+        resolveEnv(pod.namespace, c, { configs: this.desired?.configs ?? [], secrets: this.desired?.secrets ?? [] }, creationEnv(pod, c, podIP, { name: config.name, stateDir: config.stateDir }, this.serviceBook?.services().values())),
     };
     this.pullBackoff = new PullBackoff(config.pauseImage);
     this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));

@@ -117,7 +117,8 @@ export function resolveEnv(namespace: string, c: Container, sources: ConfigSourc
     }
     const ref = e.valueFrom?.configMapKeyRef ?? e.valueFrom?.secretKeyRef;
     if (!ref) {
-      env.set(e.name, e.value ?? '');
+      // At creation, `$(NAME)` takes what is defined before it (the kubelet's dependent variables).
+      env.set(e.name, creation && e.value ? expandVars(e.value, env) : (e.value ?? ''));
       continue;
     }
     const isSecret = Boolean(e.valueFrom?.secretKeyRef);
@@ -138,7 +139,48 @@ export function resolveEnv(namespace: string, c: Container, sources: ConfigSourc
  * (none without a service book, or with `enableServiceLinks: false`) and the node's and the
  * sandbox's facts.
  */
-export function creationEnv(pod: DesiredPod, podIP: string | undefined, node: { name: string; stateDir: string }, services: Iterable<ServiceAnnouncement> | undefined): CreationEnv {
+export function creationEnv(pod: DesiredPod, c: Container, podIP: string | undefined, node: { name: string; stateDir: string }, services: Iterable<ServiceAnnouncement> | undefined): CreationEnv {
   const links = services && pod.spec.enableServiceLinks !== false ? serviceLinks(pod.namespace, services) : [];
-  return { pod, serviceLinks: links, downward: nodeDownward(pod, node.name, node.stateDir, podIP) };
+  // The node's facts (its addresses, its file system's size) are read only for a container that asks for them.
+  const asks = (c.env ?? []).some((e) => e.valueFrom?.fieldRef !== undefined || e.valueFrom?.resourceFieldRef !== undefined);
+  const downward = asks ? nodeDownward(pod, node.name, node.stateDir, podIP) : { nodeName: node.name, podIP, allocatable: { cpu: '0', memory: '0', 'ephemeral-storage': '0' } };
+  return { pod, serviceLinks: links, downward };
+}
+
+/**
+ * Kubernetes' expansion of `$(NAME)` (third_party/forked/golang/expansion): a defined name is
+ * replaced by its value, an undefined one is left as written, and `$$` is a literal `$`.
+ */
+export function expandVars(text: string, vars: ReadonlyMap<string, string>): string {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (ch !== '$' || i + 1 >= text.length) {
+      out += ch;
+      continue;
+    }
+    const next = text[i + 1]!;
+    if (next === '$') {
+      out += '$';
+      i++;
+    } else if (next === '(') {
+      const end = text.indexOf(')', i + 2);
+      if (end < 0) {
+        out += text.slice(i);
+        break;
+      }
+      const name = text.slice(i + 2, end);
+      const value = vars.get(name);
+      out += value ?? `$(${name})`;
+      i = end;
+    } else out += ch;
+  }
+  return out;
+}
+
+/** A container's command and args with `$(NAME)` expanded from its environment (`NAME=value` strings), as the kubelet does. */
+export function expandCommand(list: readonly string[] | undefined, env: readonly string[]): string[] | undefined {
+  if (!list) return undefined;
+  const vars = new Map(env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const));
+  return list.map((x) => expandVars(x, vars));
 }

@@ -17,7 +17,7 @@ import {
 import type { SecurityContext } from '../../shared/resources/volumes.js';
 import { PullProgress, progressDue, type RegistryAuth } from '../runtime/images.js';
 import { containerBinds, updateLockBind } from '../volumes/layout.js';
-import type { EnvResolution } from './env.js';
+import { expandCommand, type EnvResolution } from './env.js';
 import type { Step } from './plan.js';
 
 export interface ExecutorOptions {
@@ -183,8 +183,9 @@ export class StepExecutor {
       name: containerName(pod, c.name, restartCount),
       image: c.image,
       labels: this.labels(pod, c.name, hash, restartCount),
-      ...(c.command ? { entrypoint: c.command } : {}),
-      ...(c.args ? { cmd: c.args } : {}),
+      // With the environment built at creation, `$(NAME)` in command and args is expanded from it.
+      ...(c.command ? { entrypoint: this.opts.environment && env ? expandCommand(c.command, env)! : c.command } : {}),
+      ...(c.args ? { cmd: this.opts.environment && env ? expandCommand(c.args, env)! : c.args } : {}),
       ...(env ? { env } : {}),
       ...(binds.length ? { binds } : {}),
       ...securityOptions(sc),

@@ -46,7 +46,7 @@ spec:
   containers:
     - name: app
       image: ${TEST_IMAGE}
-      command: ["sleep", "3600"]
+      command: ["sh", "-c", "echo $(POD_NAME) at $(SELF) > /tmp/started && exec sleep 3600"]
       resources: {limits: {cpu: 250m, memory: 64Mi}}
       volumeMounts: [{name: info, mountPath: /etc/podinfo}]
       env:
@@ -61,6 +61,8 @@ spec:
         - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
         - {name: CPU_MILLI, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}
         - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+        - {name: SELF, value: "$(POD_IP):8080"}
+        - {name: LITERAL, value: "$$(POD_IP)"}
 `;
 
 function plainPod(name: string, extra = ''): string {
@@ -149,6 +151,10 @@ describe('a pod\'s environment on a real agent and engine', () => {
       CPU_MILLI: '250',
       MEM_MI: '64',
     });
+    // $(NAME) in env and in the command is expanded, as the kubelet does.
+    expect(env.SELF).toBe(`${pod!.status!.podIP}:8080`);
+    expect(env.LITERAL).toBe('$(POD_IP)');
+    expect(await execIn('dapi', ['cat', '/tmp/started'])).toBe(`dapi at ${pod!.status!.podIP}:8080\n`);
     // The address the process sees on its own interface is the one it was told.
     expect(await execIn('dapi', ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).toContain(`inet ${env.POD_IP}/`);
   });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { formatMap, goQuote, podFieldValue, resourceFieldValue, type DownwardContext } from '../../agent/reconcile/downward.js';
-import { creationEnv, resolveEnv, serviceLinks, type CreationEnv } from '../../agent/reconcile/env.js';
+import { creationEnv, expandCommand, expandVars, resolveEnv, serviceLinks, type CreationEnv } from '../../agent/reconcile/env.js';
 import { podConfig } from '../../agent/reconcile/config.js';
 import { containerSpecHash } from '../../agent/reconcile/hash.js';
 import { planSteps } from '../../agent/reconcile/plan.js';
@@ -79,13 +79,13 @@ describe('serviceLinks', () => {
       book.onServiceMessage('default', 'broken', Buffer.from('{"v":1}'));
       const pod = desiredPod({ name: 'p', containers: [container({ name: 'app', image: 'busybox:1' })] });
       const node = { name: 'edge-1', stateDir: dir };
-      const env = creationEnv(pod, '10.42.1.9', node, book.services().values());
+      const env = creationEnv(pod, pod.spec.containers[0]!, '10.42.1.9', node, book.services().values());
       expect(env.serviceLinks).toContainEqual(['STORE_SERVICE_HOST', '10.43.7.7']);
       expect(env.serviceLinks.some(([k]) => k.startsWith('BROKEN'))).toBe(false);
       expect(env.downward.podIP).toBe('10.42.1.9');
       const off = { ...pod, spec: { ...pod.spec, enableServiceLinks: false } };
-      expect(creationEnv(off, undefined, node, book.services().values()).serviceLinks).toEqual([]);
-      expect(creationEnv(pod, undefined, node, undefined).serviceLinks).toEqual([]);
+      expect(creationEnv(off, off.spec.containers[0]!, undefined, node, book.services().values()).serviceLinks).toEqual([]);
+      expect(creationEnv(pod, pod.spec.containers[0]!, undefined, node, undefined).serviceLinks).toEqual([]);
     } finally {
       book.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -139,6 +139,37 @@ describe('resolveEnv at creation', () => {
   it('fails the container when a resourceFieldRef names a container the pod lacks', () => {
     const c = container({ name: 'app', image: 'busybox:1', env: [{ name: 'X', valueFrom: { resourceFieldRef: { containerName: 'ghost', resource: 'limits.cpu' } } }] });
     expect(resolveEnv('shop', c, NO_SOURCES, creation(pod))).toEqual({ ok: false, message: 'container "ghost" not found in pod shop/web-1' });
+  });
+});
+
+describe('$(NAME) expansion at creation', () => {
+  it('expands what is defined before, leaves the rest, and reads $$ as $', () => {
+    const vars = new Map([['A', 'x'], ['B', 'y']]);
+    expect(expandVars('$(A)-$(B)-$(C)-$$(A)-$$-$-a$', vars)).toBe('x-y-$(C)-$(A)-$-$-a$');
+    expect(expandVars('$(A', vars)).toBe('$(A');
+    expect(expandVars('cost $5 $(A)', vars)).toBe('cost $5 x');
+  });
+
+  it('expands env values from Service links, downward values and earlier entries, only when the container is made', () => {
+    const pod = desiredPod({ name: 'p', containers: [container({ name: 'app', image: 'busybox:1' })] });
+    const c = container({
+      name: 'app',
+      image: 'busybox:1',
+      env: [
+        { name: 'URL', value: 'http://$(STORE_SERVICE_HOST):$(PORT)/' },
+        { name: 'PORT', value: '8080' },
+        { name: 'IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+        { name: 'SELF', value: '$(IP):$(PORT)' },
+      ],
+    });
+    expect(resolveEnv('default', c, NO_SOURCES, creation(pod, [['STORE_SERVICE_HOST', '10.43.0.5']]))).toEqual({
+      ok: true,
+      env: ['STORE_SERVICE_HOST=10.43.0.5', 'URL=http://10.43.0.5:$(PORT)/', 'PORT=8080', 'IP=10.42.1.7', 'SELF=10.42.1.7:8080'],
+    });
+    // When planning, values are as written: the spec hash is what it was before expansion existed.
+    expect(resolveEnv('default', c, NO_SOURCES)).toEqual({ ok: true, env: ['URL=http://$(STORE_SERVICE_HOST):$(PORT)/', 'PORT=8080', 'SELF=$(IP):$(PORT)'] });
+    expect(expandCommand(['sh', '-c', 'echo $(SELF) $(NOPE)'], ['SELF=10.42.1.7:8080'])).toEqual(['sh', '-c', 'echo 10.42.1.7:8080 $(NOPE)']);
+    expect(expandCommand(undefined, [])).toBeUndefined();
   });
 });
 
