@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { formatMap, goQuote, podFieldValue, resourceFieldValue, type DownwardContext } from '../../agent/reconcile/downward.js';
+import { formatMap, goQuote, nodeDownward, podFieldValue, resourceFieldValue, type DownwardContext } from '../../agent/reconcile/downward.js';
 import { creationEnv, expandCommand, expandVars, resolveEnv, serviceLinks, type CreationEnv } from '../../agent/reconcile/env.js';
 import { podConfig } from '../../agent/reconcile/config.js';
 import { containerSpecHash } from '../../agent/reconcile/hash.js';
@@ -170,6 +170,19 @@ describe('$(NAME) expansion at creation', () => {
     expect(resolveEnv('default', c, NO_SOURCES)).toEqual({ ok: true, env: ['URL=http://$(STORE_SERVICE_HOST):$(PORT)/', 'PORT=8080', 'SELF=$(IP):$(PORT)'] });
     expect(expandCommand(['sh', '-c', 'echo $(SELF) $(NOPE)'], ['SELF=10.42.1.7:8080'])).toEqual(['sh', '-c', 'echo 10.42.1.7:8080 $(NOPE)']);
     expect(expandCommand(undefined, [])).toBeUndefined();
+  });
+});
+
+describe('nodeDownward', () => {
+  it('gives a hostNetwork pod the node\'s address as its own, and another pod its sandbox\'s', () => {
+    const pod = desiredPod({ name: 'p', containers: [container({ name: 'app', image: 'busybox:1' })] });
+    const host = desiredPod({ name: 'h', hostNetwork: true, containers: [container({ name: 'app', image: 'busybox:1' })] });
+    const own = nodeDownward(pod, 'edge-1', tmpdir(), '10.42.1.4');
+    expect(own.podIP).toBe('10.42.1.4');
+    expect(Number(own.allocatable.cpu)).toBeGreaterThan(0);
+    expect(Number(own.allocatable['ephemeral-storage'])).toBeGreaterThan(0);
+    const shared = nodeDownward(host, 'edge-1', tmpdir(), undefined);
+    expect(shared.podIP).toBe(shared.hostIP);
   });
 });
 
