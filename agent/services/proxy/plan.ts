@@ -183,6 +183,9 @@ const MAP_TYPES: Record<MapName, string> = {
 function baseChains(node: ProxyNode): Map<string, string[]> {
   const gateway = podGateway(node.podCIDR);
   return new Map<string, string[]>([
+    // Empty: its name carries the facts the table was made for, where a check can see them
+    // (nft's JSON listing leaves out the table's comment).
+    [`facts-${hash(proxyMarker(node))}`, []],
     ['nat-prerouting', ['type nat hook prerouting priority dstnat; policy accept;', 'jump services']],
     ['nat-output', ['type nat hook output priority -100; policy accept;', 'jump services']],
     ['nat-postrouting', ['type nat hook postrouting priority srcnat; policy accept;', 'jump masquerading']],

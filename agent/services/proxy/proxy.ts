@@ -10,6 +10,7 @@ import {
   pieceClaims,
   pieceCounts,
   planService,
+  podGateway,
   proxyMarker,
   transaction,
   withoutClaims,
@@ -59,7 +60,6 @@ export class ServiceProxy {
   private node: ProxyNode | undefined;
   /** The pieces in the table now, by Service key; undefined until a full sync has succeeded. */
   private applied: Map<string, ServicePiece> | undefined;
-  private appliedMarker = '';
   /** Which Service holds each map key (see pieceClaims). */
   private readonly claims = new Map<string, string>();
   /** Services that lost a map key to another: planned again on every sync until they get it. */
@@ -117,6 +117,21 @@ export class ServiceProxy {
     clearTimeout(this.retryTimer);
     await this.idle();
     this.plane.close();
+  }
+
+  /**
+   * Hairpin mode on the pod bridge's ports (see ProxyDataPlane.hairpin), so that a pod reaches
+   * itself through its Service; the agent calls it after each reconcile (pods come and go).
+   */
+  async hairpin(): Promise<void> {
+    const gateway = podGateway(this.node?.podCIDR);
+    if (!gateway || this.stopped) return;
+    try {
+      const changed = await this.plane.hairpin(gateway);
+      if (changed) this.opts.log.debug({ ports: changed }, 'hairpin mode turned on for pod bridge ports');
+    } catch (err) {
+      this.opts.log.debug({ err: (err as Error).message }, 'could not set hairpin mode on the pod bridge');
+    }
   }
 
   /** Services off: the table goes (and nothing else is touched). */
@@ -208,7 +223,6 @@ export class ServiceProxy {
     }
     const t2 = performance.now();
     this.applied = pieces;
-    this.appliedMarker = proxyMarker(node);
     this.last = { kind: 'full', services: pieces.size, commands: 1, planMs: t1 - t0, applyMs: t2 - t1 };
     this.opts.log.info({ services: pieces.size, planMs: Math.round(t1 - t0), applyMs: Math.round(t2 - t1) }, 'service table written whole');
     if (before) {
@@ -272,7 +286,6 @@ export class ServiceProxy {
     const listing = await this.plane.list();
     if (!listing) return 'the table is gone';
     const found = summarise(listing);
-    if (found.comment !== this.appliedMarker) return `its comment is '${found.comment ?? ''}'`;
     const want = pieceCounts(node, applied.values());
     let rules = 0;
     const chains = new Set<string>(baseChainNames(node));
@@ -309,12 +322,11 @@ function baseRuleCount(node: ProxyNode): number {
   return n;
 }
 
-function summarise(listing: unknown[]): { comment?: string; chains: Set<string>; rules: number; sets: number; elements: Map<MapName, number> } {
-  const out = { chains: new Set<string>(), rules: 0, sets: 0, elements: new Map<MapName, number>() } as { comment?: string; chains: Set<string>; rules: number; sets: number; elements: Map<MapName, number> };
+function summarise(listing: unknown[]): { chains: Set<string>; rules: number; sets: number; elements: Map<MapName, number> } {
+  const out = { chains: new Set<string>(), rules: 0, sets: 0, elements: new Map<MapName, number>() };
   for (const item of listing) {
     const o = item as Record<string, Record<string, unknown> | undefined>;
-    if (o.table && typeof o.table.comment === 'string') out.comment = o.table.comment;
-    else if (o.chain) out.chains.add(String(o.chain.name));
+    if (o.chain) out.chains.add(String(o.chain.name));
     else if (o.rule) out.rules++;
     else if (o.set) out.sets++;
     else if (o.map) out.elements.set(String(o.map.name) as MapName, Array.isArray(o.map.elem) ? o.map.elem.length : 0);
