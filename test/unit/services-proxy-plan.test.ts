@@ -19,9 +19,18 @@ function eps(...list: [string, EndpointAnnouncement][]): Map<string, EndpointAnn
   return new Map(list);
 }
 
-/** The DNAT targets of a piece's endpoint chains. */
+/** The DNAT targets (ip:port) in a piece's chains: a single target, or a random map's. */
 function targets(chains: Map<string, string[]>): string[] {
-  return [...chains.values()].flatMap((rules) => rules.map((r) => / dnat to (\S+)$/.exec(r)?.[1]).filter((x): x is string => Boolean(x))).sort();
+  const out: string[] = [];
+  for (const rules of chains.values()) {
+    for (const r of rules) {
+      const one = / dnat to (\d+\.\d+\.\d+\.\d+:\d+)$/.exec(r)?.[1];
+      if (one) out.push(one);
+      const map = / dnat to numgen random mod \d+ map \{ (.*) \}$/.exec(r)?.[1];
+      if (map) for (const m of map.matchAll(/\d+ : (\S+) \. (\d+)/g)) out.push(`${m[1]}:${m[2]}`);
+    }
+  }
+  return out.sort();
 }
 
 describe('service proxy planner', () => {
@@ -30,15 +39,16 @@ describe('service proxy planner', () => {
     const [vip, verdict] = [...p.elements.get('service-ips')!][0]!;
     expect(vip).toBe('10.43.0.10 . tcp . 80');
     const chain = verdict.replace('goto ', '');
-    expect(p.chains.get(chain)).toEqual([
-      'ip saddr != 10.42.0.0/16 jump mark-for-masquerade',
-      expect.stringMatching(/^numgen random mod 2 vmap \{ 0 : goto ep-\S+, 1 : goto ep-\S+ \}$/),
-    ]);
+    // One chain, no chain per endpoint: the DNAT picks through an anonymous map.
+    expect(p.chains.size).toBe(1);
+    expect(p.chains.get(chain)).toEqual(['ip saddr != 10.42.0.0/16 jump mark-for-masquerade', 'meta l4proto tcp dnat to numgen random mod 2 map { 0 : 10.42.2.11 . 8080, 1 : 10.42.3.12 . 8080 }']);
     expect(targets(p.chains)).toEqual(['10.42.2.11:8080', '10.42.3.12:8080']);
-    // Hairpin: an endpoint reaching itself through the Service is masqueraded.
-    const epRules = [...p.chains].find(([n]) => n.startsWith('ep-') && n.includes('10.42.2.11'))![1];
-    expect(epRules[0]).toBe('ip saddr 10.42.2.11 jump mark-for-masquerade');
     expect(p.elements.get('no-endpoint-services')!.size).toBe(0);
+    // Hairpin: only this node's endpoints can reach themselves through the Service.
+    expect(p.hairpin).toEqual(new Set());
+    const local = planService(svc(), eps(['p1', ep('10.42.1.11', 'a')]), node);
+    expect(local.hairpin).toEqual(new Set(['10.42.1.11']));
+    expect(fullRuleset(node, [local], local.hairpin)).toContain('elements = { 10.42.1.11 . 10.42.1.11 }');
   });
 
   it('resolves named target ports per endpoint and leaves out endpoints without the port', () => {
@@ -94,8 +104,7 @@ describe('service proxy planner', () => {
     const list = eps(['p1', ep('10.42.2.12', 'b')]);
     const cluster = planService(s, list, node);
     const ext = cluster.elements.get('service-nodeports')!.get('tcp . 30080')!.replace('goto ', '');
-    expect(cluster.chains.get(ext)![0]).toBe('jump mark-for-masquerade');
-    expect(targets(new Map([[ext, cluster.chains.get(ext)!], ...[...cluster.chains].filter(([n]) => n.startsWith('ep-'))]))).toEqual(['10.42.2.12:8080']);
+    expect(cluster.chains.get(ext)).toEqual(['jump mark-for-masquerade', 'meta l4proto tcp dnat to 10.42.2.12:8080']);
 
     const local = planService({ ...s, externalTrafficPolicy: 'Local' }, list, node);
     expect(local.elements.get('service-nodeports')!.size).toBe(0);
@@ -106,7 +115,7 @@ describe('service proxy planner', () => {
     const here = planService({ ...s, externalTrafficPolicy: 'Local' }, eps(['p1', ep('10.42.1.12', 'a')], ['p2', ep('10.42.2.12', 'b')]), node);
     const hereExt = here.elements.get('service-nodeports')!.get('tcp . 30080')!.replace('goto ', '');
     expect(here.chains.get(hereExt)!.some((r) => r.includes('mark-for-masquerade'))).toBe(false);
-    expect(here.chains.get(hereExt)!.at(-1)).toMatch(/^goto ep-\S+10\.42\.1\.12/);
+    expect(here.chains.get(hereExt)).toEqual(['meta l4proto tcp dnat to 10.42.1.12:8080']);
   });
 
   it('the full script declares the maps, the base chains and every Service\'s chains, replacing the table in one go', () => {
@@ -119,23 +128,37 @@ describe('service proxy planner', () => {
     expect(script).not.toMatch(/flotilla-policy|table ip flotilla[ \n{]/);
   });
 
-  it('one endpoint change is a transaction on that Service\'s chains and nothing else', () => {
+  it('one endpoint change is a transaction on that Service\'s chain and nothing else', () => {
     const before = planService(svc(), eps(['p1', ep('10.42.2.11', 'b')], ['p2', ep('10.42.2.12', 'b')]), node);
     const after = planService(svc(), eps(['p1', ep('10.42.2.11', 'b')], ['p2', ep('10.42.2.12', 'b')], ['p3', ep('10.42.2.13', 'b')]), node);
-    const cmds = transaction([{ before, after }]);
-    expect(cmds[0]).toMatch(/^add chain ip flotilla-svc ep-\S+10\.42\.2\.13\/8080$/);
-    expect(cmds).toContain(`add rule ip flotilla-svc ${[...after.chains.keys()].find((n) => n.includes('10.42.2.13'))} meta l4proto tcp dnat to 10.42.2.13:8080`);
-    expect(cmds.filter((c) => c.startsWith('flush chain'))).toEqual([expect.stringMatching(/^flush chain ip flotilla-svc svc-/)]);
-    expect(cmds.some((c) => c.includes('element'))).toBe(false);
+    const chain = [...after.chains.keys()][0]!;
+    expect(transaction([{ before, after }])).toEqual([
+      `flush chain ip flotilla-svc ${chain}`,
+      `add rule ip flotilla-svc ${chain} ip saddr != 10.42.0.0/16 jump mark-for-masquerade`,
+      `add rule ip flotilla-svc ${chain} meta l4proto tcp dnat to numgen random mod 3 map { 0 : 10.42.2.11 . 8080, 1 : 10.42.2.12 . 8080, 2 : 10.42.2.13 . 8080 }`,
+    ]);
     expect(transaction([{ before: after, after }])).toEqual([]);
 
-    // The last endpoint goes: the virtual IP moves to the reject map, the chains go after nothing refers to them.
-    const none = planService(svc(), eps(), node);
-    const down = transaction([{ before: after, after: none }]);
-    const firstDelete = down.findIndex((c) => c.startsWith('delete chain'));
-    expect(down.indexOf('delete element ip flotilla-svc service-ips { 10.43.0.10 . tcp . 80 }')).toBeLessThan(firstDelete);
-    expect(down).toContain('add element ip flotilla-svc no-endpoint-services { 10.43.0.10 . tcp . 80 : goto reject-traffic }');
-    expect(down.filter((c) => c.startsWith('delete chain'))).toHaveLength(4);
+    // The last endpoint goes: the virtual IP moves to the reject map, the chain goes after nothing refers to it.
+    const down = transaction([{ before: after, after: planService(svc(), eps(), node) }]);
+    expect(down).toEqual([
+      'delete element ip flotilla-svc service-ips { 10.43.0.10 . tcp . 80 }',
+      'add element ip flotilla-svc no-endpoint-services { 10.43.0.10 . tcp . 80 : goto reject-traffic }',
+      `flush chain ip flotilla-svc ${chain}`,
+      `delete chain ip flotilla-svc ${chain}`,
+    ]);
+  });
+
+  it('with affinity, endpoint chains and sets come before the Service chain that refers to them, and go after', () => {
+    const s = svc({ sessionAffinity: 'ClientIP' });
+    const before = planService(s, eps(['p1', ep('10.42.2.11', 'b')]), node);
+    const after = planService(s, eps(['p2', ep('10.42.2.12', 'b')]), node);
+    const cmds = transaction([{ before, after }]);
+    const idx = (re: RegExp) => cmds.findIndex((c) => re.test(c));
+    expect(idx(/^add set ip flotilla-svc aff-\S+10\.42\.2\.12/)).toBe(0);
+    expect(idx(/^add chain ip flotilla-svc ep-\S+10\.42\.2\.12/)).toBeLessThan(idx(/^flush chain ip flotilla-svc svc-/));
+    expect(idx(/^delete chain ip flotilla-svc ep-\S+10\.42\.2\.11/)).toBeGreaterThan(idx(/^add rule ip flotilla-svc svc-\S+ goto ep-/));
+    expect(cmds.at(-1)).toMatch(/^delete set ip flotilla-svc aff-\S+10\.42\.2\.11/);
   });
 
   it('a node port moving from one Service to another in one burst: the delete comes before the add', () => {

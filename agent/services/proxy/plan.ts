@@ -48,6 +48,8 @@ export interface ServicePiece {
   /** Affinity sets by name → their timeout in seconds. */
   sets: Map<string, number>;
   elements: Map<MapName, Map<string, string>>;
+  /** This node's endpoints: a pod that reaches itself through the Service is masqueraded (the `hairpin` set). */
+  hairpin: Set<string>;
   /** UDP endpoints each traffic path DNATs to: `vip:port` or `node:nodePort` → endpoint IPs (for conntrack clean-up). */
   udp: Map<string, Set<string>>;
 }
@@ -61,7 +63,7 @@ interface Backend {
 }
 
 function emptyPiece(): ServicePiece {
-  return { chains: new Map(), sets: new Map(), elements: new Map(MAPS.map((m) => [m, new Map<string, string>()])), udp: new Map() };
+  return { chains: new Map(), sets: new Map(), elements: new Map(MAPS.map((m) => [m, new Map<string, string>()])), hairpin: new Set(), udp: new Map() };
 }
 
 function hash(text: string): string {
@@ -117,10 +119,19 @@ export function planService(svc: ServiceAnnouncement, endpoints: ReadonlyMap<str
     const epChain = (b: Backend) => objectName('ep', `${id}/${b.ip}/${b.port}`);
     const affSet = (b: Backend) => objectName('aff', `${id}/${b.ip}/${b.port}`);
     const usedEndpoints = new Map<string, Backend>();
+    for (const b of all) if (b.node === node.name) piece.hairpin.add(b.ip);
+    // Without affinity the Service chain DNATs itself, through an anonymous map from a random
+    // number to an endpoint: one chain per Service port, none per endpoint (nft reads the
+    // table's chains on every change: fewer chains, faster changes). With ClientIP affinity,
+    // a chain per endpoint records the client in the endpoint's timed set.
     const chooser = (backends: readonly Backend[]): string[] => {
+      if (affinity === undefined) {
+        if (backends.length === 1) return [`meta l4proto ${proto} dnat to ${backends[0]!.ip}:${backends[0]!.port}`];
+        return [`meta l4proto ${proto} dnat to numgen random mod ${backends.length} map { ${backends.map((b, i) => `${i} : ${b.ip} . ${b.port}`).join(', ')} }`];
+      }
       const rules: string[] = [];
       for (const b of backends) usedEndpoints.set(epChain(b), b);
-      if (affinity !== undefined) for (const b of backends) rules.push(`ip saddr @${affSet(b)} goto ${epChain(b)}`);
+      for (const b of backends) rules.push(`ip saddr @${affSet(b)} goto ${epChain(b)}`);
       if (backends.length === 1) rules.push(`goto ${epChain(backends[0]!)}`);
       else rules.push(`numgen random mod ${backends.length} vmap { ${backends.map((b, i) => `${i} : goto ${epChain(b)}`).join(', ')} }`);
       return rules;
@@ -156,13 +167,8 @@ export function planService(svc: ServiceAnnouncement, endpoints: ReadonlyMap<str
     }
 
     for (const [name, b] of usedEndpoints) {
-      const rules = [`ip saddr ${b.ip} jump mark-for-masquerade`];
-      if (affinity !== undefined) {
-        piece.sets.set(affSet(b), affinity);
-        rules.push(`update @${affSet(b)} { ip saddr }`);
-      }
-      rules.push(`meta l4proto ${proto} dnat to ${b.ip}:${b.port}`);
-      piece.chains.set(name, rules);
+      piece.sets.set(affSet(b), affinity!);
+      piece.chains.set(name, [`update @${affSet(b)} { ip saddr }`, `meta l4proto ${proto} dnat to ${b.ip}:${b.port}`]);
     }
   }
   return piece;
@@ -194,6 +200,8 @@ function baseChains(node: ProxyNode): Map<string, string[]> {
     [
       'masquerading',
       [
+        // Hairpin: a pod DNATed to itself sees the gateway's address, and answers through here.
+        `ip saddr . ip daddr @hairpin meta mark set meta mark | ${MASQ_MARK}`,
         `meta mark & ${MASQ_MARK} == 0 return`,
         `meta mark set meta mark ^ ${MASQ_MARK}`,
         // Toward a pod, the pod gateway's address: every device routes the pod CIDR back here.
@@ -218,7 +226,7 @@ export function baseChainNames(node: ProxyNode): string[] {
 }
 
 /** The whole table, as one `nft -f` script that replaces whatever is there in one transaction. */
-export function fullRuleset(node: ProxyNode, pieces: Iterable<ServicePiece>): string {
+export function fullRuleset(node: ProxyNode, pieces: Iterable<ServicePiece>, hairpin: Iterable<string> = []): string {
   const t = `${SVC_FAMILY} ${SVC_TABLE}`;
   const out: string[] = [`table ${t}`, `delete table ${t}`, `table ${t} {`, `  comment "${proxyMarker(node)}"`];
   const elements = new Map<MapName, string[]>(MAPS.map((m) => [m, []]));
@@ -230,6 +238,8 @@ export function fullRuleset(node: ProxyNode, pieces: Iterable<ServicePiece>): st
     for (const [name, rules] of piece.chains) chains.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), '  }');
   }
   out.push(...sets);
+  const pairs = [...hairpin].map((ip) => `${ip} . ${ip}`);
+  out.push(`  set hairpin {`, '    type ipv4_addr . ipv4_addr;', ...(pairs.length ? [`    elements = { ${pairs.join(', ')} }`] : []), '  }');
   for (const map of MAPS) {
     const els = elements.get(map)!;
     out.push(`  map ${map} {`, `    type ${MAP_TYPES[map]};`);
@@ -253,7 +263,7 @@ export interface PieceChange {
  * transaction what is referred to exists before the reference, a map key one Service gives up
  * is deleted before another takes it, and a chain or set goes only once nothing refers to it.
  */
-export function transaction(changes: readonly PieceChange[]): string[] {
+export function transaction(changes: readonly PieceChange[], hairpin: { add: readonly string[]; remove: readonly string[] } = { add: [], remove: [] }): string[] {
   const t = `${SVC_FAMILY} ${SVC_TABLE}`;
   const create: string[] = [];
   const rules: string[] = [];
@@ -285,6 +295,8 @@ export function transaction(changes: readonly PieceChange[]): string[] {
     for (const name of goneChains) remove.push(`delete chain ${t} ${name}`);
     for (const name of before.sets.keys()) if (!after.sets.has(name)) remove.push(`delete set ${t} ${name}`);
   }
+  if (hairpin.remove.length) delElements.push(`delete element ${t} hairpin { ${hairpin.remove.map((ip) => `${ip} . ${ip}`).join(', ')} }`);
+  if (hairpin.add.length) addElements.push(`add element ${t} hairpin { ${hairpin.add.map((ip) => `${ip} . ${ip}`).join(', ')} }`);
   // Chains flushed in `remove` go after the rules that referred to them were replaced.
   return [...create, ...rules, ...delElements, ...addElements, ...remove.filter((c) => c.startsWith('flush')), ...remove.filter((c) => !c.startsWith('flush'))];
 }
@@ -322,7 +334,7 @@ export const EMPTY_PIECE: ServicePiece = emptyPiece();
 /** How many chains, rules and map elements a set of pieces makes (with the base chains): what a check of the table expects. */
 export function pieceCounts(node: ProxyNode, pieces: Iterable<ServicePiece>): { chains: number; sets: number; elements: Record<MapName, number> } {
   let chains = baseChains(node).size;
-  let sets = 0;
+  let sets = 1; // hairpin
   const elements = Object.fromEntries(MAPS.map((m) => [m, 0])) as Record<MapName, number>;
   for (const p of pieces) {
     chains += p.chains.size;

@@ -62,6 +62,8 @@ export class ServiceProxy {
   private applied: Map<string, ServicePiece> | undefined;
   /** Which Service holds each map key (see pieceClaims). */
   private readonly claims = new Map<string, string>();
+  /** The hairpin set's addresses in the table now. */
+  private hairpinApplied = new Set<string>();
   /** Services that lost a map key to another: planned again on every sync until they get it. */
   private readonly starved = new Set<string>();
   private pending = new Set<string>();
@@ -103,6 +105,12 @@ export class ServiceProxy {
   /** Services changed in the book (their `namespace/name` keys). */
   changed(keys: Iterable<string>): void {
     for (const k of keys) this.pending.add(k);
+    this.kick();
+  }
+
+  /** Asks for a full sync (the table written whole again). */
+  resync(): void {
+    this.wantFull = true;
     this.kick();
   }
 
@@ -213,7 +221,8 @@ export class ServiceProxy {
     this.starved.clear();
     const pieces = new Map<string, ServicePiece>();
     for (const key of [...this.opts.source.services().keys()].sort()) pieces.set(key, this.planOne(key, node));
-    const script = fullRuleset(node, pieces.values());
+    const hairpin = hairpinOf(pieces.values());
+    const script = fullRuleset(node, pieces.values(), hairpin);
     const t1 = performance.now();
     try {
       await this.plane.apply(script);
@@ -223,6 +232,7 @@ export class ServiceProxy {
     }
     const t2 = performance.now();
     this.applied = pieces;
+    this.hairpinApplied = hairpin;
     this.last = { kind: 'full', services: pieces.size, commands: 1, planMs: t1 - t0, applyMs: t2 - t1 };
     this.opts.log.info({ services: pieces.size, planMs: Math.round(t1 - t0), applyMs: Math.round(t2 - t1) }, 'service table written whole');
     if (before) {
@@ -243,7 +253,10 @@ export class ServiceProxy {
     for (const key of keys) this.releaseClaims(key, applied.get(key));
     const changes: (PieceChange & { key: string })[] = [];
     for (const key of keys) changes.push({ key, before: applied.get(key) ?? EMPTY_PIECE, after: this.planOne(key, node) });
-    const commands = transaction(changes);
+    const next = new Map(applied);
+    for (const c of changes) next.set(c.key, c.after);
+    const hairpin = hairpinOf(next.values());
+    const commands = transaction(changes, { add: [...hairpin].filter((ip) => !this.hairpinApplied.has(ip)), remove: [...this.hairpinApplied].filter((ip) => !hairpin.has(ip)) });
     const t1 = performance.now();
     if (commands.length) {
       try {
@@ -255,8 +268,9 @@ export class ServiceProxy {
       }
     }
     const t2 = performance.now();
+    this.hairpinApplied = hairpin;
     for (const c of changes) {
-      if (c.after.chains.size || c.after.sets.size || [...c.after.elements.values()].some((m) => m.size)) applied.set(c.key, c.after);
+      if (c.after.chains.size || c.after.sets.size || c.after.hairpin.size || [...c.after.elements.values()].some((m) => m.size)) applied.set(c.key, c.after);
       else applied.delete(c.key);
     }
     this.last = { kind: commands.length ? 'incremental' : 'none', services: keys.length, commands: commands.length, planMs: t1 - t0, applyMs: t2 - t1 };
@@ -303,6 +317,13 @@ export class ServiceProxy {
     for (const [map, n] of Object.entries(want.elements)) if ((found.elements.get(map as MapName) ?? 0) !== n) return `map ${map} has ${found.elements.get(map as MapName) ?? 0} elements, ${n} expected`;
     return undefined;
   }
+}
+
+/** This node's endpoint addresses over all Services: the hairpin set. */
+function hairpinOf(pieces: Iterable<ServicePiece>): Set<string> {
+  const out = new Set<string>();
+  for (const p of pieces) for (const ip of p.hairpin) out.add(ip);
+  return out;
 }
 
 let baseRules: { marker: string; n: number } | undefined;
