@@ -86,7 +86,7 @@ export class ServiceProxy {
 
   /** Starts the periodic check; the first sync runs once the node's facts are given (setNode). */
   start(): void {
-    const every = this.opts.checkIntervalMs ?? 30_000;
+    const every = this.opts.checkIntervalMs ?? 60_000;
     this.checkTimer = setInterval(() => {
       this.wantCheck = true;
       this.kick();
