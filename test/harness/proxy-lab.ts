@@ -178,9 +178,8 @@ export class ProxyLab {
   }
 
   /** `count` connections (or datagrams) from namespace `ns` to host:port, one after another. */
-  async request(ns: string, proto: 'tcp' | 'udp', host: string, port: number, count = 1, opts: { timeoutMs?: number; localPort?: number } = {}): Promise<Reply[]> {
-    const out = await mustRunIn(ns, [process.execPath, '-e', CLIENT, proto, host, String(port), String(count), String(opts.timeoutMs ?? 2_000), String(opts.localPort ?? 0)], { timeoutMs: 120_000 });
-    return JSON.parse(out) as Reply[];
+  request(ns: string, proto: 'tcp' | 'udp', host: string, port: number, count = 1, opts: { timeoutMs?: number; localPort?: number } = {}): Promise<Reply[]> {
+    return requestFrom(ns, proto, host, port, count, opts);
   }
 
   async teardown(): Promise<void> {
@@ -197,6 +196,12 @@ export class ProxyLab {
     this.dir.remove();
     process.off('exit', this.onExit);
   }
+}
+
+/** `count` TCP connections (or UDP datagrams) from namespace `ns` to host:port, one after another; what each got back. */
+export async function requestFrom(ns: string, proto: 'tcp' | 'udp', host: string, port: number, count = 1, opts: { timeoutMs?: number; localPort?: number } = {}): Promise<Reply[]> {
+  const out = await mustRunIn(ns, [process.execPath, '-e', CLIENT, proto, host, String(port), String(count), String(opts.timeoutMs ?? 2_000), String(opts.localPort ?? 0)], { timeoutMs: 120_000 });
+  return JSON.parse(out) as Reply[];
 }
 
 /** How many replies came from each endpoint name. */
