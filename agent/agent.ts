@@ -429,7 +429,8 @@ export class Agent {
     const result = await this.overlay.pass(target.network, containers, this.engine.info);
     if (this.proxy && this.serviceBook) {
       this.proxy.setNode(this.proxyNode());
-      await this.proxy.hairpin();
+      // In the background: new pods' bridge ports get hairpin mode without holding up the pods.
+      void this.proxy.hairpin();
     }
     // While the overlay is not ready no sandbox is made (the planner's networkNotReady).
     this.podNetwork = this.overlay.on ? (result.podNetwork ?? this.podNetwork) : this.config.podNetwork;

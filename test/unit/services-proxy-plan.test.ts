@@ -283,6 +283,16 @@ describe('ServiceProxy', () => {
     await proxy.stop();
   });
 
+  it('services off: the table is removed, and nothing else is asked of the kernel', async () => {
+    const plane = new RecordingPlane();
+    plane.exists = true;
+    const proxy = new ServiceProxy({ source: new Book(), log, plane });
+    await proxy.remove();
+    expect(plane.exists).toBe(false);
+    expect(plane.scripts).toEqual([]);
+    await proxy.stop();
+  });
+
   it('a node port held by one Service is not taken by another until it is free', async () => {
     const book = new Book();
     const np = (name: string, ip: string) => svc({ name, type: 'NodePort', clusterIP: ip, ports: [{ protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] });
