@@ -32,6 +32,8 @@ import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js'
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 import type { NetPlane } from './network/plane.js';
 import { ServiceBook } from './network/services.js';
+import type { ProxyNode } from './services/proxy/plan.js';
+import { ServiceProxy } from './services/proxy/proxy.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -178,6 +180,11 @@ export class Agent {
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
     }
+    // The service proxy programs the kernel: on with the overlay, never on bench/'s in-memory network.
+    if (config.overlay === 'wireguard' && !config.networkPlane) {
+      this.proxy = new ServiceProxy({ source: this.serviceBook ?? { services: () => new Map(), endpoints: () => new Map() }, log: log.child({ part: 'proxy' }) });
+      if (this.serviceBook) this.onServices((keys) => this.proxy!.changed(keys));
+    }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
 
@@ -204,6 +211,7 @@ export class Agent {
     // The key exists before the first report: the hub announces the device with its public key.
     this.overlay?.start();
     this.serviceBook?.restore();
+    this.startProxy();
     if (!saved && !canJoin) {
       // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
@@ -274,6 +282,8 @@ export class Agent {
     this.metrics?.stop();
     this.overlay?.stop();
     this.serviceBook?.stop();
+    // The table stays: virtual IPs keep working while the agent is down.
+    await this.proxy?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -422,6 +432,11 @@ export class Agent {
     if (!this.overlay?.active) return {};
     const containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
     const result = await this.overlay.pass(target.network, containers, this.engine.info);
+    if (this.proxy && this.serviceBook) {
+      this.proxy.setNode(this.proxyNode());
+      // In the background: new pods' bridge ports get hairpin mode without holding up the pods.
+      void this.proxy.hairpin();
+    }
     // While the overlay is not ready no sandbox is made (the planner's networkNotReady).
     this.podNetwork = this.overlay.on ? (result.podNetwork ?? this.podNetwork) : this.config.podNetwork;
     return result;
@@ -666,6 +681,25 @@ export class Agent {
       }
     }
   }
+  private readonly proxy: ServiceProxy | undefined;
+
+  /** The service proxy from the book restored from disk (virtual IPs work with the hub gone); with services off, its table goes. */
+  private startProxy(): void {
+    if (!this.proxy) return;
+    if (!this.serviceBook) {
+      void this.proxy.remove().catch((err: Error) => this.log.warn({ err: err.message }, 'could not remove the service table'));
+      return;
+    }
+    this.proxy.start();
+    this.proxy.setNode(this.proxyNode());
+  }
+
+  /** This node's facts for the service proxy, from the desired set's network section. */
+  private proxyNode(): ProxyNode {
+    const network = this.desired?.network as (DesiredState['network'] & { site?: string }) | undefined;
+    return { name: this.config.name, ...(network?.site ? { site: network.site } : {}), ...(network ? { podCIDR: network.podCIDR, clusterCIDR: network.clusterCIDR } : {}) };
+  }
+
   /** The engine network pods join now: the overlay's (undefined while it is not ready) or --pod-network. */
   private podNetwork: string;
   /** The MQTT URL of the connection in use (the saved credentials' or the join's). */

@@ -32,6 +32,9 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'bytes each existing device receives when one device joins, 1,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes1000' },
   { what: 'bytes each existing device receives when one device joins, 10,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes10000' },
   { what: 'agent memory, overlay on, 100 peers (wireguard-go apart)', must: '≤ 60 MB RSS', aim: '—', file: 'overlay-footprint', target: 'agentRss100Peers' },
+  { what: 'service data path: full sync of 1,000 Services × 10 endpoints on the device (plan + nft)', must: '≤ 1 s', aim: '—', file: 'services-datapath', target: 'fullSync' },
+  { what: 'service data path: one endpoint change on the device (plan + nft transaction)', must: '≤ 50 ms', aim: '—', file: 'services-datapath', target: 'endpointChange' },
+  { what: 'first-packet cost through a virtual IP: TCP connect at 1,000 Services ÷ at 10', must: '≤ 1.5 ×', aim: '≤ 1.1 ×', file: 'services-datapath', target: 'firstPacket' },
   { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
 ];
 
