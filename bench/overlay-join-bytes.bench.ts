@@ -17,6 +17,8 @@ import { round, writeResult, type TargetFigure } from './results.js';
 const SIZES = (process.env.OVERLAY_JOIN_SIZES ?? '1000,10000').split(',').map(Number);
 // The default cluster CIDR (10.42.0.0/16 in /24 blocks) holds 256 nodes; a /10 holds 16,384.
 const CLUSTER_CIDR = '10.0.0.0/10';
+// The Services' virtual IPs lie outside it (the default 10.43.0.0/16 is inside).
+const SERVICE_CIDR = '10.96.0.0/16';
 const OBSERVERS = 3;
 const QUIET_MS = 3_000;
 const dirs = tempDir('joinbytes');
@@ -60,7 +62,7 @@ it(`bytes each existing device receives when one joins, at ${SIZES.join(' and ')
   const targets: Record<string, TargetFigure> = {};
   let worst = 0;
   for (const size of SIZES) {
-    hub = await startHub({ dataDir: join(dirs.path, `hub-${size}`), extraArgs: ['--relay', 'off', '--cluster-cidr', CLUSTER_CIDR], env: { FLOTILLA_LOG_LEVEL: 'info' } });
+    hub = await startHub({ dataDir: join(dirs.path, `hub-${size}`), extraArgs: ['--relay', 'off', '--cluster-cidr', CLUSTER_CIDR, '--service-cidr', SERVICE_CIDR], env: { FLOTILLA_LOG_LEVEL: 'info' } });
     const startedAt = Date.now();
     await paperPeers({ mqttUrl: hub.mqttUrl, joinToken: hub.joinToken, count: size - OBSERVERS, prefix: 'paper', disconnect: true, concurrency: 20 });
     const joinSeconds = (Date.now() - startedAt) / 1000;

@@ -19,6 +19,8 @@ import { MB, progressLog, quantile, round, sampleProcess, writeResult } from './
 const SIZES = (process.env.FLOTILLA_BENCH_OVERLAY_JOIN_SIZES ?? '1000').split(',').map(Number);
 const READERS = 50;
 const CLUSTER_CIDR = '10.0.0.0/10';
+// The Services' virtual IPs lie outside it (the default 10.43.0.0/16 is inside).
+const SERVICE_CIDR = '10.96.0.0/16';
 const JOIN_CONCURRENCY = 50;
 /** After the last reader has the new peer, how long anything else it is sent still counts. */
 const TAIL_MS = 5_000;
@@ -56,7 +58,7 @@ for (const devices of SIZES) {
     const state = stateRoot('overlay-join');
     cleanups.push(() => state.remove());
     // 10,000 nodes need more than the default cluster CIDR's 256 blocks of /24.
-    const hub = await startBenchHub(join(dirs.path, 'hub'), ['--cluster-cidr', CLUSTER_CIDR]);
+    const hub = await startBenchHub(join(dirs.path, 'hub'), ['--cluster-cidr', CLUSTER_CIDR, '--service-cidr', SERVICE_CIDR]);
     cleanups.push(() => hub.process.stop(60_000));
     const options: FleetOptions = {
       hub: deviceBrokerUrl(hub),

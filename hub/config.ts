@@ -4,6 +4,7 @@ import { DEFAULT_CLUSTER_CIDR, DEFAULT_NODE_CIDR_MASK_SIZE } from '../shared/pro
 import { DEFAULT_TOPIC_PREFIX } from '../shared/protocol/topics.js';
 import { fieldErrorsFromZod } from '../shared/resources/fields.js';
 import { parsePodNetworkSettings } from './network/ipam.js';
+import { DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, parseServiceNetworkSettings } from './services/allocator.js';
 
 /** The hub's configuration: a schema with defaults, validated once at start, then frozen. */
 export const hubConfigSchema = z.object({
@@ -50,6 +51,9 @@ export const hubConfigSchema = z.object({
   /** The pod network: the IPv4 range every pod address comes from, and the size of each node's block of it (hub/network/ipam.ts checks the two together). */
   clusterCIDR: z.string().default(DEFAULT_CLUSTER_CIDR),
   nodeCIDRMaskSize: z.number().int().default(DEFAULT_NODE_CIDR_MASK_SIZE),
+  /** Services: the IPv4 range of their virtual IPs (apart from the cluster CIDR) and the NodePorts' range (hub/services/allocator.ts checks them). */
+  serviceCIDR: z.string().default(DEFAULT_SERVICE_CIDR),
+  serviceNodePortRange: z.string().default(DEFAULT_NODE_PORT_RANGE),
 });
 
 export type HubConfig = Readonly<z.infer<typeof hubConfigSchema>>;
@@ -62,5 +66,7 @@ export function loadHubConfig(input: Record<string, unknown>): HubConfig {
   }
   const network = parsePodNetworkSettings(parsed.data.clusterCIDR, parsed.data.nodeCIDRMaskSize);
   if ('error' in network) throw new Error(`invalid hub configuration: ${network.error}`);
+  const services = parseServiceNetworkSettings(parsed.data.serviceCIDR, parsed.data.serviceNodePortRange, parsed.data.clusterCIDR);
+  if ('error' in services) throw new Error(`invalid hub configuration: ${services.error}`);
   return Object.freeze(parsed.data);
 }

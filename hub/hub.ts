@@ -36,6 +36,7 @@ import { EventRecorder } from './events/recorder.js';
 import { HubSelfMetrics } from './metrics/self.js';
 import { MetricsService } from './metrics/service.js';
 import { startPodNetwork } from './network/start.js';
+import { startServices } from './services/start.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { holdExclusiveLock } from './store/db.js';
 import { openHubDatabase } from './store/schema.js';
@@ -149,7 +150,7 @@ export class Hub {
     opened.add('relay observed endpoints', relay.onObservedChange((node) => podNetwork.peers.refresh(node)));
     selfMetrics.addFamilies(podNetwork.families);
     selfMetrics.instrumentController('ipam', podNetwork.ipam);
-    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, podCIDROf: podNetwork.podCIDROf });
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, serviceCIDR: config.serviceCIDR, podCIDROf: podNetwork.podCIDROf });
     dispatcher.start();
     opened.add('dispatch', () => dispatcher.stop());
     // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.
@@ -177,6 +178,9 @@ export class Hub {
     const endpoints = new EndpointsController({ store, events, log: log.child({ part: 'endpoints' }) });
     endpoints.start();
     opened.add('endpoints', () => endpoints.stop());
+    // Services: virtual IPs and NodePorts allocated on the API's write path, and published to the devices with their endpoints.
+    const services = await startServices({ config, db, store, bus: broker, topics, log: log.child({ part: 'services' }), opened });
+    selfMetrics.addFamilies(services.families);
     // Waves rollouts of Deployments decide how many pods each wave releases; the Deployment controller sizes the ReplicaSets.
     const deploymentWaves = new DeploymentWavesController({ store, events, log: log.child({ part: 'deployment-waves' }) }, { onScaleChanged: (key) => deployments.queue.add(key) });
     const deployments = new DeploymentController({ store, events, log: log.child({ part: 'deployment' }) }, { wavesScale: deploymentWaves.wavesScale });
@@ -211,7 +215,7 @@ export class Hub {
     });
     opened.add('node watch', unwatchNodes);
 
-    const resources = new ResourceService(store, log.child({ part: 'api' }));
+    const resources = new ResourceService(store, log.child({ part: 'api' }), services.admission);
     const tokens = new TokenRoutes(credentials, (node) => broker.disconnectNode(node), accounts);
     const api = new ApiServer(
       { host: config.listen, port: config.apiPort, bodyLimit: config.bodyLimitBytes, disk, authorize: (token) => credentials.verifyToken('admin', token) !== undefined || false },

@@ -13,9 +13,12 @@ export const SERVICES_FILE = 'services.json';
 const cacheSchema = z.object({
   v: z.literal(1),
   services: z.array(z.unknown()),
-  /** [namespace, service, pod, announcement] */
-  endpoints: z.array(z.tuple([z.string(), z.string(), z.string(), z.unknown()])),
+  /** [namespace, service, pod, announcement]; each checked alone (cacheEndpointSchema), so one damaged entry costs only itself. */
+  endpoints: z.array(z.unknown()),
 });
+
+const cacheName = z.string().min(1).max(253);
+const cacheEndpointSchema = z.tuple([cacheName, cacheName, cacheName, z.unknown()]);
 
 /** `namespace/name` */
 export type ServiceKey = string;
@@ -104,7 +107,13 @@ export class ServiceBook {
       this.svc.set(key, s.value);
       this.pending.add(key);
     }
-    for (const [i, [ns, name, pod, raw]] of cache.endpoints.entries()) {
+    for (const [i, entry] of cache.endpoints.entries()) {
+      const tuple = cacheEndpointSchema.safeParse(entry);
+      if (!tuple.success) {
+        this.opts.log.warn({ entry: i, errors: formatFieldErrors(fieldErrorsFromZod(tuple.error).slice(0, 5)) }, 'service cache: damaged endpoint left out');
+        continue;
+      }
+      const [ns, name, pod, raw] = tuple.data;
       const e = checkEndpoint(raw);
       if (!e.ok) {
         this.opts.log.warn({ entry: i, errors: e.errors }, 'service cache: damaged endpoint left out');

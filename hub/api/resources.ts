@@ -29,6 +29,13 @@ export interface ApplyOutcome {
 }
 
 /**
+ * A kind's admission on the write path, inside the write's transaction: the object as it is to
+ * be stored (defaults and allocations filled), from the valid object and the stored one it
+ * replaces. Throws a HubError to refuse the write.
+ */
+export type Admission = (next: StoredObject, existing: StoredObject | undefined) => StoredObject;
+
+/**
  * The API's operations on objects, between the HTTP edge and the store: validation of every
  * document before anything is written, namespace checks, apply (create or update by name) in
  * one transaction so that a bad document in a batch leaves the store unchanged.
@@ -37,7 +44,14 @@ export class ResourceService {
   constructor(
     private readonly store: ObjectStore,
     private readonly log: Logger,
+    /** By kind: Service's allocates its virtual IP and NodePorts (hub/services/allocator.ts). */
+    private readonly admission: Record<string, Admission> = {},
   ) {}
+
+  private admit(next: StoredObject, existing: StoredObject | undefined): StoredObject {
+    const admit = this.admission[next.kind];
+    return admit ? admit(next, existing) : next;
+  }
 
   kind(name: string): KindInfo {
     const kind = lookupKind(name);
@@ -85,11 +99,11 @@ export class ResourceService {
         const existing = this.store.get(kind.kind, ns, object.metadata.name);
         const base = { kind: kind.kind, name: object.metadata.name, ...(kind.namespaced ? { namespace: ns } : {}), warnings };
         if (!existing) {
-          const stored = this.store.create(toNewObject(object));
+          const stored = this.store.create(this.admit(toNewObject(object), undefined));
           outcomes.push({ ...base, action: 'created', object: opts.dryRun ? asDryRunAnswer(stored, undefined) : stored });
           continue;
         }
-        const next = mergeIntoExisting(existing, object);
+        const next = this.admit(mergeIntoExisting(existing, object), existing);
         if (sameUserFields(existing, next)) {
           outcomes.push({ ...base, action: 'unchanged', object: existing });
           continue;
@@ -108,7 +122,7 @@ export class ResourceService {
     if (kind.kind !== this.kind(kindName).kind) throw new HubError('HUB_ERR_BAD_REQUEST', `the body is a ${kind.kind}, the path is for ${this.kind(kindName).plural}`);
     return writeOrDryRun(this.store, opts.dryRun, () => {
       if (kind.namespaced) this.requireNamespace(object.metadata.namespace!);
-      const stored = this.store.create(toNewObject(object));
+      const stored = this.store.create(this.admit(toNewObject(object), undefined));
       return { object: opts.dryRun ? asDryRunAnswer(stored, undefined) : stored, warnings };
     });
   }
@@ -120,7 +134,7 @@ export class ResourceService {
     if (object.metadata.name !== name) throw new HubError('HUB_ERR_BAD_REQUEST', `metadata.name '${object.metadata.name}' does not match the name in the path '${name}'`);
     return writeOrDryRun(this.store, opts.dryRun, () => {
       const existing = this.get(kindName, namespace, name);
-      const stored = this.store.update(mergeIntoExisting(existing, object));
+      const stored = this.store.update(this.admit(mergeIntoExisting(existing, object), existing));
       return { object: opts.dryRun ? asDryRunAnswer(stored, existing.metadata.resourceVersion) : stored, warnings };
     });
   }
@@ -133,7 +147,7 @@ export class ResourceService {
       const patched = mergePatch(existing, patch) as StoredObject;
       const [v] = this.validateAll([{ source: 'patch', value: patched }], namespace);
       const expected = isPlainObject(patch.metadata) && typeof patch.metadata.resourceVersion === 'string' ? patch.metadata.resourceVersion : undefined;
-      const next = mergeIntoExisting(existing, v!.object);
+      const next = this.admit(mergeIntoExisting(existing, v!.object), existing);
       if (expected) next.metadata.resourceVersion = expected;
       else next.metadata.resourceVersion = existing.metadata.resourceVersion;
       const stored = this.store.update(next);

@@ -206,16 +206,38 @@ function describeCronJob(obj: Obj): string[] {
   ];
 }
 
-/** As kubectl: selector and ports, then the Endpoints (ready ones, and those not ready yet). */
+/**
+ * As kubectl: selector, type, virtual IP, each port with its target and NodePort, the
+ * Endpoints, session affinity and traffic policies; then each endpoint with its pod, node and
+ * readiness (which kubectl leaves to `get endpointslices -o wide`).
+ */
 function describeService(obj: Obj, endpoints: Obj | undefined): string[] {
   const spec = obj.spec as ServiceSpec;
   const subsets = (endpoints as (Obj & EndpointsFields) | undefined)?.subsets ?? [];
   const list = (key: 'addresses' | 'notReadyAddresses') =>
     subsets.flatMap((ss) => (ss[key] ?? []).flatMap((a) => ((ss.ports ?? []).length ? ss.ports!.map((p) => `${a.ip}:${p.port}`) : [a.ip]))).join(',') || '<none>';
-  const lines = [...mapLines('Selector', spec.selector)];
+  const type = spec.type ?? 'ClusterIP';
+  const lines = [...mapLines('Selector', spec.selector), kv('Type', type), kv('IP', spec.clusterIP), kv('IPs', spec.clusterIPs?.join(',') ?? spec.clusterIP)];
   for (const p of spec.ports ?? []) {
-    lines.push(kv('Port', `${p.name ?? '<unset>'}  ${p.port}/${p.protocol ?? 'TCP'}`), kv('TargetPort', `${p.targetPort ?? p.port}/${p.protocol ?? 'TCP'}`));
+    const name = p.name ?? '<unset>';
+    const protocol = p.protocol ?? 'TCP';
+    lines.push(kv('Port', `${name}  ${p.port}/${protocol}`), kv('TargetPort', `${p.targetPort ?? p.port}/${protocol}`));
+    if (p.nodePort !== undefined) lines.push(kv('NodePort', `${name}  ${p.nodePort}/${protocol}`));
   }
   lines.push(kv('Endpoints', list('addresses')), kv('NotReady', list('notReadyAddresses')));
+  lines.push(kv('Session Affinity', spec.sessionAffinity ?? 'None'));
+  if (spec.sessionAffinity === 'ClientIP') lines.push(kv('Affinity Timeout', `${spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800}s`));
+  if (type === 'NodePort') lines.push(kv('External Traffic Policy', spec.externalTrafficPolicy ?? 'Cluster'));
+  lines.push(kv('Internal Traffic Policy', spec.internalTrafficPolicy ?? 'Cluster'));
+  if (spec.trafficDistribution) lines.push(kv('Traffic Distribution', spec.trafficDistribution));
+  const rows = subsets.flatMap((ss) => [
+    ...(ss.addresses ?? []).map((a) => [a.ip, a.targetRef?.name ?? '<none>', a.nodeName ?? '<none>', 'true']),
+    ...(ss.notReadyAddresses ?? []).map((a) => [a.ip, a.targetRef?.name ?? '<none>', a.nodeName ?? '<none>', 'false']),
+  ]);
+  const seen = new Set<string>();
+  const unique = rows.filter((r) => !seen.has(r.join(' ')) && seen.add(r.join(' ')));
+  lines.push('Endpoint Pods:');
+  if (unique.length === 0) lines.push('  <none>');
+  else lines.push(...table([['Address', 'Pod', 'Node', 'Ready'], ...unique]).split('\n').map((l) => `  ${l}`));
   return lines;
 }

@@ -18,6 +18,7 @@ import { relayConfig, relayEndpointOption, relayInterfaceOption, relayModeOption
 import { registerRolloutCommands } from './rollout.js';
 import { registerScaleCommand } from './scale.js';
 import { registerTopCommand } from './top.js';
+import { DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, parseServiceNetworkSettings } from '../services/allocator.js';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`${text}\n`);
@@ -66,6 +67,13 @@ function podNetworkFlags(clusterCidr: string, maskSize: string): { clusterCIDR: 
   return { clusterCIDR: formatCidr(cidr(clusterCidr.trim())), nodeCIDRMaskSize: bits };
 }
 
+/** --service-cidr and --service-node-port-range; a usage error (exit 2) names the flag. */
+function serviceNetworkFlags(serviceCidr: string, range: string, clusterCIDR: string): { serviceCIDR: string; serviceNodePortRange: string } {
+  const checked = parseServiceNetworkSettings(serviceCidr.trim(), range, clusterCIDR);
+  if ('error' in checked) throw CliError.usage(checked.error);
+  return { serviceCIDR: formatCidr(checked.serviceCIDR), serviceNodePortRange: `${checked.nodePorts.min}-${checked.nodePorts.max}` };
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -100,11 +108,14 @@ export function buildProgram(): Command {
     .option('--metrics-1h-retention <duration>', 'how long 1-hour metric rollups are kept', '90d')
     .option('--cluster-cidr <cidr>', 'the IPv4 range of every pod address; each node gets a block of it', DEFAULT_CLUSTER_CIDR)
     .option('--node-cidr-mask-size <bits>', 'the prefix length of each node\'s block of the cluster CIDR', String(DEFAULT_NODE_CIDR_MASK_SIZE))
-    .action(async (o: { clusterCidr: string; nodeCidrMaskSize: string; dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string } & RelayFlags) => {
+    .option('--service-cidr <cidr>', 'the IPv4 range of the Services\' virtual IPs (apart from the cluster CIDR)', DEFAULT_SERVICE_CIDR)
+    .option('--service-node-port-range <first-last>', 'the ports a NodePort Service may take on every device', DEFAULT_NODE_PORT_RANGE)
+    .action(async (o: { clusterCidr: string; nodeCidrMaskSize: string; serviceCidr: string; serviceNodePortRange: string; dataDir: string; listen: string; apiPort: number; mqttPort: number; broker?: string; mqttMaxPacketSize?: number; nodeGrace: string; evictionTimeout: string; metricsRawRetention: string; metrics1mRetention: string; metrics1hRetention: string } & RelayFlags) => {
       // Mosquitto as broker-config writes it takes no packet over its own limit: a larger one would never reach the hub.
       if (o.broker && o.mqttMaxPacketSize !== undefined && o.mqttMaxPacketSize > EXTERNAL_BROKER_MAX_PACKET_BYTES) throw CliError.usage(`--mqtt-max-packet-size: with --broker, at most ${EXTERNAL_BROKER_MAX_PACKET_BYTES} bytes (the max_packet_size that flotilla broker-config writes), not ${o.mqttMaxPacketSize}`);
       const network = podNetworkFlags(o.clusterCidr, o.nodeCidrMaskSize);
-      const config = loadHubConfig({ ...network, dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention), ...relayConfig(o) });
+      const services = serviceNetworkFlags(o.serviceCidr, o.serviceNodePortRange, network.clusterCIDR);
+      const config = loadHubConfig({ ...network, ...services, dataDir: o.dataDir, listen: o.listen, apiPort: o.apiPort, mqttPort: o.mqttPort, ...(o.broker ? { brokerUrl: o.broker } : {}), ...(o.mqttMaxPacketSize ? { mqttMaxPacketBytes: o.mqttMaxPacketSize } : {}), nodeGraceSeconds: hubDuration('--node-grace', o.nodeGrace), evictionTimeoutSeconds: hubDuration('--eviction-timeout', o.evictionTimeout), metricsRawRetentionSeconds: hubDuration('--metrics-raw-retention', o.metricsRawRetention), metricsMinuteRetentionSeconds: hubDuration('--metrics-1m-retention', o.metrics1mRetention), metricsHourRetentionSeconds: hubDuration('--metrics-1h-retention', o.metrics1hRetention), ...relayConfig(o) });
       const log = createLogger({ name: 'hub' });
       limitHeapGrowth();
       process.on('uncaughtException', (e) => log.error({ err: e }, 'uncaught exception; the hub keeps serving'));

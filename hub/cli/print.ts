@@ -4,7 +4,7 @@ import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
 import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daemonset.js';
 import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
-import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { EndpointSliceFields, EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import type { RolloutSpec, RolloutStatus } from '../../shared/resources/rollout.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
@@ -52,6 +52,16 @@ function nodeStatusText(obj: Obj): string {
   let text = ready?.status === 'True' ? 'Ready' : ready?.status === 'False' ? 'NotReady' : 'Unknown';
   if ((obj.spec as { unschedulable?: boolean } | undefined)?.unschedulable) text += ',SchedulingDisabled';
   return text;
+}
+
+/** kubectl's PORT(S) of a Service: `80/TCP,443/TCP`, `80:30080/TCP` with a NodePort, `<none>`. */
+export function servicePorts(spec: ServiceSpec): string {
+  const ports = (spec.ports ?? []).map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ''}/${p.protocol ?? 'TCP'}`);
+  return ports.join(',') || '<none>';
+}
+
+function firstThree(items: string[]): string {
+  return items.slice(0, 3).join(',') + (items.length > 3 ? ` + ${items.length - 3} more...` : '');
 }
 
 function labelsText(labels: Record<string, string> | undefined): string {
@@ -149,13 +159,15 @@ const COLUMNS: Record<string, Columns> = {
       return [o.metadata!.name!, spec.schedule, spec.timeZone ?? '<none>', String(spec.suspend ?? false), String(s?.active?.length ?? 0), s?.lastScheduleTime ? age(s.lastScheduleTime) : '<none>', age(o.metadata?.creationTimestamp)];
     },
   },
+  // As kubectl: 80/TCP, or 80:30080/TCP with a NodePort; None for a headless Service.
   Service: {
-    headers: ['NAME', 'PORT(S)', 'SELECTOR', 'AGE'],
+    headers: ['NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)', 'AGE'],
     row: (o) => {
       const spec = o.spec as ServiceSpec;
-      const ports = (spec.ports ?? []).map((p) => `${p.port}/${p.protocol ?? 'TCP'}`).join(',');
-      return [o.metadata!.name!, ports || '<none>', labelsText(spec.selector), age(o.metadata?.creationTimestamp)];
+      return [o.metadata!.name!, spec.type ?? 'ClusterIP', spec.clusterIP || '<none>', '<none>', servicePorts(spec), age(o.metadata?.creationTimestamp)];
     },
+    wide: ['SELECTOR'],
+    wideRow: (o) => [labelsText((o.spec as ServiceSpec).selector)],
   },
   Endpoints: {
     headers: ['NAME', 'ENDPOINTS', 'AGE'],
@@ -164,6 +176,16 @@ const COLUMNS: Record<string, Columns> = {
       const eps = subsets.flatMap((ss) => (ss.addresses ?? []).flatMap((a) => ((ss.ports ?? []).length ? ss.ports!.map((p) => `${a.ip}:${p.port}`) : [a.ip])));
       const shown = eps.slice(0, 3).join(',') + (eps.length > 3 ? ` + ${eps.length - 3} more...` : '');
       return [o.metadata!.name!, shown || '<none>', age(o.metadata?.creationTimestamp)];
+    },
+  },
+  // As kubectl: the ports' numbers and the endpoints' addresses, three at most.
+  EndpointSlice: {
+    headers: ['NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS', 'AGE'],
+    row: (o) => {
+      const f = o as EndpointSliceFields;
+      const ports = (f.ports ?? []).map((p) => (p.port === undefined ? '<unset>' : String(p.port)));
+      const addresses = (f.endpoints ?? []).flatMap((e) => e.addresses);
+      return [o.metadata!.name!, f.addressType ?? 'IPv4', firstThree(ports) || '<unset>', firstThree(addresses) || '<unset>', age(o.metadata?.creationTimestamp)];
     },
   },
   // As kubectl: how many keys, never the values (a Secret's table shows no data).

@@ -12,6 +12,7 @@ import type { MessageBus } from '../broker/bus.js';
 import { WorkQueue } from '../controllers/queue.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject, WatchEvent } from '../store/types.js';
+import { nodeSite } from '../controllers/endpoints-build.js';
 
 export const DISPATCH_MIGRATION = `
 CREATE TABLE dispatch (
@@ -51,7 +52,7 @@ export class Dispatcher {
      * cleared by hand (an apply of the Node without it) must not make the device tear its
      * network down before the IPAM puts it back.
      */
-    private readonly network?: { clusterCIDR: string; podCIDROf?: (node: string) => string | undefined },
+    private readonly network?: { clusterCIDR: string; serviceCIDR?: string; podCIDROf?: (node: string) => string | undefined },
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -67,8 +68,8 @@ export class Dispatcher {
     this.unwatch.push(
       this.store.watch({ kind: 'Pod', fromResourceVersion: pods.resourceVersion }, (e) => this.onPod(e, true)),
       this.store.watch({ kind: 'Node' }, (e) => {
-        // Of a node's own changes, only its metrics interval and its pod CIDR are part of what it is sent.
-        const inputs = JSON.stringify([e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION], (e.object.spec as NodeSpec | undefined)?.podCIDR]);
+        // Of a node's own changes, only its metrics interval, its pod CIDR and its site are part of what it is sent.
+        const inputs = JSON.stringify([e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION], (e.object.spec as NodeSpec | undefined)?.podCIDR, nodeSite(e.object)]);
         const changed = this.nodeInputs.get(e.object.metadata.name) !== inputs;
         if (e.type === 'DELETED') this.nodeInputs.delete(e.object.metadata.name);
         else this.nodeInputs.set(e.object.metadata.name, inputs);
@@ -163,7 +164,9 @@ export class Dispatcher {
   /** The node's pod network, once the IPAM has given it a pod CIDR: a new pod CIDR is a new revision. */
   private networkSettings(node: StoredObject): DesiredNetwork | undefined {
     const podCIDR = this.network?.podCIDROf?.(node.metadata.name) ?? (node.spec as NodeSpec | undefined)?.podCIDR;
-    return this.network && podCIDR ? { podCIDR, clusterCIDR: this.network.clusterCIDR } : undefined;
+    if (!this.network || !podCIDR) return undefined;
+    const site = nodeSite(node);
+    return { podCIDR, clusterCIDR: this.network.clusterCIDR, ...(this.network.serviceCIDR ? { serviceCIDR: this.network.serviceCIDR } : {}), ...(site ? { site } : {}) };
   }
 
   revision(node: string): number | undefined {

@@ -2,6 +2,7 @@ import { CREDENTIALS_MIGRATION, JOIN_TOKEN_RULES_MIGRATION } from '../auth/crede
 import { DISPATCH_MIGRATION } from '../dispatch/desired.js';
 import { METRICS_MIGRATION } from '../metrics/schema.js';
 import { POD_NETWORK_MIGRATION } from '../network/tables.js';
+import { SERVICE_MESSAGES_MIGRATION } from '../services/tables.js';
 import { openDatabase, type Database } from './db.js';
 import { migrations as storeMigrations, type Migration } from './migrations.js';
 
@@ -17,6 +18,7 @@ export const hubMigrations: readonly Migration[] = [
   { version: 4, name: 'metrics', up: METRICS_MIGRATION },
   { version: 5, name: 'join token label rules', up: JOIN_TOKEN_RULES_MIGRATION },
   { version: 6, name: 'pod network: pod CIDR allocations and peer messages', up: POD_NETWORK_MIGRATION },
+  { version: 7, name: 'services: the messages published to devices', up: SERVICE_MESSAGES_MIGRATION },
 ];
 
 export function openHubDatabase(file: string): Database {

@@ -64,6 +64,10 @@ export const relayAnnouncementSchema = z.object({
 export const desiredNetworkSchema = z.object({
   podCIDR: z.string().min(9).max(18),
   clusterCIDR: z.string().min(9).max(18),
+  /** The Services' virtual IPs come from it (the hub's --service-cidr); absent from an older hub. */
+  serviceCIDR: z.string().min(9).max(18).optional(),
+  /** The node's site (its label topology.kubernetes.io/zone, else site), for topology-aware routing; absent when it has none. */
+  site: z.string().min(1).max(63).optional(),
 });
 
 /** How the device's traffic to one peer goes now. */

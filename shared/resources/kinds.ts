@@ -4,7 +4,7 @@ import { configMapFieldsSchema, mergeStringData, secretFieldsSchema } from './co
 import { eventFieldsSchema } from './event.js';
 import { checkDeploymentSpec, deploymentSpecSchema, replicaSetSpecSchema } from './deployment.js';
 import { cronJobSpecSchema, jobSpecSchema } from './job.js';
-import { endpointsFieldsSchema, serviceSpecSchema } from './service.js';
+import { endpointSliceFieldsSchema, endpointsFieldsSchema, serviceSpecSchema } from './service.js';
 import { namespaceSpecSchema } from './namespace.js';
 import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
@@ -142,6 +142,17 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'v1'],
     nameRule: 'label',
     body: { field: 'top', schema: endpointsFieldsSchema },
+    systemOnly: true,
+  },
+  {
+    kind: 'EndpointSlice',
+    plural: 'endpointslices',
+    singular: 'endpointslice',
+    shortNames: [],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'discovery.k8s.io/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'top', schema: endpointSliceFieldsSchema },
     systemOnly: true,
   },
   {

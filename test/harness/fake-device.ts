@@ -35,6 +35,16 @@ export async function closeFakeDevices(): Promise<void> {
   await Promise.all([...connected].map((d) => d.close()));
 }
 
+/** A pod a fake device says it runs: its address, and whether its containers are ready. */
+export interface FakePod {
+  uid: string;
+  name: string;
+  namespace?: string;
+  podIP: string;
+  ready: boolean;
+  containers: string[];
+}
+
 /** A device as the hub sees one: joined with the join token, connected with its own credentials, reporting status. */
 export class FakeDevice {
   readonly messages: { topic: string; payload: Buffer }[] = [];
@@ -63,13 +73,22 @@ export class FakeDevice {
     return device;
   }
 
-  async report(network: NodeNetworkReport | undefined): Promise<void> {
+  async report(network: NodeNetworkReport | undefined, pods: FakePod[] = []): Promise<void> {
+    const ts = new Date().toISOString();
     const report = statusReportSchema.parse({
       v: PROTOCOL_VERSION,
       ts: new Date().toISOString(),
       observedRev: null,
       node: { info: { hostname: this.name, operatingSystem: 'linux', architecture: 'arm64', agentVersion: 'test' }, capacity: { cpu: '1', memory: '1Gi', pods: '10' }, engineReady: true, ...(network ? { network } : {}) },
-      pods: [],
+      pods: pods.map((p) => ({
+        uid: p.uid,
+        name: p.name,
+        namespace: p.namespace ?? 'default',
+        phase: 'Running',
+        podIP: p.podIP,
+        startTime: ts,
+        containerStatuses: p.containers.map((name) => ({ name, image: 'fake', ready: p.ready, restartCount: 0, state: { running: { startedAt: ts } } })),
+      })),
     });
     await this.client.publishAsync(topics.status(this.name), Buffer.from(JSON.stringify(report)), { qos: 1 });
   }

@@ -57,7 +57,7 @@ describe('the pod network on the hub (embedded broker)', () => {
         const d = last && decodePayload(desiredStateSchema, last.payload);
         return d && d.ok && d.value.network ? d.value : undefined;
       });
-      expect(desired.network).toEqual({ podCIDR: node.spec!.podCIDR, clusterCIDR: '10.42.0.0/16' });
+      expect(desired.network).toEqual({ podCIDR: node.spec!.podCIDR, clusterCIDR: '10.42.0.0/16', serviceCIDR: '10.43.0.0/16' });
     }
     expect(cidrs.get('net-a')).not.toBe(cidrs.get('net-b'));
   });

@@ -4,7 +4,7 @@ import { EndpointsController } from '../../hub/controllers/endpoints.js';
 import type { NewObject, StoredObject } from '../../hub/store/types.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
 import type { Container, PodStatus } from '../../shared/resources/pod.js';
-import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { EndpointSliceFields, EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { container, createNode, eventsAbout, podObject, testHub, type TestHub } from './builders.js';
 
 let hub: TestHub;
@@ -183,5 +183,45 @@ describe('flotilla describe service', () => {
     expect(text).toContain('TargetPort:       http/TCP');
     expect(text).toContain('Endpoints:        192.0.2.11:8080');
     expect(text).toContain('NotReady:         192.0.2.12:8080');
+  });
+});
+
+describe('EndpointSlices', () => {
+  const slices = (name = 'web') => hub.store.list('EndpointSlice').items.filter((s) => s.metadata.labels?.['kubernetes.io/service-name'] === name) as (StoredObject & EndpointSliceFields)[];
+
+  it('lists each pod at its own address and container port, with its conditions, node, zone and hostname', () => {
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, metadata: { ...cur.metadata, labels: { 'topology.kubernetes.io/zone': 'north', site: 'ignored' } } }));
+    hub.store.mutate('Node', '', 'edge-2', (cur) => ({ ...cur, metadata: { ...cur.metadata, labels: { site: 'south' } } }));
+    service({ selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] });
+    pod({ name: 'web-a', node: 'edge-1', podIP: '10.42.1.5' });
+    pod({ name: 'web-b', node: 'edge-2', podIP: '10.42.2.5', ready: false });
+    hub.store.mutate('Pod', 'default', 'web-a', (cur) => ({ ...cur, spec: { ...(cur.spec as object), hostname: 'alpha', subdomain: 'web' } }));
+    controller.reconcile('default/web');
+    const [slice, ...more] = slices();
+    expect(more).toEqual([]);
+    expect(slice!.metadata.name).toMatch(/^web-[a-z0-9]{5}$/);
+    expect(slice!.metadata.labels).toMatchObject({ 'kubernetes.io/service-name': 'web', tier: 'front' });
+    expect(slice!.addressType).toBe('IPv4');
+    expect(slice!.ports).toEqual([{ name: 'http', port: 80, protocol: 'TCP' }]);
+    expect(slice!.endpoints).toEqual([
+      { addresses: ['10.42.1.5'], conditions: { ready: true, serving: true, terminating: false }, hostname: 'alpha', nodeName: 'edge-1', zone: 'north', targetRef: expect.objectContaining({ kind: 'Pod', name: 'web-a' }) },
+      { addresses: ['10.42.2.5'], conditions: { ready: false, serving: false, terminating: false }, nodeName: 'edge-2', zone: 'south', targetRef: expect.objectContaining({ kind: 'Pod', name: 'web-b' }) },
+    ]);
+  });
+
+  it('counts not-ready pods as ready with publishNotReadyAddresses, and deletes the slices with the Service', async () => {
+    service({ selector: { app: 'web' }, ports: [{ port: 80, targetPort: 9100 }], publishNotReadyAddresses: true });
+    pod({ name: 'web-b', node: 'edge-2', podIP: '10.42.2.5', ready: false });
+    controller.start();
+    await controller.queue.idle();
+    expect(slices()[0]!.endpoints![0]!.conditions).toEqual({ ready: true, serving: false, terminating: false });
+    expect(listed('addresses')).toEqual(['web-b@10.42.2.5:9100']);
+    // A node's site changing reaches the slice.
+    hub.store.mutate('Node', '', 'edge-2', (cur) => ({ ...cur, metadata: { ...cur.metadata, labels: { site: 'east' } } }));
+    await controller.queue.idle();
+    expect(slices()[0]!.endpoints![0]!.zone).toBe('east');
+    hub.store.delete('Service', 'default', 'web');
+    await controller.queue.idle();
+    expect(slices()).toEqual([]);
   });
 });

@@ -33,10 +33,11 @@ const NAMESPACED = allKinds().filter((k) => k.namespaced);
 let hub: TestHub;
 let resources: ResourceService;
 
-/** One object named `x` of every namespaced kind in `ns` (Endpoints and Rollouts are the hub's own to write). */
+/** One object named `x` of every namespaced kind in `ns` (Endpoints, EndpointSlices and Rollouts are the hub's own to write). */
 function fill(ns: string): void {
   resources.apply([{ source: 'ns', value: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } } }, ...Object.values(MANIFESTS).map((m, i) => ({ source: `doc ${i}`, value: m(ns) }))]);
   hub.store.create({ apiVersion: 'flotilla/v1', kind: 'Endpoints', metadata: { name: 'x', namespace: ns }, subsets: [] });
+  hub.store.create({ apiVersion: 'flotilla/v1', kind: 'EndpointSlice', metadata: { name: 'x', namespace: ns }, addressType: 'IPv4', endpoints: [] });
   hub.store.create({ apiVersion: 'flotilla/v1', kind: 'Rollout', metadata: { name: 'x', namespace: ns }, spec: { target: { kind: 'DaemonSet', name: 'x', uid: 'u' }, revision: 1, fromRevision: 0, waves: [] } });
 }
 
@@ -48,7 +49,7 @@ beforeEach(() => {
 afterEach(() => hub.db.close());
 
 it('covers every namespaced kind', () => {
-  expect(NAMESPACED.map((k) => k.kind).sort()).toEqual([...Object.keys(MANIFESTS), 'Endpoints', 'Rollout'].sort());
+  expect(NAMESPACED.map((k) => k.kind).sort()).toEqual([...Object.keys(MANIFESTS), 'Endpoints', 'EndpointSlice', 'Rollout'].sort());
 });
 
 describe('deleting a Namespace', () => {
