@@ -30,6 +30,7 @@ import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js'
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 import type { NetPlane } from './network/plane.js';
 import { ServiceBook } from './network/services.js';
+import { ClusterDns } from './services/dns/cluster-dns.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -66,6 +67,8 @@ export interface AgentConfig {
   peerTable?: boolean;
   /** An address of this device that peers can reach it at, offered first. */
   advertiseAddress?: string;
+  /** The device's resolver configuration, where the DNS server forwards and pods of dnsPolicy Default look (default /etc/resolv.conf). */
+  resolvConf?: string;
 }
 
 const MAX_PASSES = 8;
@@ -142,6 +145,7 @@ export class Agent {
       },
       ...(config.podPidsLimit !== undefined ? { podPidsLimit: config.podPidsLimit } : {}),
       pullAuth: (image: string, pod: DesiredPod) => pullAuthFor(image, pod, this.desired?.secrets ?? []),
+      ...(config.services !== false && config.overlay ? { podDns: () => agent.dns!.podContext() } : {}),
     };
     this.pullBackoff = new PullBackoff(config.pauseImage);
     this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));
@@ -172,6 +176,7 @@ export class Agent {
     }
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
+      this.dns = new ClusterDns({ book: this.serviceBook, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
     }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
@@ -269,6 +274,7 @@ export class Agent {
     this.metrics?.stop();
     this.overlay?.stop();
     this.serviceBook?.stop();
+    await this.dns?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -352,6 +358,8 @@ export class Agent {
     const leaveAlone = new Set((target.refusedPods ?? []).map((p) => p.uid));
     const config = this.configurator.prepare(target);
     const network = await this.networkPass(target);
+    // The DNS server on the pod gateway, once the overlay has a pod CIDR (answers come from the service book, restored from disk).
+    await this.dns?.sync(this.overlay?.on ? target.network?.podCIDR : undefined);
     // Pulls that end during this reconcile join it at the next pass (pullPolicy Always is then satisfied, not pulled again).
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
@@ -644,6 +652,8 @@ export class Agent {
   private readonly overlay: Overlay | undefined;
   /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
   readonly serviceBook: ServiceBook | undefined;
+  /** The device's DNS server and pods' resolver settings (with the service book). */
+  private readonly dns: ClusterDns | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
   private readonly serviceListeners: ((keys: ReadonlySet<string>) => void)[] = [];
 

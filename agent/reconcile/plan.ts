@@ -85,7 +85,7 @@ export type Step =
   | { action: 'remove'; container: RuntimeContainer; reason: string }
   | { action: 'pull'; image: string; pod: DesiredPod }
   | { action: 'createInfra'; pod: DesiredPod; hash: string }
-  | { action: 'createContainer'; pod: DesiredPod; container: Container; infraId: string; hash: string; restartCount: number; env?: string[] }
+  | { action: 'createContainer'; pod: DesiredPod; container: Container; infraId: string; hash: string; restartCount: number; env?: string[]; podIP?: string }
   | { action: 'start'; container: RuntimeContainer; pod: DesiredPod };
 
 export type StepAction = Step['action'];
@@ -237,7 +237,7 @@ export function planPods(actual: ActualState, desired: readonly DesiredPod[], ct
       const key = backoffKey(pod.uid, spec.name);
       const env = ctx.resolvedEnv?.get(key);
       const hash = containerSpecHash(pod, spec, appInfraHash, env);
-      const create = (restartCount: number): Step => ({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount, ...(env ? { env } : {}) });
+      const create = (restartCount: number): Step => ({ action: 'createContainer', pod, container: spec, infraId: infra.id, hash, restartCount, ...(env ? { env } : {}), ...(infra.podIP ? { podIP: infra.podIP } : {}) });
       const blocked = ctx.blocked?.has(key) || ctx.blocked?.has(`${pod.uid}/`);
       const mine = newestFirst(apps.filter((c) => c.labels[LABEL_CONTAINER] === spec.name));
       const [current, ...older] = mine;
