@@ -23,11 +23,13 @@ function book(services: ServiceAnnouncement[], endpoints: Record<string, Record<
   };
 }
 
-function ask(lookup: ServiceLookup, name: string, type: RecordType = 'A'): Packet & { rcode?: string } {
+type Decoded = Packet & { rcode?: string; flag_aa?: boolean; flag_rd?: boolean };
+
+function ask(lookup: ServiceLookup, name: string, type: RecordType = 'A'): Decoded {
   const wire = dnsPacket.encode({ id: 4242, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type, class: 'IN' }] });
   const outcome = answerQuery(dnsPacket.decode(wire), lookup);
   if (outcome.kind !== 'answer') throw new Error(`expected an answer, got ${outcome.kind}`);
-  return dnsPacket.decode(dnsPacket.encode(outcome.response)) as Packet & { rcode?: string };
+  return dnsPacket.decode(dnsPacket.encode(outcome.response)) as Decoded;
 }
 
 const data = (p: Packet, type: string) => (p.answers ?? []).filter((a) => a.type === type).map((a) => (a as { data: unknown }).data);
@@ -135,9 +137,9 @@ describe('the cluster\'s names', () => {
   it('refuses what is not one plain query: a response is dropped, two questions are FORMERR, another opcode NOTIMP', () => {
     expect(answerQuery({ id: 1, type: 'response', questions: [{ name: 'store.default.svc.cluster.local', type: 'A' }] }, lookup).kind).toBe('drop');
     const two = answerQuery({ id: 2, type: 'query', questions: [{ name: 'a.cluster.local', type: 'A' }, { name: 'b.cluster.local', type: 'A' }] }, lookup);
-    expect(two.kind === 'answer' && dnsPacket.decode(dnsPacket.encode(two.response)).rcode).toBe('FORMERR');
+    expect(two.kind === 'answer' && (dnsPacket.decode(dnsPacket.encode(two.response)) as Decoded).rcode).toBe('FORMERR');
     const update = answerQuery({ id: 3, type: 'query', flags: 5 << 11, questions: [{ name: 'store.default.svc.cluster.local', type: 'A' }] }, lookup);
-    expect(update.kind === 'answer' && dnsPacket.decode(dnsPacket.encode(update.response)).rcode).toBe('NOTIMP');
+    expect(update.kind === 'answer' && (dnsPacket.decode(dnsPacket.encode(update.response)) as Decoded).rcode).toBe('NOTIMP');
   });
 
   it('answers from the book as it is now: a Service gone is NXDOMAIN at once', () => {

@@ -46,6 +46,10 @@ export class DnsServer {
     return this.opts.address;
   }
 
+  get port(): number {
+    return this.opts.port;
+  }
+
   /** Binds UDP and TCP; rejects (and binds neither) when one cannot be bound. */
   async listen(): Promise<void> {
     const udp = dgram.createSocket('udp4');
