@@ -138,6 +138,21 @@ describe('the DNS server', () => {
     expect(addresses(await queryTcp(s.port, 'wide.default.svc.cluster.local'))).toHaveLength(100);
   });
 
+  it('gives a repeated query the cached answer under the new id, and a new answer once the book changed', async () => {
+    const s = await server(await upstream());
+    const first = await queryUdp(s.port, 'store.default.svc.cluster.local');
+    const again = await queryUdp(s.port, 'store.default.svc.cluster.local', 'A', dnsPacket.encode({ id: 999, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: 'store.default.svc.cluster.local', type: 'A' }] }));
+    expect(again.id).toBe(999);
+    expect(addresses(again)).toEqual(addresses(first));
+    svc.clusterIP = '10.43.0.21';
+    try {
+      s.invalidate();
+      expect(addresses(await queryUdp(s.port, 'store.default.svc.cluster.local'))).toEqual(['10.43.0.21']);
+    } finally {
+      svc.clusterIP = '10.43.0.20';
+    }
+  });
+
   it('drops junk without harm and goes on answering', async () => {
     const s = await server(await upstream());
     const junk = dgram.createSocket('udp4');

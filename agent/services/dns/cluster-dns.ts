@@ -77,6 +77,11 @@ export class ClusterDns {
     }
   }
 
+  /** The service book changed: answers are made anew. */
+  invalidate(): void {
+    this.server?.invalidate();
+  }
+
   async stop(): Promise<void> {
     await this.syncing;
     await this.server?.close();
