@@ -360,7 +360,7 @@ export class Agent {
     const config = this.configurator.prepare(target);
     const network = await this.networkPass(target);
     // The DNS server on the pod gateway, once the overlay has a pod CIDR (answers come from the service book, restored from disk).
-    await this.dns?.sync(this.overlay?.on ? target.network?.podCIDR : undefined);
+    await this.dns?.sync(this.overlay?.on ? target.network?.podCIDR : undefined, !network.waiting);
     // Pulls that end during this reconcile join it at the next pass (pullPolicy Always is then satisfied, not pulled again).
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];

@@ -1,4 +1,11 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { StepExecutor } from '../../agent/reconcile/execute.js';
+import { containerSpecHash, infraSpecHash } from '../../agent/reconcile/hash.js';
+import type { ContainerCreateSpec, ContainerRuntime } from '../../agent/runtime/runtime.js';
 import { formatResolvConf, parseResolvConf, podHostname, podHostsFile, podResolvConf, type PodDnsContext } from '../../agent/services/dns/resolv.js';
 import type { DesiredPod } from '../../shared/protocol/messages.js';
 import { validateManifest } from '../../shared/resources/validate.js';
@@ -110,5 +117,60 @@ describe('the hub\'s checks of a pod\'s DNS fields', () => {
     expect(errors({ dnsConfig: { searches: long } })[0]).toMatch(/^spec\.dnsConfig\.searches: must not have more than 2048 characters/);
     expect(errors({ dnsConfig: { searches: ['-bad'] } })[0]).toMatch(/^spec\.dnsConfig\.searches\[0\]: invalid search domain/);
     expect(errors({ dnsConfig: { options: [{ name: '' }] } })[0]).toMatch(/^spec\.dnsConfig\.options\[0\]\.name: /);
+  });
+});
+
+describe('the executor', () => {
+  /** The create specs the executor hands the engine for a pod's sandbox and its app container. */
+  async function made(p: DesiredPod, podDns?: PodDnsContext): Promise<{ infra: ContainerCreateSpec; app: ContainerCreateSpec; stateDir: string }> {
+    const stateDir = mkdtempSync(join(tmpdir(), 'dns-exec-'));
+    const specs: ContainerCreateSpec[] = [];
+    const runtime = { createContainer: async (spec: ContainerCreateSpec) => (specs.push(spec), `id-${specs.length}`), startContainer: async () => {} } as Partial<ContainerRuntime> as ContainerRuntime;
+    const executor = new StepExecutor(runtime, { node: 'edge', stateDir, pauseImage: 'pause:1', podNetwork: 'pods', ...(podDns ? { podDns: () => podDns } : {}) }, pino({ level: 'silent' }), () => {});
+    await executor.run({ action: 'createInfra', pod: p, hash: 'h0' });
+    await executor.run({ action: 'createContainer', pod: p, container: p.spec.containers[0]!, infraId: 'id-1', hash: 'h1', restartCount: 0, podIP: '10.42.1.9' });
+    return { infra: specs[0]!, app: specs[1]!, stateDir };
+  }
+
+  it('gives the sandbox the pod\'s hostname, and binds the pod\'s hosts and resolv.conf into each app container', async () => {
+    const { infra, app, stateDir } = await made(pod({ hostname: 'db-0', subdomain: 'db' }), ctx);
+    try {
+      expect(infra.hostname).toBe('db-0');
+      expect(app.hostname).toBeUndefined();
+      const hosts = `${stateDir}/pods/uid-web-7d4f9/etc-hosts`;
+      const resolv = `${stateDir}/pods/uid-web-7d4f9/resolv.conf`;
+      expect(app.binds).toEqual(expect.arrayContaining([`${hosts}:/etc/hosts`, `${resolv}:/etc/resolv.conf`]));
+      expect(readFileSync(hosts, 'utf8')).toContain('10.42.1.9\tdb-0.db.shop.svc.cluster.local\tdb-0\n');
+      expect(readFileSync(resolv, 'utf8')).toContain('nameserver 10.42.1.1\n');
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('leaves a hostNetwork pod the device\'s hostname and hosts file (its resolv.conf: the device\'s), and a container\'s own mount on /etc/hosts in place', async () => {
+    const host = await made(pod({ hostNetwork: true }), ctx);
+    const own = await made(pod({ volumes: [{ name: 'h', emptyDir: {} }], containers: [{ name: 'app', image: 'busybox:1', volumeMounts: [{ name: 'h', mountPath: '/etc/hosts' }] }] }), ctx);
+    try {
+      expect(host.infra.hostname).toBeUndefined();
+      expect((host.app.binds ?? []).some((b) => b.endsWith(':/etc/hosts'))).toBe(false);
+      expect(readFileSync(`${host.stateDir}/pods/uid-web-7d4f9/resolv.conf`, 'utf8')).toBe(formatResolvConf(ctx.host));
+      expect((own.app.binds ?? []).filter((b) => b.endsWith(':/etc/hosts'))).toEqual([`${own.stateDir}/pods/uid-web-7d4f9/volumes/h:/etc/hosts`]);
+    } finally {
+      for (const d of [host.stateDir, own.stateDir]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('without pod DNS (the hollow devices) binds nothing of it', async () => {
+    const { app, stateDir } = await made(pod());
+    rmSync(stateDir, { recursive: true, force: true });
+    expect(app.binds ?? []).toEqual([expect.stringMatching(/:\/run\/flotilla$/)]);
+  });
+
+  it('puts none of hostname, subdomain, dnsPolicy or dnsConfig into a spec hash: no running pod is replaced for them', () => {
+    const plain = pod();
+    const named = pod({ hostname: 'db-0', subdomain: 'db', dnsPolicy: 'None', dnsConfig: { nameservers: ['1.1.1.1'] } });
+    expect(infraSpecHash(named, 'pause:1', 'pods')).toBe(infraSpecHash(plain, 'pause:1', 'pods'));
+    const infra = infraSpecHash(plain, 'pause:1', 'pods');
+    expect(containerSpecHash(named, named.spec.containers[0]!, infra)).toBe(containerSpecHash(plain, plain.spec.containers[0]!, infra));
   });
 });

@@ -45,14 +45,16 @@ export class ClusterDns {
 
   /**
    * Serves on the pod CIDR's gateway (undefined: serves nowhere). Run at every reconcile after
-   * the network pass: a bind that failed (the bridge not made yet) is tried again then.
+   * the network pass: a bind that failed (the bridge not made yet) is tried again then. While
+   * the pod network is not ready (`bind` false: a CIDR conflict may put that address on another
+   * interface) nothing new is bound, and a server already on that address stays.
    */
-  sync(podCIDR: string | undefined): Promise<void> {
-    this.syncing = this.syncing.then(() => this.doSync(podCIDR));
+  sync(podCIDR: string | undefined, bind = true): Promise<void> {
+    this.syncing = this.syncing.then(() => this.doSync(podCIDR, bind));
     return this.syncing;
   }
 
-  private async doSync(podCIDR: string | undefined): Promise<void> {
+  private async doSync(podCIDR: string | undefined, bind: boolean): Promise<void> {
     const parsed = podCIDR ? parseCidr(podCIDR) : undefined;
     const gateway = parsed && !('error' in parsed) ? nthAddress(cidr(podCIDR!), 1) : undefined;
     this.gateway = gateway;
@@ -62,7 +64,7 @@ export class ClusterDns {
       await this.server.close();
       this.server = undefined;
     }
-    if (!gateway) return;
+    if (!gateway || !bind) return;
     const server = new DnsServer({ address: gateway, port: this.opts.port ?? 53, book: this.opts.book, upstreams: () => this.upstreams(), log: this.opts.log });
     try {
       await server.listen();
