@@ -174,7 +174,7 @@ export class StepExecutor {
     const env = resolvedEnv ?? c.env?.map((e) => `${e.name}=${e.value ?? ''}`);
     const lockBind = updateLockBind(this.opts.stateDir, pod, c);
     // The pod's hosts and resolv.conf (kubelet's way): binds, like the update lock's, outside the spec hash.
-    const dnsBinds = this.opts.podDns ? podDnsBinds(this.opts.stateDir, pod, c, podIP, this.opts.podDns()) : [];
+    const dnsBinds = this.opts.podDns ? podDnsBinds(this.opts.stateDir, pod, c, podIP, this.opts.podDns(), (message) => this.log.warn({ pod: pod.name, namespace: pod.namespace }, message)) : [];
     const binds = [...containerBinds(this.opts.stateDir, pod, c), ...(lockBind ? [lockBind] : []), ...dnsBinds];
     const sc = c.securityContext;
     return {

@@ -26,25 +26,34 @@ export function podResolvPath(stateDir: string, uid: string): string {
  * them sees the change) and returns the binds for container `c`. A hostNetwork pod keeps the
  * device's hosts file and, unless its policy says otherwise, the engine's resolv.conf.
  */
-export function podDnsBinds(stateDir: string, pod: DesiredPod, c: Container, podIP: string | undefined, ctx: PodDnsContext): string[] {
+export function podDnsBinds(stateDir: string, pod: DesiredPod, c: Container, podIP: string | undefined, ctx: PodDnsContext, onProblem: (message: string) => void = () => {}): string[] {
   const mounted = new Set((c.volumeMounts ?? []).map((m) => m.mountPath.replace(/\/+$/, '')));
   const binds: string[] = [];
   if (!pod.spec.hostNetwork && !mounted.has('/etc/hosts')) {
     const path = podHostsPath(stateDir, pod.uid);
-    writeIfChanged(path, podHostsFile(pod, podIP, ctx.domain));
-    binds.push(`${resolve(path)}:/etc/hosts`);
+    if (writeIfChanged(path, podHostsFile(pod, podIP, ctx.domain), onProblem)) binds.push(`${resolve(path)}:/etc/hosts`);
   }
   const conf = podResolvConf(pod, ctx);
   if (conf && !mounted.has('/etc/resolv.conf')) {
     const path = podResolvPath(stateDir, pod.uid);
-    writeIfChanged(path, formatResolvConf(conf));
-    binds.push(`${resolve(path)}:/etc/resolv.conf`);
+    if (writeIfChanged(path, formatResolvConf(conf), onProblem)) binds.push(`${resolve(path)}:/etc/resolv.conf`);
   }
   return binds;
 }
 
-function writeIfChanged(path: string, text: string): void {
-  if (existsSync(path) && readFileSync(path, 'utf8') === text) return;
-  mkdirSync(join(path, '..'), { recursive: true });
-  writeFileSync(path, text, { mode: 0o644 });
+/**
+ * Whether the file is there to bind. A write that fails (a full disk) never stops a container
+ * from being made: the file written before is bound as it is, and without one the engine's own
+ * file stays.
+ */
+function writeIfChanged(path: string, text: string, onProblem: (message: string) => void): boolean {
+  try {
+    if (existsSync(path) && readFileSync(path, 'utf8') === text) return true;
+    mkdirSync(join(path, '..'), { recursive: true });
+    writeFileSync(path, text, { mode: 0o644 });
+    return true;
+  } catch (err) {
+    onProblem(`could not write ${path}: ${(err as Error).message}`);
+    return existsSync(path);
+  }
 }
