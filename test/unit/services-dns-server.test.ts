@@ -153,6 +153,28 @@ describe('the DNS server', () => {
     }
   });
 
+  it('never rejects, whatever bytes arrive: random packets, and real queries with bytes flipped', async () => {
+    const s = new DnsServer({ address: '127.0.0.1', port: 0, book, upstreams: () => [], log });
+    const base = dnsPacket.encode({ id: 1, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: 'store.default.svc.cluster.local', type: 'SRV' }], additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as never] });
+    let seed = 42;
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    let answered = 0;
+    for (let i = 0; i < 3000; i++) {
+      let msg: Buffer;
+      if (i % 2) msg = Buffer.from(Array.from({ length: Math.floor(random() * 80) }, () => Math.floor(random() * 256)));
+      else {
+        msg = Buffer.from(base);
+        for (let k = 0; k < 3; k++) msg[Math.floor(random() * msg.length)] = Math.floor(random() * 256);
+      }
+      // A rejection would throw here (and, on the socket, end the agent).
+      const out = await s.handle(msg, i % 3 ? 'udp' : 'tcp');
+      if (out !== undefined) answered++;
+      expect(out === undefined || Buffer.isBuffer(out)).toBe(true);
+    }
+    // Some of the flipped queries are still queries, and get an answer.
+    expect(answered).toBeGreaterThan(0);
+  });
+
   it('drops junk without harm and goes on answering', async () => {
     const s = await server(await upstream());
     const junk = dgram.createSocket('udp4');

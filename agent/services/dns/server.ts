@@ -110,8 +110,19 @@ export class DnsServer {
     this.cache.clear();
   }
 
-  /** One query's bytes in, the response's bytes out (undefined: nothing to send). */
+  /** One query's bytes in, the response's bytes out (undefined: nothing to send). Never rejects. */
   async handle(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    try {
+      return await this.respond(msg, transport);
+    } catch (err) {
+      // A packet dns-packet decodes but cannot encode back (an odd class or type): dropped.
+      this.counts.dropped++;
+      this.opts.log.debug({ bytes: msg.length, err: (err as Error).message }, 'dns: dropped a packet that could not be answered');
+      return undefined;
+    }
+  }
+
+  private async respond(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
     const key = msg.length >= 12 ? `${transport}${msg.toString('latin1', 2)}` : undefined;
     const hit = key === undefined ? undefined : this.cache.get(key);
     if (hit && Date.now() - hit.at < CACHE_MS) {
