@@ -34,6 +34,7 @@ import type { NetPlane } from './network/plane.js';
 import { ServiceBook } from './network/services.js';
 import type { ProxyNode } from './services/proxy/plan.js';
 import { ServiceProxy } from './services/proxy/proxy.js';
+import { ClusterDns } from './services/dns/cluster-dns.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -70,6 +71,8 @@ export interface AgentConfig {
   peerTable?: boolean;
   /** An address of this device that peers can reach it at, offered first. */
   advertiseAddress?: string;
+  /** The device's resolver configuration, where the DNS server forwards and pods of dnsPolicy Default look (default /etc/resolv.conf). */
+  resolvConf?: string;
 }
 
 const MAX_PASSES = 8;
@@ -149,6 +152,7 @@ export class Agent {
       // Service links and the downward API, fixed when each container is made (reconcile/env.ts).
       environment: (pod: DesiredPod, c: Container, podIP: string | undefined) =>
         resolveEnv(pod.namespace, c, { configs: this.desired?.configs ?? [], secrets: this.desired?.secrets ?? [] }, creationEnv(pod, c, podIP, { name: config.name, stateDir: config.stateDir }, this.serviceBook?.services().values())),
+      ...(config.services !== false && config.overlay ? { podDns: () => agent.dns!.podContext() } : {}),
     };
     this.pullBackoff = new PullBackoff(config.pauseImage);
     this.imageGc = new ImageCollector(runtime, () => [config.stateDir, this.engine.info?.dataRoot].filter((p): p is string => Boolean(p)).map((p) => fsUsage(p)), log, (e) => this.onNodeEvent(e));
@@ -179,6 +183,8 @@ export class Agent {
     }
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
+      this.dns = new ClusterDns({ book: this.serviceBook, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
+      this.onServices(() => this.dns?.invalidate());
     }
     // The service proxy programs the kernel: on with the overlay, never on bench/'s in-memory network.
     if (config.overlay === 'wireguard' && !config.networkPlane) {
@@ -284,6 +290,7 @@ export class Agent {
     this.serviceBook?.stop();
     // The table stays: virtual IPs keep working while the agent is down.
     await this.proxy?.stop();
+    await this.dns?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -367,6 +374,8 @@ export class Agent {
     const leaveAlone = new Set((target.refusedPods ?? []).map((p) => p.uid));
     const config = this.configurator.prepare(target);
     const network = await this.networkPass(target);
+    // The DNS server on the pod gateway, once the overlay has a pod CIDR (answers come from the service book, restored from disk).
+    await this.dns?.sync(this.overlay?.on ? target.network?.podCIDR : undefined, !network.waiting);
     // Pulls that end during this reconcile join it at the next pass (pullPolicy Always is then satisfied, not pulled again).
     const pulledThisPass = this.pulls.takePulled();
     let containers: RuntimeContainer[] = [];
@@ -664,6 +673,8 @@ export class Agent {
   private readonly overlay: Overlay | undefined;
   /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
   readonly serviceBook: ServiceBook | undefined;
+  /** The device's DNS server and pods' resolver settings (with the service book). */
+  private readonly dns: ClusterDns | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
   private readonly serviceListeners: ((keys: ReadonlySet<string>) => void)[] = [];
 

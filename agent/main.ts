@@ -40,6 +40,9 @@ Options:
                         characters); one of that name that is not WireGuard is refused
   --advertise-address IP
                         an IPv4 address of this device that peers can reach, offered first
+  --resolv-conf FILE    the device's resolver configuration: where the device's DNS server
+                        forwards names outside the cluster, and what pods of dnsPolicy Default
+                        use (default: /etc/resolv.conf)
   --pod-network NAME    with --overlay none: engine network the pods join (default: flotilla;
                         "none" for none)
   --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
@@ -95,6 +98,7 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
         'wireguard-port': { type: 'string' },
         'wireguard-interface': { type: 'string' },
         'advertise-address': { type: 'string' },
+        'resolv-conf': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -164,6 +168,7 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       wireguardPort,
       wireguardInterface,
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
+      ...(values['resolv-conf'] ? { resolvConf: values['resolv-conf'] } : {}),
     },
     ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
   };

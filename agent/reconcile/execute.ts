@@ -18,6 +18,8 @@ import type { SecurityContext } from '../../shared/resources/volumes.js';
 import { PullProgress, progressDue, type RegistryAuth } from '../runtime/images.js';
 import { containerBinds, updateLockBind } from '../volumes/layout.js';
 import { expandCommand, type EnvResolution } from './env.js';
+import { podDnsBinds } from '../services/dns/pod-files.js';
+import { podHostname, type PodDnsContext } from '../services/dns/resolv.js';
 import type { Step } from './plan.js';
 
 export interface ExecutorOptions {
@@ -40,6 +42,11 @@ export interface ExecutorOptions {
   environment?: (pod: DesiredPod, container: Container, podIP: string | undefined) => EnvResolution;
   /** The registry credentials for pulling `image` for `pod` (from its imagePullSecrets), if any. */
   pullAuth?: (image: string, pod: DesiredPod) => RegistryAuth | undefined;
+  /**
+   * What pods' /etc/resolv.conf and /etc/hosts are made of (agent/services/dns/): with it, each
+   * app container gets the pod's files bound in; without it (the hollow devices), the engine's.
+   */
+  podDns?: () => PodDnsContext;
 }
 
 /** Something that happened to a pod, for the pod's status and (later) its Events. */
@@ -127,6 +134,9 @@ export class StepExecutor {
           image: this.opts.pauseImage,
           labels: this.labels(pod, INFRA_CONTAINER, hash, 0),
           networkMode: pod.spec.hostNetwork ? 'host' : this.opts.podNetwork,
+          // The pod's hostname is its name (or spec.hostname), as Kubernetes sets it; not in the
+          // infra hash, so an agent that starts setting it replaces no running pod.
+          ...(pod.spec.hostNetwork ? {} : { hostname: podHostname(pod) }),
           stopTimeout: 2,
           ...(ports.length && !pod.spec.hostNetwork ? { portBindings: ports } : {}),
         };
@@ -136,7 +146,7 @@ export class StepExecutor {
         });
       },
       createContainer: async ({ pod, container, infraId, hash, restartCount, env, podIP }) => {
-        const spec = await failsAs('CreateContainerConfigError', async () => this.appSpec(pod, container, infraId, hash, restartCount, this.environment(pod, container, podIP, env)));
+        const spec = await failsAs('CreateContainerConfigError', async () => this.appSpec(pod, container, infraId, hash, restartCount, this.environment(pod, container, podIP, env), podIP));
         const id = await failsAs('CreateContainerError', () => this.runtime.createContainer(spec));
         this.onEvent({ podUid: pod.uid, container: container.name, type: 'Normal', reason: 'Created', message: `Created container ${container.name}` });
         await failsAs('RunContainerError', () => this.runtime.startContainer(id));
@@ -173,11 +183,13 @@ export class StepExecutor {
     };
   }
 
-  private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number, resolvedEnv?: string[]): ContainerCreateSpec {
+  private appSpec(pod: DesiredPod, c: Container, infraId: string, hash: string, restartCount: number, resolvedEnv?: string[], podIP?: string): ContainerCreateSpec {
     const limits = c.resources?.limits ?? {};
     const env = resolvedEnv ?? c.env?.map((e) => `${e.name}=${e.value ?? ''}`);
     const lockBind = updateLockBind(this.opts.stateDir, pod, c);
-    const binds = [...containerBinds(this.opts.stateDir, pod, c), ...(lockBind ? [lockBind] : [])];
+    // The pod's hosts and resolv.conf (kubelet's way): binds, like the update lock's, outside the spec hash.
+    const dnsBinds = this.opts.podDns ? podDnsBinds(this.opts.stateDir, pod, c, podIP, this.opts.podDns(), (message) => this.log.warn({ pod: pod.name, namespace: pod.namespace }, message)) : [];
+    const binds = [...containerBinds(this.opts.stateDir, pod, c), ...(lockBind ? [lockBind] : []), ...dnsBinds];
     const sc = c.securityContext;
     return {
       name: containerName(pod, c.name, restartCount),

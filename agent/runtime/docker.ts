@@ -205,6 +205,7 @@ export class DockerRuntime implements ContainerRuntime {
       ...(spec.cmd ? { Cmd: spec.cmd } : {}),
       ...(spec.env ? { Env: spec.env } : {}),
       ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+      ...(spec.hostname ? { Hostname: spec.hostname } : {}),
       ...(spec.user ? { User: spec.user } : {}),
       ...(spec.stopTimeout !== undefined ? { StopTimeout: spec.stopTimeout } : {}),
       ...(ports.length ? { ExposedPorts: Object.fromEntries(ports.map((p) => [`${p.containerPort}/${p.protocol}`, {}])) } : {}),

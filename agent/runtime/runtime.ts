@@ -65,6 +65,8 @@ export interface ContainerCreateSpec {
   workingDir?: string;
   /** `host`, `none`, a network name, or `container:<id>` to join another container's network namespace. */
   networkMode: string;
+  /** The container's hostname (a pod's infra container: the pod's; the containers joined to it take it from there). */
+  hostname?: string;
   portBindings?: { containerPort: number; hostPort: number; protocol: 'tcp' | 'udp' }[];
   /** Kubernetes' limits.memory: the engine's Memory. */
   memoryBytes?: number;

@@ -44,6 +44,8 @@ export const serviceAnnouncementSchema = z.object({
   internalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
   /** Local (NodePort): a device forwards only to its own endpoints and keeps the client's address. */
   externalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
+  /** A headless Service's DNS names its endpoints whether ready or not (spec.publishNotReadyAddresses); default: the ready ones only. */
+  publishNotReadyAddresses: z.boolean().optional(),
   /** PreferClose: endpoints on the same device first, then the same site, then any (spec.trafficDistribution). */
   trafficDistribution: z.literal('PreferClose').optional(),
   /** Bumped by the hub on every change, so a device can tell an old message from a new one. */

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import * as z from 'zod';
 import { validateDns1123Label, validateDns1123Subdomain, validatePortName, validateQualifiedName } from '../labels/validation.js';
 import { parseQuantity, type Quantity } from '../quantities/quantity.js';
@@ -14,6 +15,36 @@ const dnsLabel = z.string().superRefine((v, ctx) => {
 const objectName = z.string({ error: 'is required' }).superRefine((v, ctx) => {
   for (const message of validateDns1123Subdomain(v)) ctx.addIssue({ code: 'custom', message: `invalid name '${v}': ${message}` });
 });
+
+/** A libc resolver's limits, as Kubernetes validates them (MaxDNSNameservers, MaxDNSSearchPaths, MaxDNSSearchListChars). */
+export const MAX_DNS_NAMESERVERS = 3;
+export const MAX_DNS_SEARCHES = 32;
+export const MAX_DNS_SEARCH_CHARS = 2048;
+
+export const DNS_POLICIES = ['ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None'] as const;
+export type DnsPolicy = (typeof DNS_POLICIES)[number];
+
+/** spec.dnsConfig: merged into what dnsPolicy gives (agent/services/dns/resolv.ts). */
+const dnsConfigSchema = z.object({
+  nameservers: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        if (!isIP(v)) ctx.addIssue({ code: 'custom', message: `must be a valid IP address, not '${v}'` });
+      }),
+    )
+    .optional(),
+  searches: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        // A trailing dot is allowed, as Kubernetes allows it.
+        for (const message of validateDns1123Subdomain(v.replace(/\.$/, ''))) ctx.addIssue({ code: 'custom', message: `invalid search domain '${v}': ${message}` });
+      }),
+    )
+    .optional(),
+  options: z.array(z.object({ name: z.string().min(1, 'Required value: must not be empty'), value: z.string().optional() })).optional(),
+});
+
+export type PodDnsConfig = z.infer<typeof dnsConfigSchema>;
 
 const nonNegativeInt = z.number({ error: 'must be a number' }).int('must be an integer').min(0, 'must be greater than or equal to 0');
 const port = z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be between 1 and 65535').max(65535, 'must be between 1 and 65535');
@@ -129,6 +160,11 @@ export const podSpecSchema = z
     enableServiceLinks: z.boolean().optional(),
     /** Only told to the pod (the downward API's spec.serviceAccountName): Flotilla has no service accounts. */
     serviceAccountName: objectName.optional(),
+    /** The pod's hostname (default: its name); with subdomain, its DNS name under the headless Service of that name. */
+    hostname: dnsLabel.optional(),
+    subdomain: dnsLabel.optional(),
+    dnsPolicy: z.enum(DNS_POLICIES).optional(),
+    dnsConfig: dnsConfigSchema.optional(),
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
@@ -151,6 +187,7 @@ export const podSpecSchema = z
     }
     checkPorts(spec, ctx);
     checkResourceFieldRefs(spec, ctx);
+    checkDns(spec, ctx);
     spec.containers.forEach((c, i) => {
       // Kubernetes' ValidateVolumeMounts: one mount per path in a container.
       const paths = new Set<string>();
@@ -160,6 +197,21 @@ export const podSpecSchema = z
       });
     });
   });
+
+/**
+ * Kubernetes' validatePodDNSConfig: dnsPolicy None needs a nameserver; at most 3 nameservers,
+ * 32 search domains and 2048 characters of search list (what a libc resolver reads).
+ */
+function checkDns(spec: { dnsPolicy?: DnsPolicy | undefined; dnsConfig?: PodDnsConfig | undefined }, ctx: z.RefinementCtx): void {
+  const config = spec.dnsConfig;
+  if (spec.dnsPolicy === 'None' && !config?.nameservers?.length) ctx.addIssue({ code: 'custom', path: ['dnsConfig', 'nameservers'], message: 'Required value: must provide at least one DNS nameserver when `dnsPolicy` is None' });
+  if (!config) return;
+  if ((config.nameservers?.length ?? 0) > MAX_DNS_NAMESERVERS) ctx.addIssue({ code: 'custom', path: ['dnsConfig', 'nameservers'], message: `must not have more than ${MAX_DNS_NAMESERVERS} nameservers, not ${config.nameservers!.length}` });
+  const searches = config.searches ?? [];
+  if (searches.length > MAX_DNS_SEARCHES) ctx.addIssue({ code: 'custom', path: ['dnsConfig', 'searches'], message: `must not have more than ${MAX_DNS_SEARCHES} search paths, not ${searches.length}` });
+  const chars = searches.join(' ').length;
+  if (chars > MAX_DNS_SEARCH_CHARS) ctx.addIssue({ code: 'custom', path: ['dnsConfig', 'searches'], message: `must not have more than ${MAX_DNS_SEARCH_CHARS} characters (including spaces) in the search list, not ${chars}` });
+}
 
 /**
  * Kubernetes' port rules across a pod: port names unique within a container; a host port (with

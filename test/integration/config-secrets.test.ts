@@ -146,7 +146,8 @@ describe('ConfigMaps and Secrets on real agents and a real engine', () => {
     expect(info.Config.User).toBe('1000:1000');
     expect(info.HostConfig.ReadonlyRootfs).toBe(true);
     expect(info.HostConfig.CapDrop).toEqual(['ALL']);
-    expect(info.HostConfig.Binds?.map((b) => b.split(':').slice(1).join(':')).sort()).toEqual(['/etc/app:ro', '/etc/creds:ro', '/run/flotilla', '/scratch']);
+    // The volumes, the update lock's folder, and the pod's managed hosts file (as the kubelet binds it).
+    expect(info.HostConfig.Binds?.map((b) => b.split(':').slice(1).join(':')).sort()).toEqual(['/etc/app:ro', '/etc/creds:ro', '/etc/hosts', '/run/flotilla', '/scratch']);
   });
 
   it('updates a mounted ConfigMap inside the running container, without a restart', async () => {
