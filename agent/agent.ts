@@ -30,6 +30,7 @@ import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js'
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 import type { NetPlane } from './network/plane.js';
 import { ServiceBook } from './network/services.js';
+import { IngressProxy } from './services/ingress/proxy.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -66,6 +67,9 @@ export interface AgentConfig {
   peerTable?: boolean;
   /** An address of this device that peers can reach it at, offered first. */
   advertiseAddress?: string;
+  /** The ingress proxy's ports on an ingress device (default 80 and 443; 0 turns one off). */
+  ingressHttpPort?: number;
+  ingressHttpsPort?: number;
 }
 
 const MAX_PASSES = 8;
@@ -172,6 +176,8 @@ export class Agent {
     }
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
+      // Serves only while the desired set carries an ingress section (docs/ARCHITECTURE.md, 'Ingress').
+      this.ingress = new IngressProxy({ httpPort: config.ingressHttpPort ?? 80, httpsPort: config.ingressHttpsPort ?? 443, book: this.serviceBook, log: log.child({ part: 'ingress' }) });
     }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
@@ -199,6 +205,7 @@ export class Agent {
     // The key exists before the first report: the hub announces the device with its public key.
     this.overlay?.start();
     this.serviceBook?.restore();
+    this.ingress?.apply(this.desired?.ingress);
     if (!saved && !canJoin) {
       // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
@@ -269,6 +276,7 @@ export class Agent {
     this.metrics?.stop();
     this.overlay?.stop();
     this.serviceBook?.stop();
+    await this.ingress?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -308,6 +316,7 @@ export class Agent {
     this.log.info({ rev: desired.rev, pods: desired.pods.length }, 'new desired set');
     this.desired = desired;
     this.metrics?.setInterval(this.metricsInterval());
+    this.ingress?.apply(desired.ingress);
     this.podNames.remember(desired.pods);
     this.reportRefusedPods(desired);
     try {
@@ -644,6 +653,8 @@ export class Agent {
   private readonly overlay: Overlay | undefined;
   /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
   readonly serviceBook: ServiceBook | undefined;
+  /** The ingress proxy, serving while this device is an ingress device (with the service book only). */
+  private readonly ingress: IngressProxy | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
   private readonly serviceListeners: ((keys: ReadonlySet<string>) => void)[] = [];
 

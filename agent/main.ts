@@ -40,6 +40,10 @@ Options:
                         characters); one of that name that is not WireGuard is refused
   --advertise-address IP
                         an IPv4 address of this device that peers can reach, offered first
+  --ingress-http-port N, --ingress-https-port N
+                        where the ingress proxy listens on every address of the device, when
+                        the hub makes this node an ingress device (label flotilla.io/ingress=true)
+                        (default: 80 and 443; 0 turns one off)
   --pod-network NAME    with --overlay none: engine network the pods join (default: flotilla;
                         "none" for none)
   --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
@@ -95,6 +99,8 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
         'wireguard-port': { type: 'string' },
         'wireguard-interface': { type: 'string' },
         'advertise-address': { type: 'string' },
+        'ingress-http-port': { type: 'string' },
+        'ingress-https-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -140,6 +146,15 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(wireguardInterface) || wireguardInterface === '.' || wireguardInterface === '..') throw new UsageError(`--wireguard-interface: '${wireguardInterface}' is not an interface name (1 to 15 letters, digits, '-', '_' or '.')`);
   const advertiseAddress = values['advertise-address'];
   if (advertiseAddress !== undefined && parseIPv4(advertiseAddress) === undefined) throw new UsageError(`--advertise-address: '${advertiseAddress}' is not an IPv4 address`);
+  const ingressPort = (flag: 'ingress-http-port' | 'ingress-https-port', fallback: number): number => {
+    const text = values[flag];
+    if (text === undefined) return fallback;
+    const port = Number(text);
+    if (!/^\d+$/.test(text) || port > 65535) throw new UsageError(`--${flag}: '${text}' is not a port number (0 to 65535; 0 turns it off)`);
+    return port;
+  };
+  const ingressHttpPort = ingressPort('ingress-http-port', 80);
+  const ingressHttpsPort = ingressPort('ingress-https-port', 443);
   const name = (values.name ?? hostname()).toLowerCase();
   const nameProblems = validateDns1123Subdomain(name);
   if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
@@ -164,6 +179,8 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       wireguardPort,
       wireguardInterface,
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
+      ingressHttpPort,
+      ingressHttpsPort,
     },
     ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
   };
