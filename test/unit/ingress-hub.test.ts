@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MessageBus } from '../../hub/broker/bus.js';
+import { describe as describeObject } from '../../hub/cli/describe.js';
 import { formatObjects } from '../../hub/cli/print.js';
 import { Dispatcher } from '../../hub/dispatch/desired.js';
 import { IngressDispatch, IngressStatusWriter } from '../../hub/services/ingress.js';
@@ -78,6 +79,15 @@ describe('Ingress manifests', () => {
     const [header, row] = formatObjects('Ingress', [obj as never], 'table').split('\n');
     expect(header!.split(/\s{2,}/)).toEqual(['NAME', 'CLASS', 'HOSTS', 'ADDRESS', 'PORTS', 'AGE']);
     expect(row!.split(/\s{2,}/).slice(0, 5)).toEqual(['web', 'flotilla', 'shop.example.com,b.test', '192.0.2.1,192.0.2.2', '80, 443']);
+  });
+
+  it('describes an Ingress as kubectl does', () => {
+    const obj = { ...validateManifest(ingress({ defaultBackend: { service: { name: 'fallback', port: { name: 'http' } } }, rules: [route], tls: [{ hosts: ['shop.example.com'], secretName: 'shop-tls' }] })).object!, metadata: { name: 'web', namespace: 'default', uid: 'u', resourceVersion: '1' }, status: { loadBalancer: { ingress: [{ ip: '192.0.2.1' }] } } };
+    const text = describeObject(obj as never, []);
+    expect(text).toContain('Address:          192.0.2.1');
+    expect(text).toContain('Default backend:  fallback:http');
+    expect(text).toContain('shop-tls terminates shop.example.com');
+    expect(text).toMatch(/shop\.example\.com\n\s+\/ \(Prefix\) {2}web:80/);
   });
 });
 
