@@ -219,3 +219,19 @@ describe('the ingress proxy', () => {
     expect((await get('/', 'shop.test')).status).toBe(404);
   });
 });
+
+describe('an ingress port that is taken', () => {
+  it('is logged and tried again, without harm to the agent, until it is free', async () => {
+    const squatter = net.createServer();
+    const port = await listen(squatter);
+    const p = new IngressProxy({ httpPort: port, httpsPort: 0, host: '127.0.0.1', book: { service: () => undefined, endpoints: () => new Map() }, log: pino({ level: 'silent' }), retryListenMs: 100 });
+    p.apply({ ingresses: [], certificates: [] });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(p.listening).toEqual({});
+    await new Promise((r) => squatter.close(r));
+    const deadline = Date.now() + 5_000;
+    while (p.listening.http === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(p.listening).toEqual({ http: port });
+    await p.stop();
+  });
+});

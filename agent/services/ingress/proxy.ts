@@ -183,12 +183,14 @@ export class IngressProxy {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
     });
-    server.once('error', (err: NodeJS.ErrnoException) => {
+    const refused = (err: NodeJS.ErrnoException) => {
       this.opts.log.error({ port, proto, err: err.message }, 'the ingress cannot listen; trying again later');
       server.close();
       onFail();
-    });
+    };
+    server.once('error', refused);
     server.listen({ port, ...(this.opts.host ? { host: this.opts.host } : {}) }, () => {
+      server.off('error', refused);
       server.on('error', (err) => this.opts.log.warn({ proto, err: err.message }, 'ingress listener error'));
       this.opts.log.info({ port, proto }, 'ingress listening');
     });
@@ -286,10 +288,11 @@ export class IngressProxy {
       return;
     }
     const upstream = net.connect({ host: target.address, port: target.port });
-    const timer = setTimeout(() => upstream.destroy(new Error('connect timeout')), this.opts.connectTimeoutMs ?? 5_000);
-    upstream.on('error', () => {
+    const timer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), this.opts.connectTimeoutMs ?? 5_000);
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (socket.writable) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      const status = err.code === 'ETIMEDOUT' ? '504 Gateway Timeout' : '502 Bad Gateway';
+      if (socket.writable && upstream.bytesRead === 0) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       else socket.destroy();
     });
     socket.on('close', () => upstream.destroy());
