@@ -153,7 +153,7 @@ export class Hub {
     const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, podCIDROf: podNetwork.podCIDROf }, new IngressDispatch(store, log.child({ part: 'ingress' })));
     dispatcher.start();
     // Each Ingress's status.loadBalancer.ingress: the ingress devices' addresses.
-    const ingressStatus = new IngressStatusWriter(store, log.child({ part: 'ingress' }));
+    const ingressStatus = new IngressStatusWriter(store, log.child({ part: 'ingress' }), events);
     ingressStatus.start();
     opened.add('ingress status', () => ingressStatus.stop());
     opened.add('dispatch', () => dispatcher.stop());

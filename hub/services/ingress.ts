@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { DesiredIngress, IngressCertificate } from '../../shared/protocol/ingress.js';
 import { INGRESS_NODE_LABEL, type IngressSpec, type IngressStatus } from '../../shared/resources/ingress.js';
 import type { NodeStatus } from '../../shared/resources/node.js';
+import type { EventRecorder } from '../events/recorder.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject } from '../store/types.js';
 
@@ -44,14 +45,24 @@ function readIngresses(store: ObjectStore, log?: Logger): { section: DesiredIngr
   for (const key of [...wanted].sort()) {
     const [namespace, name] = key.split('/') as [string, string];
     const secret = store.get('Secret', namespace, name);
-    const data = secret?.data as Record<string, string> | undefined;
-    if (!secret || secret.type !== 'kubernetes.io/tls' || !data?.['tls.crt'] || !data['tls.key']) {
-      log?.warn({ secret: key }, secret ? 'an Ingress names a Secret that is not of type kubernetes.io/tls with tls.crt and tls.key; left out' : 'an Ingress names a Secret that does not exist; left out');
+    const problem = secretProblem(secret);
+    if (problem) {
+      log?.warn({ secret: key }, `an Ingress names a Secret that ${problem}; left out`);
       continue;
     }
-    certificates.push({ namespace, name, cert: data['tls.crt'], key: data['tls.key'], resourceVersion: secret.metadata.resourceVersion });
+    const data = secret!.data as Record<string, string>;
+    certificates.push({ namespace, name, cert: data['tls.crt']!, key: data['tls.key']!, resourceVersion: secret!.metadata.resourceVersion });
   }
   return { section: { ingresses, certificates }, named: wanted };
+}
+
+/** Why a Secret cannot serve an Ingress's TLS, or undefined when it can. */
+function secretProblem(secret: StoredObject | undefined): string | undefined {
+  if (!secret) return 'does not exist';
+  const data = secret.data as Record<string, string> | undefined;
+  if (secret.type !== 'kubernetes.io/tls') return `is of type ${String(secret.type ?? 'Opaque')}, not kubernetes.io/tls`;
+  if (!data?.['tls.crt'] || !data['tls.key']) return 'lacks tls.crt or tls.key';
+  return undefined;
 }
 
 /**
@@ -109,16 +120,21 @@ export class IngressDispatch {
 /**
  * Keeps each Ingress's status.loadBalancer.ingress: the addresses of the ingress devices, in
  * name order, as a cloud load balancer's address is written there. Runs on any change of an
- * Ingress or of a Node's ingress label or address; writes only what differs.
+ * Ingress, of a Secret, or of a Node's ingress label or address; writes only what differs. A
+ * `tls` entry whose Secret cannot serve (missing, of another type, without both keys) is told
+ * in a Warning event on the Ingress (TLSSecretUnusable), once for each new finding.
  */
 export class IngressStatusWriter {
   private unwatch: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private nodeInputs = new Map<string, string>();
+  /** The TLS problems last told of each Ingress (namespace/name). */
+  private readonly told = new Map<string, string>();
 
   constructor(
     private readonly store: ObjectStore,
     private readonly log: Logger,
+    private readonly events?: EventRecorder,
   ) {}
 
   start(): void {
@@ -131,7 +147,9 @@ export class IngressStatusWriter {
       }),
       this.store.watch({ kind: 'Ingress' }, (e) => {
         if (e.type !== 'DELETED') this.soon();
+        else this.told.delete(`${e.object.metadata.namespace ?? 'default'}/${e.object.metadata.name}`);
       }),
+      this.store.watch({ kind: 'Secret' }, () => this.soon()),
     );
     this.soon();
   }
@@ -172,10 +190,26 @@ export class IngressStatusWriter {
     const wanted = JSON.stringify(ingress);
     this.store.transaction(() => {
       for (const obj of this.store.list('Ingress').items) {
+        this.tellTlsProblems(obj);
         const status = (obj.status as IngressStatus | undefined) ?? {};
         if (JSON.stringify(status.loadBalancer?.ingress ?? []) === wanted) continue;
         this.store.updateStatus('Ingress', obj.metadata.namespace, obj.metadata.name, { ...status, loadBalancer: ingress.length ? { ingress } : {} });
       }
     });
+  }
+
+  private tellTlsProblems(obj: StoredObject): void {
+    const namespace = obj.metadata.namespace ?? 'default';
+    const problems: string[] = [];
+    for (const t of (obj.spec as IngressSpec).tls ?? []) {
+      if (!t.secretName) continue;
+      const problem = secretProblem(this.store.get('Secret', namespace, t.secretName));
+      if (problem) problems.push(`Secret ${namespace}/${t.secretName} ${problem}: ${(t.hosts ?? []).join(', ') || 'its hosts'} get the default certificate`);
+    }
+    const key = `${namespace}/${obj.metadata.name}`;
+    const text = JSON.stringify(problems);
+    if (this.told.get(key) === text) return;
+    this.told.set(key, text);
+    for (const message of problems) this.events?.warning(obj, 'TLSSecretUnusable', message);
   }
 }

@@ -190,4 +190,19 @@ describe('Ingress delivery to ingress devices only', () => {
     expect(hub.store.get('Ingress', 'default', 'web')?.status).toEqual({ loadBalancer: {} });
     writer.stop();
   });
+
+  it('tells of a TLS Secret that cannot serve in a Warning event on the Ingress, once', () => {
+    const writer = new IngressStatusWriter(hub.store, hub.log, hub.events);
+    writer.sync();
+    writer.sync();
+    const events = hub.store.list('Event').items.filter((e) => e.reason === 'TLSSecretUnusable');
+    expect(events.map((e) => [e.type, e.message, e.count])).toEqual(
+      expect.arrayContaining([
+        ['Warning', 'Secret default/opaque is of type Opaque, not kubernetes.io/tls: its hosts get the default certificate', 1],
+        ['Warning', 'Secret default/missing does not exist: its hosts get the default certificate', 1],
+      ]),
+    );
+    expect(events).toHaveLength(2);
+    writer.stop();
+  });
 });
