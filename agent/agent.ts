@@ -35,6 +35,7 @@ import { ServiceBook } from './network/services.js';
 import type { ProxyNode } from './services/proxy/plan.js';
 import { ServiceProxy } from './services/proxy/proxy.js';
 import { ClusterDns } from './services/dns/cluster-dns.js';
+import { IngressProxy } from './services/ingress/proxy.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -73,6 +74,9 @@ export interface AgentConfig {
   advertiseAddress?: string;
   /** The device's resolver configuration, where the DNS server forwards and pods of dnsPolicy Default look (default /etc/resolv.conf). */
   resolvConf?: string;
+  /** The ingress proxy's ports on an ingress device (default 80 and 443; 0 turns one off). */
+  ingressHttpPort?: number;
+  ingressHttpsPort?: number;
 }
 
 const MAX_PASSES = 8;
@@ -185,6 +189,8 @@ export class Agent {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
       this.dns = new ClusterDns({ book: this.serviceBook, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
       this.onServices(() => this.dns?.invalidate());
+      // Serves only while the desired set carries an ingress section (docs/ARCHITECTURE.md, 'Ingress').
+      this.ingress = new IngressProxy({ httpPort: config.ingressHttpPort ?? 80, httpsPort: config.ingressHttpsPort ?? 443, book: this.serviceBook, log: log.child({ part: 'ingress' }) });
     }
     // The service proxy programs the kernel: on with the overlay, never on bench/'s in-memory network.
     if (config.overlay === 'wireguard' && !config.networkPlane) {
@@ -218,6 +224,7 @@ export class Agent {
     this.overlay?.start();
     this.serviceBook?.restore();
     this.startProxy();
+    this.ingress?.apply(this.desired?.ingress);
     if (!saved && !canJoin) {
       // Nothing to join with: the pods still run (and restart) from disk, and the log says what is missing.
       this.log.error({ stateDir: this.config.stateDir }, `${noCredentials} and no --token to join again: running the desired set from disk, cut off from the hub; restart the agent with --hub and --token`);
@@ -291,6 +298,7 @@ export class Agent {
     // The table stays: virtual IPs keep working while the agent is down.
     await this.proxy?.stop();
     await this.dns?.stop();
+    await this.ingress?.stop();
     this.pulls.stop();
     this.engine.stop();
     this.probes.stop();
@@ -330,6 +338,7 @@ export class Agent {
     this.log.info({ rev: desired.rev, pods: desired.pods.length }, 'new desired set');
     this.desired = desired;
     this.metrics?.setInterval(this.metricsInterval());
+    this.ingress?.apply(desired.ingress);
     this.podNames.remember(desired.pods);
     this.reportRefusedPods(desired);
     try {
@@ -675,6 +684,8 @@ export class Agent {
   readonly serviceBook: ServiceBook | undefined;
   /** The device's DNS server and pods' resolver settings (with the service book). */
   private readonly dns: ClusterDns | undefined;
+  /** The ingress proxy, serving while this device is an ingress device (with the service book only). */
+  private readonly ingress: IngressProxy | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
   private readonly serviceListeners: ((keys: ReadonlySet<string>) => void)[] = [];
 

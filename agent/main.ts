@@ -43,6 +43,10 @@ Options:
   --resolv-conf FILE    the device's resolver configuration: where the device's DNS server
                         forwards names outside the cluster, and what pods of dnsPolicy Default
                         use (default: /etc/resolv.conf)
+  --ingress-http-port N, --ingress-https-port N
+                        where the ingress proxy listens on every address of the device, when
+                        the hub makes this node an ingress device (label flotilla.io/ingress=true)
+                        (default: 80 and 443; 0 turns one off)
   --pod-network NAME    with --overlay none: engine network the pods join (default: flotilla;
                         "none" for none)
   --pod-subnet CIDR     subnet of that network when the agent creates it (default: 10.88.0.0/16)
@@ -99,6 +103,8 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
         'wireguard-interface': { type: 'string' },
         'advertise-address': { type: 'string' },
         'resolv-conf': { type: 'string' },
+        'ingress-http-port': { type: 'string' },
+        'ingress-https-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -144,6 +150,15 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(wireguardInterface) || wireguardInterface === '.' || wireguardInterface === '..') throw new UsageError(`--wireguard-interface: '${wireguardInterface}' is not an interface name (1 to 15 letters, digits, '-', '_' or '.')`);
   const advertiseAddress = values['advertise-address'];
   if (advertiseAddress !== undefined && parseIPv4(advertiseAddress) === undefined) throw new UsageError(`--advertise-address: '${advertiseAddress}' is not an IPv4 address`);
+  const ingressPort = (flag: 'ingress-http-port' | 'ingress-https-port', fallback: number): number => {
+    const text = values[flag];
+    if (text === undefined) return fallback;
+    const port = Number(text);
+    if (!/^\d+$/.test(text) || port > 65535) throw new UsageError(`--${flag}: '${text}' is not a port number (0 to 65535; 0 turns it off)`);
+    return port;
+  };
+  const ingressHttpPort = ingressPort('ingress-http-port', 80);
+  const ingressHttpsPort = ingressPort('ingress-https-port', 443);
   const name = (values.name ?? hostname()).toLowerCase();
   const nameProblems = validateDns1123Subdomain(name);
   if (nameProblems.length) throw new UsageError(`--name: invalid node name '${name}': ${nameProblems[0]}`);
@@ -169,6 +184,8 @@ export function parseAgentArgs(argv: string[]): { config: AgentConfig; dockerHos
       wireguardInterface,
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
       ...(values['resolv-conf'] ? { resolvConf: values['resolv-conf'] } : {}),
+      ingressHttpPort,
+      ingressHttpsPort,
     },
     ...(values['docker-host'] ? { dockerHost: values['docker-host'] } : {}),
   };

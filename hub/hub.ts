@@ -28,6 +28,7 @@ import { NodeLifecycleController } from './controllers/nodelifecycle.js';
 import { WavesController } from './controllers/waves/controller.js';
 import { DeploymentWavesController } from './controllers/waves/deployment.js';
 import { Dispatcher } from './dispatch/desired.js';
+import { IngressDispatch, IngressStatusWriter } from './services/ingress.js';
 import { DeviceEventIngest } from './dispatch/events.js';
 import { NodeHeartbeats } from './dispatch/heartbeats.js';
 import { RpcClient } from './dispatch/rpc.js';
@@ -150,8 +151,12 @@ export class Hub {
     opened.add('relay observed endpoints', relay.onObservedChange((node) => podNetwork.peers.refresh(node)));
     selfMetrics.addFamilies(podNetwork.families);
     selfMetrics.instrumentController('ipam', podNetwork.ipam);
-    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, serviceCIDR: config.serviceCIDR, podCIDROf: podNetwork.podCIDROf });
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, serviceCIDR: config.serviceCIDR, podCIDROf: podNetwork.podCIDROf }, new IngressDispatch(store, log.child({ part: 'ingress' })));
     dispatcher.start();
+    // Each Ingress's status.loadBalancer.ingress: the ingress devices' addresses.
+    const ingressStatus = new IngressStatusWriter(store, log.child({ part: 'ingress' }), events);
+    ingressStatus.start();
+    opened.add('ingress status', () => ingressStatus.stop());
     opened.add('dispatch', () => dispatcher.stop());
     // Waves rollouts decide which revision each node of a Waves DaemonSet runs; the DaemonSet controller writes the pods.
     const waves = new WavesController({ store, events, log: log.child({ part: 'waves' }) }, { onRevisionsChanged: (key) => daemonSets.queue.add(key) });

@@ -1,3 +1,4 @@
+import { describeIngress } from '../services/ingress-describe.js';
 import type { ContainerStatus, PodSpec, PodStatus } from '../../shared/resources/pod.js';
 import type { Probe } from '../../shared/resources/probe.js';
 import type { NodeSpec, NodeStatus } from '../../shared/resources/node.js';
@@ -57,6 +58,7 @@ export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usa
   else if (obj.kind === 'CronJob') lines.push(...describeCronJob(obj));
   else if (obj.kind === 'Service') lines.push(...describeService(obj, related.endpoints));
   else if (obj.kind === 'ConfigMap' || obj.kind === 'Secret') lines.push(...describeData(obj));
+  else if (obj.kind === 'Ingress') lines.push(...describeIngress(obj));
   // A Pod's or Node's CPU and memory over the last hour (hub/cli/top.ts), when the devices report metrics.
   if (related.usage?.length) lines.push(...related.usage);
   lines.push('Events:');

@@ -5,6 +5,7 @@ import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daem
 import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointSliceFields, EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { IngressSpec, IngressStatus } from '../../shared/resources/ingress.js';
 import type { RolloutSpec, RolloutStatus } from '../../shared/resources/rollout.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
@@ -186,6 +187,17 @@ const COLUMNS: Record<string, Columns> = {
       const ports = (f.ports ?? []).map((p) => (p.port === undefined ? '<unset>' : String(p.port)));
       const addresses = (f.endpoints ?? []).flatMap((e) => e.addresses);
       return [o.metadata!.name!, f.addressType ?? 'IPv4', firstThree(ports) || '<unset>', firstThree(addresses) || '<unset>', age(o.metadata?.creationTimestamp)];
+    },
+  },
+  // kubectl's columns: ADDRESS lists the ingress devices' addresses, PORTS 80 and 443 when TLS is configured.
+  Ingress: {
+    headers: ['NAME', 'CLASS', 'HOSTS', 'ADDRESS', 'PORTS', 'AGE'],
+    row: (o) => {
+      const spec = o.spec as IngressSpec;
+      const hosts = [...new Set((spec.rules ?? []).map((r) => r.host ?? '*'))];
+      const shown = hosts.slice(0, 4).join(',') + (hosts.length > 4 ? ` + ${hosts.length - 4} more...` : '');
+      const address = ((o.status as IngressStatus | undefined)?.loadBalancer?.ingress ?? []).map((a) => a.ip ?? a.hostname ?? '').filter(Boolean).join(',');
+      return [o.metadata!.name!, spec.ingressClassName ?? '<none>', shown || '*', address, spec.tls?.length ? '80, 443' : '80', age(o.metadata?.creationTimestamp)];
     },
   },
   // As kubectl: how many keys, never the values (a Secret's table shows no data).

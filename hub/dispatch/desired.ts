@@ -13,6 +13,7 @@ import { WorkQueue } from '../controllers/queue.js';
 import type { ObjectStore } from '../store/objects.js';
 import type { StoredObject, WatchEvent } from '../store/types.js';
 import { nodeSite } from '../controllers/endpoints-build.js';
+import { isIngressNode, type IngressDispatch } from '../services/ingress.js';
 
 export const DISPATCH_MIGRATION = `
 CREATE TABLE dispatch (
@@ -53,6 +54,8 @@ export class Dispatcher {
      * network down before the IPAM puts it back.
      */
     private readonly network?: { clusterCIDR: string; serviceCIDR?: string; podCIDROf?: (node: string) => string | undefined },
+    /** The Ingresses and their certificates, for ingress devices only (hub/services/ingress.ts). */
+    private readonly ingress?: IngressDispatch,
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -68,8 +71,8 @@ export class Dispatcher {
     this.unwatch.push(
       this.store.watch({ kind: 'Pod', fromResourceVersion: pods.resourceVersion }, (e) => this.onPod(e, true)),
       this.store.watch({ kind: 'Node' }, (e) => {
-        // Of a node's own changes, only its metrics interval, its pod CIDR and its site are part of what it is sent.
-        const inputs = JSON.stringify([e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION], (e.object.spec as NodeSpec | undefined)?.podCIDR, nodeSite(e.object)]);
+        // Of a node's own changes, only its metrics interval, its pod CIDR, its site and whether it is an ingress device are part of what it is sent.
+        const inputs = JSON.stringify([e.object.metadata.annotations?.[METRICS_INTERVAL_ANNOTATION], (e.object.spec as NodeSpec | undefined)?.podCIDR, nodeSite(e.object), isIngressNode(e.object)]);
         const changed = this.nodeInputs.get(e.object.metadata.name) !== inputs;
         if (e.type === 'DELETED') this.nodeInputs.delete(e.object.metadata.name);
         else this.nodeInputs.set(e.object.metadata.name, inputs);
@@ -78,6 +81,8 @@ export class Dispatcher {
       // A ConfigMap or Secret is part of the desired set of every node whose pods use it.
       this.store.watch({ kind: 'ConfigMap' }, (e) => this.configChanged('configMaps', e.object)),
       this.store.watch({ kind: 'Secret' }, (e) => this.configChanged('secrets', e.object)),
+      // An Ingress, or a Secret one names, changes the sets of the ingress devices only.
+      ...(this.ingress?.watch((nodes) => nodes.forEach((n) => this.queue.add(n))) ?? []),
     );
     for (const node of this.store.list('Node').items) this.queue.add(node.metadata.name);
   }
@@ -190,7 +195,8 @@ export class Dispatcher {
     // A set without configuration hashes as before, so an upgraded hub keeps the nodes' revisions.
     const metrics = this.metricsSettings(nodeObj);
     const network = this.networkSettings(nodeObj);
-    const hashed = configs.length || secrets.length || metrics || network ? { pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}) } : pods;
+    const ingress = this.ingress?.sectionFor(nodeObj);
+    const hashed = configs.length || secrets.length || metrics || network || ingress ? { pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}) } : pods;
     const hash = createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
     const row = this.getRow.get(node);
     let rev = row?.rev ?? 0;
@@ -205,7 +211,7 @@ export class Dispatcher {
       this.published.delete(node);
     }
     if (this.published.has(node)) return;
-    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}) };
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}) };
     // Not awaited: the next node's set need not wait for this one to be handed to the broker
     // (the broker keeps the order of one topic's messages). A failed publish is retried.
     this.published.add(node);

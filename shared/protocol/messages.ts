@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { desiredIngressSchema } from './ingress.js';
 import { desiredNetworkSchema, nodeNetworkReportSchema } from './network.js';
 import { podSpecSchema } from '../resources/pod.js';
 import { fieldErrorsFromZod, type FieldError } from '../resources/fields.js';
@@ -138,6 +139,8 @@ export const desiredStateSchema = z
     metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
     /** The node's pod network (its pod CIDR in the cluster CIDR), once the hub has allocated one. */
     network: desiredNetworkSchema.optional(),
+    /** Ingress devices only: the Ingresses and the certificates they name (shared/protocol/ingress.ts). */
+    ingress: desiredIngressSchema.optional(),
     /** Written by the agent beside the set it keeps on disk; the hub never sends it. */
     refusedPods: z.array(refusedPodSchema).optional(),
   })

@@ -5,6 +5,7 @@ import { eventFieldsSchema } from './event.js';
 import { checkDeploymentSpec, deploymentSpecSchema, replicaSetSpecSchema } from './deployment.js';
 import { cronJobSpecSchema, jobSpecSchema } from './job.js';
 import { endpointSliceFieldsSchema, endpointsFieldsSchema, serviceSpecSchema } from './service.js';
+import { ingressSpecSchema } from './ingress.js';
 import { namespaceSpecSchema } from './namespace.js';
 import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
@@ -132,6 +133,16 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'v1'],
     nameRule: 'label',
     body: { field: 'spec', schema: serviceSpecSchema, required: true },
+  },
+  {
+    kind: 'Ingress',
+    plural: 'ingresses',
+    singular: 'ingress',
+    shortNames: ['ing'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'networking.k8s.io/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: ingressSpecSchema, required: true },
   },
   {
     kind: 'Endpoints',

@@ -36,6 +36,13 @@ describe('agent arguments', () => {
     expect(() => parseAgentArgs(['--advertise-address', '10.0.0.300'])).toThrow('--advertise-address');
   });
 
+  it('takes the ingress ports, 80 and 443 by default, 0 for off', () => {
+    expect(config([]).config).toMatchObject({ ingressHttpPort: 80, ingressHttpsPort: 443 });
+    expect(config(['--ingress-http-port', '8080', '--ingress-https-port', '0']).config).toMatchObject({ ingressHttpPort: 8080, ingressHttpsPort: 0 });
+    expect(() => parseAgentArgs(['--ingress-http-port', '65536'])).toThrow("--ingress-http-port: '65536' is not a port number");
+    expect(() => parseAgentArgs(['--ingress-https-port', 'https'])).toThrow('--ingress-https-port');
+  });
+
   it('reads the join token from a file, trimmed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flt-args-'));
     dirs.push(dir);

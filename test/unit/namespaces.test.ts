@@ -23,6 +23,7 @@ const MANIFESTS: Record<string, (ns: string) => Record<string, unknown>> = {
   Job: (ns) => ({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: 'x', namespace: ns }, spec: { template: JOB_TEMPLATE } }),
   CronJob: (ns) => ({ apiVersion: 'batch/v1', kind: 'CronJob', metadata: { name: 'x', namespace: ns }, spec: { schedule: '*/5 * * * *', jobTemplate: { spec: { template: JOB_TEMPLATE } } } }),
   Service: (ns) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'x', namespace: ns }, spec: { selector: { app: 'x' }, ports: [{ port: 80 }] } }),
+  Ingress: (ns) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name: 'x', namespace: ns }, spec: { defaultBackend: { service: { name: 'x', port: { number: 80 } } } } }),
   ConfigMap: (ns) => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', namespace: ns }, data: { a: '1' } }),
   Secret: (ns) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'x', namespace: ns }, stringData: { a: '1' } }),
   Event: (ns) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name: 'x', namespace: ns }, involvedObject: { kind: 'Pod', name: 'x', namespace: ns }, reason: 'Test', message: 'm', type: 'Normal' }),
