@@ -31,6 +31,7 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'device joined → first pod-to-pod packet from a pod on another device', must: '≤ 5 s', aim: '≤ 2 s', file: 'overlay', target: 'joinToFirstPacket' },
   { what: 'bytes each existing device receives when one device joins, 1,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes1000' },
   { what: 'bytes each existing device receives when one device joins, 10,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes10000' },
+  { what: 'bytes each device receives for one endpoint change, 1,000 hollow devices', must: '≤ 300 B', aim: '—', file: 'services-bytes', target: 'endpointChangeBytes' },
   { what: 'agent memory, overlay on, 100 peers (wireguard-go apart)', must: '≤ 60 MB RSS', aim: '—', file: 'overlay-footprint', target: 'agentRss100Peers' },
   { what: 'service data path: full sync of 1,000 Services × 10 endpoints on the device (plan + nft)', must: '≤ 1 s', aim: '—', file: 'services-datapath', target: 'fullSync' },
   { what: 'service data path: one endpoint change on the device (plan + nft transaction)', must: '≤ 50 ms', aim: '—', file: 'services-datapath', target: 'endpointChange' },

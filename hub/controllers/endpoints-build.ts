@@ -32,7 +32,7 @@ function isPodReady(pod: StoredObject): boolean {
  * what a client off the pod network reaches. Otherwise the pod's podIP (else the node's address)
  * and the container port: with the overlay on, every pod of the fleet reaches that
  * (docs/ARCHITECTURE.md, 'The pod network'); with --overlay none only a client on the same
- * device does. Virtual IPs in front of them are Services' work ('Planned next').
+ * device does. Virtual IPs in front of them: docs/ARCHITECTURE.md, 'Services on the hub'.
  */
 function resolvePort(spec: PodSpec, podIP: string | undefined, nodeIP: string | undefined, sp: ServicePort): { ip: string; port: EndpointPort } | undefined {
   const target = sp.targetPort ?? sp.port;

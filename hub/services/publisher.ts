@@ -56,6 +56,9 @@ export class ServicePublisher {
   /** Ids found retained by the broker with no row (an external broker keeps them over a hub restart). */
   private readonly stale = new Set<string>();
   private catalogSent: string | undefined;
+  /** How many rows are Services' and endpoints' (the catalog's counts). */
+  private serviceRows = 0;
+  private endpointRows = 0;
   private unwatch: (() => void)[] = [];
 
   constructor(private readonly opts: ServicePublisherOptions) {
@@ -104,13 +107,7 @@ export class ServicePublisher {
 
   /** How many Services and endpoints the devices are told of now. */
   counts(): CatalogAnnouncement {
-    let services = 0;
-    let endpoints = 0;
-    for (const id of this.rows.keys()) {
-      if (id.startsWith('s/')) services++;
-      else endpoints++;
-    }
-    return { v: 1, services, endpoints };
+    return { v: 1, services: this.serviceRows, endpoints: this.endpointRows };
   }
 
   async reconcile(key: string): Promise<void> {
@@ -170,6 +167,10 @@ export class ServicePublisher {
   }
 
   private remember(row: ServiceMessageRow): void {
+    if (!this.rows.has(row.id)) {
+      if (row.id.startsWith('s/')) this.serviceRows++;
+      else this.endpointRows++;
+    }
     this.rows.set(row.id, row);
     if (row.id.startsWith('e/')) {
       const key = serviceKeyOfId(row.id);
@@ -179,7 +180,10 @@ export class ServicePublisher {
   }
 
   private forget(id: string): void {
-    this.rows.delete(id);
+    if (this.rows.delete(id)) {
+      if (id.startsWith('s/')) this.serviceRows--;
+      else this.endpointRows--;
+    }
     this.published.delete(id);
     if (id.startsWith('e/')) {
       const key = serviceKeyOfId(id);

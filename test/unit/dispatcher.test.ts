@@ -233,6 +233,23 @@ describe('the desired set carries the pod network', () => {
   });
 });
 
+describe('the desired set names the service CIDR and the node\'s site', () => {
+  it('sends serviceCIDR, and the site from topology.kubernetes.io/zone else site; a site changed is a new revision', async () => {
+    dispatcher.stop();
+    dispatcher = new Dispatcher(hub.db, hub.store, bus, topics, hub.log, { clusterCIDR: '10.42.0.0/16', serviceCIDR: '10.43.0.0/16' });
+    dispatcher.start();
+    createNode(hub.store, { name: 'edge-1', labels: { site: 'depot' } });
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, spec: { podCIDR: '10.42.3.0/24', podCIDRs: ['10.42.3.0/24'] } }));
+    await dispatcher.queue.idle();
+    expect(lastDesired().network).toEqual({ podCIDR: '10.42.3.0/24', clusterCIDR: '10.42.0.0/16', serviceCIDR: '10.43.0.0/16', site: 'depot' });
+    const rev = lastDesired().rev;
+    hub.store.mutate('Node', '', 'edge-1', (cur) => ({ ...cur, metadata: { ...cur.metadata, labels: { site: 'depot', 'topology.kubernetes.io/zone': 'north' } } }));
+    await dispatcher.queue.idle();
+    expect(lastDesired().network?.site).toBe('north');
+    expect(lastDesired().rev).toBe(rev + 1);
+  });
+});
+
 describe('the desired set\'s pod CIDR is the IPAM\'s', () => {
   it('keeps sending the held block while spec.podCIDR is cleared by hand', async () => {
     dispatcher.stop();

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HubError } from '../../hub/api/errors.js';
+import { loadHubConfig } from '../../hub/config.js';
 import { ResourceService } from '../../hub/api/resources.js';
 import type { MessageBus } from '../../hub/broker/bus.js';
 import { parseServiceNetworkSettings, ServiceAllocator } from '../../hub/services/allocator.js';
@@ -69,6 +70,9 @@ describe('service network flags', () => {
     expect(parseServiceNetworkSettings('10.43.0.1/16', '30000-32767', '10.42.0.0/16')).toMatchObject({ flag: '--service-cidr' });
     expect(parseServiceNetworkSettings('10.43.0.0/16', '32767-30000', '10.42.0.0/16')).toMatchObject({ flag: '--service-node-port-range' });
     expect(parseServiceNetworkSettings('10.43.0.0/16', '30000', '10.42.0.0/16')).toMatchObject({ flag: '--service-node-port-range' });
+    // The hub refuses to start on them.
+    expect(() => loadHubConfig({ dataDir: '/nowhere', clusterCIDR: '10.0.0.0/10' })).toThrow(/--service-cidr: 10\.43\.0\.0\/16 overlaps the cluster CIDR 10\.0\.0\.0\/10/);
+    expect(loadHubConfig({ dataDir: '/nowhere', clusterCIDR: '10.0.0.0/10', serviceCIDR: '10.96.0.0/12' }).serviceCIDR).toBe('10.96.0.0/12');
   });
 });
 
