@@ -138,6 +138,12 @@ export const desiredStateSchema = z
     metrics: z.object({ intervalSeconds: z.number().int().min(1).max(3600) }).optional(),
     /** The node's pod network (its pod CIDR in the cluster CIDR), once the hub has allocated one. */
     network: desiredNetworkSchema.optional(),
+    /**
+     * The node's network policy (`desiredPoliciesSchema` in policy.ts), read by the agent on its
+     * own: a section it cannot read is reported and leaves what is enforced as it is, never
+     * refusing the rest of the set.
+     */
+    policies: z.unknown().optional(),
     /** Written by the agent beside the set it keeps on disk; the hub never sends it. */
     refusedPods: z.array(refusedPodSchema).optional(),
   })
