@@ -30,6 +30,8 @@ import { DEFAULT_METRICS_INTERVAL_SECONDS } from '../shared/protocol/metrics.js'
 import { Overlay, steadyNetworkReport, type OverlayPass } from './network/overlay.js';
 import type { NetPlane } from './network/plane.js';
 import { ServiceBook } from './network/services.js';
+import { PolicyEnforcer } from './network/policy/enforcer.js';
+import { kernelPolicyPlane } from './network/policy/kernel.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -170,6 +172,9 @@ export class Agent {
         config.networkPlane,
       );
     }
+    // Network policy for the device's own pods, in the kernel (the hollow devices' plane may have none).
+    const policyPlane = config.networkPlane ? config.networkPlane.policy : kernelPolicyPlane();
+    if (config.overlay && policyPlane) this.policy = new PolicyEnforcer(policyPlane, log.child({ part: 'policy' }), (e) => this.onNodeEvent(e));
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
     }
@@ -397,6 +402,7 @@ export class Agent {
       // again: the next pass goes on with every other pod.
       if (failed) break;
     }
+    if (this.policy && !this.stopped) await this.policy.sync(target.policies, podIPs(containers));
     this.observedRev = target.rev;
     this.configurator.cleanup(desired, containers);
     this.updateLocks.finish(desired);
@@ -642,6 +648,8 @@ export class Agent {
 
   private readonly nodeReporter = new NodeReporter();
   private readonly overlay: Overlay | undefined;
+  /** Network policy for the device's own pods (docs/ARCHITECTURE.md, 'Network policy'); undefined without the overlay. */
+  private readonly policy: PolicyEnforcer | undefined;
   /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
   readonly serviceBook: ServiceBook | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
@@ -677,4 +685,14 @@ export class Agent {
     if (this.config.metricsIntervalSeconds === 0) return 0;
     return this.desired?.metrics?.intervalSeconds ?? this.config.metricsIntervalSeconds ?? DEFAULT_METRICS_INTERVAL_SECONDS;
   }
+}
+
+/** Each pod's IP by uid, from its running sandbox. */
+function podIPs(containers: readonly RuntimeContainer[]): Map<string, string> {
+  const ips = new Map<string, string>();
+  for (const c of containers) {
+    const uid = c.labels[LABEL_POD_UID];
+    if (uid && c.podIP && c.state === 'running' && c.labels[LABEL_CONTAINER] === INFRA_CONTAINER) ips.set(uid, c.podIP);
+  }
+  return ips;
 }
