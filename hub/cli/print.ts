@@ -5,6 +5,8 @@ import type { DaemonSetSpec, DaemonSetStatus } from '../../shared/resources/daem
 import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus } from '../../shared/resources/deployment.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
+import type { NetworkPolicySpec } from '../../shared/resources/networkpolicy.js';
+import { selectorFromLabelSelector, selectorToString, type LabelSelector } from '../../shared/labels/selector.js';
 import type { RolloutSpec, RolloutStatus } from '../../shared/resources/rollout.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
@@ -166,6 +168,11 @@ const COLUMNS: Record<string, Columns> = {
       return [o.metadata!.name!, shown || '<none>', age(o.metadata?.creationTimestamp)];
     },
   },
+  // As kubectl: the pod selector in its string form, <none> for every pod of the namespace.
+  NetworkPolicy: {
+    headers: ['NAME', 'POD-SELECTOR', 'AGE'],
+    row: (o) => [o.metadata!.name!, podSelectorText((o.spec as NetworkPolicySpec).podSelector), age(o.metadata?.creationTimestamp)],
+  },
   // As kubectl: how many keys, never the values (a Secret's table shows no data).
   ConfigMap: {
     headers: ['NAME', 'DATA', 'AGE'],
@@ -216,4 +223,12 @@ export function formatObjects(kind: string, items: Obj[], format: OutputFormat, 
 /** One `Label:   value` line of describe's output, the value aligned at column 18 (`<none>` when absent). */
 export function kv(label: string, value: string | number | undefined, indent = 0): string {
   return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
+}
+
+function podSelectorText(selector: LabelSelector | undefined): string {
+  try {
+    return selectorToString(selectorFromLabelSelector(selector)) || '<none>';
+  } catch {
+    return '<invalid>';
+  }
 }
