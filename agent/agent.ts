@@ -364,6 +364,9 @@ export class Agent {
       if (pass > 0) for (const image of this.pulls.takePulled()) pulledThisPass.add(image);
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
       this.seenContainers = containers;
+      // Network policy for the sandboxes running now: a new pod's sandbox is made a pass before its
+      // app containers, so its policy is in force before any of them runs.
+      if (this.policy) await this.policy.sync(target.policies, podIPs(containers));
       const images = await this.presentImages(desired);
       const now = Date.now();
       this.noteRunning(containers, now);
@@ -402,7 +405,6 @@ export class Agent {
       // again: the next pass goes on with every other pod.
       if (failed) break;
     }
-    if (this.policy && !this.stopped) await this.policy.sync(target.policies, podIPs(containers));
     this.observedRev = target.rev;
     this.configurator.cleanup(desired, containers);
     this.updateLocks.finish(desired);

@@ -62,7 +62,9 @@ export function compilePolicies(inputs: PolicyInputs): Map<string, DesiredPolici
     if (list) list.push(pod);
     else byNamespace.set(pod.namespace, [pod]);
   }
-  const namespaceLabels = (ns: string): Record<string, string> => ({ ...inputs.namespaces.get(ns), [NAMESPACE_NAME_LABEL]: ns });
+  // Each namespace's labels once, the name label included (a namespace stored before the hub set it).
+  const namespaceLabels = new Map<string, Record<string, string>>();
+  for (const ns of new Set([...inputs.namespaces.keys(), ...byNamespace.keys()])) namespaceLabels.set(ns, { ...inputs.namespaces.get(ns), [NAMESPACE_NAME_LABEL]: ns });
 
   // Each target pod's rules, in a stable order (policies by namespace/name, then rule index).
   const rulesOf = new Map<string, { pod: PolicyPod; ingress?: PolicyRule[]; egress?: PolicyRule[] }>();
@@ -78,8 +80,11 @@ export function compilePolicies(inputs: PolicyInputs): Map<string, DesiredPolici
       return rules.map((rule, i) => {
         const ruleId = `${policy.namespace}/${policy.name}/${direction === 'ingress' ? 'i' : 'e'}${i}`;
         // No peers: any address; an egress named port then goes to every pod of the fleet that has it.
-        if (!rule.peers || rule.peers.length === 0) return { ruleId, setId: undefined, peerPods: pods.filter((p) => p.ip), set: {}, ports: rule.ports };
-        const { peerPods, set } = resolvePeers(rule.peers, policy.namespace, pods, byNamespace, namespaceLabels);
+        if (!rule.peers || rule.peers.length === 0) {
+          const named = direction === 'egress' && rule.ports?.some((p) => typeof p.port === 'string');
+          return { ruleId, setId: undefined, peerPods: named ? pods.filter((p) => p.ip) : [], set: {}, ports: rule.ports };
+        }
+        const { peerPods, set } = resolvePeers(rule.peers, policy.namespace, byNamespace, namespaceLabels);
         return { ruleId, setId: ruleId, peerPods, set, ports: rule.ports };
       });
     };
@@ -94,9 +99,13 @@ export function compilePolicies(inputs: PolicyInputs): Map<string, DesiredPolici
   }
 
   const out = new Map<string, { sets: Map<string, PolicyPeerSet>; profiles: Map<string, PolicyProfile>; pods: Map<string, string> }>();
+  const profileIds = new Map<string, string>();
   for (const { pod, ingress, egress } of rulesOf.values()) {
     const profile: PolicyProfile = { ...(ingress ? { ingress } : {}), ...(egress ? { egress } : {}) };
-    const profileId = createHash('sha256').update(JSON.stringify(profile)).digest('hex').slice(0, 16);
+    // Pods of one policy share their rules: each distinct profile is hashed once.
+    const text = JSON.stringify(profile);
+    let profileId = profileIds.get(text);
+    if (profileId === undefined) profileIds.set(text, (profileId = createHash('sha256').update(text).digest('hex').slice(0, 16)));
     const node = out.get(pod.node!) ?? { sets: new Map(), profiles: new Map(), pods: new Map() };
     out.set(pod.node!, node);
     node.profiles.set(profileId, profile);
@@ -111,9 +120,8 @@ export function compilePolicies(inputs: PolicyInputs): Map<string, DesiredPolici
 function resolvePeers(
   peers: NetworkPolicyPeer[],
   namespace: string,
-  pods: readonly PolicyPod[],
   byNamespace: ReadonlyMap<string, PolicyPod[]>,
-  namespaceLabels: (ns: string) => Record<string, string>,
+  namespaceLabels: ReadonlyMap<string, Record<string, string>>,
 ): { peerPods: PolicyPod[]; set: PolicyPeerSet } {
   const picked = new Map<string, PolicyPod>();
   const blocks: { cidr: string; except?: string[] }[] = [];
@@ -126,11 +134,11 @@ function resolvePeers(
     // podSelector alone: pods of the policy's namespace; with a namespaceSelector: of the namespaces it picks.
     const podSel = peer.podSelector ? safeSelector(peer.podSelector) : undefined;
     const nsSel = peer.namespaceSelector ? safeSelector(peer.namespaceSelector) : undefined;
-    const candidates = nsSel ? pods.filter((p) => matches(nsSel, namespaceLabels(p.namespace))) : (byNamespace.get(namespace) ?? []);
-    for (const pod of candidates) if (pod.ip && (!podSel || matches(podSel, pod.labels))) picked.set(pod.uid, pod);
+    const namespaces = nsSel ? [...namespaceLabels].filter(([, labels]) => matches(nsSel, labels)).map(([ns]) => ns) : [namespace];
+    for (const ns of namespaces) for (const pod of byNamespace.get(ns) ?? []) if (pod.ip && (!podSel || matches(podSel, pod.labels))) picked.set(pod.uid, pod);
   }
   const peerPods = [...picked.values()];
-  const ips = [...new Set(peerPods.map((p) => p.ip!))].sort(compareIPs);
+  const ips = sortIPs(peerPods.map((p) => p.ip!));
   return { peerPods, set: { ...(ips.length > 0 ? { ips } : {}), ...(blocks.length > 0 ? { blocks } : {}) } };
 }
 
@@ -177,7 +185,7 @@ function egressRules(rule: ResolvedRule, sets: Map<string, PolicyPeerSet>): Poli
     }
     for (const [number, ips] of [...byNumber].sort((a, b) => a[0] - b[0])) {
       const setId = `${rule.ruleId}/${p.port}-${protocol}-${number}`;
-      sets.set(setId, { ips: [...new Set(ips)].sort(compareIPs) });
+      sets.set(setId, { ips: sortIPs(ips) });
       out.push({ peers: setId, ports: [{ protocol, port: number }] });
     }
   }
@@ -208,7 +216,7 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function compareIPs(a: string, b: string): number {
-  const n = (ip: string) => ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-  return n(a) - n(b);
+/** Distinct IPs in numeric order (each parsed once). */
+function sortIPs(ips: Iterable<string>): string[] {
+  return [...new Set(ips)].map((ip) => [ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0), ip] as const).sort((a, b) => a[0] - b[0]).map(([, ip]) => ip);
 }

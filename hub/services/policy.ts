@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { DesiredPolicies } from '../../shared/protocol/policy.js';
+import { createHash } from 'node:crypto';
+import type { DesiredPolicies, PolicyPeerSet } from '../../shared/protocol/policy.js';
 import type { NetworkPolicySpec } from '../../shared/resources/networkpolicy.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
 import type { ObjectStore } from '../store/objects.js';
@@ -21,9 +22,10 @@ export class PolicyCompiler {
   private readonly policies = new Map<string, PolicyObject>();
   private readonly namespaces = new Map<string, Record<string, string>>();
   private readonly pods = new Map<string, { view: PolicyPod; fingerprint: string }>();
-  private compiled = new Map<string, { value: DesiredPolicies; json: string }>();
+  private compiled = new Map<string, { value: DesiredPolicies; fingerprint: string }>();
   private unwatch: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private lastCompileMs = 0;
 
   constructor(
     private readonly store: ObjectStore,
@@ -62,17 +64,19 @@ export class PolicyCompiler {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const started = Date.now();
-    const next = new Map<string, { value: DesiredPolicies; json: string }>();
+    const next = new Map<string, { value: DesiredPolicies; fingerprint: string }>();
     if (this.policies.size > 0) {
       const result = compilePolicies({ policies: [...this.policies.values()], pods: [...this.pods.values()].map((p) => p.view), namespaces: this.namespaces });
-      for (const [node, value] of result) next.set(node, { value, json: JSON.stringify(value) });
+      const prints = sectionFingerprints(result);
+      for (const [node, value] of result) next.set(node, { value, fingerprint: prints.get(node)! });
     }
     const changed: string[] = [];
-    for (const [node, c] of next) if (this.compiled.get(node)?.json !== c.json) changed.push(node);
+    for (const [node, c] of next) if (this.compiled.get(node)?.fingerprint !== c.fingerprint) changed.push(node);
     for (const node of this.compiled.keys()) if (!next.has(node)) changed.push(node);
     this.compiled = next;
+    this.lastCompileMs = Date.now() - started;
     if (changed.length > 0) {
-      this.log.debug({ nodes: changed.length, ms: Date.now() - started }, 'network policy compiled');
+      this.log.debug({ nodes: changed.length, ms: this.lastCompileMs }, 'network policy compiled');
       this.onNodesChanged(changed);
     }
     return changed;
@@ -80,13 +84,14 @@ export class PolicyCompiler {
 
   private schedule(): void {
     if (this.timer) return;
+    // A fleet-wide compile that takes long waits longer between bursts: at most a third of the time compiling.
     this.timer = setTimeout(() => {
       try {
         this.recompile();
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'network policy compile failed');
       }
-    }, SETTLE_MS);
+    }, Math.max(SETTLE_MS, 2 * this.lastCompileMs));
   }
 
   private onPolicy(e: WatchEvent): boolean {
@@ -132,4 +137,20 @@ function podView(pod: StoredObject): PolicyPod | undefined {
     ...(status?.podIP ? { ip: status.podIP } : {}),
     ports,
   };
+}
+
+/**
+ * What tells one node's section from another: its profiles and pods, and a digest of each set
+ * it names. A set (thousands of IPs, shared by many nodes) is digested once, not once per node.
+ */
+export function sectionFingerprints(sections: ReadonlyMap<string, DesiredPolicies>): Map<string, string> {
+  const digests = new Map<PolicyPeerSet, string>();
+  const digest = (set: PolicyPeerSet): string => {
+    let d = digests.get(set);
+    if (d === undefined) digests.set(set, (d = createHash('sha1').update(JSON.stringify(set)).digest('base64')));
+    return d;
+  };
+  const out = new Map<string, string>();
+  for (const [node, value] of sections) out.set(node, JSON.stringify([value.profiles, value.pods, Object.entries(value.sets).map(([id, set]) => [id, digest(set)])]));
+  return out;
 }

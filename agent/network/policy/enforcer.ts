@@ -47,8 +47,19 @@ export class PolicyEnforcer {
     private readonly onEvent: (e: NodeEvent) => void,
   ) {}
 
-  /** Brings the table to what `raw` (the desired set's `policies`) says for pods with these IPs (uid → IP). */
+  /**
+   * Brings the table to what `raw` (the desired set's `policies`) says for pods with these IPs
+   * (uid → IP). Never throws: the agent's reconcile goes on whatever happens here.
+   */
   async sync(raw: unknown, podIPs: ReadonlyMap<string, string>): Promise<void> {
+    try {
+      await this.syncOnce(raw, podIPs);
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
+  private async syncOnce(raw: unknown, podIPs: ReadonlyMap<string, string>): Promise<void> {
     this.read(raw);
     const { model, problems } = buildModel(this.section, podIPs);
     for (const problem of problems) this.once(`problem:${problem}`, { type: 'Warning', reason: 'NetworkPolicyInvalid', message: problem });
