@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apply, podRunning } from '../harness/fleet.js';
 import { agentOf, startLabAgent } from '../harness/lab-flotilla.js';
 import { NFT, mustRunIn, runIn } from '../harness/netns.js';
-import { echoPodManifest, overlayNode, remoteAddrSeenBy, startOverlayLab, waitReach, type OverlayLab } from '../harness/overlay.js';
+import { echoPodManifest, execInPod, overlayNode, remoteAddrSeenBy, startOverlayLab, waitReach, type OverlayLab } from '../harness/overlay.js';
+import { TEST_IMAGE } from '../harness/images.js';
 import { cli, stopAll, waitFor } from '../harness/processes.js';
 
 // NetworkPolicy enforced by the devices' kernels, in the overlay's lab: two devices, a `db`
@@ -118,6 +119,39 @@ spec:
     await waitAllowed('web-a', 'other-b');
     // Replies to what the others start always pass: other-b is not selected and reaches web-b.
     await waitAllowed('other-b', 'web-b');
+    await waitAllowed('other-a', 'db');
+  });
+
+  it('is in force before a new pod\'s first process runs', async () => {
+    apply(o.hub, `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: probe-no-egress}
+spec:
+  podSelector: {matchLabels: {app: probe}}
+  policyTypes: [Egress]
+`);
+    // The pod's first act is a request to db, which every unselected pod reaches.
+    const request = `printf 'GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${ip.db} 8080 | grep -q 200 && echo reached > /tmp/first || echo blocked > /tmp/first; exec sleep 3600`;
+    // The same pod unselected (its label differs) shows that the request itself succeeds at once.
+    for (const [name, app] of [['probe', 'probe'], ['control', 'control']]) {
+      apply(o.hub, `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, labels: {app: ${app}}}
+spec:
+  nodeName: a
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: ${TEST_IMAGE}
+      command: ["/bin/sh", "-c", ${JSON.stringify(request)}]
+`);
+    }
+    const firstOf = (pod: string) => waitFor(`${pod}'s first request to end`, async () => {
+      const r = await execInPod(o.devices.a!, pod, ['cat', '/tmp/first']).catch(() => undefined);
+      return r?.code === 0 ? r.stdout.trim() : undefined;
+    }, 90_000, 500);
+    expect(await firstOf('control')).toBe('reached');
+    expect(await firstOf('probe')).toBe('blocked');
     await waitAllowed('other-a', 'db');
   });
 
