@@ -122,11 +122,14 @@ export class PolicyCompiler {
   }
 }
 
-/** A pod as policy sees it; undefined for pods outside policy (hostNetwork, finished, being deleted). */
+/**
+ * A pod as policy sees it; undefined for pods outside policy (hostNetwork, finished). A pod
+ * being deleted still runs for its grace period, protected and a peer as before.
+ */
 function podView(pod: StoredObject): PolicyPod | undefined {
   const spec = pod.spec as PodSpec | undefined;
   const status = pod.status as { phase?: string; podIP?: string } | undefined;
-  if (!spec || spec.hostNetwork || pod.metadata.deletionTimestamp || status?.phase === 'Succeeded' || status?.phase === 'Failed') return undefined;
+  if (!spec || spec.hostNetwork || status?.phase === 'Succeeded' || status?.phase === 'Failed') return undefined;
   const ports = new Map<string, number>();
   for (const c of spec.containers) for (const p of c.ports ?? []) if (p.name) ports.set(`${p.name}/${p.protocol ?? 'TCP'}`, p.containerPort);
   return {

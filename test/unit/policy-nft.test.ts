@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { NodeEvent } from '../../agent/node/image-gc.js';
 import { PolicyEnforcer, type PolicyPlane } from '../../agent/network/policy/enforcer.js';
 import { buildModel, setElements } from '../../agent/network/policy/model.js';
@@ -137,6 +137,23 @@ describe('PolicyEnforcer', () => {
     expect(e.stats).toMatchObject({ transactions: 2, full: 1, failures: 0 });
     // The bridge check's finding is told once.
     expect(events.map((ev) => ev.reason)).toEqual(['NetworkPolicyDegraded']);
+  });
+
+  it('writes the table whole again when it has gone missing (checked every 30 s)', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const { plane, e } = enforcer();
+      await e.sync(SECTION, IPS);
+      plane.table = false; // someone's `nft flush ruleset`
+      await e.sync(SECTION, IPS);
+      expect(plane.scripts).toHaveLength(1);
+      vi.setSystemTime(Date.now() + 31_000);
+      await e.sync(SECTION, IPS);
+      expect(plane.scripts).toHaveLength(2);
+      expect(plane.scripts[1]).toMatch(/^table inet flotilla-policy\ndelete table/);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('with no policy, removes a table an earlier run left, once', async () => {

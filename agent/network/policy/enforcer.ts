@@ -35,6 +35,8 @@ export class PolicyEnforcer {
   /** The last section read well, and its text: a section that cannot be read leaves this in force. */
   private section: DesiredPolicies | undefined;
   private sectionText = 'null';
+  /** The section and pod IPs the table was last brought to: the same again is nothing to do. */
+  private appliedInputs = '';
   private reported = new Set<string>();
   private lastCheck = 0;
   private bridgeChecked = false;
@@ -61,9 +63,13 @@ export class PolicyEnforcer {
 
   private async syncOnce(raw: unknown, podIPs: ReadonlyMap<string, string>): Promise<void> {
     this.read(raw);
+    // Most passes change nothing: the same section and the same pod IPs as the table was made from.
+    const inputs = `${this.sectionText}\n${JSON.stringify([...podIPs])}`;
+    const checkDue = this.applied !== undefined && !isEmptyModel(this.applied) && Date.now() - this.lastCheck >= CHECK_INTERVAL_MS;
+    if (this.applied && inputs === this.appliedInputs && !checkDue) return;
     const { model, problems } = buildModel(this.section, podIPs);
     for (const problem of problems) this.once(`problem:${problem}`, { type: 'Warning', reason: 'NetworkPolicyInvalid', message: problem });
-    if (this.applied && !isEmptyModel(this.applied) && Date.now() - this.lastCheck >= CHECK_INTERVAL_MS) {
+    if (checkDue) {
       this.lastCheck = Date.now();
       if (!(await this.plane.tableExists())) {
         this.log.warn('the network policy table is gone; writing it again');
@@ -71,12 +77,18 @@ export class PolicyEnforcer {
       }
     }
     const from = this.applied;
-    if (from && incrementalScript(from, model) === '') return;
+    if (from && incrementalScript(from, model) === '') {
+      this.appliedInputs = inputs;
+      return;
+    }
     if (!isEmptyModel(model)) await this.checkBridge();
     let script: string;
     if (isEmptyModel(model)) {
       // Nothing to enforce: the table goes (at start, whatever an earlier run left).
-      if (from && isEmptyModel(from)) return;
+      if (from && isEmptyModel(from)) {
+        this.appliedInputs = inputs;
+        return;
+      }
       script = removeRuleset();
     } else script = from && !isEmptyModel(from) ? incrementalScript(from, model) : fullRuleset(model);
     const full = !from || isEmptyModel(from) || isEmptyModel(model);
@@ -99,6 +111,7 @@ export class PolicyEnforcer {
     this.stats.lastMs = Date.now() - started;
     if (!from) this.lastCheck = Date.now();
     this.applied = model;
+    this.appliedInputs = inputs;
     this.reported.delete('failed');
     this.log.debug({ ingress: model.ingress.size, egress: model.egress.size, sets: model.sets.size, ms: this.stats.lastMs, full }, 'network policy applied');
   }
