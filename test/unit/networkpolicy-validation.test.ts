@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ResourceService } from '../../hub/api/resources.js';
+import { describe as describeObject } from '../../hub/cli/describe.js';
 import { formatObjects } from '../../hub/cli/print.js';
 import { ipBlockRanges } from '../../shared/resources/networkpolicy.js';
 import { validateManifest } from '../../shared/resources/validate.js';
@@ -86,5 +87,14 @@ describe('namespaces and `get networkpolicy`', () => {
     expect(lines[0]).toMatch(/^NAME\s+POD-SELECTOR\s+AGE$/);
     expect(lines[1]).toMatch(/^deny-all\s+<none>\s+90s$/);
     expect(lines[2]).toMatch(/^db\s+app=db,tier!=x\s+90s$/);
+  });
+
+  it('describes a policy in kubectl\'s words', () => {
+    const spec = validateManifest(policy({
+      podSelector: { matchLabels: { app: 'db' } },
+      ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }, { ipBlock: { cidr: '192.0.2.0/24', except: ['192.0.2.128/25'] } }], ports: [{ protocol: 'TCP', port: 5432 }] }],
+    })).object!.spec;
+    const text = describeObject({ kind: 'NetworkPolicy', metadata: { name: 'db', namespace: 'default', uid: 'u' }, spec }, []);
+    expect(text).toContain(['Spec:', '  PodSelector:     app=db', '  Allowing ingress traffic:', '    To Port: 5432/TCP', '    From:', '      PodSelector: app=web', '      IPBlock:', '        CIDR: 192.0.2.0/24', '        Except: 192.0.2.128/25', '  Not affecting egress traffic', '  Policy Types: Ingress'].join('\n'));
   });
 });
