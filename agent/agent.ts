@@ -36,6 +36,8 @@ import type { ProxyNode } from './services/proxy/plan.js';
 import { ServiceProxy } from './services/proxy/proxy.js';
 import { ClusterDns } from './services/dns/cluster-dns.js';
 import { IngressProxy } from './services/ingress/proxy.js';
+import { PolicyEnforcer } from './network/policy/enforcer.js';
+import { kernelPolicyPlane } from './network/policy/kernel.js';
 
 export interface AgentConfig {
   hub?: string;
@@ -185,6 +187,9 @@ export class Agent {
         config.networkPlane,
       );
     }
+    // Network policy for the device's own pods, in the kernel (the hollow devices' plane may have none).
+    const policyPlane = config.networkPlane ? config.networkPlane.policy : kernelPolicyPlane();
+    if (config.overlay && policyPlane) this.policy = new PolicyEnforcer(policyPlane, log.child({ part: 'policy' }), (e) => this.onNodeEvent(e));
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
       this.dns = new ClusterDns({ book: this.serviceBook, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
@@ -392,6 +397,9 @@ export class Agent {
       if (pass > 0) for (const image of this.pulls.takePulled()) pulledThisPass.add(image);
       containers = await this.runtime.listContainers({ [LABEL_NODE]: this.config.name });
       this.seenContainers = containers;
+      // Network policy for the sandboxes running now: a new pod's sandbox is made a pass before its
+      // app containers, so its policy is in force before any of them runs.
+      if (this.policy) await this.policy.sync(target.policies, podIPs(containers));
       const images = await this.presentImages(desired);
       const now = Date.now();
       this.noteRunning(containers, now);
@@ -680,6 +688,8 @@ export class Agent {
 
   private readonly nodeReporter = new NodeReporter();
   private readonly overlay: Overlay | undefined;
+  /** Network policy for the device's own pods (docs/ARCHITECTURE.md, 'Network policy'); undefined without the overlay. */
+  private readonly policy: PolicyEnforcer | undefined;
   /** The fleet's Services and endpoints as this device last heard them (undefined without the overlay, or with services off). */
   readonly serviceBook: ServiceBook | undefined;
   /** The device's DNS server and pods' resolver settings (with the service book). */
@@ -738,4 +748,14 @@ export class Agent {
     if (this.config.metricsIntervalSeconds === 0) return 0;
     return this.desired?.metrics?.intervalSeconds ?? this.config.metricsIntervalSeconds ?? DEFAULT_METRICS_INTERVAL_SECONDS;
   }
+}
+
+/** Each pod's IP by uid, from its running sandbox. */
+function podIPs(containers: readonly RuntimeContainer[]): Map<string, string> {
+  const ips = new Map<string, string>();
+  for (const c of containers) {
+    const uid = c.labels[LABEL_POD_UID];
+    if (uid && c.podIP && c.state === 'running' && c.labels[LABEL_CONTAINER] === INFRA_CONTAINER) ips.set(uid, c.podIP);
+  }
+  return ips;
 }

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { Topics } from '../shared/protocol/topics.js';
-import { DEFAULT_NAMESPACE } from '../shared/resources/namespace.js';
+import { DEFAULT_NAMESPACE, NAMESPACE_NAME_LABEL } from '../shared/resources/namespace.js';
 import { EvictionRoutes } from './api/eviction.js';
 import { PodLogRoutes } from './api/logs.js';
 import { MetricsRoutes } from './api/metrics.js';
@@ -29,6 +29,7 @@ import { WavesController } from './controllers/waves/controller.js';
 import { DeploymentWavesController } from './controllers/waves/deployment.js';
 import { Dispatcher } from './dispatch/desired.js';
 import { IngressDispatch, IngressStatusWriter } from './services/ingress.js';
+import { PolicyCompiler } from './services/policy.js';
 import { DeviceEventIngest } from './dispatch/events.js';
 import { NodeHeartbeats } from './dispatch/heartbeats.js';
 import { RpcClient } from './dispatch/rpc.js';
@@ -105,7 +106,7 @@ export class Hub {
     const credentials = new Credentials(db);
     inDataDir(dataDir, () => {
       if (!store.get('Namespace', '', DEFAULT_NAMESPACE)) {
-        store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE }, spec: {} });
+        store.create({ apiVersion: 'flotilla/v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE, labels: { [NAMESPACE_NAME_LABEL]: DEFAULT_NAMESPACE } }, spec: {} });
       }
       ensureTokenFile(credentials, join(dataDir, ADMIN_TOKEN_FILE), 'admin', log);
       ensureTokenFile(credentials, join(dataDir, JOIN_TOKEN_FILE), 'join', log);
@@ -151,7 +152,16 @@ export class Hub {
     opened.add('relay observed endpoints', relay.onObservedChange((node) => podNetwork.peers.refresh(node)));
     selfMetrics.addFamilies(podNetwork.families);
     selfMetrics.instrumentController('ipam', podNetwork.ipam);
-    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, serviceCIDR: config.serviceCIDR, podCIDROf: podNetwork.podCIDROf }, new IngressDispatch(store, log.child({ part: 'ingress' })));
+    // Network policy compiled per node, before the first desired sets: a node whose compiled policy changed is dispatched again.
+    // (The dispatcher's own start enqueues every node, so what the first compile finds needs no call.)
+    let redispatch = (_nodes: readonly string[]): void => {};
+    const policyCompiler = new PolicyCompiler(store, log.child({ part: 'policy' }), (nodes) => redispatch(nodes));
+    policyCompiler.start();
+    opened.add('policy', () => policyCompiler.stop());
+    const dispatcher = new Dispatcher(db, store, broker, topics, log.child({ part: 'dispatch' }), { clusterCIDR: config.clusterCIDR, serviceCIDR: config.serviceCIDR, podCIDROf: podNetwork.podCIDROf }, new IngressDispatch(store, log.child({ part: 'ingress' })), policyCompiler);
+    redispatch = (nodes) => {
+      for (const node of nodes) dispatcher.queue.add(node);
+    };
     dispatcher.start();
     // Each Ingress's status.loadBalancer.ingress: the ingress devices' addresses.
     const ingressStatus = new IngressStatusWriter(store, log.child({ part: 'ingress' }), events);

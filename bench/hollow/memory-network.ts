@@ -2,6 +2,8 @@ import { publicKeyOf } from '../../shared/net/keys.js';
 import { OWN_ROUTE_PROTOCOL, type IpRoute } from '../../shared/net/ip.js';
 import type { WgInterfaceState } from '../../shared/net/wireguard.js';
 import type { NetPlane } from '../../agent/network/plane.js';
+import type { PolicyPlane } from '../../agent/network/policy/enforcer.js';
+import { POLICY_TABLE } from '../../agent/network/policy/nft.js';
 import { parseFirewallMarker } from '../../agent/network/firewall.js';
 import type { NetStep, ObservedNetwork } from '../../agent/network/plan.js';
 import type { RuntimeNetwork } from '../../agent/runtime/runtime.js';
@@ -20,6 +22,8 @@ export class MemoryNetPlane implements NetPlane {
   private firewall: string | undefined;
   private readonly networks: RuntimeNetwork[] = [];
   private forwarding = false;
+  /** Network policy on a hollow device: the agent's enforcer runs as on a device; its scripts are counted, not run. */
+  readonly policy = new MemoryPolicyPlane();
 
   constructor(
     private readonly runtime: MemoryRuntime,
@@ -89,5 +93,27 @@ export class MemoryNetPlane implements NetPlane {
         this.link = undefined;
         return;
     }
+  }
+}
+
+/** The hollow device's policy table: whether there is one, and what the enforcer wrote (scripts, bytes). */
+export class MemoryPolicyPlane implements PolicyPlane {
+  scripts = 0;
+  bytes = 0;
+  private table = false;
+
+  apply(script: string): Promise<void> {
+    this.scripts++;
+    this.bytes += script.length;
+    this.table = !script.endsWith(`delete table inet ${POLICY_TABLE}\n`);
+    return Promise.resolve();
+  }
+
+  tableExists(): Promise<boolean> {
+    return Promise.resolve(this.table);
+  }
+
+  bridgeFiltering(): Promise<{ state: 'on' }> {
+    return Promise.resolve({ state: 'on' });
   }
 }

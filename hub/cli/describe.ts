@@ -8,6 +8,8 @@ import type { LabelSelectorSpec } from '../../shared/resources/meta.js';
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import { describeNodeNetwork } from './describe-network.js';
+import { describeNetworkPolicy } from './describe-policy.js';
+import type { NetworkPolicySpec } from '../../shared/resources/networkpolicy.js';
 import { age, kv, table } from './print.js';
 import { latestPullProgress, pullUnderWay } from './pull-progress.js';
 import { recordLines, rolloutSummaryLines, type RolloutRecord } from './rollout-waves-render.js';
@@ -59,6 +61,7 @@ export function describe(obj: Obj, events: Ev[], related: { endpoints?: Obj; usa
   else if (obj.kind === 'Service') lines.push(...describeService(obj, related.endpoints));
   else if (obj.kind === 'ConfigMap' || obj.kind === 'Secret') lines.push(...describeData(obj));
   else if (obj.kind === 'Ingress') lines.push(...describeIngress(obj));
+  else if (obj.kind === 'NetworkPolicy') lines.push(...describeNetworkPolicy(obj.spec as NetworkPolicySpec));
   // A Pod's or Node's CPU and memory over the last hour (hub/cli/top.ts), when the devices report metrics.
   if (related.usage?.length) lines.push(...related.usage);
   lines.push('Events:');

@@ -6,6 +6,8 @@ import type { DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus
 import type { CronJobSpec, CronJobStatus, JobSpec, JobStatus } from '../../shared/resources/job.js';
 import type { EndpointSliceFields, EndpointsFields, ServiceSpec } from '../../shared/resources/service.js';
 import type { IngressSpec, IngressStatus } from '../../shared/resources/ingress.js';
+import type { NetworkPolicySpec } from '../../shared/resources/networkpolicy.js';
+import { selectorFromLabelSelector, selectorToString, type LabelSelector } from '../../shared/labels/selector.js';
 import type { RolloutSpec, RolloutStatus } from '../../shared/resources/rollout.js';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
@@ -200,6 +202,11 @@ const COLUMNS: Record<string, Columns> = {
       return [o.metadata!.name!, spec.ingressClassName ?? '<none>', shown || '*', address, spec.tls?.length ? '80, 443' : '80', age(o.metadata?.creationTimestamp)];
     },
   },
+  // As kubectl: the pod selector in its string form, <none> for every pod of the namespace.
+  NetworkPolicy: {
+    headers: ['NAME', 'POD-SELECTOR', 'AGE'],
+    row: (o) => [o.metadata!.name!, podSelectorText((o.spec as NetworkPolicySpec).podSelector), age(o.metadata?.creationTimestamp)],
+  },
   // As kubectl: how many keys, never the values (a Secret's table shows no data).
   ConfigMap: {
     headers: ['NAME', 'DATA', 'AGE'],
@@ -250,4 +257,12 @@ export function formatObjects(kind: string, items: Obj[], format: OutputFormat, 
 /** One `Label:   value` line of describe's output, the value aligned at column 18 (`<none>` when absent). */
 export function kv(label: string, value: string | number | undefined, indent = 0): string {
   return `${' '.repeat(indent)}${`${label}:`.padEnd(Math.max(18 - indent, label.length + 2))}${value ?? '<none>'}`;
+}
+
+function podSelectorText(selector: LabelSelector | undefined): string {
+  try {
+    return selectorToString(selectorFromLabelSelector(selector)) || '<none>';
+  } catch {
+    return '<invalid>';
+  }
 }

@@ -5,6 +5,7 @@ import { PROTOCOL_VERSION, encodePayload, type DesiredConfig, type DesiredPod, t
 import { METRICS_INTERVAL_ANNOTATION, parseMetricsInterval } from '../../shared/protocol/metrics.js';
 import type { Topics } from '../../shared/protocol/topics.js';
 import type { DesiredNetwork } from '../../shared/protocol/network.js';
+import type { DesiredPolicies } from '../../shared/protocol/policy.js';
 import type { NodeSpec } from '../../shared/resources/node.js';
 import type { PodSpec } from '../../shared/resources/pod.js';
 import { referencedConfig } from '../../shared/resources/volumes.js';
@@ -56,6 +57,8 @@ export class Dispatcher {
     private readonly network?: { clusterCIDR: string; serviceCIDR?: string; podCIDROf?: (node: string) => string | undefined },
     /** The Ingresses and their certificates, for ingress devices only (hub/services/ingress.ts). */
     private readonly ingress?: IngressDispatch,
+    /** Each node's compiled network policy (hub/services/policy.ts), absent where none selects its pods. */
+    private readonly policies?: { forNode(node: string): DesiredPolicies | undefined },
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -196,7 +199,8 @@ export class Dispatcher {
     const metrics = this.metricsSettings(nodeObj);
     const network = this.networkSettings(nodeObj);
     const ingress = this.ingress?.sectionFor(nodeObj);
-    const hashed = configs.length || secrets.length || metrics || network || ingress ? { pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}) } : pods;
+    const policies = this.policies?.forNode(node);
+    const hashed = configs.length || secrets.length || metrics || network || ingress || policies ? { pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}), ...(policies ? { policies } : {}) } : pods;
     const hash = createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
     const row = this.getRow.get(node);
     let rev = row?.rev ?? 0;
@@ -211,7 +215,7 @@ export class Dispatcher {
       this.published.delete(node);
     }
     if (this.published.has(node)) return;
-    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}) };
+    const message: DesiredState = { v: PROTOCOL_VERSION, rev, pods, configs, secrets, ...(metrics ? { metrics } : {}), ...(network ? { network } : {}), ...(ingress ? { ingress } : {}), ...(policies ? { policies } : {}) };
     // Not awaited: the next node's set need not wait for this one to be handed to the broker
     // (the broker keeps the order of one topic's messages). A failed publish is retried.
     this.published.add(node);

@@ -141,6 +141,12 @@ export const desiredStateSchema = z
     network: desiredNetworkSchema.optional(),
     /** Ingress devices only: the Ingresses and the certificates they name (shared/protocol/ingress.ts). */
     ingress: desiredIngressSchema.optional(),
+    /**
+     * The node's network policy (`desiredPoliciesSchema` in policy.ts), read by the agent on its
+     * own: a section it cannot read is reported and leaves what is enforced as it is, never
+     * refusing the rest of the set.
+     */
+    policies: z.unknown().optional(),
     /** Written by the agent beside the set it keeps on disk; the hub never sends it. */
     refusedPods: z.array(refusedPodSchema).optional(),
   })

@@ -7,6 +7,7 @@ import { cronJobSpecSchema, jobSpecSchema } from './job.js';
 import { endpointSliceFieldsSchema, endpointsFieldsSchema, serviceSpecSchema } from './service.js';
 import { ingressSpecSchema } from './ingress.js';
 import { namespaceSpecSchema } from './namespace.js';
+import { defaultPolicyTypes, networkPolicySpecSchema, type NetworkPolicySpec } from './networkpolicy.js';
 import { nodeSpecSchema } from './node.js';
 import { podSpecSchema } from './pod.js';
 import { ROLLOUT_KIND, rolloutSpecSchema } from './rollout.js';
@@ -30,7 +31,7 @@ export interface KindInfo {
   body: { field: 'spec'; schema: z.ZodType; required: boolean } | { field: 'top'; schema: z.ZodObject };
   /** Checks across fields that the schema cannot express. */
   check?: (body: Record<string, unknown>) => FieldError[];
-  /** The write path's rewrite of a valid body before it is stored (Secret: stringData into data). */
+  /** The write path's rewrite of a valid body before it is stored (Secret: stringData into data; a spec kind's defaults). */
   normalize?: (body: Record<string, unknown>) => Record<string, unknown>;
   /** Written by the hub only: never accepted from a manifest. */
   systemOnly?: boolean;
@@ -143,6 +144,17 @@ const kinds: KindInfo[] = [
     apiVersions: [API_VERSION, 'networking.k8s.io/v1'],
     nameRule: 'subdomain',
     body: { field: 'spec', schema: ingressSpecSchema, required: true },
+  },
+  {
+    kind: 'NetworkPolicy',
+    plural: 'networkpolicies',
+    singular: 'networkpolicy',
+    shortNames: ['netpol'],
+    namespaced: true,
+    apiVersions: [API_VERSION, 'networking.k8s.io/v1'],
+    nameRule: 'subdomain',
+    body: { field: 'spec', schema: networkPolicySpecSchema, required: true },
+    normalize: (spec) => defaultPolicyTypes(spec as NetworkPolicySpec) as Record<string, unknown>,
   },
   {
     kind: 'Endpoints',

@@ -2,6 +2,7 @@
 import { droppedFields, fieldErrorsFromZod, formatPath, isPlainObject, type FieldError } from './fields.js';
 import { API_VERSION, allKinds, lookupKind, type KindInfo } from './kinds.js';
 import { metadataSchema } from './meta.js';
+import { NAMESPACE_NAME_LABEL } from './namespace.js';
 
 /** A manifest that passed validation, in the shape the store takes. */
 export interface ValidObject {
@@ -63,6 +64,8 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
       else warnings.push(`metadata.namespace: ignored, ${kind.kind} is not namespaced`);
     }
     if (labels) metadata.labels = labels;
+    // Kubernetes labels every namespace with its own name, so that a namespaceSelector can pick one by name.
+    if (kind.kind === 'Namespace') metadata.labels = { ...labels, [NAMESPACE_NAME_LABEL]: name };
     if (annotations) metadata.annotations = annotations;
     if (resourceVersion) metadata.resourceVersion = resourceVersion;
   }
@@ -76,7 +79,7 @@ export function validateManifest(doc: unknown, opts: { allowSystemKinds?: boolea
       if (!parsed.success) errors.push(...fieldErrorsFromZod(parsed.error, 'spec'));
       else {
         warnings.push(...droppedFields(doc.spec ?? {}, parsed.data, ['spec']).map(unsupported));
-        object.spec = parsed.data;
+        object.spec = kind.normalize ? kind.normalize(parsed.data as Record<string, unknown>) : parsed.data;
         if (kind.check) errors.push(...kind.check(parsed.data as Record<string, unknown>));
       }
     }

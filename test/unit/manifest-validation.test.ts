@@ -121,7 +121,8 @@ describe('validateManifest: valid manifests', () => {
   });
 
   it.each(['flotilla/v1', 'v1'])('accepts a Namespace with apiVersion %s, with or without spec', (apiVersion) => {
-    expect(expectValid(validateManifest(namespaceManifest({ apiVersion }))).metadata).toEqual({ name: 'team-a' });
+    // Labelled with its own name, as Kubernetes labels every namespace.
+    expect(expectValid(validateManifest(namespaceManifest({ apiVersion }))).metadata).toEqual({ name: 'team-a', labels: { 'kubernetes.io/metadata.name': 'team-a' } });
     const withSpec = expectValid(validateManifest({ ...namespaceManifest({ apiVersion }), spec: { finalizers: ['kubernetes'] } }));
     expect(withSpec.spec).toEqual({ finalizers: ['kubernetes'] });
   });

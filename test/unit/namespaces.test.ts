@@ -26,6 +26,7 @@ const MANIFESTS: Record<string, (ns: string) => Record<string, unknown>> = {
   Ingress: (ns) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', metadata: { name: 'x', namespace: ns }, spec: { defaultBackend: { service: { name: 'x', port: { number: 80 } } } } }),
   ConfigMap: (ns) => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', namespace: ns }, data: { a: '1' } }),
   Secret: (ns) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'x', namespace: ns }, stringData: { a: '1' } }),
+  NetworkPolicy: (ns) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'x', namespace: ns }, spec: { podSelector: {} } }),
   Event: (ns) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name: 'x', namespace: ns }, involvedObject: { kind: 'Pod', name: 'x', namespace: ns }, reason: 'Test', message: 'm', type: 'Normal' }),
 };
 
