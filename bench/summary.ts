@@ -32,6 +32,7 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'bytes each existing device receives when one device joins, 1,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes1000' },
   { what: 'bytes each existing device receives when one device joins, 10,000 nodes', must: '≤ 1 KB', aim: '≤ 200 B', file: 'overlay-join-bytes', target: 'joinBytes10000' },
   { what: 'agent memory, overlay on, 100 peers (wireguard-go apart)', must: '≤ 60 MB RSS', aim: '—', file: 'overlay-footprint', target: 'agentRss100Peers' },
+  { what: 'Service created → reachable by name from a pod on another device', must: '≤ 3 s', aim: '≤ 1 s', file: 'services-reach', target: 'serviceReach' },
   { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
 ];
 
