@@ -37,6 +37,7 @@ const DESIGN_TARGETS: Row[] = [
   { what: 'service data path: one endpoint change on the device (plan + nft transaction)', must: '≤ 50 ms', aim: '—', file: 'services-datapath', target: 'endpointChange' },
   { what: 'first-packet cost through a virtual IP: TCP connect at 1,000 Services ÷ at 10', must: '≤ 1.5 ×', aim: '≤ 1.1 ×', file: 'services-datapath', target: 'firstPacket' },
   { what: 'DNS from a pod: p99 on the device', must: '≤ 5 ms', aim: '—', file: 'services-dns', target: 'dnsFromPod' },
+  { what: 'Service created → reachable by name from a pod on another device', must: '≤ 3 s', aim: '≤ 1 s', file: 'services-reach', target: 'serviceReach' },
   { what: 'rollout across a fleet', must: '5,000 devices, 4 waves, limited by the health gates only', aim: 'same at 50,000', file: 'rollout', target: 'rollout' },
 ];
 

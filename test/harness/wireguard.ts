@@ -12,10 +12,12 @@ let counter = 0;
 
 /**
  * A WireGuard interface name unique on the machine: wireguard-go's control socket lives in one
- * folder for every namespace. At most 15 characters, as the kernel allows.
+ * folder for every namespace. The whole pid (at most 7 digits), so that test files running at
+ * the same time in different processes never share a name. At most 15 characters, as the
+ * kernel allows.
  */
 export function uniqueIfname(prefix: string): string {
-  const name = `${prefix}${process.pid % 100_000}x${++counter}`;
+  const name = `${prefix}${process.pid}x${++counter}`;
   if (name.length > 15) throw new Error(`interface name ${name} is longer than 15 characters`);
   return name;
 }
