@@ -35,6 +35,7 @@ import { ServiceBook } from './network/services.js';
 import type { ProxyNode } from './services/proxy/plan.js';
 import { ServiceProxy } from './services/proxy/proxy.js';
 import { ClusterDns } from './services/dns/cluster-dns.js';
+import { AnsweredServices } from './services/dns/view.js';
 import { IngressProxy } from './services/ingress/proxy.js';
 import { PolicyEnforcer } from './network/policy/enforcer.js';
 import { kernelPolicyPlane } from './network/policy/kernel.js';
@@ -192,8 +193,8 @@ export class Agent {
     if (config.overlay && policyPlane) this.policy = new PolicyEnforcer(policyPlane, log.child({ part: 'policy' }), (e) => this.onNodeEvent(e));
     if (config.services !== false && config.overlay) {
       this.serviceBook = new ServiceBook({ stateDir: config.stateDir, log: log.child({ part: 'services' }), onChange: (keys) => this.onServicesChanged(keys) });
-      this.dns = new ClusterDns({ book: this.serviceBook, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
-      this.onServices(() => this.dns?.invalidate());
+      this.dnsView = new AnsweredServices(this.serviceBook);
+      this.dns = new ClusterDns({ book: this.dnsView, log: log.child({ part: 'dns' }), resolvConf: config.resolvConf ?? '/etc/resolv.conf' });
       // Serves only while the desired set carries an ingress section (docs/ARCHITECTURE.md, 'Ingress').
       this.ingress = new IngressProxy({ httpPort: config.ingressHttpPort ?? 80, httpsPort: config.ingressHttpsPort ?? 443, book: this.serviceBook, log: log.child({ part: 'ingress' }) });
     }
@@ -201,6 +202,17 @@ export class Agent {
     if (config.overlay === 'wireguard' && !config.networkPlane) {
       this.proxy = new ServiceProxy({ source: this.serviceBook ?? { services: () => new Map(), endpoints: () => new Map() }, log: log.child({ part: 'proxy' }) });
       if (this.serviceBook) this.onServices((keys) => this.proxy!.changed(keys));
+    }
+    // DNS names a changed Service once the proxy's sync of it is done (services/dns/view.ts), and
+    // its cached answers go then.
+    if (this.dnsView) {
+      const view = this.dnsView;
+      const proxy = this.proxy;
+      const take = (keys: ReadonlySet<string>): void => {
+        view.take(keys);
+        this.dns?.invalidate();
+      };
+      this.onServices((keys) => (proxy ? void proxy.idle().then(() => take(keys)) : take(keys)));
     }
     this.rpc = new RpcServer((res) => this.link?.publishRpcResponse(res) ?? false, { logs: (params, call) => serveLogs(this.runtime, this.config.name, params, call) }, RPC_LIMITS, log);
   }
@@ -694,6 +706,8 @@ export class Agent {
   readonly serviceBook: ServiceBook | undefined;
   /** The device's DNS server and pods' resolver settings (with the service book). */
   private readonly dns: ClusterDns | undefined;
+  /** What the DNS server names: the book's Services, each once the proxy has synced it. */
+  private readonly dnsView: AnsweredServices | undefined;
   /** The ingress proxy, serving while this device is an ingress device (with the service book only). */
   private readonly ingress: IngressProxy | undefined;
   /** Who hears of a change in the service book: the service proxy, the DNS server, the ingress. */
