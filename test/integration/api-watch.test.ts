@@ -56,7 +56,8 @@ describe('watch', () => {
     controller.abort();
     await reading;
     expect(events.map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual(['ADDED site-a', 'MODIFIED site-a', 'DELETED site-a']);
-    expect(events[1]!.object.metadata.labels).toEqual({ team: 'edge', tier: 'gold' });
+    // The hub keeps Kubernetes' name label on every namespace (NetworkPolicy's namespaceSelector reads it).
+    expect(events[1]!.object.metadata.labels).toEqual({ team: 'edge', tier: 'gold', 'kubernetes.io/metadata.name': 'site-a' });
   });
 
   it('answers 410 Gone for a resourceVersion from the future', async () => {
