@@ -58,7 +58,7 @@ export class Dispatcher {
     /** The Ingresses and their certificates, for ingress devices only (hub/services/ingress.ts). */
     private readonly ingress?: IngressDispatch,
     /** Each node's compiled network policy (hub/services/policy.ts), absent where none selects its pods. */
-    private readonly policies?: { forNode(node: string): DesiredPolicies | undefined },
+    private readonly policies?: { forNode(node: string): DesiredPolicies | undefined; pendingFor?(node: string): boolean },
   ) {
     this.getRow = db.prepare<[string], { rev: number; hash: string }>('SELECT rev, hash FROM dispatch WHERE node = ?');
     this.putRow = db.prepare('INSERT INTO dispatch (node, rev, hash, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(node) DO UPDATE SET rev = excluded.rev, hash = excluded.hash, updated_at = excluded.updated_at');
@@ -193,6 +193,8 @@ export class Dispatcher {
       }
       return;
     }
+    // A pod new here may be one a network policy selects: its set waits for that compile (a burst, ~20 ms), which queues the node again.
+    if (this.policies?.pendingFor?.(node)) return;
     const pods = this.desiredPods(node);
     const { configs, secrets } = this.desiredConfigs(pods);
     // A set without configuration hashes as before, so an upgraded hub keeps the nodes' revisions.

@@ -26,6 +26,10 @@ export class PolicyCompiler {
   private unwatch: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private lastCompileMs = 0;
+  /** Nodes that gained a pod, or whose pod changed labels, since the last compile: their selection may be stale. */
+  private readonly dirty = new Set<string>();
+  /** Nodes whose desired set waits for the next compile (pendingFor said so). */
+  private readonly deferred = new Set<string>();
 
   constructor(
     private readonly store: ObjectStore,
@@ -54,6 +58,18 @@ export class PolicyCompiler {
     this.timer = undefined;
   }
 
+  /**
+   * Whether the node's desired set must wait for the compile that is due: a pod bound to it, or
+   * relabelled, since the last compile may be selected by a policy, and sent before its policy
+   * it could start its first process unprotected. The wait is one burst (20 ms, or twice a long
+   * compile); the node is handed to onNodesChanged when the compile is done.
+   */
+  pendingFor(node: string): boolean {
+    if (!this.timer || this.policies.size === 0 || !this.dirty.has(node)) return false;
+    this.deferred.add(node);
+    return true;
+  }
+
   /** The node's compiled policy; undefined when no policy selects any of its pods. */
   forNode(node: string): DesiredPolicies | undefined {
     return this.compiled.get(node)?.value;
@@ -75,10 +91,9 @@ export class PolicyCompiler {
     for (const node of this.compiled.keys()) if (!next.has(node)) changed.push(node);
     this.compiled = next;
     this.lastCompileMs = Date.now() - started;
-    if (changed.length > 0) {
-      this.log.debug({ nodes: changed.length, ms: this.lastCompileMs }, 'network policy compiled');
-      this.onNodesChanged(changed);
-    }
+    if (changed.length > 0) this.log.debug({ nodes: changed.length, ms: this.lastCompileMs }, 'network policy compiled');
+    const waiting = this.releaseDeferred().filter((n) => !changed.includes(n));
+    if (changed.length + waiting.length > 0) this.onNodesChanged([...changed, ...waiting]);
     return changed;
   }
 
@@ -90,8 +105,18 @@ export class PolicyCompiler {
         this.recompile();
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'network policy compile failed');
+        // The nodes that waited for it get their desired sets with the last compiled policy.
+        const waiting = this.releaseDeferred();
+        if (waiting.length > 0) this.onNodesChanged(waiting);
       }
     }, Math.max(SETTLE_MS, 2 * this.lastCompileMs));
+  }
+
+  private releaseDeferred(): string[] {
+    const waiting = [...this.deferred];
+    this.deferred.clear();
+    this.dirty.clear();
+    return waiting;
   }
 
   private onPolicy(e: WatchEvent): boolean {
@@ -116,7 +141,10 @@ export class PolicyCompiler {
     const view = e.type === 'DELETED' ? undefined : podView(e.object);
     if (!view) return this.pods.delete(key);
     const fingerprint = JSON.stringify([view.uid, view.labels, view.node, view.ip, [...view.ports]]);
-    if (this.pods.get(key)?.fingerprint === fingerprint) return false;
+    const known = this.pods.get(key);
+    if (known?.fingerprint === fingerprint) return false;
+    // A pod new on its node, or relabelled there: whether a policy selects it is known at the next compile.
+    if (view.node && (known?.view.uid !== view.uid || known.view.node !== view.node || JSON.stringify(known.view.labels) !== JSON.stringify(view.labels))) this.dirty.add(view.node);
     this.pods.set(key, { view, fingerprint });
     return true;
   }

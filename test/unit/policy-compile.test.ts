@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { MessageBus } from '../../hub/broker/bus.js';
 import { Dispatcher } from '../../hub/dispatch/desired.js';
 import { compilePolicies, type PolicyObject, type PolicyPod } from '../../hub/services/policy-compile.js';
@@ -104,9 +104,11 @@ describe('compilePolicies', () => {
 class RetainingBus implements MessageBus {
   readonly retained = new Map<string, Buffer>();
   readonly count = new Map<string, number>();
+  readonly history: { topic: string; payload: Buffer }[] = [];
   async publish(topic: string, payload: Buffer): Promise<void> {
     this.retained.set(topic, payload);
     this.count.set(topic, (this.count.get(topic) ?? 0) + 1);
+    this.history.push({ topic, payload });
   }
   async subscribe(): Promise<void> {}
   disconnectNode(): void {}
@@ -194,6 +196,24 @@ describe('PolicyCompiler with the dispatcher', () => {
     expect(after[0]).toBe(before[0]! + 1);
     expect(after[1]).toBe(before[1]);
     expect(policiesOf('a')!.sets['default/db/i0']).toEqual({ ips: ['10.42.2.2', '10.42.3.7'] });
+  });
+
+  it("never sends a node a pod a policy selects before that pod's policy: the desired set waits for the compile", async () => {
+    await settle();
+    bus.history.length = 0;
+    // A new db pod on b: the policy selects it. Left to the compile's own timer, as in the hub.
+    hub.store.create(podObject({ name: 'db-b', nodeName: 'b', labels: { app: 'db' } }));
+    const uid = hub.store.get('Pod', 'default', 'db-b')!.metadata.uid;
+    const sets = () =>
+      bus.history
+        .filter((m) => m.topic === topics.desired('b'))
+        .map((m) => {
+          const d = decodePayload(desiredStateSchema, m.payload);
+          if (!d.ok) throw new Error('bad desired set');
+          return d.value;
+        });
+    await vi.waitFor(() => expect(sets().some((d) => d.pods.some((p) => p.uid === uid))).toBe(true), { timeout: 2_000 });
+    for (const d of sets().filter((x) => x.pods.some((p) => p.uid === uid))) expect((d.policies as DesiredPolicies | undefined)?.pods[uid]).toBeDefined();
   });
 
   it('deleting the policy clears the section of the nodes that had one', async () => {
