@@ -1,13 +1,14 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { KernelProxyPlane } from '../agent/services/proxy/nft.js';
-import { ServiceProxy, type ServiceSource } from '../agent/services/proxy/proxy.js';
-import type { EndpointAnnouncement, ServiceAnnouncement } from '../shared/protocol/services.js';
+import { ServiceProxy } from '../agent/services/proxy/proxy.js';
+import type { EndpointAnnouncement } from '../shared/protocol/services.js';
 import { ip } from '../test/harness/netns.js';
 import { CLUSTER_CIDR, POD_CIDR, ProxyLab, SERVE_PORT, tally, type ProxyLabPod } from '../test/harness/proxy-lab.js';
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { median, quantile, round, writeResult } from './results.js';
+import { MemoryServices } from '../test/harness/service-source.js';
 
 // The service proxy's data path on one device (a network namespace of the bench's own, real
 // nftables): the time to write the table whole for 1,000 Services × 10 endpoints, the time of
@@ -29,16 +30,7 @@ function childCpuSeconds(): number {
   return (Number(fields[13]) + Number(fields[14])) / 100;
 }
 
-class Book implements ServiceSource {
-  readonly svcs = new Map<string, ServiceAnnouncement>();
-  readonly eps = new Map<string, Map<string, EndpointAnnouncement>>();
-  services(): ReadonlyMap<string, ServiceAnnouncement> {
-    return this.svcs;
-  }
-  endpoints(ns: string, name: string): ReadonlyMap<string, EndpointAnnouncement> {
-    return this.eps.get(`${ns}/${name}`) ?? new Map();
-  }
-}
+class Book extends MemoryServices {}
 
 const vip = (i: number) => `10.43.${(i + 1) >> 8}.${(i + 1) & 255}`;
 /** Endpoint addresses of the Services nobody connects to: in the cluster CIDR, never used. */

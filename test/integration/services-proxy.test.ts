@@ -1,25 +1,18 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KernelProxyPlane } from '../../agent/services/proxy/nft.js';
-import { ServiceProxy, type ServiceSource } from '../../agent/services/proxy/proxy.js';
-import type { EndpointAnnouncement, ServiceAnnouncement } from '../../shared/protocol/services.js';
+import { ServiceProxy } from '../../agent/services/proxy/proxy.js';
+import type { ServiceAnnouncement } from '../../shared/protocol/services.js';
 import { mustRunIn, runIn } from '../harness/netns.js';
 import { CLUSTER_CIDR, DEVICE_ADDRESS, OUTSIDE_ADDRESS, POD_CIDR, ProxyLab, SERVE_PORT, tally, type ProxyLabPod } from '../harness/proxy-lab.js';
+import { MemoryServices } from '../harness/service-source.js';
 
 // The service proxy's data path with real nftables and real traffic: the proxy's own code
 // programs a device namespace's table (through nsenter), and pods in namespaces around it
 // connect to virtual IPs and node ports. The device is node "a"; pods on the far bridge stand
 // for node "b"'s, reached as over the overlay.
 
-class Book implements ServiceSource {
-  readonly svcs = new Map<string, ServiceAnnouncement>();
-  readonly eps = new Map<string, Map<string, EndpointAnnouncement>>();
-  services(): ReadonlyMap<string, ServiceAnnouncement> {
-    return this.svcs;
-  }
-  endpoints(ns: string, name: string): ReadonlyMap<string, EndpointAnnouncement> {
-    return this.eps.get(`${ns}/${name}`) ?? new Map();
-  }
+class Book extends MemoryServices {
   put(s: Partial<ServiceAnnouncement> & { name: string; clusterIP: string }, pods: readonly ProxyLabPod[], ports: Record<string, number> = { '': SERVE_PORT }): string {
     const svc: ServiceAnnouncement = { v: 1, namespace: 'lab', uid: s.name, type: 'ClusterIP', ports: [{ protocol: 'TCP', port: 80, targetPort: SERVE_PORT }], generation: 1, ...s };
     this.svcs.set(`lab/${s.name}`, svc);

@@ -1,24 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MessageBus } from '../../hub/broker/bus.js';
 import { Dispatcher } from '../../hub/dispatch/desired.js';
 import { decodePayload, desiredStateSchema, type DesiredState } from '../../shared/protocol/messages.js';
 import { Topics } from '../../shared/protocol/topics.js';
 import type { Container } from '../../shared/resources/pod.js';
 import { container, createNode, podObject, testHub, type TestHub } from './builders.js';
+import { RetainingBus } from '../harness/memory-bus.js';
 
 /** Keeps the retained desired set of each node, as the broker would. */
-class RetainingBus implements MessageBus {
-  readonly retained = new Map<string, Buffer>();
-  async publish(topic: string, payload: Buffer): Promise<void> {
-    this.retained.set(topic, payload);
-  }
-  async subscribe(): Promise<void> {}
-  disconnectNode(): void {}
-  connectedClients(): number {
-    return 0;
-  }
-  async close(): Promise<void> {}
-}
 
 const topics = new Topics();
 let hub: TestHub;

@@ -1,5 +1,4 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MessageBus } from '../../hub/broker/bus.js';
 import { describe as describeObject } from '../../hub/cli/describe.js';
 import { formatObjects } from '../../hub/cli/print.js';
 import { Dispatcher } from '../../hub/dispatch/desired.js';
@@ -8,6 +7,7 @@ import { decodePayload, desiredStateSchema, type DesiredState } from '../../shar
 import { Topics } from '../../shared/protocol/topics.js';
 import { validateManifest } from '../../shared/resources/validate.js';
 import { createNode, setNodeLabels, testHub, type TestHub } from './builders.js';
+import { RetainingBus } from '../harness/memory-bus.js';
 
 const CERT = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64');
 const KEY = Buffer.from('-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n').toString('base64');
@@ -92,20 +92,6 @@ describe('Ingress manifests', () => {
 });
 
 /** Keeps the retained desired set of each node, and counts publishes, as the broker would. */
-class RetainingBus implements MessageBus {
-  readonly retained = new Map<string, Buffer>();
-  readonly published: string[] = [];
-  async publish(topic: string, payload: Buffer): Promise<void> {
-    this.retained.set(topic, payload);
-    this.published.push(topic);
-  }
-  async subscribe(): Promise<void> {}
-  disconnectNode(): void {}
-  connectedClients(): number {
-    return 0;
-  }
-  async close(): Promise<void> {}
-}
 
 describe('Ingress delivery to ingress devices only', () => {
   const topics = new Topics();

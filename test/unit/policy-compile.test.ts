@@ -1,5 +1,4 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { MessageBus } from '../../hub/broker/bus.js';
 import { Dispatcher } from '../../hub/dispatch/desired.js';
 import { compilePolicies, type PolicyObject, type PolicyPod } from '../../hub/services/policy-compile.js';
 import { PolicyCompiler } from '../../hub/services/policy.js';
@@ -8,6 +7,7 @@ import { desiredPoliciesSchema, type DesiredPolicies } from '../../shared/protoc
 import { Topics } from '../../shared/protocol/topics.js';
 import type { NetworkPolicySpec } from '../../shared/resources/networkpolicy.js';
 import { container, createNode, podObject, testHub, type TestHub } from './builders.js';
+import { RetainingBus } from '../harness/memory-bus.js';
 
 // The hub's compile of NetworkPolicies into each node's `policies` section, and which nodes a
 // change reaches.
@@ -101,22 +101,6 @@ describe('compilePolicies', () => {
 });
 
 /** A bus that keeps the retained desired set of each topic. */
-class RetainingBus implements MessageBus {
-  readonly retained = new Map<string, Buffer>();
-  readonly count = new Map<string, number>();
-  readonly history: { topic: string; payload: Buffer }[] = [];
-  async publish(topic: string, payload: Buffer): Promise<void> {
-    this.retained.set(topic, payload);
-    this.count.set(topic, (this.count.get(topic) ?? 0) + 1);
-    this.history.push({ topic, payload });
-  }
-  async subscribe(): Promise<void> {}
-  disconnectNode(): void {}
-  connectedClients(): number {
-    return 0;
-  }
-  async close(): Promise<void> {}
-}
 
 describe('PolicyCompiler with the dispatcher', () => {
   const topics = new Topics();

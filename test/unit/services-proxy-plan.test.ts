@@ -2,8 +2,9 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ProxyDataPlane } from '../../agent/services/proxy/nft.js';
 import { EMPTY_PIECE, fullRuleset, goneUdpEndpoints, pickEndpoints, planService, transaction, type ProxyNode } from '../../agent/services/proxy/plan.js';
-import { ServiceProxy, type ServiceSource } from '../../agent/services/proxy/proxy.js';
+import { ServiceProxy } from '../../agent/services/proxy/proxy.js';
 import type { EndpointAnnouncement, ServiceAnnouncement } from '../../shared/protocol/services.js';
+import { MemoryServices } from '../harness/service-source.js';
 
 const node: ProxyNode = { name: 'a', site: 'north', podCIDR: '10.42.1.0/24', clusterCIDR: '10.42.0.0/16' };
 
@@ -212,16 +213,7 @@ class RecordingPlane implements ProxyDataPlane {
   close(): void {}
 }
 
-class Book implements ServiceSource {
-  readonly svcs = new Map<string, ServiceAnnouncement>();
-  readonly eps = new Map<string, Map<string, EndpointAnnouncement>>();
-  services(): ReadonlyMap<string, ServiceAnnouncement> {
-    return this.svcs;
-  }
-  endpoints(ns: string, name: string): ReadonlyMap<string, EndpointAnnouncement> {
-    return this.eps.get(`${ns}/${name}`) ?? new Map();
-  }
-}
+class Book extends MemoryServices {}
 
 describe('ServiceProxy', () => {
   const log = pino({ level: 'silent' });
