@@ -1,13 +1,11 @@
-import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDockerd, type TestDockerd } from '../harness/dockerd.js';
-import { engineContainers } from '../harness/fleet.js';
 import { TEST_IMAGE, buildTestImages } from '../harness/images.js';
 import { startAgent, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 import { generatePrivateKey, publicKeyOf } from '../../shared/net/keys.js';
+import { execIn, inDevice, killStrayDaemons, sandbox } from '../harness/device-pods.js';
 
 // Two devices' data planes carry pod traffic: each device a dockerd's namespace with the agent in
 // it, joined by a veth pair on a documentation range (the underlay). Each agent has the other's
@@ -16,7 +14,6 @@ import { generatePrivateKey, publicKeyOf } from '../../shared/net/keys.js';
 // receiver sees the sender's pod IP: no NAT between pod CIDRs. Peers, paths and the hub's part
 // are tested elsewhere; this is the tunnel, the bridge, the route and the nft table together.
 
-const execFileP = promisify(execFile);
 const IP = '/usr/sbin/ip';
 const PORT = 51898;
 const CLUSTER_CIDR = '10.42.0.0/16';
@@ -50,43 +47,6 @@ function seed(d: Device, peer: Device): void {
     ['peers.json', JSON.stringify({ v: 1, peers: [announcement] })],
   ];
   for (const [name, text] of files) for (const file of [name, `${name}.bak`]) writeFileSync(join(d.stateDir, file), text, { mode: 0o600 });
-}
-
-async function inDevice(d: Device, ...args: string[]): Promise<string> {
-  return (await execFileP(IP, ['netns', 'exec', d.dockerd.netns, ...args])).stdout;
-}
-
-/** The running infra container of the device's pod, and its pod IP. */
-async function sandbox(d: Device): Promise<{ id: string; ip: string } | undefined> {
-  const [c] = (await engineContainers(d.dockerd.docker, { 'flotilla.node': d.node, 'flotilla.container': 'POD' })).filter((x) => x.state === 'running');
-  if (!c) return undefined;
-  const ip = Object.values((await d.dockerd.docker.getContainer(c.id).inspect()).NetworkSettings.Networks)[0]?.IPAddress;
-  return ip ? { id: c.id, ip } : undefined;
-}
-
-/** Runs a command in the device's app container and returns its output. */
-async function execIn(d: Device, cmd: string[]): Promise<{ code: number; output: string }> {
-  const [app] = (await engineContainers(d.dockerd.docker, { 'flotilla.node': d.node, 'flotilla.container': 'app' })).filter((x) => x.state === 'running');
-  if (!app) throw new Error(`no running app container on ${d.node}`);
-  const exec = await d.dockerd.docker.getContainer(app.id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: true });
-  const stream = await exec.start({ hijack: true, stdin: false, Tty: true });
-  const chunks: Buffer[] = [];
-  await new Promise<void>((resolve) => {
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => resolve());
-  });
-  return { code: (await exec.inspect()).ExitCode ?? -1, output: Buffer.concat(chunks).toString('utf8').trim() };
-}
-
-function killStrayDaemons(names: string[]): void {
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (cmdline[0]?.endsWith('wireguard-go') && names.some((n) => cmdline.includes(n))) process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // Gone meanwhile.
-    }
-  }
 }
 
 beforeAll(async () => {

@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDockerd, type TestDockerd } from '../harness/dockerd.js';
-import { engineContainers } from '../harness/fleet.js';
 import { TEST_IMAGE, buildTestImages } from '../harness/images.js';
 import { startAgent, stopAll, tempDir, waitFor, type ManagedProcess, type RunningHub } from '../harness/processes.js';
 import { BUSYBOX, mustRunIn } from '../harness/netns.js';
 import { generatePrivateKey, publicKeyOf } from '../../shared/net/keys.js';
+import { execIn, inDevice, killStrayDaemons, sandbox } from '../harness/device-pods.js';
 
 // The service proxy inside the real agent, with the hub gone: two devices (each a dockerd's
 // namespace with its agent, joined by a veth underlay, the overlay's peers and desired sets on
@@ -18,7 +16,6 @@ import { generatePrivateKey, publicKeyOf } from '../../shared/net/keys.js';
 // WireGuard overlay, the pod's address kept), and device B reaches the node port on A's
 // underlay address (the routing mesh: A forwards to B's pod and the reply comes back through A).
 
-const execFileP = promisify(execFile);
 const IP = '/usr/sbin/ip';
 const PORT = 51897;
 const CLUSTER_CIDR = '10.42.0.0/16';
@@ -60,41 +57,6 @@ function seed(d: Device, peer: Device): void {
 
 function start(d: Device): void {
   d.agent = startAgent({ hub: NO_HUB, hubUrl: NO_HUB.mqttUrl, name: d.node, stateDir: d.stateDir, dockerHost: d.dockerd.dockerHost, netns: d.dockerd.netns, extraArgs: ['--overlay', 'wireguard', '--wireguard-interface', d.iface, '--wireguard-port', String(PORT), '--advertise-address', d.underlay] });
-}
-
-async function inDevice(d: Device, ...args: string[]): Promise<string> {
-  return (await execFileP(IP, ['netns', 'exec', d.dockerd.netns, ...args])).stdout;
-}
-
-async function sandbox(d: Device): Promise<{ id: string; ip: string } | undefined> {
-  const [c] = (await engineContainers(d.dockerd.docker, { 'flotilla.node': d.node, 'flotilla.container': 'POD' })).filter((x) => x.state === 'running');
-  if (!c) return undefined;
-  const ip = Object.values((await d.dockerd.docker.getContainer(c.id).inspect()).NetworkSettings.Networks)[0]?.IPAddress;
-  return ip ? { id: c.id, ip } : undefined;
-}
-
-async function execIn(d: Device, cmd: string[]): Promise<{ code: number; output: string }> {
-  const [app] = (await engineContainers(d.dockerd.docker, { 'flotilla.node': d.node, 'flotilla.container': 'app' })).filter((x) => x.state === 'running');
-  if (!app) throw new Error(`no running app container on ${d.node}`);
-  const exec = await d.dockerd.docker.getContainer(app.id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: true });
-  const stream = await exec.start({ hijack: true, stdin: false, Tty: true });
-  const chunks: Buffer[] = [];
-  await new Promise<void>((resolve) => {
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => resolve());
-  });
-  return { code: (await exec.inspect()).ExitCode ?? -1, output: Buffer.concat(chunks).toString('utf8').trim() };
-}
-
-function killStrayDaemons(names: string[]): void {
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (cmdline[0]?.endsWith('wireguard-go') && names.some((n) => cmdline.includes(n))) process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // Gone meanwhile.
-    }
-  }
 }
 
 beforeAll(async () => {
